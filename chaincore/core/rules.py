@@ -1,0 +1,234 @@
+"""The consensus rules of CONTRACT 4, in stages named by what they need.
+
+- check_tx_sanity / check_block_sanity: the object alone.
+- check_header_context: the parent (height, link, target, median time, clock).
+- check_tx_inputs / connect_block: the coins being spent.
+Each rule raises its own error class from errors.py.  Signatures are checked
+last and in one batch, through a `verify_batch` function the caller may
+replace (the node hands big batches to worker processes).
+"""
+
+from dataclasses import dataclass
+
+from . import keys
+from .block import Block, Header, merkle_root
+from .errors import (
+    BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
+    BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput,
+    DuplicateTx, ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, MissingInput, NoCoinbase,
+    NoInputs, NonFinal, NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TxTooLarge,
+    WrongKey, BadAmount, Malformed,
+)
+from .params import NetworkParams
+from .tx import MAX_COINBASE_DATA, MIN_COINBASE_DATA, Coin, OutPoint, Transaction, TxOut
+
+TX_VERSION = 1
+BLOCK_VERSION = 1
+
+
+def check_tx_sanity(tx: Transaction, params: NetworkParams) -> None:
+    """Rules a transaction must meet on its own, whatever the chain holds."""
+    if tx.version != TX_VERSION:
+        raise BadVersion(f"transaction version {tx.version} is not {TX_VERSION}")
+    if not tx.inputs:
+        raise NoInputs("transaction has no inputs")
+    if not tx.outputs:
+        raise NoOutputs("transaction has no outputs")
+    if tx.size > params.max_block_size:
+        raise TxTooLarge(f"transaction of {tx.size} bytes is over the block size limit")
+    total = 0
+    for n, out in enumerate(tx.outputs):
+        if not isinstance(out.amount, int) or out.amount <= 0:
+            raise BadAmount(f"output {n} amount must be a positive integer")
+        if out.amount > params.max_money:
+            raise OutputTooLarge(f"output {n} amount {out.amount} is over the money supply")
+        total += out.amount
+        if total > params.max_money:
+            raise OutputTooLarge("outputs add up to more than the money supply")
+    if tx.is_coinbase:
+        data = tx.inputs[0].signature
+        if not MIN_COINBASE_DATA <= len(data) <= MAX_COINBASE_DATA:
+            raise BadCoinbase(f"coinbase data must be {MIN_COINBASE_DATA}-{MAX_COINBASE_DATA} bytes")
+        if tx.inputs[0].public_key:
+            raise BadCoinbase("coinbase input carries a public key")
+        return
+    seen = set()
+    for n, txin in enumerate(tx.inputs):
+        if txin.is_null:
+            raise NullPrevout(f"input {n} spends the null outpoint outside a coinbase")
+        if txin.outpoint in seen:
+            raise DuplicateInput(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index} twice")
+        seen.add(txin.outpoint)
+        if len(txin.public_key) != keys.PUBKEY_SIZE:
+            raise Malformed(f"input {n} public key must be {keys.PUBKEY_SIZE} bytes")
+        if len(txin.signature) != keys.SIGNATURE_SIZE:
+            raise BadSignature(f"input {n} signature must be {keys.SIGNATURE_SIZE} bytes")
+
+
+def is_final(tx: Transaction, height: int) -> bool:
+    """A transaction may enter the block at height when its lock_time is 0 or a lower height."""
+    return tx.lock_time == 0 or tx.lock_time < height
+
+
+def check_block_sanity(block: Block, params: NetworkParams) -> None:
+    """Rules a block must meet on its own: proof of work, shape, merkle root, size, coinbase."""
+    header = block.header
+    if header.version != BLOCK_VERSION:
+        raise BadVersion(f"block version {header.version} is not {BLOCK_VERSION}")
+    if not 0 < header.target <= params.pow_limit:
+        raise BadTarget(f"target {header.target:064x} is easier than the network limit")
+    if not header.has_valid_pow:
+        raise BadProofOfWork(f"hash {header.hash.hex()} is above target {header.target:064x}")
+    if not block.transactions:
+        raise NoCoinbase("block has no transactions")
+    if block.size > params.max_block_size:
+        raise BlockTooLarge(f"block of {block.size} bytes is over {params.max_block_size}")
+    coinbase = block.transactions[0]
+    if not coinbase.is_coinbase:
+        raise NoCoinbase("the first transaction is not a coinbase")
+    if any(tx.is_coinbase or any(i.is_null for i in tx.inputs) for tx in block.transactions[1:]):
+        raise ExtraCoinbase("a block has exactly one coinbase, first")
+    if coinbase.coinbase_height != header.height:
+        raise BadCoinbaseHeight(f"coinbase commits to height {coinbase.coinbase_height}, block is {header.height}")
+    tx_ids = [tx.tx_id for tx in block.transactions]
+    if len(set(tx_ids)) != len(tx_ids):
+        raise DuplicateTx("block holds the same transaction twice")
+    if merkle_root(tx_ids) != header.merkle_root:
+        raise BadMerkleRoot("merkle root does not match the transactions")
+    spent = set()
+    for tx in block.transactions:
+        check_tx_sanity(tx, params)
+        if tx.is_coinbase:
+            continue
+        for txin in tx.inputs:
+            if txin.outpoint in spent:
+                raise DoubleSpend(f"{txin.prev_tx_id.hex()}:{txin.output_index} is spent twice in the block")
+            spent.add(txin.outpoint)
+        if not is_final(tx, header.height):
+            raise NonFinal(f"transaction {tx.tx_id.hex()} is locked until after height {tx.lock_time}")
+
+
+@dataclass(frozen=True)
+class ParentInfo:
+    """What the context rules need to know of a block's parent."""
+
+    hash: bytes
+    height: int
+    median_time_past: int
+    expected_target: int  # the target the child must carry
+
+
+def check_header_context(header: Header, parent: ParentInfo, params: NetworkParams, now: int) -> None:
+    """Rules that need the parent: link, height, target, median time past, and the clock."""
+    if header.previous_hash != parent.hash:
+        raise BadPrevious("block does not link to its parent")
+    if header.height != parent.height + 1:
+        raise BadHeight(f"block height {header.height} is not parent height + 1 ({parent.height + 1})")
+    if header.target != parent.expected_target:
+        raise BadTarget(f"target {header.target:064x}, expected {parent.expected_target:064x}")
+    if header.timestamp <= parent.median_time_past:
+        raise TimeTooOld(f"timestamp {header.timestamp} is not above the median of the last "
+                         f"{params.median_time_span} blocks ({parent.median_time_past})")
+    if header.timestamp > now + params.max_future_s:
+        raise TimeTooNew(f"timestamp {header.timestamp} is more than 2 h ahead of {now}")
+
+
+def check_tx_inputs(tx: Transaction, get_coin, height: int, params: NetworkParams) -> int:
+    """Check a non-coinbase transaction against the coins it spends; return its fee.
+
+    get_coin(outpoint) returns the unspent Coin or None.  The coins must exist, be
+    mature (coinbase_maturity blocks deep at `height`), belong to the keys given,
+    and cover the outputs.  Signatures are checked separately (signature_checks).
+    """
+    total_in = 0
+    for n, txin in enumerate(tx.inputs):
+        coin = get_coin(txin.outpoint)
+        if coin is None:
+            raise MissingInput(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index}, "
+                               "which is unknown or already spent")
+        if coin.is_coinbase and height - coin.height < params.coinbase_maturity:
+            raise ImmatureCoinbase(f"input {n} spends a coinbase of height {coin.height}, which matures at "
+                                   f"height {coin.height + params.coinbase_maturity}")
+        if keys.payload_of(txin.public_key) != coin.recipient:
+            raise WrongKey(f"input {n} public key does not own {coin_address(coin)}")
+        total_in += coin.amount
+    total_out = tx.output_total
+    if total_out > total_in:
+        raise InsufficientFunds(f"outputs ({total_out}) are worth more than inputs ({total_in})")
+    return total_in - total_out
+
+
+def coin_address(coin: Coin) -> str:
+    return TxOut(coin.amount, coin.recipient).address
+
+
+def signature_checks(tx: Transaction) -> list:
+    """The (public_key, sighash, signature) triples that must all verify for tx."""
+    if tx.is_coinbase:
+        return []
+    sighash = tx.sighash
+    return [(i.public_key, sighash, i.signature) for i in tx.inputs]
+
+
+def verify_batch(checks) -> int:
+    """Verify (public_key, sighash, signature) triples; the index of the first bad one, or -1."""
+    for n, (public_key, sighash, signature) in enumerate(checks):
+        if not keys.verify(public_key, sighash, signature):
+            return n
+    return -1
+
+
+def check_signatures(tx: Transaction) -> None:
+    bad = verify_batch(signature_checks(tx))
+    if bad >= 0:
+        raise BadSignature(f"input {bad} signature does not verify")
+
+
+@dataclass
+class BlockDelta:
+    """What connecting a block changes: spent coins (the undo data), created coins, and fees."""
+
+    spent: list   # [(OutPoint, Coin)] in spending order
+    created: list  # [(OutPoint, Coin)]
+    fees: int
+
+
+def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_batch) -> BlockDelta:
+    """Apply a sane block to the coins get_coin knows; return the delta, or raise the first broken rule.
+
+    Outputs created earlier in the block may be spent later in it.  The coinbase may
+    claim at most the reward plus the fees.  `verify` checks all signatures at once.
+    """
+    height = block.height
+    created: dict = {}
+    spent = []
+    fees = 0
+    checks = []
+    owners = []
+
+    def lookup(outpoint):
+        coin = created.get(outpoint)
+        return coin if coin is not None else get_coin(outpoint)
+
+    for tx in block.transactions:
+        if not tx.is_coinbase:
+            fees += check_tx_inputs(tx, lookup, height, params)
+            for txin in tx.inputs:
+                outpoint = txin.outpoint
+                coin = created.pop(outpoint, None)
+                if coin is None:
+                    spent.append((outpoint, get_coin(outpoint)))
+            sigs = signature_checks(tx)
+            checks.extend(sigs)
+            owners.extend([(tx, n) for n in range(len(sigs))])
+        for index, out in enumerate(tx.outputs):
+            created[OutPoint(tx.tx_id, index)] = Coin(out.amount, out.recipient, height, tx.is_coinbase)
+    allowed = params.block_reward(height) + fees
+    if block.transactions[0].output_total > allowed:
+        raise BadCoinbaseValue(f"coinbase pays {block.transactions[0].output_total}, "
+                               f"more than reward + fees ({allowed})")
+    bad = verify(checks) if checks else -1
+    if bad >= 0:
+        tx, n = owners[bad]
+        raise BadSignature(f"input {n} of transaction {tx.tx_id.hex()} has a bad signature")
+    return BlockDelta(spent, list(created.items()), fees)

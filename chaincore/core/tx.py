@@ -1,0 +1,159 @@
+"""Transactions: outpoints, inputs, outputs, their canonical bytes and hashes (CONTRACT 3).
+
+A transaction's bytes are: version u32, inputs (compact count, then each:
+prev tx_id 32 bytes, output_index u32, public_key var_bytes, signature
+var_bytes), outputs (compact count, then each: amount u64, recipient 21-byte
+address payload), lock_time u32.  tx_id = sha256d(bytes).  The signature hash
+is sha256d of the same bytes with every signature emptied, so a signature
+covers every input (with its public key) and every output.
+
+The coinbase has one input with the null outpoint (32 zero bytes, index
+0xFFFFFFFF), an empty public key, and in `signature` its coinbase data, which
+starts with the block height as u32: two coinbases never share a tx_id.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from .encoding import Reader, compact_size, sha256d, u32, u64, var_bytes
+from .errors import Malformed
+from .keys import ADDRESS_PAYLOAD_SIZE, address_from_payload
+
+NULL_TXID = bytes(32)
+NULL_INDEX = 0xFFFFFFFF
+MAX_TX_INPUTS = 10_000
+MAX_TX_OUTPUTS = 10_000
+MAX_COINBASE_DATA = 100
+MIN_COINBASE_DATA = 4
+
+
+@dataclass(frozen=True, slots=True)
+class OutPoint:
+    tx_id: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxIn:
+    prev_tx_id: bytes
+    output_index: int
+    public_key: bytes = b""
+    signature: bytes = b""
+
+    @property
+    def outpoint(self) -> OutPoint:
+        return OutPoint(self.prev_tx_id, self.output_index)
+
+    @property
+    def is_null(self) -> bool:
+        return self.prev_tx_id == NULL_TXID and self.output_index == NULL_INDEX
+
+    def encode(self, with_signature: bool = True) -> bytes:
+        return (self.prev_tx_id + u32(self.output_index) + var_bytes(self.public_key)
+                + var_bytes(self.signature if with_signature else b""))
+
+
+@dataclass(frozen=True, slots=True)
+class TxOut:
+    amount: int
+    recipient: bytes  # 21-byte address payload
+
+    @property
+    def address(self) -> str:
+        return address_from_payload(self.recipient)
+
+    def encode(self) -> bytes:
+        return u64(self.amount) + self.recipient
+
+
+@dataclass(frozen=True)
+class Transaction:
+    version: int
+    inputs: tuple
+    outputs: tuple
+    lock_time: int = 0
+
+    def encode(self) -> bytes:
+        return self.raw
+
+    @cached_property
+    def raw(self) -> bytes:
+        return self._encode(True)
+
+    def _encode(self, with_signatures: bool) -> bytes:
+        parts = [u32(self.version), compact_size(len(self.inputs))]
+        parts.extend(i.encode(with_signatures) for i in self.inputs)
+        parts.append(compact_size(len(self.outputs)))
+        parts.extend(o.encode() for o in self.outputs)
+        parts.append(u32(self.lock_time))
+        return b"".join(parts)
+
+    @cached_property
+    def tx_id(self) -> bytes:
+        return sha256d(self.raw)
+
+    @cached_property
+    def sighash(self) -> bytes:
+        """What every input's signature signs: the transaction with all signatures emptied."""
+        return sha256d(self._encode(False))
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def is_coinbase(self) -> bool:
+        return len(self.inputs) == 1 and self.inputs[0].is_null
+
+    @property
+    def output_total(self) -> int:
+        return sum(o.amount for o in self.outputs)
+
+    @property
+    def coinbase_height(self) -> int | None:
+        """The height a coinbase commits to, or None for another transaction."""
+        if not self.is_coinbase or len(self.inputs[0].signature) < 4:
+            return None
+        return int.from_bytes(self.inputs[0].signature[:4], "little")
+
+    def with_signatures(self, signatures) -> "Transaction":
+        inputs = tuple(TxIn(i.prev_tx_id, i.output_index, i.public_key, s)
+                       for i, s in zip(self.inputs, signatures, strict=True))
+        return Transaction(self.version, inputs, self.outputs, self.lock_time)
+
+    @classmethod
+    def read(cls, r: Reader) -> "Transaction":
+        version = r.u32()
+        inputs = []
+        for _ in range(r.count(MAX_TX_INPUTS)):
+            inputs.append(TxIn(r.take(32), r.u32(), r.var_bytes(65), r.var_bytes(MAX_COINBASE_DATA)))
+        outputs = []
+        for _ in range(r.count(MAX_TX_OUTPUTS)):
+            outputs.append(TxOut(r.u64(), r.take(ADDRESS_PAYLOAD_SIZE)))
+        return cls(version, tuple(inputs), tuple(outputs), r.u32())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Transaction":
+        r = Reader(data)
+        tx = cls.read(r)
+        r.finish()
+        return tx
+
+
+def make_coinbase(height: int, outputs, extra: bytes = b"") -> Transaction:
+    """A coinbase for the block at height, paying outputs [(payload, amount)], with optional extra data."""
+    data = u32(height) + extra
+    if len(data) > MAX_COINBASE_DATA:
+        raise Malformed("coinbase extra data too long")
+    return Transaction(1, (TxIn(NULL_TXID, NULL_INDEX, b"", data),),
+                       tuple(TxOut(amount, payload) for payload, amount in outputs), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Coin:
+    """An unspent output as the UTXO set holds it."""
+
+    amount: int
+    recipient: bytes
+    height: int
+    is_coinbase: bool

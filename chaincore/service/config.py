@@ -1,0 +1,58 @@
+"""Checking and completing the node's command-line options (CONTRACT 1)."""
+
+import os
+import re
+
+from twisted.python import usage
+
+from ..core.errors import BadAddress
+from ..core.keys import address_payload
+from ..core.params import NETWORKS
+
+
+def default_datadir(network: str, port_label: str) -> str:
+    """A per-port folder under the user's data directory, so two local nodes never share one."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "chaincore", network, f"node-{port_label}")
+
+
+def _port_label(endpoint: str) -> str:
+    m = re.search(r"(?:^|:)(\d+)(?::|$)", endpoint)
+    return m.group(1) if m else re.sub(r"[^A-Za-z0-9]+", "_", endpoint)[:40]
+
+
+def finish_options(options) -> None:
+    """Validate options and derive `endpoint`, `port_number`, `datadir`, `advertise`, `discover_ports`."""
+    from twisted.internet.endpoints import quoteStringArgument
+    from .tap import parse_ports
+
+    if options["network"] not in NETWORKS:
+        raise usage.UsageError(f"--network must be one of {', '.join(sorted(NETWORKS))}")
+    port = options["port"].strip()
+    if port.isdigit():
+        n = int(port)
+        if not 0 <= n <= 65535:
+            raise usage.UsageError("--port must be 0-65535 or an endpoint description")
+        options["endpoint"] = f"tcp:{n}:interface={quoteStringArgument(options['interface'])}"
+        options["port_number"] = n
+    elif ":" in port:
+        options["endpoint"] = port
+        options["port_number"] = None
+    else:
+        raise usage.UsageError("--port must be a port number or an endpoint description like tcp:5000")
+    try:
+        options["discover_ports"] = parse_ports(options["discover-ports"])
+    except ValueError as e:
+        raise usage.UsageError(f"--discover-ports: {e}")
+    if options["mine"] is not None:
+        try:
+            address_payload(options["mine"])
+        except BadAddress as e:
+            raise usage.UsageError(f"--mine: {e}")
+    for url in options["peers"]:
+        if not re.match(r"^https?://[^/\s]+/?$", url):
+            raise usage.UsageError(f"--peer {url!r} is not a base URL like http://localhost:5001")
+    if options["advertise"] is not None and not re.match(r"^https?://[^/\s]+/?$", options["advertise"]):
+        raise usage.UsageError("--advertise must be a base URL like http://localhost:5000")
+    if options["datadir"] is None:
+        options["datadir"] = default_datadir(options["network"], _port_label(options["endpoint"]))
