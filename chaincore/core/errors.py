@@ -203,3 +203,11 @@ class InvalidAncestor(BlockRuleError):
     """The block descends from a block already known to be invalid."""
 
     code = "invalid-ancestor"
+
+
+# -- peers ------------------------------------------------------------------------
+
+class PeerUnreachable(ChainCoreError):
+    """A peer gave no usable answer (refused, timed out, cut off, too large): no rule was broken."""
+
+    code = "peer-unreachable"
