@@ -1,0 +1,401 @@
+"""The chain state: a tree of known blocks, the most-work valid branch active, its UTXO set.
+
+Blocks enter through `accept_block(block, now)`.  A block whose parent is
+unknown waits in a bounded orphan pool.  Every stored block gets a BlockEntry
+with its cumulative work; whenever a branch has more work than the active tip,
+the chain state disconnects back to the fork point (using undo data) and
+connects the new branch block by block, each step one atomic store update.
+A block that breaks a rule while connecting is marked invalid with all its
+descendants, and the chain state settles on the most-work valid branch it
+knows (CONTRACT 4).  The chain state never calls outward: it returns what
+changed (connected and disconnected blocks) for the mempool and relay.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from . import rules
+from .block import Block, Header, block_work
+from .errors import Invalid, InvalidAncestor
+from .keys import payload_of
+from .params import NetworkParams
+from .rules import ParentInfo
+from .store import DATA_STORED, FULLY_VALID, INVALID, BlockEntry, ChainUpdate
+from .tx import OutPoint
+
+MAX_ORPHANS = 256
+MAX_ORPHAN_BYTES = 32_000_000
+MAX_HEADERS = 2000
+
+
+@dataclass
+class Accepted:
+    """The block is stored; main_chain says whether it is on the active chain now."""
+
+    block_hash: bytes
+    height: int
+    main_chain: bool
+    connected: list = field(default_factory=list)     # [Block] newly on the main chain, in order
+    disconnected: list = field(default_factory=list)  # [Block] taken off it, tip first
+    status: str = "accepted"
+
+
+@dataclass
+class Duplicate:
+    block_hash: bytes
+    status: str = "duplicate"
+
+
+@dataclass
+class Orphan:
+    """The block's parent is unknown; it waits in the orphan pool for `missing`."""
+
+    block_hash: bytes
+    missing: bytes
+    status: str = "orphan"
+
+
+class ChainState:
+    """The block tree, the active chain and the UTXO set, kept in a ChainStore."""
+
+    def __init__(self, store, params: NetworkParams, verify=rules.verify_batch, cache_entries: int = 20_000,
+                 sig_cache=frozenset()):
+        self.store = store
+        self.params = params
+        self.verify = verify
+        self.sig_cache = sig_cache  # tx_ids whose signatures were already verified (the mempool's)
+        self._entries = OrderedDict()
+        self._cache_entries = cache_entries
+        self._orphans = OrderedDict()   # hash -> Block
+        self._orphans_by_parent = {}    # parent hash -> set of hashes
+        self._orphan_bytes = 0
+        self._invalid_reasons = {}      # hash -> the error that made it invalid (this run only)
+        if store.tip() is None:
+            self._write_genesis()
+        self._tip = self.entry(store.tip())
+        if self._tip is None:
+            raise Invalid("the store names a tip it does not hold")
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def tip(self) -> BlockEntry:
+        return self._tip
+
+    @property
+    def height(self) -> int:
+        return self._tip.height
+
+    def entry(self, block_hash: bytes) -> BlockEntry | None:
+        e = self._entries.get(block_hash)
+        if e is not None:
+            self._entries.move_to_end(block_hash)
+            return e
+        e = self.store.get_entry(block_hash)
+        if e is not None:
+            self._remember(e)
+        return e
+
+    def _remember(self, e: BlockEntry) -> None:
+        self._entries[e.hash] = e
+        self._entries.move_to_end(e.hash)
+        while len(self._entries) > self._cache_entries:
+            self._entries.popitem(last=False)
+
+    def block(self, block_hash: bytes) -> Block | None:
+        raw = self.store.get_block(block_hash)
+        return Block.decode(raw) if raw is not None else None
+
+    def main_hash(self, height: int) -> bytes | None:
+        if height < 0 or height > self._tip.height:
+            return None
+        return self.store.main_hash(height)
+
+    def is_main(self, block_hash: bytes) -> bool:
+        e = self.entry(block_hash)
+        return e is not None and self.store.main_hash(e.height) == block_hash
+
+    def main_blocks(self, start: int, limit: int) -> list:
+        """Main-chain blocks from height start, at most limit of them."""
+        out = []
+        for height in range(max(start, 0), min(start + limit, self._tip.height + 1)):
+            out.append(self.block(self.store.main_hash(height)))
+        return out
+
+    def locator(self) -> list:
+        """Hashes of the main chain, dense near the tip and sparse further back, ending at genesis."""
+        hashes, height, step = [], self._tip.height, 1
+        while height > 0:
+            hashes.append(self.store.main_hash(height))
+            if len(hashes) >= 10:
+                step *= 2
+            height -= step
+        hashes.append(self.store.main_hash(0))
+        return hashes
+
+    def fork_point(self, locator) -> int:
+        """The height of the first locator hash on our main chain (0, genesis, if none is)."""
+        for block_hash in locator:
+            e = self.entry(block_hash)
+            if e is not None and e.height <= self._tip.height and self.store.main_hash(e.height) == block_hash:
+                return e.height
+        return 0
+
+    def headers_after(self, locator, limit: int = MAX_HEADERS) -> list:
+        """Main-chain headers after the first locator hash we know (fork-point discovery)."""
+        start = self.fork_point(locator) + 1
+        out = []
+        for height in range(start, min(start + min(limit, MAX_HEADERS), self._tip.height + 1)):
+            out.append(Header.decode(self.entry(self.store.main_hash(height)).header))
+        return out
+
+    def transaction(self, tx_id: bytes):
+        """(tx, block_hash, height, confirmations) for a main-chain transaction, or None."""
+        loc = self.store.tx_location(tx_id)
+        if loc is None:
+            return None
+        block_hash, height, position = loc
+        block = self.block(block_hash)
+        return block.transactions[position], block_hash, height, self._tip.height - height + 1
+
+    def get_coin(self, outpoint: OutPoint):
+        return self.store.get_coin(outpoint)
+
+    def coins_of(self, payload: bytes) -> list:
+        return self.store.coins_of(payload)
+
+    def orphan_count(self) -> int:
+        return len(self._orphans)
+
+    def has_block(self, block_hash: bytes) -> bool:
+        return block_hash in self._orphans or self.entry(block_hash) is not None
+
+    def next_target(self, parent: BlockEntry) -> int:
+        """The target a child of parent must carry."""
+        height = parent.height + 1
+        if not self.params.is_retarget_height(height):
+            return self.params.next_target(height, parent.target, 0, 0)
+        first = self._ancestor(parent, height - self.params.retarget_interval)
+        return self.params.next_target(height, parent.target, first.timestamp, parent.timestamp)
+
+    def _ancestor(self, e: BlockEntry, height: int) -> BlockEntry:
+        if self.store.main_hash(e.height) == e.hash:
+            return self.entry(self.store.main_hash(height))
+        while e.height > height:
+            e = self.entry(e.parent)
+        return e
+
+    def parent_info(self, parent: BlockEntry) -> ParentInfo:
+        return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent))
+
+    def median_time_past(self) -> int:
+        return self._tip.median_time_past
+
+    # -- accepting blocks ------------------------------------------------------------
+
+    def accept_block(self, block: Block, now: int):
+        """Take a block from anyone: Accepted, Duplicate or Orphan, or raise the rule it breaks."""
+        block_hash = block.hash
+        known = self.entry(block_hash)
+        if known is not None:
+            if known.status == INVALID:
+                raise self._invalid_reasons.get(block_hash) or InvalidAncestor(
+                    f"block {block_hash.hex()} is known to be invalid")
+            return Duplicate(block_hash)
+        if block_hash in self._orphans:
+            return Orphan(block_hash, self._orphan_root(block.header.previous_hash))
+        rules.check_block_sanity(block, self.params)
+        parent = self.entry(block.header.previous_hash)
+        if parent is None:
+            self._add_orphan(block)
+            return Orphan(block_hash, self._orphan_root(block.header.previous_hash))
+        if parent.hash == self._tip.hash and block_hash not in self._orphans_by_parent:
+            return self._extend_tip(block, now)
+        result = Accepted(block_hash, block.height, False)
+        self._store_block(block, parent, now)
+        pending = [block_hash]
+        while pending:  # orphans waiting for this block can be stored now
+            child_of = pending.pop()
+            for orphan_hash in sorted(self._orphans_by_parent.pop(child_of, ())):
+                orphan = self._pop_orphan(orphan_hash)
+                try:
+                    self._store_block(orphan, self.entry(child_of), now)
+                except Invalid:
+                    continue
+                pending.append(orphan_hash)
+        self._activate_best_chain(result)
+        entry = self.entry(block_hash)
+        if entry.status == INVALID:
+            raise self._invalid_reasons.get(block_hash) or InvalidAncestor(
+                f"block {block_hash.hex()} descends from an invalid block")
+        result.main_chain = self.is_main(block_hash)
+        return result
+
+    def _extend_tip(self, block: Block, now: int) -> Accepted:
+        """The common case, a child of the tip: check, connect and store it in one atomic update."""
+        rules.check_header_context(block.header, self.parent_info(self._tip), self.params, now)
+        entry = self._entry_for(block.header, self._tip, FULLY_VALID)
+        try:
+            self._connect(block, entry, store_block=True)
+        except Invalid as err:
+            self.store.apply(ChainUpdate(entries=[entry.with_status(INVALID)], blocks=[(entry.hash, block.raw)]))
+            self._remember(entry.with_status(INVALID))
+            self._invalid_reasons[entry.hash] = err
+            raise
+        return Accepted(block.hash, block.height, True, connected=[block])
+
+    def _store_block(self, block: Block, parent: BlockEntry, now: int) -> BlockEntry:
+        if parent.status == INVALID:
+            raise InvalidAncestor(f"parent {parent.hash.hex()} is invalid")
+        rules.check_header_context(block.header, self.parent_info(parent), self.params, now)
+        entry = self._entry_for(block.header, parent, DATA_STORED)
+        self.store.apply(ChainUpdate(entries=[entry], blocks=[(entry.hash, block.raw)]))
+        self._remember(entry)
+        return entry
+
+    def _entry_for(self, header: Header, parent: BlockEntry | None, status: int) -> BlockEntry:
+        stamps = [header.timestamp]
+        e = parent
+        while e is not None and len(stamps) < self.params.median_time_span:
+            stamps.append(e.timestamp)
+            e = self.entry(e.parent) if e.height > 0 else None
+        stamps.sort()
+        chainwork = (parent.chainwork if parent else 0) + block_work(header.target)
+        return BlockEntry(header.hash, header.previous_hash, header.height, header.raw, chainwork,
+                          status, header.timestamp, header.target, stamps[len(stamps) // 2])
+
+    # -- orphans ---------------------------------------------------------------------
+
+    def _add_orphan(self, block: Block) -> None:
+        self._orphans[block.hash] = block
+        self._orphans_by_parent.setdefault(block.header.previous_hash, set()).add(block.hash)
+        self._orphan_bytes += block.size
+        while len(self._orphans) > MAX_ORPHANS or self._orphan_bytes > MAX_ORPHAN_BYTES:
+            self._pop_orphan(next(iter(self._orphans)))
+
+    def _pop_orphan(self, block_hash: bytes) -> Block:
+        block = self._orphans.pop(block_hash)
+        self._orphan_bytes -= block.size
+        siblings = self._orphans_by_parent.get(block.header.previous_hash)
+        if siblings is not None:
+            siblings.discard(block_hash)
+            if not siblings:
+                del self._orphans_by_parent[block.header.previous_hash]
+        return block
+
+    def _orphan_root(self, parent_hash: bytes) -> bytes:
+        """The first missing ancestor: follow orphan parents down to one we do not hold."""
+        seen = 0
+        while parent_hash in self._orphans and seen <= MAX_ORPHANS:
+            parent_hash = self._orphans[parent_hash].header.previous_hash
+            seen += 1
+        return parent_hash
+
+    # -- choosing and switching the active chain -----------------------------------
+
+    def _activate_best_chain(self, result: Accepted) -> None:
+        while True:
+            best = next(iter(self.store.best_entries(1)), None)
+            if best is None or best.chainwork <= self._tip.chainwork:
+                return
+            path = []
+            e = best
+            while not self.is_main(e.hash):
+                path.append(e)
+                e = self.entry(e.parent)
+            fork = e
+            while self._tip.hash != fork.hash:
+                result.disconnected.append(self._disconnect_tip())
+            for e in reversed(path):
+                block = self.block(e.hash)
+                try:
+                    self._connect(block, e)
+                except Invalid as err:
+                    self._mark_invalid(e, err)
+                    break
+                result.connected.append(block)
+        # the loop returns once no stored branch has more work than the tip
+
+    def _connect(self, block: Block, entry: BlockEntry, store_block: bool = False) -> None:
+        delta = rules.connect_block(block, self.store.get_coin, self.params, self.verify, self.sig_cache)
+        height = block.height
+        update = ChainUpdate(
+            entries=[entry.with_status(FULLY_VALID)] if entry.status != FULLY_VALID or store_block else [],
+            blocks=[(block.hash, block.raw)] if store_block else [],
+            coins_removed=[op for op, _ in delta.spent],
+            coins_added=delta.created,
+            undo_put=[(block.hash, delta.spent)],
+            main_added=[(height, block.hash)],
+            txs_added=[(tx.tx_id, block.hash, height, n) for n, tx in enumerate(block.transactions)],
+            history_added=[(p, tx_id, height) for p, tx_id in _history(block)],
+            tip=block.hash,
+        )
+        self.store.apply(update)
+        if update.entries:
+            self._remember(update.entries[0])
+        self._tip = self.entry(block.hash)
+
+    def _disconnect_tip(self) -> Block:
+        tip = self._tip
+        block = self.block(tip.hash)
+        undo = self.store.get_undo(tip.hash)
+        spent_here = {txin.outpoint for tx in block.transactions[1:] for txin in tx.inputs}
+        created = [OutPoint(tx.tx_id, i) for tx in block.transactions for i in range(len(tx.outputs))
+                   if OutPoint(tx.tx_id, i) not in spent_here]
+        update = ChainUpdate(
+            coins_removed=created,
+            coins_added=list(undo),
+            undo_deleted=[tip.hash],
+            main_removed=[tip.height],
+            txs_removed=[tx.tx_id for tx in block.transactions],
+            history_removed=list(_history(block)),
+            tip=tip.parent,
+        )
+        self.store.apply(update)
+        self._tip = self.entry(tip.parent)
+        return block
+
+    def _mark_invalid(self, entry: BlockEntry, err: Invalid) -> None:
+        self._invalid_reasons[entry.hash] = err
+        marked, todo = [], [entry]
+        while todo:
+            e = todo.pop()
+            marked.append(e.with_status(INVALID))
+            for child in self.store.children(e.hash):
+                child_entry = self.entry(child)
+                if child_entry.status != INVALID:
+                    self._invalid_reasons.setdefault(child, InvalidAncestor(
+                        f"block descends from invalid block {entry.hash.hex()}: {err}"))
+                    todo.append(child_entry)
+        self.store.apply(ChainUpdate(entries=marked))
+        for e in marked:
+            self._remember(e)
+
+    def _write_genesis(self) -> None:
+        genesis = self.params.genesis
+        entry = self._entry_for(genesis.header, None, FULLY_VALID)
+        self.store.apply(ChainUpdate(
+            entries=[entry], blocks=[(entry.hash, genesis.raw)], undo_put=[(entry.hash, [])],
+            main_added=[(0, entry.hash)],
+            txs_added=[(genesis.transactions[0].tx_id, entry.hash, 0, 0)],
+            tip=entry.hash,
+        ))
+
+    # -- checks for the mempool and mining -----------------------------------------
+
+    def check_block_template(self, block: Block, now: int) -> None:
+        """Raise the rule a candidate block on the current tip would break (used for templates)."""
+        rules.check_header_context(block.header, self.parent_info(self._tip), self.params, now)
+        rules.connect_block(block, self.store.get_coin, self.params, self.verify, self.sig_cache)
+
+
+def _history(block: Block):
+    """(address payload, tx_id) pairs: every address a block's transactions pay or spend from."""
+    seen = set()
+    for tx in block.transactions:
+        for out in tx.outputs:
+            seen.add((out.recipient, tx.tx_id))
+        if not tx.is_coinbase:
+            for txin in tx.inputs:
+                seen.add((payload_of(txin.public_key), tx.tx_id))
+    return sorted(seen)
