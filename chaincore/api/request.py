@@ -1,0 +1,69 @@
+"""The HTTP request class of the node's site: bodies over a limit get 413 before they are parsed.
+
+twisted.web buffers a whole body before any resource runs, so the limit has
+to be enforced while the body arrives (gotLength / handleContentChunk).
+"""
+
+import json
+import time
+
+from twisted.web import server
+
+DEFAULT_MAX_BODY_BYTES = 4_000_000
+
+
+class LimitedRequest(server.Request):
+    maxBody = DEFAULT_MAX_BODY_BYTES
+    _rejected = False
+    _bodyBytes = 0
+    on_finish = None  # callable(request, seconds) set by the site, for latency metrics
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started_at = time.monotonic()
+
+    def gotLength(self, length):
+        if length is not None and length > self.maxBody:
+            self._reject()
+        super().gotLength(length if not self._rejected else 0)
+
+    def handleContentChunk(self, data):
+        if self._rejected:
+            return
+        self._bodyBytes += len(data)
+        if self._bodyBytes > self.maxBody:
+            self._reject()
+            return
+        super().handleContentChunk(data)
+
+    def process(self):
+        if not self._rejected:
+            super().process()
+
+    def finish(self):
+        result = super().finish()
+        if self.on_finish is not None:
+            self.on_finish(self, time.monotonic() - self.started_at)
+        return result
+
+    def _reject(self):
+        self._rejected = True
+        self.requestHeaders.removeHeader(b"expect")  # gotLength runs before the 100-continue check
+        body = json.dumps({"error": f"request body over {self.maxBody} bytes"}).encode()
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.channel.loseConnection()
+
+
+def make_site(resource, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout_s: float = 30, on_finish=None):
+    """A Site whose requests refuse bodies over max_body_bytes and report their latency to on_finish."""
+
+    class NodeRequest(LimitedRequest):
+        maxBody = max_body_bytes
+
+    NodeRequest.on_finish = staticmethod(on_finish) if on_finish else None
+    site = server.Site(resource, timeout=timeout_s)
+    site.requestFactory = NodeRequest
+    site.displayTracebacks = False
+    return site

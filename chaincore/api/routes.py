@@ -1,0 +1,270 @@
+"""The node's HTTP API (CONTRACT 2), served by Klein.
+
+Routes stay thin: parse the request, call the Node, render JSON.  They are
+synchronous, so tests through StubTreq get answers at once.  Every error is
+JSON: ChainCore's own errors through api/errors.py, werkzeug's 404/405 and
+anything unexpected (500, traceback only in the log).
+"""
+
+import html
+import ipaddress
+import json
+
+from klein import Klein
+from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+
+from ..core import jsonview
+from ..core.block import NONCE_OFFSET, NONCE_SIZE
+from ..core.chainstate import Accepted, Duplicate, Orphan
+from ..core.errors import ChainCoreError, Forbidden, Malformed
+from .errors import json_body, json_error, status_for
+from .schema import ENDPOINTS, openapi_json, params
+
+log = Logger(namespace="chaincore.api")
+
+PEER_HEADER = b"X-ChainCore-Peer"
+
+
+def is_loopback(request) -> bool:
+    host = getattr(request.getClientAddress(), "host", None)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except (TypeError, ValueError):
+        return False
+
+
+def read_json(request) -> dict:
+    """The request body as a JSON object; Malformed for a wrong content type or bad JSON."""
+    ctype = (request.getHeader(b"content-type") or "")
+    if isinstance(ctype, bytes):
+        ctype = ctype.decode("latin-1")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise Malformed("Content-Type must be application/json")
+    raw = request.content.read()
+    try:
+        obj = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Malformed(f"body is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise Malformed("body must be a JSON object")
+    return obj
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def field(obj: dict, key: str):
+    if key not in obj:
+        raise Malformed(f"field {key} is missing")
+    return obj[key]
+
+
+def peer_url(request) -> str | None:
+    value = request.getHeader(PEER_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value if value and value.startswith(("http://", "https://")) and len(value) < 200 else None
+
+
+class NodeAPI:
+    """The Klein application of one node."""
+
+    app = Klein()
+
+    def __init__(self, node, metrics=None):
+        self._node = node
+        self._metrics = metrics
+
+    def resource(self):
+        return self.app.resource()
+
+    # -- errors ------------------------------------------------------------------------
+
+    @app.handle_errors(ChainCoreError)
+    def _refused(self, request, failure):
+        return json_error(request, status_for(failure.value), str(failure.value), failure.value.code)
+
+    @app.handle_errors(RouteNotFound)
+    def _no_route(self, request, failure):
+        return json_error(request, 404, f"no such endpoint: {request.path.decode('latin-1')}", "not-found")
+
+    @app.handle_errors(MethodNotAllowed)
+    def _bad_method(self, request, failure):
+        return json_error(request, 405, f"method {request.method.decode('latin-1')} not allowed here",
+                          "method-not-allowed")
+
+    @app.handle_errors(Exception)
+    def _fault(self, request, failure):
+        log.failure("internal error answering {method} {path}", failure,
+                    method=request.method.decode("latin-1"), path=request.path.decode("latin-1"))
+        return json_error(request, 500, "internal error", "internal")
+
+    # -- seed-compatible endpoints --------------------------------------------------------
+
+    @app.route("/status", methods=["GET"])
+    def status(self, request):
+        return json_body(request, 200, self._node.status())
+
+    @app.route("/chain", methods=["GET"])
+    def chain(self, request):
+        p = params(request, "chain")
+        chain = self._node.chain
+        length = chain.height + 1
+        if p["start"] is None and p["limit"] is None:
+            start, limit = 0, length
+        else:
+            start, limit = p["start"] or 0, p["limit"] or 100
+        blocks = chain.main_blocks(start, limit)
+        return json_body(request, 200, {"chain": [jsonview.block_to_json(b) for b in blocks], "length": length})
+
+    @app.route("/peers", methods=["GET"])
+    def peers(self, request):
+        known, active = self._node.peer_view()
+        return json_body(request, 200, {"peers": sorted(known), "active_peers": sorted(active),
+                                        "peer_count": len(active)})
+
+    @app.route("/peers", methods=["POST"])
+    def add_peer(self, request):
+        if not is_loopback(request):
+            raise Forbidden("only loopback clients may add peers")
+        url = field(read_json(request), "url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 200:
+            raise Malformed("url must be a base URL like http://localhost:5001")
+        if self._node.add_peer is None:
+            raise Malformed("this node does not take peers")
+        self._node.add_peer(url.rstrip("/"))
+        return json_body(request, 200, {"status": "added", "url": url.rstrip("/")})
+
+    @app.route("/transactions", methods=["GET"])
+    def transactions(self, request):
+        txs = self._node.mempool.transactions()
+        return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in txs]})
+
+    @app.route("/submit_block", methods=["POST"])
+    def submit_block(self, request):
+        local = (request.getHeader(b"X-Local-Mining") or "").lower() == "true"
+        if local and not is_loopback(request):
+            raise Forbidden("X-Local-Mining is honoured only from loopback clients")
+        body = read_json(request)
+        block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
+        result = self._node.accept_block(block, source=peer_url(request), local=local)
+        if isinstance(result, Accepted):
+            return json_body(request, 200, {"status": "accepted", "block_hash": result.block_hash.hex(),
+                                            "height": result.height, "main_chain": result.main_chain})
+        if isinstance(result, Duplicate):
+            return json_body(request, 200, {"status": "duplicate", "block_hash": result.block_hash.hex()})
+        assert isinstance(result, Orphan)
+        return json_body(request, 202, {"status": "orphan", "block_hash": result.block_hash.hex(),
+                                        "missing": result.missing.hex()})
+
+    @app.route("/add_transaction", methods=["POST"])
+    def add_transaction(self, request):
+        body = read_json(request)
+        tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
+        result = self._node.accept_tx(tx, source=peer_url(request))
+        return json_body(request, 200, {"status": result.status, "tx_id": result.tx_id.hex()})
+
+    # -- further endpoints ----------------------------------------------------------------
+
+    @app.route("/block/<string:block_hash>", methods=["GET"])
+    def block(self, request, block_hash):
+        p = params(request, "block", {"hash": block_hash})
+        block = self._node.block(bytes.fromhex(p["hash"]))
+        out = jsonview.block_to_json(block)
+        out["main_chain"] = self._node.chain.is_main(block.hash)
+        out["confirmations"] = (self._node.chain.height - block.height + 1) if out["main_chain"] else 0
+        return json_body(request, 200, out)
+
+    @app.route("/blocks", methods=["GET"])
+    def blocks(self, request):
+        p = params(request, "blocks")
+        blocks = self._node.chain.main_blocks(p["start"], p["limit"])
+        return json_body(request, 200, {"blocks": [jsonview.block_to_json(b) for b in blocks],
+                                        "height": self._node.chain.height})
+
+    @app.route("/headers", methods=["GET"])
+    def headers(self, request):
+        p = params(request, "headers")
+        locator = [bytes.fromhex(h) for h in p["locator"].split(",") if h]
+        headers = self._node.chain.headers_after(locator, p["limit"])
+        return json_body(request, 200, {"headers": [jsonview.header_to_json(h) for h in headers],
+                                        "height": self._node.chain.height})
+
+    @app.route("/tx/<string:tx_id>", methods=["GET"])
+    def tx(self, request, tx_id):
+        p = params(request, "tx", {"tx_id": tx_id})
+        found = self._node.transaction(bytes.fromhex(p["tx_id"]))
+        out = jsonview.tx_to_json(found["tx"])
+        out.update(confirmations=found["confirmations"], height=found["height"],
+                   block_hash=found["block_hash"].hex() if found["block_hash"] else None)
+        return json_body(request, 200, out)
+
+    @app.route("/balance/<string:address>", methods=["GET"])
+    def balance(self, request, address):
+        params(request, "balance", {"address": address})
+        return json_body(request, 200, self._node.balance(address))
+
+    @app.route("/utxos/<string:address>", methods=["GET"])
+    def utxos(self, request, address):
+        params(request, "utxos", {"address": address})
+        return json_body(request, 200, {"address": address, "utxos": self._node.utxos(address)})
+
+    @app.route("/history/<string:address>", methods=["GET"])
+    def history(self, request, address):
+        params(request, "history", {"address": address})
+        return json_body(request, 200, {"address": address, "history": self._node.history(address)})
+
+    @app.route("/mining/template", methods=["GET"])
+    def template(self, request):
+        p = params(request, "template")
+        block = self._node.block_template(p["address"])
+        body = jsonview.block_to_json(block)
+        del body["hash"]  # the hash changes with the nonce the miner finds
+        out = dict(body)
+        out.update(block=body, header_hex=block.header.raw.hex(), nonce_offset=NONCE_OFFSET,
+                   nonce_size=NONCE_SIZE, target=f"{block.header.target:064x}", height=block.height,
+                   coinbase_value=block.transactions[0].output_total, tx_count=len(block.transactions))
+        return json_body(request, 200, out)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        if self._metrics is None:
+            raise RouteNotFound()
+        from prometheus_client import CONTENT_TYPE_LATEST
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return self._metrics.render()
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        request.setHeader(b"Content-Type", b"application/json")
+        return openapi_json(self._node.advertise_url)
+
+    @app.route("/", methods=["GET"])
+    def index(self, request):
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return _index_page(self._node).encode()
+
+
+def _index_page(node) -> str:
+    s = node.status()
+    known, active = node.peer_view()
+    recent = node.chain.main_blocks(max(0, s["height"] - 9), 10)
+    rows = "".join(
+        f"<tr><td>{b.height}</td><td><a href='/block/{b.hash.hex()}'><code>{b.hash.hex()[:20]}…</code></a></td>"
+        f"<td>{len(b.transactions)}</td><td>{b.header.timestamp}</td></tr>" for b in reversed(recent))
+    peers = "".join(f"<li>{html.escape(u)}{' (active)' if u in active else ''}</li>" for u in sorted(known))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ChainCore node</title>
+<style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 10px}}</style></head><body>
+<h1>ChainCore node</h1>
+<p>Network <b>{html.escape(s['network'])}</b>, version {html.escape(s['version'])}, node {html.escape(s['node_id'][:12])}</p>
+<p>Tip: height <b>{s['height']}</b>, <code>{s['tip_hash']}</code></p>
+<p>Mempool: {s['mempool_size']} transactions. Syncing: {s['syncing']}.</p>
+<h2>Peers ({len(active)} active)</h2><ul>{peers or '<li>none</li>'}</ul>
+<h2>Recent blocks</h2><table><tr><th>height</th><th>hash</th><th>txs</th><th>time</th></tr>{rows}</table>
+<p><a href="/openapi.json">API description (OpenAPI)</a> · <a href="/metrics">metrics</a></p>
+</body></html>"""
+
+
+__all__ = ["NodeAPI", "ENDPOINTS"]

@@ -1,0 +1,231 @@
+"""The API's definitions: every endpoint, its parameters and bodies, and the OpenAPI document built from them.
+
+Routes parse their query and path parameters through `params(request, key, ...)`,
+which reads the same `Param` definitions the OpenAPI document is generated
+from, so the document cannot drift from what the code accepts.  Request
+bodies are parsed by chaincore.core.jsonview; the JSON Schemas here describe
+exactly what it accepts, and the API fuzz test holds the two together.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..core.errors import Malformed
+
+HEX32 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+ADDRESS = {"type": "string", "minLength": 20, "maxLength": 40,
+           "description": "Base58Check address (version 0x1C, HASH160 of a public key)"}
+U32 = {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF}
+U64 = {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFFFFFFFFFF}
+AMOUNT = {"type": "integer", "minimum": 1, "maximum": 21_000_000 * 100_000_000,
+          "description": "base units (1 coin = 100,000,000)"}
+ERROR = {"type": "object", "required": ["error"],
+         "properties": {"error": {"type": "string"}, "code": {"type": "string"}}}
+
+TX_INPUT = {
+    "type": "object", "required": ["tx_id", "output_index"],
+    "properties": {
+        "tx_id": HEX32, "output_index": U32,
+        "public_key": {"type": "string", "pattern": "^([0-9a-fA-F]{2}){0,65}$",
+                       "description": "65-byte uncompressed SEC1 public key (empty in a coinbase)"},
+        "signature": {"type": "string", "pattern": "^([0-9a-fA-F]{2}){0,100}$",
+                      "description": "64-byte r||s low-S signature (coinbase data in a coinbase)"},
+    },
+}
+TX_OUTPUT = {"type": "object", "required": ["amount", "recipient_address"],
+             "properties": {"amount": AMOUNT, "recipient_address": ADDRESS}}
+TRANSACTION = {
+    "type": "object", "required": ["inputs", "outputs"],
+    "properties": {
+        "tx_id": HEX32, "version": U32, "lock_time": U32,
+        "inputs": {"type": "array", "items": TX_INPUT, "maxItems": 10_000},
+        "outputs": {"type": "array", "items": TX_OUTPUT, "maxItems": 10_000},
+    },
+}
+HEADER_PROPS = {
+    "hash": HEX32, "index": U32, "previous_hash": HEX32, "merkle_root": HEX32,
+    "timestamp": U64, "target": HEX32, "nonce": U64, "version": U32,
+}
+HEADER = {"type": "object", "properties": HEADER_PROPS,
+          "required": ["index", "previous_hash", "merkle_root", "timestamp", "target", "nonce", "version"]}
+BLOCK = {"type": "object", "properties": {**HEADER_PROPS, "transactions": {"type": "array", "items": TRANSACTION}},
+         "required": HEADER["required"] + ["transactions"]}
+
+SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str          # "query" or "path"
+    schema: dict
+    description: str
+    default: object = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str           # OpenAPI form, /block/{hash}
+    summary: str
+    params: tuple = ()
+    body: dict | None = None
+    responses: dict = field(default_factory=dict)  # status -> (description, schema or None)
+    content_type: str = "application/json"
+
+
+HASH_PARAM = Param("hash", "path", HEX32, "block hash, hex", required=True)
+START = Param("start", "query", {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF}, "first height", 0)
+ADDRESS_PARAM = Param("address", "path", ADDRESS, "an address", required=True)
+
+STATUS = {"type": "object", "required": ["node_id", "network", "genesis_hash", "height", "blockchain_length",
+                                         "tip_hash", "chainwork", "target", "peer_count", "mempool_size",
+                                         "coinbase_maturity", "block_reward", "url", "syncing", "version"]}
+
+ENDPOINTS = {
+    "index": Endpoint("get", "/", "A human page: tip, peers, mempool, recent blocks.",
+                      responses={200: ("HTML page", None)}, content_type="text/html"),
+    "status": Endpoint("get", "/status", "Node health and chain summary.", responses={200: ("status", STATUS)}),
+    "chain": Endpoint("get", "/chain", "The main chain (the whole chain without parameters).",
+                      params=(Param("start", "query", START.schema, "first height", None),
+                              Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
+                                    "number of blocks (at most 500)", None)),
+                      responses={200: ("blocks and chain length",
+                                       {"type": "object", "properties": {"chain": {"type": "array", "items": ref("Block")},
+                                                                         "length": {"type": "integer"}}})}),
+    "peers": Endpoint("get", "/peers", "Known and active peers.",
+                      responses={200: ("peer lists", {"type": "object", "properties": {
+                          "peers": {"type": "array", "items": {"type": "string"}},
+                          "active_peers": {"type": "array", "items": {"type": "string"}},
+                          "peer_count": {"type": "integer"}}})}),
+    "add_peer": Endpoint("post", "/peers", "Add a peer by hand (loopback clients only).",
+                         body={"type": "object", "required": ["url"],
+                               "properties": {"url": {"type": "string", "pattern": "^https?://"}}},
+                         responses={200: ("added", {"type": "object"}), 403: ("not from loopback", ref("Error"))}),
+    "transactions": Endpoint("get", "/transactions", "The mempool.",
+                             responses={200: ("mempool transactions", {"type": "object", "properties": {
+                                 "transactions": {"type": "array", "items": ref("Transaction")}}})}),
+    "submit_block": Endpoint("post", "/submit_block", "Submit a solved block.",
+                             body={"type": "object", "required": ["block"], "properties": {"block": ref("Block")}},
+                             responses={200: ("accepted or duplicate", {"type": "object"}),
+                                        202: ("orphan: parent unknown", {"type": "object"}),
+                                        400: ("invalid block", ref("Error")),
+                                        403: ("X-Local-Mining from a non-loopback client", ref("Error"))}),
+    "add_transaction": Endpoint("post", "/add_transaction", "Submit a signed transaction to the mempool.",
+                                body={"type": "object", "required": ["transaction"],
+                                      "properties": {"transaction": ref("Transaction")}},
+                                responses={200: ("accepted or duplicate", {"type": "object"}),
+                                           400: ("invalid transaction", ref("Error"))}),
+    "block": Endpoint("get", "/block/{hash}", "One block by hash.", params=(HASH_PARAM,),
+                      responses={200: ("the block", ref("Block")), 404: ("unknown block", ref("Error"))}),
+    "blocks": Endpoint("get", "/blocks", "Main-chain blocks by height.",
+                       params=(START, Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
+                                            "number of blocks (capped at 500)", 100)),
+                       responses={200: ("blocks", {"type": "object", "properties": {
+                           "blocks": {"type": "array", "items": ref("Block")}}})}),
+    "headers": Endpoint("get", "/headers", "Main-chain headers after the first locator hash known.",
+                        params=(Param("locator", "query", {"type": "string", "pattern": "^([0-9a-fA-F]{64},?){0,64}$"},
+                                      "comma-separated block hashes, newest first", ""),
+                                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 2000},
+                                      "number of headers (capped at 2000)", 2000)),
+                        responses={200: ("headers", {"type": "object", "properties": {
+                            "headers": {"type": "array", "items": ref("Header")}}})}),
+    "tx": Endpoint("get", "/tx/{tx_id}", "A transaction from the chain or the mempool, with confirmations.",
+                   params=(Param("tx_id", "path", HEX32, "transaction id", required=True),),
+                   responses={200: ("the transaction", ref("Transaction")), 404: ("unknown", ref("Error"))}),
+    "balance": Endpoint("get", "/balance/{address}", "Balance of an address in base units.", params=(ADDRESS_PARAM,),
+                        responses={200: ("balance", {"type": "object", "properties": {
+                            "address": {"type": "string"}, "balance": {"type": "integer"},
+                            "confirmed": {"type": "integer"}, "unconfirmed": {"type": "integer"}}}),
+                                   400: ("bad address", ref("Error"))}),
+    "utxos": Endpoint("get", "/utxos/{address}", "Unspent outputs of an address.", params=(ADDRESS_PARAM,),
+                      responses={200: ("utxos", {"type": "object"}), 400: ("bad address", ref("Error"))}),
+    "history": Endpoint("get", "/history/{address}", "Transactions paying or spending from an address.",
+                        params=(ADDRESS_PARAM,),
+                        responses={200: ("history", {"type": "object"}), 400: ("bad address", ref("Error"))}),
+    "template": Endpoint("get", "/mining/template", "A block to mine, paying the coinbase to address.",
+                         params=(Param("address", "query", ADDRESS, "the coinbase's recipient", required=True),),
+                         responses={200: ("an unsolved block with header_hex, nonce_offset, nonce_size, target",
+                                          {"type": "object"}),
+                                    400: ("bad address", ref("Error")), 503: ("still syncing", ref("Error"))}),
+    "metrics": Endpoint("get", "/metrics", "Prometheus metrics.", responses={200: ("text format", None)},
+                        content_type="text/plain"),
+    "openapi": Endpoint("get", "/openapi.json", "This document.", responses={200: ("OpenAPI 3", {"type": "object"})}),
+}
+
+for _ep in ENDPOINTS.values():  # every endpoint can answer a bad request and a fault
+    if _ep.params or _ep.body:
+        _ep.responses.setdefault(400, ("bad request", ref("Error")))
+    _ep.responses.setdefault(500, ("internal error", ref("Error")))
+
+
+def params(request, key: str, path_values: dict | None = None) -> dict:
+    """The endpoint's parameters from the request, checked against their definitions; Malformed naming the field."""
+    out = {}
+    for p in ENDPOINTS[key].params:
+        if p.where == "path":
+            raw = (path_values or {}).get(p.name)
+        else:
+            values = request.args.get(p.name.encode())
+            raw = values[0].decode("utf-8", "replace") if values else None
+        if raw is None or raw == "" and p.where == "query" and p.schema.get("type") == "integer":
+            if p.required:
+                raise Malformed(f"parameter {p.name} is required")
+            out[p.name] = p.default
+            continue
+        out[p.name] = _coerce(p, raw)
+    return out
+
+
+def _coerce(p: Param, raw: str):
+    s = p.schema
+    if s.get("type") == "integer":
+        if not re.fullmatch(r"\d{1,20}", raw):
+            raise Malformed(f"parameter {p.name} must be a non-negative integer")
+        value = int(raw)
+        if value < s.get("minimum", 0) or value > s.get("maximum", 1 << 64):
+            raise Malformed(f"parameter {p.name} must be between {s.get('minimum', 0)} and {s.get('maximum')}")
+        return value
+    if "pattern" in s and not re.fullmatch(s["pattern"].strip("^$"), raw):
+        raise Malformed(f"parameter {p.name} is not of the form {s['pattern']}")
+    if len(raw) > s.get("maxLength", 10_000) or len(raw) < s.get("minLength", 0):
+        raise Malformed(f"parameter {p.name} has the wrong length")
+    return raw
+
+
+def openapi(server_url: str | None = None) -> dict:
+    """The OpenAPI 3 document of every endpoint."""
+    paths = {}
+    for key, ep in ENDPOINTS.items():
+        op = {"operationId": key, "summary": ep.summary, "responses": {}}
+        if ep.params:
+            op["parameters"] = [{"name": p.name, "in": p.where, "required": p.required or p.where == "path",
+                                 "description": p.description, "schema": p.schema} for p in ep.params]
+        if ep.body:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ep.body}}}
+        for status, (description, schema) in sorted(ep.responses.items()):
+            ctype = ep.content_type if status < 300 else "application/json"
+            content = {ctype: {"schema": schema}} if schema is not None else {ctype: {}}
+            op["responses"][str(status)] = {"description": description, "content": content}
+        paths.setdefault(ep.path, {})[ep.method] = op
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "ChainCore node API", "version": __version__,
+                 "description": "JSON in, JSON out. Errors are {\"error\": ...} with a 4xx status for bad input."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
+
+
+def openapi_json(server_url: str | None = None) -> bytes:
+    return json.dumps(openapi(server_url), indent=1).encode()

@@ -1,0 +1,226 @@
+"""The node: chain state, mempool and the events that tie them to the network.
+
+`Node` is what the HTTP API and the peer-to-peer layer talk to.  It is
+synchronous and runs in the reactor thread: a block or transaction goes in,
+the chain state and mempool change, metrics and logs record it, and listeners
+(relay, miner) hear about it.  Time comes from an injected clock.
+"""
+
+import os
+
+from twisted.logger import Logger
+
+from .. import __version__
+from ..core import keys
+from ..core.block import Block, Header, merkle_root
+from ..core.chainstate import Accepted, ChainState, Orphan
+from ..core.errors import Invalid, NotFound, Unavailable
+from ..core.mempool import Mempool
+from ..core.tx import make_coinbase
+
+log = Logger(namespace="chaincore.node")
+
+TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
+
+
+class SigCache(set):
+    """tx_ids whose signatures verified; cleared when it grows past its bound."""
+
+    def __init__(self, bound: int = 200_000):
+        super().__init__()
+        self.bound = bound
+
+    def add(self, item):
+        if len(self) >= self.bound:
+            self.clear()
+        super().add(item)
+
+
+class Node:
+    """One ChainCore node's state and its rules for taking in blocks and transactions."""
+
+    def __init__(self, store, params, clock, *, advertise_url: str, metrics=None, verify=None,
+                 mempool_bytes: int = 5_000_000):
+        self.params = params
+        self.clock = clock
+        self.store = store
+        self.advertise_url = advertise_url
+        self.metrics = metrics
+        self.sig_cache = SigCache()
+        kwargs = {"verify": verify} if verify is not None else {}
+        self.chain = ChainState(store, params, sig_cache=self.sig_cache, **kwargs)
+        self.mempool = Mempool(params, max_bytes=mempool_bytes, sig_cache=self.sig_cache)
+        node_id = store.get_meta("node_id")
+        if node_id is None:
+            node_id = os.urandom(16).hex()
+            store.set_meta("node_id", node_id)
+        self.node_id = node_id
+        self.syncing = False
+        self.block_listeners = []  # f(block, source) for each block newly on the main chain... or stored
+        self.tx_listeners = []     # f(tx, source) for each transaction newly in the mempool
+        self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
+        self.peer_view = lambda: ([], [])  # () -> (known urls, active urls); set by the p2p layer
+        self.add_peer = None       # f(url) -> None; set by the p2p layer
+        if metrics is not None:
+            metrics.observe_chain(self)
+
+    def now(self) -> int:
+        return int(self.clock.seconds())
+
+    # -- blocks ----------------------------------------------------------------------
+
+    def accept_block(self, block: Block, source: str | None = None, local: bool = False):
+        """Take a block from a peer, a miner or a client; Accepted, Duplicate or Orphan, or raise Invalid."""
+        try:
+            result = self.chain.accept_block(block, self.now())
+        except Invalid as err:
+            self._count("block", "rejected", err.code)
+            log.info("block {hash} at height {height} rejected: {reason}",
+                     hash=block.hash.hex()[:16], height=block.height, reason=err)
+            raise
+        if isinstance(result, Accepted):
+            self._count("block", "accepted")
+            if result.disconnected:
+                dropped = self.mempool.reorganise(result.disconnected, result.connected,
+                                                  self.chain.get_coin, self.chain.height + 1)
+                log.info("reorganisation: {n_off} blocks off, {n_on} on, tip {tip} at {height}; "
+                         "{dropped} mempool transactions dropped",
+                         n_off=len(result.disconnected), n_on=len(result.connected),
+                         tip=self.chain.tip.hash.hex()[:16], height=self.chain.height, dropped=len(dropped))
+            else:
+                for connected in result.connected:
+                    self.mempool.remove_for_block(connected)
+            if local:
+                log.info("mined block {hash} at height {height}", hash=block.hash.hex()[:16], height=block.height)
+            elif result.main_chain:
+                log.debug("block {hash} at height {height} accepted", hash=block.hash.hex()[:16],
+                          height=block.height)
+            for listener in list(self.block_listeners):
+                listener(block, source)
+        elif isinstance(result, Orphan):
+            self._count("block", "orphan")
+            for listener in list(self.orphan_listeners):
+                listener(result.missing, source)
+        return result
+
+    # -- transactions ----------------------------------------------------------------
+
+    def accept_tx(self, tx, source: str | None = None):
+        """Take a transaction into the mempool: TxAccepted ("accepted" or "duplicate"), or raise Invalid."""
+        if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
+            from ..core.mempool import TxAccepted
+            return TxAccepted(tx.tx_id, "duplicate")
+        try:
+            result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1)
+        except Invalid as err:
+            self._count("tx", "rejected", err.code)
+            log.debug("transaction {tx_id} rejected: {reason}", tx_id=tx.tx_id.hex()[:16], reason=err)
+            raise
+        self._count("tx", "accepted")
+        for listener in list(self.tx_listeners):
+            listener(tx, source)
+        return result
+
+    def _count(self, kind: str, outcome: str, reason: str = "") -> None:
+        if self.metrics is not None:
+            self.metrics.count(kind, outcome, reason)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def status(self) -> dict:
+        tip = self.chain.tip
+        known, active = self.peer_view()
+        return {
+            "node_id": self.node_id,
+            "version": __version__,
+            "network": self.params.name,
+            "genesis_hash": self.params.genesis_hash.hex(),
+            "height": tip.height,
+            "blockchain_length": tip.height + 1,
+            "tip_hash": tip.hash.hex(),
+            "chainwork": f"{tip.chainwork:064x}",
+            "target": f"{self.chain.next_target(tip):064x}",
+            "peer_count": len(active),
+            "mempool_size": len(self.mempool),
+            "mempool_bytes": self.mempool.total_bytes,
+            "coinbase_maturity": self.params.coinbase_maturity,
+            "block_reward": self.params.block_reward(tip.height + 1),
+            "url": self.advertise_url,
+            "syncing": self.syncing,
+            "median_time_past": tip.median_time_past,
+            "orphans": self.chain.orphan_count(),
+        }
+
+    def block(self, block_hash: bytes) -> Block:
+        block = self.chain.block(block_hash)
+        if block is None:
+            raise NotFound(f"no block {block_hash.hex()}")
+        return block
+
+    def transaction(self, tx_id: bytes) -> dict:
+        """A transaction from the chain or the mempool, with its confirmations (0 in the mempool)."""
+        found = self.chain.transaction(tx_id)
+        if found is not None:
+            tx, block_hash, height, confirmations = found
+            return {"tx": tx, "block_hash": block_hash, "height": height, "confirmations": confirmations}
+        tx = self.mempool.get(tx_id)
+        if tx is not None:
+            return {"tx": tx, "block_hash": None, "height": None, "confirmations": 0}
+        raise NotFound(f"no transaction {tx_id.hex()} in the chain or the mempool")
+
+    def balance(self, address: str) -> dict:
+        payload = keys.address_payload(address)
+        confirmed = sum(coin.amount for _, coin in self.chain.coins_of(payload))
+        delta = self.mempool.unconfirmed_delta(payload, self.chain.get_coin)
+        return {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta}
+
+    def utxos(self, address: str) -> list:
+        payload = keys.address_payload(address)
+        return [{"tx_id": op.tx_id.hex(), "output_index": op.index, "amount": coin.amount, "height": coin.height,
+                 "coinbase": coin.is_coinbase,
+                 "mature": not coin.is_coinbase
+                 or self.chain.height + 1 - coin.height >= self.params.coinbase_maturity,
+                 "spent_in_mempool": self.mempool.spender(op) is not None}
+                for op, coin in self.chain.coins_of(payload)]
+
+    def history(self, address: str, limit: int = 500) -> list:
+        """The address's main-chain transactions, newest first, with the net amount each moved for it."""
+        payload = keys.address_payload(address)
+        out = []
+        for tx_id in [t.tx_id for t in self.mempool.transactions()
+                      if any(o.recipient == payload for o in t.outputs)
+                      or any(keys.payload_of(i.public_key) == payload for i in t.inputs)]:
+            out.append(self._history_row(tx_id, payload))
+        for tx_id, _height in self.store.history_of(payload, limit):
+            out.append(self._history_row(tx_id, payload))
+        return out[:limit]
+
+    def _history_row(self, tx_id: bytes, payload: bytes) -> dict:
+        found = self.transaction(tx_id)
+        tx = found["tx"]
+        received = sum(o.amount for o in tx.outputs if o.recipient == payload)
+        sent = 0
+        for txin in tx.inputs:
+            if txin.is_null or keys.payload_of(txin.public_key) != payload:
+                continue
+            prev = self.transaction(txin.prev_tx_id)["tx"]
+            sent += prev.outputs[txin.output_index].amount
+        return {"tx_id": tx_id.hex(), "height": found["height"], "confirmations": found["confirmations"],
+                "amount_delta": received - sent, "coinbase": tx.is_coinbase}
+
+    # -- mining ------------------------------------------------------------------------
+
+    def block_template(self, address: str) -> Block:
+        """An unsolved block on the tip: coinbase paying address, mempool transactions by fee rate."""
+        if self.syncing:
+            raise Unavailable("the node is catching up with its peers; try again shortly")
+        payload = keys.address_payload(address)
+        tip = self.chain.tip
+        height = tip.height + 1
+        txs = self.mempool.select(self.params.max_block_size - TEMPLATE_RESERVE_BYTES)
+        fees = self.mempool.fees_of(txs)
+        coinbase = make_coinbase(height, [(payload, self.params.block_reward(height) + fees)], os.urandom(8))
+        all_txs = (coinbase,) + tuple(txs)
+        header = Header(1, height, tip.hash, merkle_root([t.tx_id for t in all_txs]),
+                        max(self.now(), tip.median_time_past + 1), self.chain.next_target(tip), 0)
+        return Block(header, all_txs)
