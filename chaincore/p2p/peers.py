@@ -1,0 +1,335 @@
+"""PeerTable: which peers this node knows, which are active, whom to probe when, whom it bans.
+
+Pure on purpose (STYLE 1): no Twisted, no clock, no I/O; every method that
+needs the time takes `now` (seconds, the reactor's wall clock in the node).
+Discovery drives it; sync and relay report failures and misbehaviour to it.
+Peer penalties by error code live here, in PENALTIES (STYLE 3).
+"""
+
+from dataclasses import dataclass
+
+from ..core import errors
+from ..core.errors import Malformed
+
+MAX_KNOWN = 256
+MAX_BANS = 1024
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 300.0
+RECHECK_S = 30.0           # an active peer is probed again this long after its last good probe
+REFUSED_RETRY_S = 3600.0   # a node of another network or genesis, or not a ChainCore node
+BAN_THRESHOLD = 100
+BAN_S = 3600.0
+
+# Misbehaviour points by error class, first match wins; PENALTIES is the map by code.
+_PENALTY_BY_CLASS = [
+    (errors.TimeTooNew, 0),         # may become valid as time passes: not the sender's fault
+    (errors.BlockRuleError, 50),    # bad-pow, bad-merkle-root, ...: costs real work to check
+    (errors.FeeTooLow, 0),          # policy and relay races, not misbehaviour
+    (errors.MempoolFull, 0),
+    (errors.MissingInput, 0),
+    (errors.DoubleSpend, 0),
+    (errors.ImmatureCoinbase, 0),
+    (errors.NonFinal, 0),
+    (errors.TxRuleError, 10),
+    (errors.Malformed, 20),         # garbage JSON, a non-object, a bad field
+    (errors.Invalid, 20),
+]
+
+
+def _all_error_classes(cls=errors.ChainCoreError):
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from _all_error_classes(sub)
+
+
+def _points_for_class(cls) -> int:
+    return next((points for base, points in _PENALTY_BY_CLASS if issubclass(cls, base)), 0)
+
+
+PENALTIES = {cls.code: _points_for_class(cls) for cls in _all_error_classes()}
+
+
+def penalty_for(code: str) -> int:
+    """Misbehaviour points for an error code (0 for unknown codes and for faults that are nobody's)."""
+    return PENALTIES.get(code, 0)
+
+
+def backoff_s(failures: int) -> float:
+    """Seconds to wait before probing a peer again after `failures` failures in a row: 2, 4, 8 ... 300."""
+    if failures <= 0:
+        return 0.0
+    return min(BACKOFF_BASE_S * 2 ** min(failures - 1, 30), BACKOFF_MAX_S)
+
+
+@dataclass
+class Peer:
+    """What the table knows about one peer URL."""
+
+    url: str
+    node_id: str = None
+    active: bool = False
+    failures: int = 0
+    next_probe_at: float = 0.0
+    last_seen: float = None       # time of the last good answer
+    score: int = 0                # misbehaviour points since the last ban
+    refused: str = None           # why it is not a peer for us (other network, ...), if so
+    source: str = "candidate"     # seed, port, exchange, told, ... (for logs)
+
+
+class PeerTable:
+    """Known and active peers, retry backoff, bans, and self- and duplicate-detection by node_id.
+
+    A URL is known once added; it becomes active after `mark_alive` and leaves
+    the active set on `record_failure`, `refuse` or a ban.  The node's own URLs
+    and node_id are never added; two URLs answering with one node_id are kept
+    once (the first seen); a banned URL or node_id is refused until the ban ends.
+    """
+
+    def __init__(self, own_node_id: str = None, own_urls=(), *, max_known: int = MAX_KNOWN,
+                 recheck_s: float = RECHECK_S):
+        self.own_node_id = own_node_id
+        self._own_urls = {normalise_url(u) for u in own_urls}
+        self.max_known = max_known
+        self.recheck_s = recheck_s
+        self._peers = {}            # url -> Peer
+        self._aliases = {}          # url -> url of the peer with the same node_id
+        self._bans = {}             # url or "node:<id>" -> banned until
+
+    # -- queries ---------------------------------------------------------------------
+
+    def __len__(self):
+        return len(self._peers)
+
+    def __contains__(self, url):
+        return _try_normalise(url) in self._peers
+
+    def get(self, url: str) -> Peer:
+        """The record for url, or None."""
+        return self._peers.get(_try_normalise(url))
+
+    def known_urls(self) -> list:
+        """Every known peer URL that is not refused, sorted."""
+        return sorted(u for u, p in self._peers.items() if p.refused is None)
+
+    def active_urls(self) -> list:
+        """The active peers' URLs, sorted."""
+        return sorted(u for u, p in self._peers.items() if p.active)
+
+    def is_active(self, url: str) -> bool:
+        peer = self.get(url)
+        return peer is not None and peer.active
+
+    def is_banned(self, url: str, now: float) -> bool:
+        """Whether url (or the node last seen there) is banned at time now."""
+        url = _try_normalise(url)
+        peer = self._peers.get(url)
+        keys = [url] + ([_node_key(peer.node_id)] if peer is not None and peer.node_id else [])
+        return any(self._bans.get(k, -1.0) > now for k in keys)
+
+    def is_self(self, url: str) -> bool:
+        return _try_normalise(url) in self._own_urls
+
+    def due_for_probe(self, now: float) -> list:
+        """URLs to probe now: known, not banned, next_probe_at reached; active ones included, sorted."""
+        self._expire_bans(now)
+        return sorted(u for u, p in self._peers.items()
+                      if p.next_probe_at <= now and not self.is_banned(u, now))
+
+    def next_probe_at(self, url: str) -> float:
+        """When url is next due for a probe, or None if unknown."""
+        peer = self.get(url)
+        return None if peer is None else peer.next_probe_at
+
+    # -- changes ----------------------------------------------------------------------
+
+    def mark_self(self, url: str) -> None:
+        """url reaches this node: drop it and never add it."""
+        url = normalise_url(url)
+        self._own_urls.add(url)
+        self._peers.pop(url, None)
+
+    def add(self, url: str, now: float, source: str = "candidate") -> bool:
+        """Remember url as a candidate to probe now; False if bad, ours, banned, an alias, known or no room."""
+        try:
+            url = normalise_url(url)
+        except Malformed:
+            return False
+        if url in self._peers or url in self._own_urls or url in self._aliases or self.is_banned(url, now):
+            return False
+        if len(self._peers) >= self.max_known and not self._evict_one():
+            return False
+        self._peers[url] = Peer(url, next_probe_at=now, source=source)
+        return True
+
+    def mark_alive(self, url: str, node_id: str, now: float) -> str:
+        """Record a good probe of a compatible node; returns 'added', 'alive', 'self', 'duplicate' or 'banned'.
+
+        'added' means the peer just became active.  'self' and 'duplicate' (the
+        node_id is ours, or another known URL has it) drop the URL from the table
+        and remember it so it is never added again.
+        """
+        url = normalise_url(url)
+        if node_id == self.own_node_id:
+            self.mark_self(url)
+            return "self"
+        if self._bans.get(_node_key(node_id), -1.0) > now:
+            self._peers.pop(url, None)
+            return "banned"
+        holder = next((p for p in self._peers.values() if p.node_id == node_id and p.url != url), None)
+        if holder is not None:
+            self._aliases[url] = holder.url
+            self._peers.pop(url, None)
+            return "duplicate"
+        peer = self._peers.get(url)
+        if peer is None:
+            if not self.add(url, now):
+                return "banned" if self.is_banned(url, now) else "duplicate"
+            peer = self._peers[url]
+        was_active = peer.active
+        peer.node_id, peer.active, peer.failures, peer.refused = node_id, True, 0, None
+        peer.last_seen, peer.next_probe_at = now, now + self.recheck_s
+        return "alive" if was_active else "added"
+
+    def record_failure(self, url: str, now: float) -> bool:
+        """A probe or request failed: leave the active set, retry after backoff; True if it was active."""
+        peer = self.get(url)
+        if peer is None:
+            return False
+        was_active = peer.active
+        peer.active = False
+        peer.failures += 1
+        peer.next_probe_at = now + backoff_s(peer.failures)
+        return was_active
+
+    def refuse(self, url: str, reason: str, now: float) -> bool:
+        """url is not a peer for us (other network or genesis, not ChainCore): probe it again only after
+        REFUSED_RETRY_S; returns True the first time (so the caller logs once)."""
+        peer = self.get(url)
+        if peer is None:
+            return False
+        first = peer.refused != reason
+        peer.active, peer.refused = False, reason
+        peer.next_probe_at = now + REFUSED_RETRY_S
+        return first
+
+    def penalise(self, url: str, code: str, now: float, points: int = None) -> bool:
+        """Add misbehaviour points (PENALTIES[code] unless given); ban at BAN_THRESHOLD; True if now banned."""
+        peer = self.get(url)
+        if peer is None:
+            return False
+        peer.score += penalty_for(code) if points is None else points
+        if peer.score < BAN_THRESHOLD:
+            return False
+        self.ban(url, now)
+        return True
+
+    def ban(self, url: str, now: float, duration_s: float = BAN_S) -> None:
+        """Ban url and the node last seen there until now + duration_s; it leaves the table meanwhile."""
+        url = normalise_url(url)
+        peer = self._peers.pop(url, None)
+        self._bans[url] = now + duration_s
+        if peer is not None and peer.node_id:
+            self._bans[_node_key(peer.node_id)] = now + duration_s
+            for alias in [a for a, holder in self._aliases.items() if holder == url]:
+                self._bans[alias] = now + duration_s
+                del self._aliases[alias]
+        if len(self._bans) > MAX_BANS:
+            del self._bans[min(self._bans, key=self._bans.get)]
+
+    def forget(self, url: str) -> None:
+        """Drop url from the table (not a ban: it may be added again)."""
+        self._peers.pop(_try_normalise(url), None)
+
+    def _expire_bans(self, now: float) -> None:
+        for key in [k for k, until in self._bans.items() if until <= now]:
+            del self._bans[key]
+
+    def _evict_one(self) -> bool:
+        """Drop the least useful inactive peer to make room; False if every peer is active."""
+        idle = [p for p in self._peers.values() if not p.active]
+        if not idle:
+            return False
+        worst = max(idle, key=lambda p: (p.refused is not None, p.failures, p.last_seen is None,
+                                         -(p.last_seen or 0.0), p.url))
+        del self._peers[worst.url]
+        return True
+
+    # -- persistence ------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        """A JSON-ready snapshot for the datadir; active flags are not kept (every peer is re-probed)."""
+        return {
+            "version": 1,
+            "peers": [{"url": p.url, "node_id": p.node_id, "failures": p.failures, "last_seen": p.last_seen,
+                       "score": p.score, "refused": p.refused, "next_probe_at": p.next_probe_at,
+                       "source": p.source}
+                      for p in sorted(self._peers.values(), key=lambda p: p.url)],
+            "aliases": dict(sorted(self._aliases.items())),
+            "bans": dict(sorted(self._bans.items())),
+        }
+
+    @classmethod
+    def from_json(cls, obj, now: float, own_node_id: str = None, own_urls=(), **kwargs) -> "PeerTable":
+        """A table from to_json() output; Malformed if the shape is wrong, bad entries are skipped.
+
+        Peers are loaded inactive and due at once, except refused ones, which keep their retry time.
+        """
+        if not isinstance(obj, dict) or obj.get("version") != 1 or not isinstance(obj.get("peers"), list):
+            raise Malformed("not a version 1 peer table")
+        table = cls(own_node_id, own_urls, **kwargs)
+        for entry in obj["peers"]:
+            try:
+                table._load_peer(entry, now)
+            except (Malformed, KeyError, TypeError, ValueError):
+                continue
+        for key, until in (obj.get("bans") or {}).items():
+            if isinstance(key, str) and isinstance(until, (int, float)) and until > now:
+                table._bans[key] = float(until)
+        for alias, holder in (obj.get("aliases") or {}).items():
+            if isinstance(alias, str) and holder in table._peers:
+                table._aliases[alias] = holder
+        return table
+
+    def _load_peer(self, entry: dict, now: float) -> None:
+        url = normalise_url(entry["url"])
+        node_id = entry.get("node_id")
+        if len(self._peers) >= self.max_known or url in self._own_urls or (
+                node_id is not None and node_id == self.own_node_id):
+            return
+        refused = entry.get("refused")
+        peer = Peer(url, node_id=node_id if isinstance(node_id, str) else None,
+                    failures=max(0, int(entry.get("failures") or 0)),
+                    last_seen=float(entry["last_seen"]) if entry.get("last_seen") is not None else None,
+                    score=max(0, int(entry.get("score") or 0)),
+                    refused=refused if isinstance(refused, str) else None,
+                    source=str(entry.get("source") or "saved"))
+        peer.next_probe_at = float(entry.get("next_probe_at") or now) if peer.refused else now
+        self._peers[url] = peer
+
+
+def normalise_url(url) -> str:
+    """The canonical form of a peer base URL (http or https, host[:port], nothing else); Malformed otherwise."""
+    if not isinstance(url, str) or not 0 < len(url) <= 200:
+        raise Malformed("a peer URL must be a string of 1-200 characters")
+    scheme, sep, rest = url.strip().partition("://")
+    scheme = scheme.lower()
+    netloc = rest[:-1] if rest.endswith("/") else rest
+    if not sep or scheme not in ("http", "https") or not netloc:
+        raise Malformed(f"{url!r} is not an http(s) base URL")
+    if any(c in netloc for c in "/?#@ \t\r\n\\"):
+        raise Malformed(f"{url!r} is not a bare base URL")
+    host, colon, port = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
+    if colon and not (port.isdigit() and 0 < int(port) <= 65535 and host):
+        raise Malformed(f"{url!r} has a bad port")
+    return f"{scheme}://{netloc.lower()}"
+
+
+def _try_normalise(url) -> str:
+    try:
+        return normalise_url(url)
+    except Malformed:
+        return url
+
+
+def _node_key(node_id: str) -> str:
+    return "node:" + node_id
