@@ -105,7 +105,11 @@ class MemoryStore:
         return sorted(self.kids.get(block_hash, ()))
 
     def best_entries(self, limit):
-        """Entries whose data is stored and not invalid, most work first (ties: lower height... then hash)."""
+        """Entries whose data is stored and not invalid, most work first; equal work: the one stored first.
+
+        The sort is stable over the dict's insertion order, and replacing an
+        entry (a status change) keeps its place, so the first-seen chain wins ties.
+        """
         ok = [e for e in self.entries.values() if e.status in (DATA_STORED, FULLY_VALID)]
         ok.sort(key=lambda e: -e.chainwork)
         return ok[:limit]
