@@ -1,0 +1,191 @@
+"""What the console scripts share: a small synchronous HTTP client for a node,
+exact decimal coin amounts, and one-line errors with a non-zero exit.
+
+The scripts are plain synchronous programs (urllib from the standard
+library), so they run anywhere Python does and tests can call main(argv)
+in-process.  Every failure a user can cause or meet becomes a CliError,
+printed as one line by run_main; only our own bugs show a traceback.
+"""
+
+import argparse
+import decimal
+import http.client
+import json
+import re
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from chaincore.core.params import COIN, MAX_MONEY
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_COINS_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, with exit_code."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(CliError):
+    """A bad command line."""
+
+    exit_code = EXIT_USAGE
+
+
+class NodeUnreachable(CliError):
+    """No HTTP answer came from the node."""
+
+
+class NodeRefused(CliError):
+    """The node answered with an error status; the message is the node's own."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (a UsageError) instead of usage text and exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def run_main(prog: str, body, argv, stderr=None) -> int:
+    """Run body(argv) and turn CliError, --help's SystemExit and Ctrl-C into an exit status."""
+    stderr = stderr if stderr is not None else sys.stderr
+    try:
+        return body(argv)
+    except CliError as e:
+        stderr.write(f"{prog}: error: {one_line(str(e))}\n")
+        return e.exit_code
+    except SystemExit as e:  # --help and --version exit through argparse
+        return e.code if isinstance(e.code, int) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        stderr.write(f"{prog}: interrupted\n")
+        return 130
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
+
+
+# -- amounts --------------------------------------------------------------------
+
+def parse_coins(text: str, name: str = "amount", allow_zero: bool = False) -> int:
+    """Base units for a decimal number of coins such as "10.5", exactly; UsageError otherwise.
+
+    Plain decimal digits only: signs, exponents ("1e-8"), NaN, infinities,
+    underscores and commas are refused, and so is any value that is not a
+    whole number of base units (more than 8 significant decimal places).
+    """
+    text = text.strip()
+    if not _COINS_TEXT.match(text):
+        raise UsageError(f"{name} {text!r} is not a plain decimal number of coins such as 10.5")
+    # A context wide enough for every digit given, trapping Inexact: never a silent rounding.
+    exact = decimal.Context(prec=len(text) + 16, traps=[decimal.Inexact, decimal.InvalidOperation])
+    units = exact.multiply(decimal.Decimal(text), COIN)
+    if units != units.to_integral_value():
+        raise UsageError(f"{name} {text} has more than 8 decimal places (1 unit is 0.00000001 coin)")
+    units = int(units)
+    if units == 0 and not allow_zero:
+        raise UsageError(f"{name} must be more than zero")
+    if units > MAX_MONEY:
+        raise UsageError(f"{name} {text} is over the money supply of {MAX_MONEY // COIN} coins")
+    return units
+
+
+def format_coins(units: int, signed: bool = False) -> str:
+    """Base units as exact decimal coins with 8 places, e.g. 1050000000 -> "10.50000000"."""
+    sign = "-" if units < 0 else ("+" if signed else "")
+    whole, frac = divmod(abs(units), COIN)
+    return f"{sign}{whole}.{frac:08d}"
+
+
+# -- talking to a node ------------------------------------------------------------
+
+def node_url(text: str) -> str:
+    """The base URL of a node given as URL or host:port; UsageError for anything else."""
+    text = text.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"node URL {text!r} is not an http:// or https:// URL")
+    try:
+        parts.port
+    except ValueError:
+        raise UsageError(f"node URL {text!r} has a bad port") from None
+    return text
+
+
+class NodeClient:
+    """GET and POST JSON to one node; failures raise NodeUnreachable, NodeRefused or CliError."""
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0):
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+
+    def get(self, path: str, query: dict | None = None, missing_ok: bool = False):
+        """The JSON answer to GET path; None for a 404 when missing_ok."""
+        if query:
+            path = f"{path}?{urllib.parse.urlencode(query)}"
+        try:
+            return self._request(urllib.request.Request(self.base_url + path, method="GET"))[1]
+        except NodeRefused as e:
+            if missing_ok and e.status == 404:
+                return None
+            raise
+
+    def post(self, path: str, body: dict, headers: dict | None = None) -> tuple:
+        """(status, JSON answer) of POST path with a JSON body; 4xx and 5xx raise NodeRefused."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method="POST",
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        return self._request(request)
+
+    def _request(self, request) -> tuple:
+        request.add_header("Accept", "application/json")
+        where = f"{request.get_method()} {request.full_url}"
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.status, self._json(response.read(MAX_RESPONSE_BYTES + 1), where)
+        except urllib.error.HTTPError as e:
+            with e:
+                raise NodeRefused(e.code, self._error_text(e.code, e.read(MAX_RESPONSE_BYTES + 1))) from None
+        except urllib.error.URLError as e:
+            raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {_reason(e.reason)}") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {_reason(e)}") from None
+
+    def _json(self, raw: bytes, where: str):
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise CliError(f"the answer to {where} is larger than {MAX_RESPONSE_BYTES} bytes")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise CliError(f"the answer to {where} is not JSON") from None
+
+    def _error_text(self, status: int, raw: bytes) -> str:
+        try:
+            message = json.loads(raw)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = None
+        if not isinstance(message, str):
+            message = raw[:200].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")
+        return f"the node refused ({status}): {message}"
+
+
+def _reason(reason) -> str:
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__

@@ -1,0 +1,345 @@
+"""chaincore-miner: mine on a node through its HTTP API with worker processes (CONTRACT 5).
+
+It asks the node for a template, searches nonce ranges with
+chaincore.core.pow.search_nonce in N processes (threads would share one core,
+see docs/ENGINEERING 4), and posts a solved block to /submit_block.  Ranges are
+small (about 0.1 s each) so a template made stale by a new tip, a changed
+mempool or an old timestamp is dropped quickly.  A plain synchronous program:
+urllib for HTTP, concurrent.futures for the workers.
+"""
+
+import collections
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from chaincore.core import errors, keys
+from chaincore.core.pow import nonce_limit, search_nonce
+
+from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
+                     node_url, run_main)
+
+PROG = "chaincore-miner"
+CHUNK_NONCES = 131_072
+STATUS_POLL_S = 1.0
+TEMPLATE_MAX_AGE_S = 30.0
+RETRY_S = 2.0
+TTY_STATUS_S = 1.0
+LOG_STATUS_S = 10.0
+RATE_WINDOW_S = 10.0
+_BLOCK_FIELDS = ("index", "previous_hash", "merkle_root", "timestamp", "target", "nonce", "version", "transactions")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A candidate block from GET /mining/template, with what a nonce search needs."""
+
+    block: dict
+    header: bytes
+    nonce_offset: int
+    nonce_size: int
+    target: int
+
+    @property
+    def height(self) -> int:
+        return self.block["index"]
+
+    @property
+    def previous_hash(self) -> str:
+        return self.block["previous_hash"]
+
+
+def parse_template(obj) -> Template:
+    """A Template from the node's answer; CliError if it lacks what a miner needs."""
+    try:
+        block = obj.get("block") or {k: obj[k] for k in _BLOCK_FIELDS}
+        block = {k: v for k, v in block.items() if k != "hash"}
+        header = bytes.fromhex(obj["header_hex"])
+        offset, size = obj["nonce_offset"], obj["nonce_size"]
+        target = int(obj["target"], 16)
+        if (type(offset) is not int or type(size) is not int or not 0 < size <= 32
+                or not 0 <= offset <= len(header) - size or type(block["index"]) is not int):
+            raise ValueError("nonce outside the header")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise CliError(f"the node's mining template is malformed ({e})") from None
+    return Template(block, header, offset, size, target)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; only the parent should act on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def default_mp_context():
+    """forkserver where the platform has it (workers fork from a clean single-threaded server), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class Display:
+    """A live status line on a terminal; occasional plain log lines otherwise."""
+
+    def __init__(self, stream, clock):
+        self.stream, self.clock = stream, clock
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.next_status = clock() + (TTY_STATUS_S if self.tty else LOG_STATUS_S)
+        self.line_shown = False
+
+    def log(self, text: str) -> None:
+        self._clear()
+        self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+        self.stream.flush()
+
+    def status(self, text: str) -> None:
+        now = self.clock()
+        if now < self.next_status:
+            return
+        self.next_status = now + (TTY_STATUS_S if self.tty else LOG_STATUS_S)
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{text}")
+            self.stream.flush()
+            self.line_shown = True
+        else:
+            self.log(text)
+
+    def _clear(self) -> None:
+        if self.line_shown:
+            self.stream.write("\r\x1b[K")
+            self.line_shown = False
+
+    def close(self) -> None:
+        self._clear()
+        self.stream.flush()
+
+
+class Miner:
+    """The mining loop: templates in, nonce ranges out to the pool, solved blocks back to the node."""
+
+    def __init__(self, node: NodeClient, address: str, workers: int, blocks: int | None, display: Display,
+                 clock, executor, chunk: int = CHUNK_NONCES):
+        self.node, self.address, self.workers, self.target_blocks = node, address, workers, blocks
+        self.display, self.clock, self.executor, self.chunk = display, clock, executor, chunk
+        self.blocks_found = 0
+        self.hashes = 0
+        self.started = clock()
+        self.template = None
+        self.generation = 0
+        self.next_nonce = 0
+        self.template_time = 0.0
+        self.seen_status = None
+        self.next_poll = 0.0
+        self.next_retry = 0.0
+        self.inflight = {}
+        self.rates = collections.deque([(self.started, 0)])
+
+    def run(self) -> None:
+        """Mine until target_blocks are accepted (forever without it); the first template must come."""
+        self.refresh(first=True)
+        while self.target_blocks is None or self.blocks_found < self.target_blocks:
+            self.fill()
+            done = self.wait()
+            for future in done:
+                self.collect(future)
+                if self.target_blocks is not None and self.blocks_found >= self.target_blocks:
+                    return
+            self.housekeeping()
+
+    def fill(self) -> None:
+        if self.template is None:
+            return
+        t = self.template
+        limit = nonce_limit(t.nonce_size)
+        while len(self.inflight) < 2 * self.workers and self.next_nonce < limit:
+            count = min(self.chunk, limit - self.next_nonce)
+            future = self.executor.submit(search_nonce, t.header, t.nonce_offset, t.nonce_size, t.target,
+                                          self.next_nonce, count)
+            self.inflight[future] = (self.generation, self.next_nonce, count)
+            self.next_nonce += count
+
+    def wait(self) -> set:
+        if not self.inflight:
+            time.sleep(0.1)
+            return set()
+        done, _ = concurrent.futures.wait(self.inflight, timeout=0.25,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        return done
+
+    def collect(self, future) -> None:
+        generation, start, count = self.inflight.pop(future)
+        if future.cancelled():
+            return
+        try:
+            nonce = future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            raise CliError("a mining worker process died") from None
+        self.hashes += count if nonce is None else nonce - start + 1
+        if nonce is not None and generation == self.generation and self.template is not None:
+            self.submit(self.template, nonce)
+
+    def submit(self, template: Template, nonce: int) -> None:
+        block = dict(template.block, nonce=nonce)
+        try:
+            status, answer = self.node.post("/submit_block", {"block": block}, {"X-Local-Mining": "true"})
+        except (NodeRefused, NodeUnreachable) as e:
+            self.display.log(f"block at height {template.height} not taken: {e}")
+        else:
+            state = answer.get("status") if isinstance(answer, dict) else None
+            block_hash = answer.get("block_hash", "?") if isinstance(answer, dict) else "?"
+            if status == 200 and state == "accepted":
+                self.blocks_found += 1
+                side = "" if answer.get("main_chain", True) else " (not on the main chain)"
+                self.display.log(f"block {answer.get('height', template.height)} {block_hash} accepted{side}")
+            else:
+                self.display.log(f"block at height {template.height} answered {status} {state}: {block_hash}")
+        if self.target_blocks is None or self.blocks_found < self.target_blocks:
+            self.refresh()
+
+    def housekeeping(self) -> None:
+        now = self.clock()
+        if self.template is None:
+            if now >= self.next_retry:
+                self.refresh()
+        elif now - self.template_time >= TEMPLATE_MAX_AGE_S:
+            self.refresh()
+        elif now >= self.next_poll:
+            self.next_poll = now + STATUS_POLL_S
+            try:
+                status = self.node.get("/status")
+            except (NodeUnreachable, NodeRefused, CliError) as e:
+                self.display.log(f"status poll failed: {e}")
+            else:
+                if self.status_key(status) != self.seen_status:
+                    self.refresh()
+        elif self.next_nonce >= nonce_limit(self.template.nonce_size) and not self.current_inflight():
+            self.refresh()
+        self.show_status(now)
+
+    def status_key(self, status) -> tuple:
+        return (status.get("tip_hash"), status.get("mempool_size")) if isinstance(status, dict) else (None, None)
+
+    def current_inflight(self) -> bool:
+        return any(g == self.generation for g, _, _ in self.inflight.values())
+
+    def refresh(self, first: bool = False) -> None:
+        """Fetch a new template and drop queued ranges of the old one; retry later if the node is away."""
+        self.generation += 1
+        for future in [f for f, (g, _, _) in self.inflight.items() if g != self.generation]:
+            if future.cancel():
+                del self.inflight[future]
+        now = self.clock()
+        try:
+            status = self.node.get("/status")
+            template = parse_template(self.node.get("/mining/template", {"address": self.address}))
+        except (NodeUnreachable, NodeRefused) as e:
+            if first:
+                raise
+            self.template = None
+            self.next_retry = now + RETRY_S
+            self.display.log(f"{e}; retrying in {RETRY_S:g} s")
+            return
+        self.seen_status = self.status_key(status)
+        if self.seen_status[0] not in (None, template.previous_hash):
+            self.seen_status = (None, None)  # the tip moved between the two requests: poll again soon
+        self.template, self.template_time, self.next_poll = template, now, now + STATUS_POLL_S
+        self.next_nonce = 0
+        txs = len(template.block.get("transactions", []))
+        self.display.log(f"mining block {template.height} on {template.previous_hash[:16]}… ({txs} transactions)")
+
+    def rate(self, now: float) -> float:
+        self.rates.append((now, self.hashes))
+        while len(self.rates) > 2 and now - self.rates[1][0] >= RATE_WINDOW_S:
+            self.rates.popleft()
+        (t0, h0), (t1, h1) = self.rates[0], self.rates[-1]
+        return (h1 - h0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def show_status(self, now: float) -> None:
+        height = self.template.height if self.template is not None else "?"
+        self.display.status(f"height {height}  {format_rate(self.rate(now))}  blocks {self.blocks_found}  "
+                            f"hashes {self.hashes:,}")
+
+    def summary(self) -> str:
+        elapsed = max(self.clock() - self.started, 1e-9)
+        return (f"mined {self.blocks_found} block{'s' if self.blocks_found != 1 else ''} in {elapsed:.1f} s: "
+                f"{self.hashes:,} hashes, {format_rate(self.hashes / elapsed)} with {self.workers} "
+                f"worker{'s' if self.workers != 1 else ''}")
+
+
+def format_rate(hashes_per_s: float) -> str:
+    for unit, scale in (("MH/s", 1e6), ("kH/s", 1e3)):
+        if hashes_per_s >= scale:
+            return f"{hashes_per_s / scale:.2f} {unit}"
+    return f"{hashes_per_s:.0f} H/s"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise UsageError(f"{text} must be at least 1")
+    return value
+
+
+def make_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description="Mine ChainCore blocks on a node, paying the rewards to ADDRESS.")
+    parser.add_argument("--node", required=True, metavar="URL", help="the node's base URL, e.g. http://localhost:5000")
+    parser.add_argument("--address", required=True, help="the address the block rewards go to")
+    parser.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes searching nonces (default: the number of CPUs)")
+    parser.add_argument("--blocks", type=_positive, default=None, metavar="N",
+                        help="stop after N accepted blocks (default: mine until interrupted)")
+    return parser
+
+
+class _Terminate(KeyboardInterrupt):
+    """SIGTERM, stopping the miner like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminate()
+
+
+def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_context=None) -> int:
+    """Run chaincore-miner with argv; Ctrl-C or SIGTERM stops it with a summary and exit status 0."""
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+
+    def body(argv):
+        args = make_parser().parse_args(argv)
+        try:
+            keys.address_payload(args.address)
+        except errors.BadAddress as e:
+            raise UsageError(f"--address: {e}") from None
+        node = NodeClient(node_url(args.node))
+        display = Display(stderr, clock)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+        executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=mp_context or default_mp_context(),
+                                                          initializer=_ignore_sigint)
+        miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor)
+        try:
+            miner.run()
+        except KeyboardInterrupt:
+            display.log("stopping")
+        finally:
+            old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+            try:
+                executor.shutdown(wait=True, cancel_futures=True)
+            finally:
+                if in_main_thread:
+                    signal.signal(signal.SIGINT, old_int)
+                    signal.signal(signal.SIGTERM, old_term)
+                display.close()
+        stdout.write(miner.summary() + "\n")
+        return 0
+    return run_main(PROG, body, sys.argv[1:] if argv is None else argv, stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""chaincore-miner against a fake node: solved blocks, stale templates, stopping and every error path."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.cli import miner
+from chaincore.core.block import NONCE_OFFSET, NONCE_SIZE
+from chaincore.core.jsonview import block_to_json, parse_block
+from chaincore.core.params import REGTEST
+from tests.support.builders import ALICE, make_block
+
+from .fakenode import FakeNode
+
+EASY = REGTEST.pow_limit
+HARD = (1 << 256) >> 10  # about 1,000 hashes a block
+IMPOSSIBLE = 0
+
+
+class MiningNode(FakeNode):
+    """A fake node with a tip, serving templates on it and taking blocks that extend it."""
+
+    def __init__(self, testcase, target=EASY, targets=None):
+        super().__init__(testcase)
+        self.tip = REGTEST.genesis
+        self.accepted = []
+        self.targets = list(targets or [])
+        self.target = target
+        self.refuse_next = 0
+        self.status_tip = None
+        self.answers.update({
+            ("GET", "/status"): self.status,
+            ("GET", "/mining/template"): self.template,
+            ("POST", "/submit_block"): self.submit_block,
+        })
+
+    def status(self, seen):
+        return 200, {"tip_hash": self.status_tip or self.tip.hash.hex(), "height": self.tip.height,
+                     "mempool_size": 0}
+
+    def template(self, seen):
+        target = self.targets.pop(0) if self.targets else self.target
+        block = make_block(self.tip, pay_to=ALICE, target=target, mine=False)
+        view = block_to_json(block)
+        del view["hash"]
+        return 200, dict(view, block=dict(view), header_hex=block.header.with_nonce(0).raw.hex(),
+                         nonce_offset=NONCE_OFFSET, nonce_size=NONCE_SIZE, target=f"{target:064x}")
+
+    def submit_block(self, seen):
+        block = parse_block(seen.body["block"])
+        if not block.header.has_valid_pow:
+            return 400, {"error": "proof of work does not meet the target"}
+        if block.header.previous_hash != self.tip.hash:
+            return 400, {"error": "stale block"}
+        if self.refuse_next:
+            self.refuse_next -= 1
+            return 400, {"error": "refused for the test"}
+        self.tip = block
+        self.accepted.append(block)
+        return 200, {"status": "accepted", "block_hash": block.hash.hex(), "height": block.height,
+                     "main_chain": True}
+
+
+def run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = miner.main(argv, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+class MinerTests(SynchronousTestCase):
+    def test_mines_two_blocks_then_stops(self):
+        """--blocks 2 submits two blocks with valid proof of work on successive tips, then exits 0 with a summary."""
+        node = MiningNode(self)
+        code, out, err = run(["--node", node.url, "--address", ALICE.address, "--workers", "2", "--blocks", "2"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual([b.height for b in node.accepted], [1, 2])
+        self.assertEqual(node.accepted[1].header.previous_hash, node.accepted[0].hash)
+        for seen in node.seen("POST", "/submit_block"):
+            self.assertTrue(parse_block(seen.body["block"]).header.has_valid_pow)
+            self.assertEqual(seen.headers.get("x-local-mining"), "true")
+        self.assertEqual(node.seen("GET", "/mining/template")[0].query, {"address": ALICE.address})
+        self.assertIn("mined 2 blocks", out)
+        self.assertNotIn("Traceback", err)
+
+    def test_searches_past_invalid_nonces(self):
+        """Against a harder target the miner submits the nonce the search found, with valid proof of work."""
+        node = MiningNode(self, target=HARD)
+        code, out, err = run(["--node", node.url, "--address", ALICE.address, "--workers", "1", "--blocks", "1"])
+        self.assertEqual(code, 0, err)
+        (block,) = node.accepted
+        self.assertTrue(block.header.has_valid_pow)
+        self.assertEqual(block.header.target, HARD)
+
+    def test_refused_block_is_logged_and_mining_goes_on(self):
+        """A block the node refuses is reported on stderr and does not count; mining continues."""
+        node = MiningNode(self)
+        node.refuse_next = 1
+        code, out, err = run(["--node", node.url, "--address", ALICE.address, "--workers", "1", "--blocks", "1"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(node.seen("POST", "/submit_block")), 2)
+        self.assertIn("refused for the test", err)
+        self.assertIn("mined 1 block ", out)
+
+    def test_new_tip_replaces_the_template(self):
+        """When /status shows another tip, the miner drops its template and mines the new one."""
+        node = MiningNode(self, targets=[IMPOSSIBLE])
+        original = node.status
+
+        def status(seen):
+            if len(node.seen("GET", "/status")) > 2:
+                node.status_tip = "ab" * 32
+            return original(seen)
+        node.answers[("GET", "/status")] = status
+        code, out, err = run(["--node", node.url, "--address", ALICE.address, "--workers", "1", "--blocks", "1"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(node.seen("GET", "/mining/template")), 2)
+        self.assertEqual(len(node.accepted), 1)
+
+
+class MinerErrorTests(SynchronousTestCase):
+    def assertOneLineError(self, argv, code, text):
+        got, out, err = run(argv)
+        self.assertEqual(got, code)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(text, err)
+        self.assertTrue(err.startswith("chaincore-miner: error: "), err)
+
+    def test_bad_address_checksum(self):
+        """A mistyped address is refused with one line and exit status 2."""
+        bad = ALICE.address[:-1] + ("1" if ALICE.address[-1] != "1" else "2")
+        self.assertOneLineError(["--node", "http://127.0.0.1:1", "--address", bad], 2, "--address")
+
+    def test_unreachable_node(self):
+        """A node that does not answer is one line and exit status 1."""
+        self.assertOneLineError(["--node", "http://127.0.0.1:1", "--address", ALICE.address, "--workers", "1"],
+                                1, "cannot reach the node")
+
+    def test_bad_options(self):
+        """Unknown options, a missing --node and bad counts are one line each, exit status 2."""
+        self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--bogus"], 2, "--bogus")
+        self.assertOneLineError(["--address", ALICE.address], 2, "--node")
+        self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--workers", "0"], 2, "at least 1")
+        self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--blocks", "two"], 2, "whole number")
+        self.assertOneLineError(["--node", "ftp://x", "--address", ALICE.address], 2, "not an http")
+
+    def test_malformed_template(self):
+        """A template without header_hex is one line and exit status 1."""
+        node = FakeNode(self)
+        node.answers[("GET", "/status")] = (200, {"tip_hash": "00" * 32, "mempool_size": 0, "height": 0})
+        node.answers[("GET", "/mining/template")] = (200, {"block": {"index": 1}})
+        self.assertOneLineError(["--node", node.url, "--address", ALICE.address, "--workers", "1"], 1,
+                                "template is malformed")
+
+
+class InterruptTests(SynchronousTestCase):
+    def test_ctrl_c_stops_cleanly(self):
+        """SIGINT ends a running miner with its summary, exit status 0 and no traceback."""
+        node = MiningNode(self, target=IMPOSSIBLE)
+        proc = subprocess.Popen([sys.executable, "-m", "chaincore.cli.miner", "--node", node.url,
+                                 "--address", ALICE.address, "--workers", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        deadline = time.monotonic() + 10
+        while len(node.seen("GET", "/status")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting on another process: its first status poll means the loop runs
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("mined 0 blocks", out)
+        self.assertNotIn("Traceback", err)
