@@ -1,0 +1,242 @@
+"""PeerClient: the one way this node speaks HTTP to its peers (CONTRACT 2).
+
+Every call has one deadline that covers the headers *and* the body, a byte cap
+on the body, the `X-ChainCore-Peer` header and a place in two semaphores (per
+peer and in total).  treq's own `timeout=` stops at the headers and cancelling
+a body read leaves the socket open (ENGINEERING 5), so the body is read with
+`deliverBody` and a protocol that aborts the transport at the cap or deadline.
+"""
+
+import json
+from dataclasses import dataclass
+
+from twisted.internet import defer, error as net_error
+from twisted.internet.protocol import Protocol
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
+
+from ..core.errors import Malformed, PeerUnreachable
+from .peers import normalise_url
+
+HEALTH_TIMEOUT_S = 2.0
+DATA_TIMEOUT_S = 5.0
+DEFAULT_MAX_BODY_BYTES = 8_000_000
+STATUS_MAX_BYTES = 64_000
+PEER_HEADER = b"X-ChainCore-Peer"
+
+# Failures of the connection or the exchange, never of the data itself.
+_NETWORK_ERRORS = (net_error.ConnectError, net_error.DNSLookupError, net_error.ConnectionLost,
+                   net_error.ConnectionDone, net_error.ConnectingCancelledError, net_error.TimeoutError,
+                   ResponseFailed, RequestNotSent, RequestTransmissionFailed, defer.CancelledError,
+                   defer.TimeoutError)
+
+
+@dataclass
+class PeerTraffic:
+    """Body bytes exchanged with one peer (headers not counted), for benchmarks and metrics."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _CappedBody(Protocol):
+    """Collects a response body into `finished`, aborting the connection past `max_bytes` or on cancel."""
+
+    def __init__(self, max_bytes: int, expected_length):
+        self.max_bytes, self.expected_length = max_bytes, expected_length
+        self.received = 0
+        self._chunks = []
+        self.finished = defer.Deferred(self._cancel)
+
+    def connectionMade(self):
+        if self.expected_length is not UNKNOWN_LENGTH and self.expected_length > self.max_bytes:
+            self._abort(_BodyTooLarge(f"announced {self.expected_length} bytes"))
+
+    def dataReceived(self, data):
+        if self.finished.called:
+            return
+        self.received += len(data)
+        if self.received > self.max_bytes:
+            self._abort(_BodyTooLarge(f"over {self.max_bytes} bytes"))
+        else:
+            self._chunks.append(data)
+
+    def connectionLost(self, reason):
+        if self.finished.called:
+            return
+        # PotentialDataLoss: a body delimited by the connection closing; truncation shows up as bad JSON.
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self._chunks))
+        else:
+            self.finished.errback(reason)
+
+    def _abort(self, exc):
+        self.finished.errback(exc)
+        self._chunks = []
+        self.transport.stopProducing()
+
+    def _cancel(self, _d):
+        # Deferred.cancel then errbacks `finished` with CancelledError.
+        self._chunks = []
+        self.transport.stopProducing()
+
+
+class _Deadline:
+    """Cancels whichever Deferred is current when `timeout_s` runs out."""
+
+    def __init__(self, clock, timeout_s: float):
+        self.expired = False
+        self.current = None
+        self._call = clock.callLater(timeout_s, self._expire)
+
+    def _expire(self):
+        self.expired = True
+        if self.current is not None:
+            self.current.cancel()      # also reaches a Deferred this one is waiting on; a no-op once fired
+
+    def stop(self):
+        if self._call.active():
+            self._call.cancel()
+
+
+class PeerClient:
+    """JSON over HTTP to peers, with deadlines, byte caps, concurrency caps and traffic counters.
+
+    `http` is a treq `HTTPClient` (in the node, one built on the node's own
+    `HTTPConnectionPool`, closed when the node stops); `clock` provides
+    `callLater`; `advertise_url` goes out in `X-ChainCore-Peer` on every call.
+    Every method returns a Deferred that fails only with `PeerUnreachable`
+    (no usable answer) or `Malformed` (an answer that is not a JSON object).
+    """
+
+    def __init__(self, http, clock, advertise_url: str, *, max_per_peer: int = 4, max_total: int = 32,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        self._http, self._clock = http, clock
+        self._peer_header = advertise_url.encode("ascii")
+        self._max_per_peer = max_per_peer
+        self._max_body_bytes = max_body_bytes
+        self._total = defer.DeferredSemaphore(max_total)
+        self._per_peer = {}
+        self._traffic = {}
+
+    def get_json(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
+                 max_bytes: int = None):
+        """GET peer_url+path; fires with (status_code, dict)."""
+        return defer.Deferred.fromCoroutine(
+            self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes))
+
+    def post_json(self, peer_url: str, path: str, body: dict, timeout_s: float = DATA_TIMEOUT_S,
+                  max_bytes: int = None):
+        """POST body as JSON to peer_url+path; fires with (status_code, dict)."""
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        return defer.Deferred.fromCoroutine(
+            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes))
+
+    def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S):
+        """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200."""
+        return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s))
+
+    def traffic(self, peer_url: str) -> PeerTraffic:
+        """A copy of the counters for one peer (zeros for a peer never contacted)."""
+        t = self._traffic.get(normalise_url(peer_url), PeerTraffic())
+        return PeerTraffic(t.requests, t.bytes_sent, t.bytes_received)
+
+    def bytes_sent(self, peer_url: str) -> int:
+        return self.traffic(peer_url).bytes_sent
+
+    def bytes_received(self, peer_url: str) -> int:
+        return self.traffic(peer_url).bytes_received
+
+    def total_traffic(self) -> PeerTraffic:
+        """Counters summed over every peer."""
+        total = PeerTraffic()
+        for t in self._traffic.values():
+            total.requests += t.requests
+            total.bytes_sent += t.bytes_sent
+            total.bytes_received += t.bytes_received
+        return total
+
+    async def _status(self, peer_url, timeout_s):
+        code, obj = await self._exchange("GET", peer_url, "/status", None, None, timeout_s, STATUS_MAX_BYTES)
+        if code != 200:
+            raise PeerUnreachable(f"peer {normalise_url(peer_url)} answered /status with HTTP {code}")
+        return obj
+
+    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes):
+        try:
+            peer = normalise_url(peer_url)
+        except Malformed as e:
+            raise PeerUnreachable(str(e)) from None
+        sem = self._per_peer.get(peer)
+        if sem is None:
+            sem = self._per_peer[peer] = defer.DeferredSemaphore(self._max_per_peer)
+        await sem.acquire()
+        try:
+            await self._total.acquire()
+            try:
+                return await self._exchange_now(method, peer, path, params, data, timeout_s,
+                                                self._max_body_bytes if max_bytes is None else max_bytes)
+            finally:
+                self._total.release()
+        finally:
+            sem.release()
+            if sem.tokens == sem.limit and not sem.waiting:
+                self._per_peer.pop(peer, None)
+
+    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes):
+        what = f"peer {peer} {method} {path}"
+        traffic = self._traffic.setdefault(peer, PeerTraffic())
+        traffic.requests += 1
+        headers = {PEER_HEADER: [self._peer_header], b"Accept": [b"application/json"]}
+        if data is not None:
+            headers[b"Content-Type"] = [b"application/json"]
+            traffic.bytes_sent += len(data)
+        deadline = _Deadline(self._clock, timeout_s)
+        try:
+            try:
+                deadline.current = self._http.request(method, peer + path, params=params, headers=headers,
+                                                      data=data, unbuffered=True, allow_redirects=False)
+                response = await deadline.current
+                body = _CappedBody(max_bytes, response.length)
+                deadline.current = body.finished
+                response.original.deliverBody(body)
+                try:
+                    raw = await body.finished
+                finally:
+                    traffic.bytes_received += body.received
+            except _BodyTooLarge as e:
+                raise PeerUnreachable(f"{what}: response body {e}") from None
+            except _NETWORK_ERRORS as e:
+                if deadline.expired:
+                    raise PeerUnreachable(f"{what}: no complete answer within {timeout_s} s") from None
+                raise PeerUnreachable(f"{what}: {_describe(e)}") from None
+        finally:
+            deadline.stop()
+        return response.code, _parse_object(raw, what)
+
+
+def _describe(exc) -> str:
+    if isinstance(exc, ResponseFailed) and exc.reasons:
+        return "; ".join(_describe(r.value) for r in exc.reasons)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _parse_object(raw: bytes, what: str) -> dict:
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError):
+        raise Malformed(f"{what}: the answer is not JSON ({raw[:40]!r})") from None
+    if not isinstance(obj, dict):
+        raise Malformed(f"{what}: the answer is JSON but not an object")
+    return obj
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")

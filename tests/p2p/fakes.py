@@ -1,0 +1,128 @@
+"""Small fake peers and a fake network for p2p tests, with no sockets.
+
+A `FakePeer` is a Klein app answering /status and /peers (and any canned
+answer a test sets), recording what it was asked.  A `FakeNetwork` is an IAgent
+that routes each request by host:port to the fake registered there, or fails it
+with ConnectionRefusedError when nobody listens or the fake is unreachable.
+"""
+
+import json
+from urllib.parse import urlsplit
+
+from klein import Klein
+from treq.client import HTTPClient
+from treq.testing import RequestTraversalAgent
+from twisted.internet import defer
+from twisted.internet.error import ConnectionRefusedError
+from twisted.web.iweb import IAgent, IBodyProducer
+from zope.interface import implementer
+
+from chaincore.core.params import REGTEST
+
+GENESIS_HEX = REGTEST.genesis_hash.hex()
+
+
+def status_json(node_id: str, url: str, network: str = "regtest", genesis_hash: str = GENESIS_HEX,
+                height: int = 0) -> dict:
+    """A /status answer shaped as CONTRACT 2 says."""
+    return {"node_id": node_id, "version": "0.1.0", "network": network, "genesis_hash": genesis_hash,
+            "height": height, "blockchain_length": height + 1, "tip_hash": genesis_hash,
+            "chainwork": "1", "target": "7f" + "ff" * 31, "peer_count": 0, "mempool_size": 0,
+            "coinbase_maturity": 100, "block_reward": 5_000_000_000, "url": url, "syncing": False}
+
+
+class FakePeer:
+    """A fake node: configurable status and peer list, reachable or not, recording every request."""
+
+    def __init__(self, url: str, node_id: str = None, *, network: str = "regtest",
+                 genesis_hash: str = GENESIS_HEX, peers=(), reachable: bool = True):
+        self.url = url
+        self.status = status_json(node_id or "node-" + url.rsplit(":", 1)[-1], url, network, genesis_hash)
+        self.peers = list(peers)
+        self.reachable = reachable
+        self.probes = 0           # GET /status attempts, refused ones included (counted by FakeNetwork)
+        self.requests = []        # (method, path, X-ChainCore-Peer header, body bytes) of answered requests
+        self.canned = {}          # path -> (code, raw bytes) answered instead of the normal route
+        self.stalled = set()      # paths that never answer
+
+    @property
+    def node_id(self) -> str:
+        return self.status["node_id"]
+
+    def resource(self):
+        app = Klein()
+
+        @app.route("/", branch=True, methods=["GET", "POST"])
+        def answer(request):
+            path = request.path.decode()
+            self.requests.append((request.method.decode(), path,
+                                  request.getHeader("X-ChainCore-Peer"), request.content.read()))
+            if path in self.stalled:
+                return defer.Deferred()
+            request.setHeader("Content-Type", "application/json")
+            if path in self.canned:
+                code, raw = self.canned[path]
+                request.setResponseCode(code)
+                return raw
+            if path == "/status":
+                return json.dumps(self.status).encode()
+            if path == "/peers":
+                return json.dumps({"peers": self.peers, "active_peers": self.peers,
+                                   "peer_count": len(self.peers)}).encode()
+            request.setResponseCode(404)
+            return json.dumps({"error": f"no route {path}"}).encode()
+
+        return app.resource()
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    def __init__(self, body: bytes):
+        self.body, self.length = body, len(body)
+
+    def startProducing(self, consumer):
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def stopProducing(self):
+        pass
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+
+@implementer(IAgent)
+class FakeNetwork:
+    """An IAgent routing requests by host:port to FakePeers; `client()` wraps it in a treq HTTPClient."""
+
+    def __init__(self):
+        self._by_netloc = {}
+        self._agents = {}
+        self.refused = []         # URLs of requests that found nobody listening
+
+    def add(self, peer: FakePeer, *also_at: str) -> FakePeer:
+        """Make peer answer at its URL and at any other base URLs given."""
+        agent = self._agents.setdefault(id(peer), RequestTraversalAgent(peer.resource()))
+        for url in (peer.url,) + also_at:
+            self._by_netloc[urlsplit(url).netloc] = (peer, agent)
+        return peer
+
+    def client(self) -> HTTPClient:
+        return HTTPClient(self, data_to_body_producer=_BytesProducer)
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        parts = urlsplit(uri.decode("ascii"))
+        peer, agent = self._by_netloc.get(parts.netloc, (None, None))
+        if peer is not None and method == b"GET" and parts.path == "/status":
+            peer.probes += 1
+        if peer is None or not peer.reachable:
+            self.refused.append(uri.decode("ascii"))
+            return defer.fail(ConnectionRefusedError(parts.netloc))
+        return agent.request(method, uri, headers, bodyProducer)
+
+    def flush(self):
+        for agent in self._agents.values():
+            agent.flush()

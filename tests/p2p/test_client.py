@@ -1,0 +1,268 @@
+"""PeerClient: headers, JSON errors, deadlines, byte caps, concurrency caps and traffic counters.
+
+Most tests run over FakeNetwork with a Clock; the body cap and the body
+deadline are checked over real loopback sockets, where leaking a connection
+would leave trial's reactor dirty.
+"""
+
+import json
+
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from chaincore.core.errors import Malformed, PeerUnreachable
+from chaincore.p2p.client import PeerClient
+
+from .fakes import FakeNetwork, FakePeer
+
+ME = "http://localhost:5000"
+A = "http://localhost:5001"
+
+
+class FakeNetworkClientTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock, self.network = Clock(), FakeNetwork()
+        self.peer = self.network.add(FakePeer(A))
+        self.client = PeerClient(self.network.client(), self.clock, ME)
+
+    def test_get_sends_peer_header_and_parses_json(self):
+        """A GET carries X-ChainCore-Peer with our URL and fires with (200, the JSON object)."""
+        code, status = self.successResultOf(self.client.get_json(A, "/status"))
+        self.assertEqual((code, status["node_id"]), (200, "node-5001"))
+        self.assertEqual(self.peer.requests, [("GET", "/status", ME, b"")])
+
+    def test_post_sends_json_body_and_headers(self):
+        """A POST carries the JSON body, Content-Type application/json and the peer header."""
+        self.peer.canned["/submit_block"] = (202, b'{"status": "orphan"}')
+        code, answer = self.successResultOf(self.client.post_json(A, "/submit_block", {"block": {"index": 1}}))
+        self.assertEqual((code, answer), (202, {"status": "orphan"}))
+        method, path, header, body = self.peer.requests[-1]
+        self.assertEqual((method, path, header), ("POST", "/submit_block", ME))
+        self.assertEqual(json.loads(body), {"block": {"index": 1}})
+
+    def test_post_content_type(self):
+        """The POST's Content-Type header is application/json."""
+        types = []
+
+        class Recorder(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                types.append(request.getHeader("Content-Type"))
+                return b"{}"
+
+        network = FakeNetwork()
+        peer = FakePeer(A)
+        peer.resource = Recorder
+        network.add(peer)
+        client = PeerClient(network.client(), self.clock, ME)
+        self.successResultOf(client.post_json(A, "/add_transaction", {"transaction": {}}))
+        self.assertEqual(types, ["application/json"])
+
+    def test_error_answers_are_returned_with_their_code(self):
+        """A 4xx with a JSON object is an answer, not a failure."""
+        code, answer = self.successResultOf(self.client.get_json(A, "/nothing"))
+        self.assertEqual(code, 404)
+        self.assertIn("error", answer)
+
+    def test_garbage_is_malformed(self):
+        """A body that is not JSON, JSON that is not an object, or NaN is Malformed, naming the peer."""
+        for raw in [b"<html>hi</html>", b"[1, 2]", b'"text"', b'{"x": NaN}', b"", b"\xff\xfe"]:
+            self.peer.canned["/status"] = (200, raw)
+            err = self.failureResultOf(self.client.get_json(A, "/status"), Malformed).value
+            self.assertIn(A, str(err))
+
+    def test_refused_connection_is_unreachable(self):
+        """Nobody listening gives PeerUnreachable naming the peer."""
+        err = self.failureResultOf(self.client.get_json("http://localhost:5009", "/status"),
+                                   PeerUnreachable).value
+        self.assertIn("http://localhost:5009", str(err))
+
+    def test_bad_peer_url_is_unreachable(self):
+        """A URL that is not a base URL fails as PeerUnreachable without a request."""
+        self.failureResultOf(self.client.get_json("ftp://x:1", "/status"), PeerUnreachable)
+
+    def test_status_uses_the_health_timeout(self):
+        """status() gives up after exactly 2 s when no headers come."""
+        self.peer.stalled.add("/status")
+        d = self.client.status(A)
+        self.clock.advance(1.99)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        err = self.failureResultOf(d, PeerUnreachable).value
+        self.assertIn("within 2.0 s", str(err))
+
+    def test_data_requests_use_five_seconds(self):
+        """get_json waits 5 s by default before giving up."""
+        self.peer.stalled.add("/chain")
+        d = self.client.get_json(A, "/chain")
+        self.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.failureResultOf(d, PeerUnreachable)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_status_other_than_200_is_unreachable(self):
+        """status() treats a non-200 answer as no usable answer."""
+        self.peer.canned["/status"] = (503, b'{"error": "starting"}')
+        self.failureResultOf(self.client.status(A), PeerUnreachable)
+
+    def test_cap_from_content_length(self):
+        """An answer longer than max_bytes is refused as PeerUnreachable."""
+        self.peer.canned["/chain"] = (200, b'{"chain": "' + b"x" * 5000 + b'"}')
+        err = self.failureResultOf(self.client.get_json(A, "/chain", max_bytes=1000), PeerUnreachable).value
+        self.assertIn("bytes", str(err))
+
+    def test_concurrency_per_peer_is_capped(self):
+        """At most max_per_peer requests to one peer are in flight; the rest wait their turn."""
+        client = PeerClient(self.network.client(), self.clock, ME, max_per_peer=2)
+        self.peer.stalled.add("/slow")
+        ds = [client.get_json(A, "/slow") for _ in range(5)]
+        self.assertEqual(len(self.peer.requests), 2)
+        self.clock.advance(5)
+        self.network.flush()
+        self.assertEqual(len(self.peer.requests), 4)
+        for d in ds[:2]:
+            self.failureResultOf(d, PeerUnreachable)
+        self.clock.advance(5)
+        self.network.flush()
+        self.clock.advance(5)
+        self.network.flush()
+        self.assertEqual(len(self.peer.requests), 5)
+        for d in ds[2:]:
+            self.failureResultOf(d, PeerUnreachable)
+
+    def test_concurrency_in_total_is_capped(self):
+        """At most max_total requests are in flight over all peers."""
+        other = self.network.add(FakePeer("http://localhost:5002"))
+        client = PeerClient(self.network.client(), self.clock, ME, max_per_peer=4, max_total=3)
+        for peer in (self.peer, other):
+            peer.stalled.add("/slow")
+        for _ in range(2):
+            client.get_json(A, "/slow")
+            client.get_json(other.url, "/slow")
+        self.assertEqual(len(self.peer.requests) + len(other.requests), 3)
+
+    def test_traffic_counters(self):
+        """Bytes sent and received are counted per peer, bodies only."""
+        self.successResultOf(self.client.post_json(A, "/x", {"a": 1}))
+        self.assertEqual(self.client.bytes_sent(A), len(b'{"a":1}'))
+        received = self.client.bytes_received(A)
+        self.assertGreater(received, 0)
+        self.successResultOf(self.client.get_json(A, "/status"))
+        self.assertGreater(self.client.bytes_received(A), received)
+        self.assertEqual(self.client.traffic(A).requests, 2)
+        self.assertEqual(self.client.traffic("http://localhost:5009").requests, 0)
+        self.assertEqual(self.client.total_traffic().requests, 2)
+
+
+class _Huge(Resource):
+    """Answers with `size` bytes of a JSON string, in 64 kB writes, with or without Content-Length."""
+
+    isLeaf = True
+
+    def __init__(self, size, announce):
+        super().__init__()
+        self.size, self.announce = size, announce
+
+    def render_GET(self, request):
+        if self.announce:
+            request.setHeader(b"Content-Length", str(self.size).encode())
+        request.write(b'{"x":"')
+        for _ in range(self.size // 65536):
+            request.write(b"x" * 65536)
+        request.write(b'"}')
+        request.finish()
+        return NOT_DONE_YET
+
+
+class _StallAfterHeaders(Resource):
+    """Sends the headers and the first byte of the body, then nothing."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.lost = []
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Length", b"1000")
+        request.write(b"{")
+        request.notifyFinish().addErrback(self.lost.append)
+        return NOT_DONE_YET
+
+
+class LoopbackClientTests(TestCase):
+    """Real sockets: the cap and the body deadline abort the connection and leave the reactor clean."""
+
+    @defer.inlineCallbacks
+    def serve(self, resource):
+        port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(resource))
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        client = PeerClient(HTTPClient(Agent(reactor, pool=pool)), reactor, ME)
+        return client, "http://127.0.0.1:%d" % port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_huge_body_without_length_is_cut_off(self):
+        """A 5 MB chunked answer is aborted at the cap: PeerUnreachable, and little more than the cap is read."""
+        client, url = yield self.serve(_Huge(5_000_000, announce=False))
+        with self.assertRaises(PeerUnreachable) as cm:
+            yield client.get_json(url, "/chain", max_bytes=100_000)
+        self.assertIn("over 100000 bytes", str(cm.exception))
+        self.assertLess(client.bytes_received(url), 1_000_000)
+
+    @defer.inlineCallbacks
+    def test_announced_huge_body_is_refused_before_reading(self):
+        """A Content-Length over the cap is refused without reading the body."""
+        client, url = yield self.serve(_Huge(5_000_000, announce=True))
+        with self.assertRaises(PeerUnreachable) as cm:
+            yield client.get_json(url, "/chain", max_bytes=100_000)
+        self.assertIn("announced", str(cm.exception))
+        self.assertLess(client.bytes_received(url), 100_000)
+
+    @defer.inlineCallbacks
+    def test_stalled_body_times_out(self):
+        """Headers then silence: the deadline covers the body, and the connection is closed."""
+        stall = _StallAfterHeaders()
+        client, url = yield self.serve(stall)
+        started = reactor.seconds()
+        with self.assertRaises(PeerUnreachable) as cm:
+            yield client.get_json(url, "/chain", timeout_s=0.3)
+        self.assertIn("within 0.3 s", str(cm.exception))
+        self.assertGreaterEqual(reactor.seconds() - started, 0.29)
+        self.assertLess(reactor.seconds() - started, 2)
+        yield _until(lambda: stall.lost)
+        self.assertEqual(len(stall.lost), 1)
+
+    @defer.inlineCallbacks
+    def test_refused_port(self):
+        """A closed port gives PeerUnreachable at once."""
+        client, url = yield self.serve(Resource())
+        port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(Resource()))
+        closed = "http://127.0.0.1:%d" % port.getHost().port
+        yield port.stopListening()
+        with self.assertRaises(PeerUnreachable):
+            yield client.status(closed)
+
+
+def _until(predicate, interval_s=0.01, limit_s=5):
+    """Fire when predicate() holds, polling on the reactor; fail after limit_s."""
+    from twisted.internet.task import deferLater
+
+    @defer.inlineCallbacks
+    def poll():
+        waited = 0.0
+        while not predicate():
+            if waited > limit_s:
+                raise AssertionError("condition not met in time")
+            yield deferLater(reactor, interval_s, lambda: None)
+            waited += interval_s
+    return poll()
