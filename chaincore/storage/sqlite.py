@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 # Undo data of one block, the coins it spent, in spending order:
 #   count u32, then per coin: tx_id (32 bytes), index u32, amount u64,
 #   height u32, coinbase u8 (0 or 1), recipient length u8, recipient bytes.
-# Integers are big-endian.  43 bytes + the 21-byte payload per coin.
+# Integers are big-endian: 50 bytes + the 21-byte payload per coin.
 _UNDO_COUNT = struct.Struct(">I")
 _UNDO_COIN = struct.Struct(">32sIQIBB")
 
