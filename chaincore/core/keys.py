@@ -19,6 +19,7 @@ from .errors import BadAddress, BadSignature, Malformed
 CURVE = "secp256k1"
 ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_ORDER = ORDER // 2
+FIELD_PRIME = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
 PUBKEY_SIZE = 65
 SIGNATURE_SIZE = 64
 ADDRESS_VERSION = 0x1C
@@ -28,8 +29,24 @@ _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
 
+def _ripemd160_hashlib(data: bytes) -> bytes:
+    return hashlib.new("ripemd160", data).digest()
+
+
+def _ripemd160_pycryptodome(data: bytes) -> bytes:
+    return RIPEMD160.new(data).digest()
+
+
+try:  # OpenSSL's RIPEMD-160 is 4x faster, but OpenSSL 3 may leave it out
+    _ripemd160 = _ripemd160_hashlib if _ripemd160_hashlib(b"") == _ripemd160_pycryptodome(b"") else None
+except ValueError:
+    _ripemd160 = None
+_ripemd160 = _ripemd160 or _ripemd160_pycryptodome
+
+
 def hash160(data: bytes) -> bytes:
-    return RIPEMD160.new(hashlib.sha256(data).digest()).digest()
+    """RIPEMD-160 of SHA-256 of data."""
+    return _ripemd160(hashlib.sha256(data).digest())
 
 
 def b58encode(data: bytes) -> str:
@@ -137,8 +154,15 @@ class PrivateKey:
 def _verifier(public_key: bytes):
     if len(public_key) != PUBKEY_SIZE or public_key[0] != 4:
         raise Malformed("public key must be 65 bytes of uncompressed SEC1")
+    x, y = int.from_bytes(public_key[1:33], "big"), int.from_bytes(public_key[33:], "big")
+    # SEC1 2.3.4: coordinates at or above p are refused (EccPoint would reduce them mod p),
+    # and so is (0, 0), which pycryptodome reads as the point at infinity: under it,
+    # (r, s) = (x(kG), z/k) verifies for any k, so anyone could spend its coins.
+    if x >= FIELD_PRIME or y >= FIELD_PRIME or (x == 0 and y == 0):
+        raise Malformed("public key is not a point on secp256k1")
     try:
-        key = ECC.import_key(public_key, curve_name=CURVE)
+        # EccPoint checks the point is on the curve, at a quarter of import_key's cost.
+        key = ECC.EccKey(curve=CURVE, point=ECC.EccPoint(x, y, CURVE))
     except ValueError:
         raise Malformed("public key is not a point on secp256k1") from None
     return DSS.new(key, "deterministic-rfc6979")
