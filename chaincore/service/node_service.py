@@ -1,28 +1,119 @@
-"""Wiring the node into twistd (placeholder until the node service lands: serves /status only)."""
+"""Wiring one node into twistd: the store, the Node, the HTTP site, peers and the miner, as one MultiService.
 
-import json
+Everything that can fail at start (a bad endpoint, a port in use, a datadir
+that cannot be opened or belongs to another network) fails inside
+makeService with one line and exit status 1, before twistd daemonizes.
+"""
+
+import os
+import socket
 
 from twisted.application import service
+from twisted.logger import Logger
+
+from ..core.params import NETWORKS
+
+log = Logger(namespace="chaincore.service")
+
+STORE_FILE = "chain.sqlite"
 
 
-def make_node_service(options):
-    from klein import Klein
-    from twisted.application.strports import service as strports_service
-    from twisted.web.server import Site
+class NodeService(service.MultiService):
+    """The node's top service: closes the store after every child (site, timers, miner) has stopped."""
 
-    from .. import __version__
-    from ..core.params import NETWORKS
+    def __init__(self, node, store, datadir):
+        super().__init__()
+        self.node = node
+        self.store = store
+        self.datadir = datadir
+
+    def startService(self):
+        tip = self.node.chain.tip
+        log.info("ChainCore node {node_id} on {network}: datadir {datadir}, tip {tip} at height {height}, "
+                 "serving as {url}", node_id=self.node.node_id[:12], network=self.node.params.name,
+                 datadir=self.datadir, tip=tip.hash.hex()[:16], height=tip.height, url=self.node.advertise_url)
+        super().startService()
+
+    def stopService(self):
+        d = super().stopService()
+
+        def close(result):
+            self.store.close()
+            log.info("store closed at height {height}", height=self.node.chain.height)
+            return result
+
+        return d.addBoth(close)
+
+
+def preflight_bind(interface: str, port: int) -> None:
+    """Fail at once, with one line, if the port cannot be bound."""
+    probe = socket.socket(socket.AF_INET6 if ":" in interface else socket.AF_INET)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((interface, port))
+    except OSError as e:
+        raise SystemExit(f"chaincore: cannot listen on {interface}:{port}: {e.strerror}")
+    finally:
+        probe.close()
+
+
+def open_store(datadir: str, params):
+    """The node's SqliteStore in datadir, or SystemExit with one line saying why not."""
+    from ..storage.sqlite import SqliteStore, StoreError
+    try:
+        os.makedirs(datadir, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"chaincore: cannot create datadir {datadir}: {e.strerror}")
+    if not os.access(datadir, os.R_OK | os.W_OK | os.X_OK):
+        raise SystemExit(f"chaincore: datadir {datadir} is not readable and writable")
+    try:
+        return SqliteStore(os.path.join(datadir, STORE_FILE), params.name, params.genesis_hash)
+    except StoreError as e:
+        raise SystemExit(f"chaincore: {e}")
+    except OSError as e:
+        raise SystemExit(f"chaincore: cannot open datadir {datadir}: {e.strerror}")
+
+
+def make_node_service(options, reactor=None):
+    """The twistd service of one node, built from checked options."""
+    if reactor is None:
+        from twisted.internet import reactor
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet.endpoints import serverFromString
+
+    from ..api.request import make_site
+    from ..api.routes import NodeAPI
+    from .metrics import NodeMetrics
+    from .node import Node
 
     params = NETWORKS[options["network"]]
-    app = Klein()
+    try:
+        endpoint = serverFromString(reactor, options["endpoint"])
+    except (ValueError, IndexError, KeyError, TypeError) as e:
+        raise SystemExit(f"chaincore: bad --port {options['port']!r}: {e or 'no such listening socket'}")
+    if options["port_number"] is not None and options["port_number"] != 0:
+        preflight_bind(options["interface"], options["port_number"])
+    advertise = options["advertise"] or (
+        f"http://localhost:{options['port_number']}" if options["port_number"] else None)
+    store = open_store(options["datadir"], params)
+    metrics = NodeMetrics()
+    node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics)
+    top = NodeService(node, store, options["datadir"])
+    top.metrics = metrics
 
-    @app.route("/status", methods=["GET"])
-    def status(request):
-        request.setHeader("Content-Type", "application/json")
-        return json.dumps({"version": __version__, "network": params.name,
-                           "genesis_hash": params.genesis_hash.hex(), "height": 0,
-                           "blockchain_length": 1}).encode()
+    site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
+    http = StreamServerEndpointService(endpoint, site)
+    http._raiseSynchronously = True
+    http.setServiceParent(top)
 
-    top = service.MultiService()
-    strports_service(options["endpoint"], Site(app.resource())).setServiceParent(top)
+    from ..p2p.service import PeerService
+    peers = PeerService(node, reactor, datadir=options["datadir"], seeds=options["peers"],
+                        discover_ports=options["discover_ports"], own_port=options["port_number"],
+                        metrics=metrics)
+    peers.setServiceParent(top)
+    top.peers = peers
+
+    if options["mine"]:
+        from .miner import MinerService
+        MinerService(node, reactor, options["mine"]).setServiceParent(top)
     return top

@@ -1,0 +1,95 @@
+"""Relay: pass newly accepted blocks and transactions on to the active peers.
+
+The node fires its listeners only for items it did not know, so an item is
+relayed at most once by each node.  Each peer's known items (what it sent
+us, what we sent it) are remembered in a bounded set, so an item does not go
+back to a peer that already has it.  Blocks connected in bulk during a
+catch-up are not relayed one by one; only the new tip is.
+"""
+
+from collections import OrderedDict
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..core import jsonview
+from ..core.errors import ChainCoreError, PeerUnreachable
+
+log = Logger(namespace="chaincore.p2p.relay")
+
+KNOWN_PER_PEER = 5000
+
+
+class KnownItems:
+    """A bounded record of which peer is known to have which item hash."""
+
+    def __init__(self, bound: int = KNOWN_PER_PEER):
+        self._bound = bound
+        self._by_peer = {}
+
+    def add(self, peer: str, item: bytes) -> None:
+        known = self._by_peer.setdefault(peer, OrderedDict())
+        known[item] = None
+        known.move_to_end(item)
+        while len(known) > self._bound:
+            known.popitem(last=False)
+
+    def has(self, peer: str, item: bytes) -> bool:
+        return item in self._by_peer.get(peer, ())
+
+    def forget(self, peer: str) -> None:
+        self._by_peer.pop(peer, None)
+
+
+class Relay:
+    """Announces the node's new blocks and transactions to its active peers."""
+
+    def __init__(self, node, client, discovery, sync=None):
+        self.node = node
+        self.client = client
+        self.discovery = discovery
+        self.sync = sync
+        self.known = KnownItems()
+        self.sent = 0
+        node.block_listeners.append(self.on_block)
+        node.tx_listeners.append(self.on_tx)
+
+    def on_block(self, block, source):
+        if source:
+            self.known.add(source, block.hash)
+        if self.sync is not None and self.sync.bulk and source == self.sync._catching_up:
+            return None
+        if block.hash != self.node.chain.tip.hash:
+            return None  # only the tip is news worth spreading
+        return self._send(block.hash, "/submit_block", {"block": jsonview.block_to_json(block)}, source)
+
+    def on_tx(self, tx, source):
+        if source:
+            self.known.add(source, tx.tx_id)
+        return self._send(tx.tx_id, "/add_transaction", {"transaction": jsonview.tx_to_json(tx)}, source)
+
+    def _send(self, item: bytes, path: str, body: dict, source):
+        peers = [p for p in self.discovery.active_peers() if p != source and not self.known.has(p, item)]
+        sends = []
+        for peer in peers:
+            self.known.add(peer, item)
+            d = self.client.post_json(peer, path, body)
+            d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, path), errbackArgs=(peer,))
+            sends.append(d)
+        self.sent += len(sends)
+        return defer.DeferredList(sends, consumeErrors=True) if sends else None
+
+    def _answered(self, result, peer, path):
+        status, answer = result
+        if status >= 500:
+            log.debug("{peer} failed on {path}: {answer}", peer=peer, path=path, answer=answer)
+        return status
+
+    def _failed(self, failure, peer):
+        if failure.check(PeerUnreachable):
+            self.discovery.report_failure(peer, str(failure.value))
+        elif failure.check(ChainCoreError):
+            self.discovery.report_misbehaviour(peer, failure.value)
+        else:
+            log.failure("relay to {peer} failed", failure, peer=peer)
+        return None

@@ -1,0 +1,125 @@
+"""The node's peer-to-peer side as a twistd service: discovery, startup sync, periodic sync, relay.
+
+On start it finds peers (port probing, seeds, peer exchange), catches up
+with them before it mines or serves templates (the guard against genesis
+forks), and then keeps running discovery, tip comparison and mempool
+exchange on timers.  The peer table is saved in the datadir.
+"""
+
+import os
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..service.timers import every
+from .client import PeerClient
+from .discovery import Discovery, NodeIdentity
+from .peerfile import load_table, save_table
+from .relay import Relay
+from .sync import Synchronizer
+
+log = Logger(namespace="chaincore.p2p")
+
+DISCOVERY_INTERVAL_S = 10.0
+SYNC_INTERVAL_S = 5.0
+MEMPOOL_INTERVAL_S = 30.0
+SAVE_INTERVAL_S = 60.0
+STARTUP_RETRIES = 2
+STARTUP_RETRY_DELAY_S = 2.0
+
+
+class PeerService(service.MultiService):
+    def __init__(self, node, reactor, *, datadir, seeds=(), discover_ports=(), own_port=None, metrics=None,
+                 http=None):
+        super().__init__()
+        self.node = node
+        self.reactor = reactor
+        self.path = os.path.join(datadir, "peers.json") if datadir else None
+        self._pool = None
+        if http is None:
+            import treq
+            from twisted.web.client import Agent, HTTPConnectionPool
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            self._pool.maxPersistentPerHost = 4
+            http = treq.client.HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=2))
+        self.client = PeerClient(http, reactor, node.advertise_url)
+        identity = NodeIdentity(node.node_id, node.params.name, node.params.genesis_hash.hex(), node.advertise_url)
+        table = load_table(self.path, reactor.seconds(), node.node_id, (node.advertise_url,)) if self.path else None
+        if table is None:
+            from .peers import PeerTable
+            table = PeerTable(node.node_id, (node.advertise_url,))
+        self.discovery = Discovery(self.client, table, reactor, identity, discover_ports=discover_ports,
+                                   seeds=seeds, own_port=own_port, on_peer_added=self._peer_added,
+                                   on_peer_lost=self._peer_lost)
+        self.sync = Synchronizer(node, self.client, self.discovery, reactor, metrics)
+        self.relay = Relay(node, self.client, self.discovery, self.sync)
+        node.peer_view = lambda: (table.known_urls(), table.active_urls())
+        node.add_peer = self._add_peer
+        node.orphan_listeners.append(self.sync.on_orphan)
+        node.peer_hint = lambda url: self.discovery.remember(url, "header")
+        self.started = None  # fires when startup sync is over
+
+    def startService(self):
+        super().startService()
+        self.node.syncing = True
+        self.started = self._startup()
+
+    @defer.inlineCallbacks
+    def _startup(self):
+        try:
+            yield self.discovery.run_once()
+            if not self.discovery.active_peers():
+                log.info("no peers found: starting on our own chain at height {h}", h=self.node.chain.height)
+            else:
+                log.info("startup synchronisation with {n} peer(s)", n=len(self.discovery.active_peers()))
+                for attempt in range(STARTUP_RETRIES):
+                    best = yield self.sync.sync_round()
+                    if best is None or self.node.chain.height > 0:
+                        break
+                    from twisted.internet.task import deferLater
+                    yield deferLater(self.reactor, STARTUP_RETRY_DELAY_S, lambda: None)
+                yield self.sync.exchange_all_mempools()
+        except Exception:
+            log.failure("startup synchronisation failed")
+        finally:
+            self.node.syncing = False
+        if self.running:
+            for timer in (every(DISCOVERY_INTERVAL_S, self.discovery.run_once, self.reactor),
+                          every(SYNC_INTERVAL_S, self.sync.sync_round, self.reactor),
+                          every(MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools, self.reactor),
+                          every(SAVE_INTERVAL_S, self.save, self.reactor)):
+                timer.setServiceParent(self)
+
+    def _add_peer(self, url: str):
+        self.discovery.remember(url, "admin")
+        self.discovery.run_once()
+
+    def _peer_added(self, url, status):
+        log.info("peer {url} added (height {height})", url=url, height=status.get("height"))
+        if not self.node.syncing:
+            d = self.sync.sync_round()
+            d.addCallback(lambda _: self.sync.exchange_mempool(url))
+            return d
+        return None
+
+    def _peer_lost(self, url):
+        log.info("peer {url} dropped", url=url)
+        self.relay.known.forget(url)
+
+    def save(self):
+        if self.path:
+            save_table(self.path, self.discovery.table)
+
+    def stopService(self):
+        d = defer.maybeDeferred(super().stopService)
+        if self.started is not None and not self.started.called:
+            self.started.cancel()
+        try:
+            self.save()
+        except OSError as e:
+            log.warn("could not save the peer table: {e}", e=e)
+        if self._pool is not None:
+            pool = self._pool
+            d.addBoth(lambda r: pool.closeCachedConnections().addBoth(lambda _: r))
+        return d

@@ -1,0 +1,195 @@
+"""Synchronisation: agreeing with peers on the most-work chain, and exchanging mempools.
+
+A round asks each active peer for its /status (one small request) and
+compares chainwork; only a peer with more work than our tip triggers a
+catch-up.  Catch-up finds the fork point with our block locator
+(GET /headers), then downloads just the missing blocks in batches
+(GET /blocks), checking each against the headers it expects and handing it
+to the node, which validates it fully before the chain switches.  One
+catch-up runs at a time; a slow peer only delays itself (every request has a
+deadline) and a peer that sends invalid data is penalised.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..core import jsonview
+from ..core.errors import ChainCoreError, Invalid, Malformed, PeerUnreachable
+
+log = Logger(namespace="chaincore.p2p.sync")
+
+HEADERS_PER_REQUEST = 2000
+BLOCKS_PER_REQUEST = 100
+PROGRESS_EVERY_S = 5.0
+MAX_TXS_PER_EXCHANGE = 5000
+
+
+def plan_catch_up(our_chainwork: int, peer_status: dict) -> bool:
+    """Whether a peer's /status shows a chain with more work than ours."""
+    try:
+        return int(peer_status.get("chainwork", "0"), 16) > our_chainwork
+    except (TypeError, ValueError):
+        return False
+
+
+class Synchronizer:
+    """Keeps the node's chain and mempool in step with its active peers."""
+
+    def __init__(self, node, client, discovery, clock, metrics=None):
+        self.node = node
+        self.client = client
+        self.discovery = discovery
+        self.clock = clock
+        self.metrics = metrics
+        self._catching_up = None   # the peer a catch-up is running against
+        self.bulk = False          # true while a catch-up connects many blocks (relay holds back)
+
+    # -- rounds ------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def sync_round(self):
+        """Compare tips with every active peer; catch up with the one with most work. Fires with that peer or None."""
+        peers = self.discovery.active_peers()
+        if not peers:
+            return None
+        answers = yield defer.DeferredList([self.client.status(url) for url in peers], consumeErrors=True)
+        best, best_work = None, self.node.chain.tip.chainwork
+        for url, (ok, status) in zip(peers, answers):
+            if not ok:
+                self.discovery.report_failure(url, _reason(status))
+                continue
+            if plan_catch_up(best_work, status):
+                best, best_work = url, int(status["chainwork"], 16)
+        self._count("round")
+        if best is not None:
+            yield self.catch_up(best)
+        return best
+
+    @defer.inlineCallbacks
+    def catch_up(self, peer: str):
+        """Download and hand to the node every block the peer has on a heavier chain; fires with the count."""
+        if self._catching_up is not None:
+            return 0
+        self._catching_up = peer
+        self.bulk = True
+        received, started, last_report = 0, self.clock.seconds(), self.clock.seconds()
+        try:
+            while True:
+                locator = ",".join(h.hex() for h in self.node.chain.locator())
+                status, answer = yield self.client.get_json(
+                    peer, "/headers", {"locator": locator, "limit": str(HEADERS_PER_REQUEST)})
+                if status != 200:
+                    raise PeerUnreachable(f"{peer} answered /headers with {status}")
+                headers = [jsonview.parse_header(h, "header") for h in _list(answer, "headers")]
+                if not headers:
+                    break
+                target_height = answer.get("height") if isinstance(answer.get("height"), int) else headers[-1].height
+                for start in range(0, len(headers), BLOCKS_PER_REQUEST):
+                    wanted = headers[start:start + BLOCKS_PER_REQUEST]
+                    blocks = yield self._fetch_blocks(peer, wanted)
+                    for block in blocks:
+                        self.node.accept_block(block, source=peer)
+                        received += 1
+                    now = self.clock.seconds()
+                    if now - last_report >= PROGRESS_EVERY_S:
+                        last_report = now
+                        height = self.node.chain.height
+                        rate = received / max(now - started, 1e-9)
+                        log.info("catching up with {peer}: height {height} of {target} ({pct:.0f}%), "
+                                 "{rate:.0f} blocks/s", peer=peer, height=height, target=target_height,
+                                 pct=100.0 * height / max(target_height, 1), rate=rate)
+                if len(headers) < HEADERS_PER_REQUEST:
+                    break
+            if received:
+                elapsed = self.clock.seconds() - started
+                log.info("caught up with {peer}: {n} blocks in {s:.1f} s, tip height {height}",
+                         peer=peer, n=received, s=elapsed, height=self.node.chain.height)
+            self._count("caught-up" if received else "in-sync")
+            return received
+        except Invalid as err:
+            log.warn("peer {peer} sent invalid data during sync: {err}", peer=peer, err=err)
+            self.discovery.report_misbehaviour(peer, err)
+            self._count("invalid")
+            return received
+        except PeerUnreachable as err:
+            self.discovery.report_failure(peer, str(err))
+            self._count("failed")
+            return received
+        finally:
+            self._catching_up = None
+            self.bulk = False
+
+    @defer.inlineCallbacks
+    def _fetch_blocks(self, peer: str, headers: list):
+        status, answer = yield self.client.get_json(
+            peer, "/blocks", {"start": str(headers[0].height), "limit": str(len(headers))},
+            max_bytes=64_000_000)
+        if status != 200:
+            raise PeerUnreachable(f"{peer} answered /blocks with {status}")
+        blocks = [jsonview.parse_block(b, "block") for b in _list(answer, "blocks")]
+        if [b.hash for b in blocks] != [h.hash for h in headers[:len(blocks)]] or not blocks:
+            # the peer's chain moved between the two requests; the next round starts over
+            raise PeerUnreachable(f"{peer} changed its chain during sync")
+        return blocks
+
+    # -- orphans ---------------------------------------------------------------------------
+
+    def on_orphan(self, missing: bytes, source: str | None):
+        """A block arrived whose ancestors we lack: catch up with whoever sent it."""
+        if source and source in self.discovery.active_peers():
+            d = self.catch_up(source)
+            d.addErrback(lambda f: log.failure("catch-up after an orphan failed", f))
+
+    # -- mempool exchange ------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def exchange_mempool(self, peer: str):
+        """Fetch a peer's mempool and take in what is valid; fires with the number accepted."""
+        try:
+            status, answer = yield self.client.get_json(peer, "/transactions", max_bytes=32_000_000)
+        except PeerUnreachable as err:
+            self.discovery.report_failure(peer, str(err))
+            return 0
+        except Malformed as err:
+            self.discovery.report_misbehaviour(peer, err)
+            return 0
+        if status != 200:
+            return 0
+        accepted = 0
+        try:
+            txs = _list(answer, "transactions")[:MAX_TXS_PER_EXCHANGE]
+        except Malformed as err:
+            self.discovery.report_misbehaviour(peer, err)
+            return 0
+        for raw in txs:
+            try:
+                tx = jsonview.parse_tx(raw)
+                if self.node.accept_tx(tx, source=peer).status == "accepted":
+                    accepted += 1
+            except Malformed as err:
+                self.discovery.report_misbehaviour(peer, err)
+                return accepted
+            except ChainCoreError:
+                continue  # conflicts and missing parents are normal between two mempools
+        return accepted
+
+    @defer.inlineCallbacks
+    def exchange_all_mempools(self):
+        peers = self.discovery.active_peers()
+        results = yield defer.DeferredList([self.exchange_mempool(url) for url in peers], consumeErrors=True)
+        return sum(r for ok, r in results if ok)
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.sync_rounds.labels(result).inc()
+
+
+def _list(answer: dict, key: str) -> list:
+    value = answer.get(key)
+    if not isinstance(value, list):
+        raise Malformed(f"peer answer lacks a list {key}")
+    return value
+
+
+def _reason(failure) -> str:
+    return str(getattr(failure, "value", failure))
