@@ -42,6 +42,8 @@ def require_hex(value, name: str, size: int | None = None, max_size: int | None 
         raw = bytes.fromhex(value)
     except ValueError:
         raise Malformed(f"{name} is not valid hex") from None
+    if len(value) != 2 * len(raw):  # fromhex skips whitespace; one value, one spelling (up to case)
+        raise Malformed(f"{name} is not valid hex")
     if size is not None and len(raw) != size:
         raise Malformed(f"{name} must be {size} bytes ({2 * size} hex characters)")
     if max_size is not None and len(raw) > max_size:
