@@ -63,7 +63,16 @@ def make_site(resource, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout_s:
         maxBody = max_body_bytes
 
     NodeRequest.on_finish = staticmethod(on_finish) if on_finish else None
-    site = server.Site(resource, timeout=timeout_s)
+    site = QuietSite(resource, timeout=timeout_s)
     site.requestFactory = NodeRequest
     site.displayTracebacks = False
     return site
+
+
+class QuietSite(server.Site):
+    """A Site without per-request access lines (metrics count requests) or start/stop chatter."""
+
+    noisy = False
+
+    def log(self, request):
+        pass

@@ -11,7 +11,7 @@ import ipaddress
 import json
 
 from klein import Klein
-from twisted.logger import Logger
+from ..logs import logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 
 from ..core import jsonview
@@ -21,7 +21,7 @@ from ..core.errors import ChainCoreError, Forbidden, Malformed
 from .errors import json_body, json_error, status_for
 from .schema import ENDPOINTS, openapi_json, params
 
-log = Logger(namespace="chaincore.api")
+log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
 

@@ -10,12 +10,12 @@ catch-up are not relayed one by one; only the new tip is.
 from collections import OrderedDict
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..core import jsonview
 from ..core.errors import ChainCoreError, PeerUnreachable
 
-log = Logger(namespace="chaincore.p2p.relay")
+log = logger("chaincore.p2p.relay")
 
 KNOWN_PER_PEER = 5000
 

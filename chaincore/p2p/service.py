@@ -10,7 +10,7 @@ import os
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..service.timers import every
 from .client import PeerClient
@@ -19,7 +19,7 @@ from .peerfile import load_table, save_table
 from .relay import Relay
 from .sync import Synchronizer
 
-log = Logger(namespace="chaincore.p2p")
+log = logger("chaincore.p2p")
 
 DISCOVERY_INTERVAL_S = 10.0
 SYNC_INTERVAL_S = 5.0
@@ -39,7 +39,8 @@ class PeerService(service.MultiService):
         self._pool = None
         if http is None:
             import treq
-            from twisted.web.client import Agent, HTTPConnectionPool
+            from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+            _HTTP11ClientFactory.noisy = False  # one "Starting factory" line per connection otherwise
             self._pool = HTTPConnectionPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = 4
             http = treq.client.HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=2))

@@ -11,12 +11,12 @@ deadline) and a peer that sends invalid data is penalised.
 """
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..core import jsonview
 from ..core.errors import ChainCoreError, Invalid, Malformed, PeerUnreachable
 
-log = Logger(namespace="chaincore.p2p.sync")
+log = logger("chaincore.p2p.sync")
 
 HEADERS_PER_REQUEST = 2000
 BLOCKS_PER_REQUEST = 100

@@ -13,14 +13,14 @@ from concurrent.futures import ProcessPoolExecutor
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
+from ..logs import logger
 from twisted.python.failure import Failure
 
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.errors import ChainCoreError
 from ..core.pow import search_nonce
 
-log = Logger(namespace="chaincore.miner")
+log = logger("chaincore.miner")
 
 RANGE = 150_000
 TEMPLATE_MAX_AGE_S = 30

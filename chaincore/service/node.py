@@ -8,7 +8,7 @@ the chain state and mempool change, metrics and logs record it, and listeners
 
 import os
 
-from twisted.logger import Logger
+from ..logs import logger
 
 from .. import __version__
 from ..core import keys
@@ -18,7 +18,7 @@ from ..core.errors import Invalid, NotFound, Unavailable
 from ..core.mempool import Mempool
 from ..core.tx import make_coinbase
 
-log = Logger(namespace="chaincore.node")
+log = logger("chaincore.node")
 
 TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
 

@@ -9,11 +9,11 @@ import os
 import socket
 
 from twisted.application import service
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..core.params import NETWORKS
 
-log = Logger(namespace="chaincore.service")
+log = logger("chaincore.service")
 
 STORE_FILE = "chain.sqlite"
 

@@ -2,9 +2,11 @@
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
-log = Logger(namespace="chaincore.timers")
+from ..logs import logger
+
+log = logger("chaincore.timers")
 
 
 def every(interval_s: float, fn, clock) -> TimerService:
