@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from twisted.internet import defer, error as net_error
 from twisted.internet.protocol import Protocol
-from twisted.web.client import ResponseDone
+from treq.client import HTTPClient
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
@@ -104,6 +105,14 @@ class _Deadline:
     def stop(self):
         if self._call.active():
             self._call.cancel()
+
+
+def pooled_http_client(reactor, max_idle_per_host: int = 2):
+    """A treq HTTPClient on a fresh HTTPConnectionPool, and the pool: one per node; the node's
+    stopService must return `pool.closeCachedConnections()` or trial and twistd see open sockets."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max_idle_per_host
+    return HTTPClient(Agent(reactor, pool=pool)), pool
 
 
 class PeerClient:

@@ -7,17 +7,15 @@ would leave trial's reactor dirty.
 
 import json
 
-from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from chaincore.core.errors import Malformed, PeerUnreachable
-from chaincore.p2p.client import PeerClient
+from chaincore.p2p.client import PeerClient, pooled_http_client
 
 from .fakes import FakeNetwork, FakePeer
 
@@ -163,7 +161,7 @@ class FakeNetworkClientTests(SynchronousTestCase):
 
 
 class _Huge(Resource):
-    """Answers with `size` bytes of a JSON string, in 64 kB writes, with or without Content-Length."""
+    """Answers with exactly `size` bytes of JSON, in 64 kB writes, with or without Content-Length."""
 
     isLeaf = True
 
@@ -175,8 +173,10 @@ class _Huge(Resource):
         if self.announce:
             request.setHeader(b"Content-Length", str(self.size).encode())
         request.write(b'{"x":"')
-        for _ in range(self.size // 65536):
-            request.write(b"x" * 65536)
+        left = self.size - 8
+        while left > 0:
+            request.write(b"x" * min(left, 65536))
+            left -= 65536
         request.write(b'"}')
         request.finish()
         return NOT_DONE_YET
@@ -205,9 +205,9 @@ class LoopbackClientTests(TestCase):
     def serve(self, resource):
         port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(resource))
         self.addCleanup(port.stopListening)
-        pool = HTTPConnectionPool(reactor, persistent=True)
+        http, pool = pooled_http_client(reactor)
         self.addCleanup(pool.closeCachedConnections)
-        client = PeerClient(HTTPClient(Agent(reactor, pool=pool)), reactor, ME)
+        client = PeerClient(http, reactor, ME)
         return client, "http://127.0.0.1:%d" % port.getHost().port
 
     @defer.inlineCallbacks
@@ -251,6 +251,15 @@ class LoopbackClientTests(TestCase):
         yield port.stopListening()
         with self.assertRaises(PeerUnreachable):
             yield client.status(closed)
+
+    @defer.inlineCallbacks
+    def test_keep_alive_connection_is_reused(self):
+        """Two calls in a row succeed over the pool, and the answer is the parsed object."""
+        client, url = yield self.serve(_Huge(10, announce=True))
+        for _ in range(2):
+            code, answer = yield client.get_json(url, "/x")
+            self.assertEqual((code, answer), (200, {"x": "xx"}))
+        self.assertEqual(client.traffic(url).requests, 2)
 
 
 def _until(predicate, interval_s=0.01, limit_s=5):
