@@ -115,33 +115,45 @@ class Mempool:
         self._add(tx, fee)
         evicted = self._trim()
         if tx_id not in self._entries:
+            # The newcomer would not stay: put back what left to make room for it, so a
+            # refused transaction changes nothing (else it could flush the pool for free).
+            for e in evicted:
+                if e.tx.tx_id != tx_id:
+                    self._insert(e)
             raise MempoolFull(f"mempool full: fee rate {fee / tx.size:.2f} per byte is too low to enter")
-        return TxAccepted(tx_id, "accepted", tuple(evicted))
+        return TxAccepted(tx_id, "accepted", tuple(e.tx.tx_id for e in evicted))
 
     def _add(self, tx: Transaction, fee: int) -> None:
         self._sequence += 1
-        self._entries[tx.tx_id] = MempoolEntry(tx, fee, tx.size, self._sequence)
-        for txin in tx.inputs:
-            self._spends[txin.outpoint] = tx.tx_id
-        self._bytes += tx.size
+        self._insert(MempoolEntry(tx, fee, tx.size, self._sequence))
+
+    def _insert(self, e: MempoolEntry) -> None:
+        self._entries[e.tx.tx_id] = e
+        for txin in e.tx.inputs:
+            self._spends[txin.outpoint] = e.tx.tx_id
+        self._bytes += e.size
 
     def _trim(self) -> list:
+        """Evict the lowest fee rates (with descendants) until the pool fits; the evicted entries."""
         evicted = []
         while self._bytes > self.max_bytes and self._entries:
             worst = min(self._entries.values(), key=lambda e: (e.fee_rate, -e.sequence))
-            evicted += self.remove(worst.tx.tx_id, with_descendants=True)
+            evicted += self._remove(worst.tx.tx_id, with_descendants=True)
         return evicted
 
     # -- leaving ---------------------------------------------------------------------
 
     def remove(self, tx_id: bytes, with_descendants: bool = True) -> list:
         """Remove a transaction (and what spends its outputs); the removed tx_ids."""
+        return [e.tx.tx_id for e in self._remove(tx_id, with_descendants)]
+
+    def _remove(self, tx_id: bytes, with_descendants: bool) -> list:
         removed, todo = [], [tx_id]
         while todo:
             e = self._entries.pop(todo.pop(), None)
             if e is None:
                 continue
-            removed.append(e.tx.tx_id)
+            removed.append(e)
             self._bytes -= e.size
             for txin in e.tx.inputs:
                 if self._spends.get(txin.outpoint) == e.tx.tx_id:
