@@ -1,0 +1,434 @@
+"""chaincore-wallet: a one-key wallet whose key never leaves the client (CONTRACT 6).
+
+The wallet file is JSON: the key as PKCS#8 PEM (scrypt + AES-256 when a
+passphrase is given), its address, when it was made, and the sends not yet
+confirmed, whose spent outputs are reserved so that two sends in a row never
+spend one output twice.  It is rewritten atomically with mode 0600.  The node
+is asked only for public facts (UTXOs, balance, history, status); signing
+reuses chaincore.core.keys and chaincore.core.tx.
+"""
+
+import getpass
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from chaincore.core import errors, keys
+from chaincore.core.jsonview import parse_tx, tx_to_json
+from chaincore.core.keys import PrivateKey
+from chaincore.core.tx import NULL_INDEX, NULL_TXID, Transaction, TxIn, TxOut
+
+from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
+                     format_coins, node_url, parse_coins, run_main)
+
+PROG = "chaincore-wallet"
+PASSPHRASE_ENV = "CHAINCORE_WALLET_PASSPHRASE"
+WALLET_FORMAT = "chaincore-wallet"
+WALLET_VERSION = 1
+TX_VERSION = 1
+
+
+@dataclass
+class Wallet:
+    """A wallet file's contents; `pending` lists the unconfirmed sends (see PendingSend.to_json)."""
+
+    path: str
+    address: str
+    key_pem: str
+    encrypted: bool
+    created: int
+    pending: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"format": WALLET_FORMAT, "version": WALLET_VERSION, "address": self.address,
+                "encrypted": self.encrypted, "created": self.created, "private_key_pem": self.key_pem,
+                "unconfirmed_sends": self.pending}
+
+    def reserved(self) -> set:
+        """The outpoints (tx_id hex, output_index) spent by unconfirmed sends."""
+        return {(s["tx_id"], s["output_index"]) for p in self.pending for s in p["spends"]}
+
+
+def pending_send(tx: Transaction, now: int) -> dict:
+    """The wallet's record of a send it broadcast: its id, the outputs it spends, the signed JSON."""
+    return {"tx_id": tx.tx_id.hex(), "sent": now,
+            "spends": [{"tx_id": i.prev_tx_id.hex(), "output_index": i.output_index} for i in tx.inputs],
+            "transaction": tx_to_json(tx)}
+
+
+# -- the wallet file --------------------------------------------------------------
+
+def new_wallet(path: str, passphrase: str, now: int) -> tuple:
+    """(Wallet, PrivateKey) for a fresh key, encrypted when passphrase is not empty."""
+    key = PrivateKey.generate()
+    return Wallet(path, key.address, key.export_pem(passphrase or None), bool(passphrase), now), key
+
+
+def load_wallet(path: str) -> Wallet:
+    """The wallet stored at path; CliError if it is missing or is not a wallet file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise CliError(f"wallet file {path} does not exist (make one with `{PROG} create --wallet {path}`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"cannot read wallet file {path}: {getattr(e, 'strerror', None) or e}") from None
+    except ValueError:
+        raise CliError(f"wallet file {path} is not JSON") from None
+    try:
+        if obj["format"] != WALLET_FORMAT or obj["version"] != WALLET_VERSION:
+            raise CliError(f"{path} is not a version {WALLET_VERSION} ChainCore wallet")
+        keys.address_payload(obj["address"])
+        return Wallet(path, obj["address"], obj["private_key_pem"], bool(obj["encrypted"]), int(obj["created"]),
+                      list(obj.get("unconfirmed_sends", [])))
+    except (KeyError, TypeError, ValueError, errors.BadAddress):
+        raise CliError(f"{path} is not a ChainCore wallet file") from None
+
+
+def save_wallet(wallet: Wallet, overwrite: bool = True) -> None:
+    """Write the wallet atomically with mode 0600; without overwrite, refuse if the file exists."""
+    path = os.path.abspath(wallet.path)
+    folder = os.path.dirname(path)
+    try:
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as e:
+        raise CliError(f"cannot write in {folder}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp made it 0600
+            json.dump(wallet.to_json(), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            os.link(temp, path)  # fails if path exists, so two creates never overwrite each other
+            os.unlink(temp)
+    except FileExistsError:
+        os.unlink(temp)
+        raise CliError(f"wallet file {wallet.path} already exists; refusing to overwrite it") from None
+    except OSError as e:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise CliError(f"cannot write wallet file {wallet.path}: {e.strerror or e}") from None
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def unlock(wallet: Wallet, passphrase: str | None) -> PrivateKey:
+    """The wallet's key; CliError for a wrong passphrase or a key that does not own the address."""
+    try:
+        key = PrivateKey.import_pem(wallet.key_pem, passphrase if wallet.encrypted else None)
+    except (ValueError, TypeError, IndexError):
+        if wallet.encrypted:
+            raise CliError(f"wrong passphrase for wallet {wallet.path}") from None
+        raise CliError(f"wallet {wallet.path} holds a damaged key") from None
+    if key.address != wallet.address:
+        raise CliError(f"wallet {wallet.path} is damaged: its key does not own {wallet.address}")
+    return key
+
+
+# -- coins and transactions -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Utxo:
+    tx_id: str
+    output_index: int
+    amount: int
+    height: int | None
+
+    @property
+    def outpoint(self) -> tuple:
+        return (self.tx_id, self.output_index)
+
+
+def parse_utxos(answer) -> list:
+    """Utxo values from a /utxos answer; CliError if the node's answer has the wrong shape."""
+    try:
+        utxos = [Utxo(u["tx_id"], u["output_index"], u["amount"], u.get("height")) for u in answer["utxos"]]
+    except (KeyError, TypeError):
+        raise CliError("the node's /utxos answer is malformed") from None
+    for u in utxos:
+        if (not isinstance(u.tx_id, str) or len(u.tx_id) != 64 or type(u.output_index) is not int
+                or type(u.amount) is not int or u.amount <= 0):
+            raise CliError("the node's /utxos answer is malformed")
+    return utxos
+
+
+def select_coins(utxos, need: int, is_spendable=lambda u: True) -> list:
+    """The coins to spend for `need` units: largest first, until they cover it; [] if they cannot.
+
+    Largest first keeps transactions small (fewest inputs).  is_spendable is
+    asked only about coins that would be picked, so costly checks stay few.
+    """
+    chosen, total = [], 0
+    for u in sorted(utxos, key=lambda u: (-u.amount, u.height or 0, u.tx_id, u.output_index)):
+        if total >= need:
+            break
+        if is_spendable(u):
+            chosen.append(u)
+            total += u.amount
+    return chosen if total >= need else []
+
+
+def build_send(key: PrivateKey, coins, to_payload: bytes, amount: int, fee: int) -> Transaction:
+    """A signed transaction spending coins: amount to to_payload, fee to the miner, the rest back to key."""
+    change = sum(c.amount for c in coins) - amount - fee
+    if change < 0:
+        raise ValueError("coins do not cover amount and fee")
+    outputs = [TxOut(amount, to_payload)]
+    if change > 0:
+        outputs.append(TxOut(change, keys.payload_of(key.public_key)))
+    inputs = tuple(TxIn(bytes.fromhex(c.tx_id), c.output_index, key.public_key, b"") for c in coins)
+    tx = Transaction(TX_VERSION, inputs, tuple(outputs), 0)
+    return tx.with_signatures([key.sign(tx.sighash)] * len(inputs))
+
+
+def is_coinbase_json(tx_json) -> bool:
+    try:
+        (first,) = tx_json["inputs"]
+        return first["tx_id"] == NULL_TXID.hex() and first["output_index"] == NULL_INDEX
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+# -- commands ---------------------------------------------------------------------------
+
+class WalletCommands:
+    """The subcommands, with their side effects (env, prompt, output, clock) passed in."""
+
+    def __init__(self, env, prompt, stdout, stderr, clock):
+        self.env, self.prompt, self.out, self.err, self.clock = env, prompt, stdout, stderr, clock
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def note(self, text: str) -> None:
+        self.err.write(f"{PROG}: {text}\n")
+
+    def passphrase(self, purpose: str, confirm: bool = False) -> str | None:
+        """The passphrase from the environment, else from the terminal; None when neither is there."""
+        if PASSPHRASE_ENV in self.env:
+            return self.env[PASSPHRASE_ENV]
+        if self.prompt is None:
+            return None
+        first = self.prompt(f"Passphrase {purpose}: ")
+        if confirm and first and self.prompt("Repeat the passphrase: ") != first:
+            raise CliError("the passphrases do not match")
+        return first
+
+    def create(self, args) -> int:
+        if os.path.lexists(args.wallet):
+            raise CliError(f"wallet file {args.wallet} already exists; refusing to overwrite it")
+        passphrase = self.passphrase("to encrypt the new wallet (empty for none)", confirm=True) or ""
+        wallet, _ = new_wallet(args.wallet, passphrase, int(self.clock()))
+        save_wallet(wallet, overwrite=False)
+        if not passphrase:
+            self.note(f"warning: {args.wallet} is NOT encrypted (no passphrase given); "
+                      f"set {PASSPHRASE_ENV} or run in a terminal to encrypt it")
+        self.say(wallet.address)
+        return 0
+
+    def address(self, args) -> int:
+        self.say(load_wallet(args.wallet).address)
+        return 0
+
+    def balance(self, args) -> int:
+        wallet = load_wallet(args.wallet)
+        answer = NodeClient(node_url(args.node)).get(f"/balance/{wallet.address}")
+        try:
+            confirmed, unconfirmed = int(answer["confirmed"]), int(answer["unconfirmed"])
+            total = int(answer.get("balance", confirmed + unconfirmed))
+        except (KeyError, TypeError, ValueError):
+            raise CliError("the node's /balance answer is malformed") from None
+        self.say(f"address      {wallet.address}")
+        self.say(f"confirmed    {format_coins(confirmed)}")
+        self.say(f"unconfirmed  {format_coins(unconfirmed, signed=True)}")
+        self.say(f"balance      {format_coins(total)}")
+        if wallet.pending:
+            self.say(f"pending sends {len(wallet.pending)} (sent by this wallet, not yet confirmed)")
+        return 0
+
+    def history(self, args) -> int:
+        wallet = load_wallet(args.wallet)
+        answer = NodeClient(node_url(args.node)).get(f"/history/{wallet.address}")
+        try:
+            entries = [(e["tx_id"], e.get("height"), int(e.get("confirmations", 0)), int(e["amount_delta"]))
+                       for e in answer["history"]]
+        except (KeyError, TypeError, ValueError):
+            raise CliError("the node's /history answer is malformed") from None
+        if not entries:
+            self.say(f"no transactions for {wallet.address}")
+        for tx_id, height, confirmations, delta in entries:
+            where = f"height {height}" if height is not None and confirmations > 0 else "unconfirmed"
+            self.say(f"{tx_id}  {format_coins(delta, signed=True):>19}  {where} ({confirmations} confirmations)")
+        return 0
+
+    def send(self, args) -> int:
+        to_payload = _payload(args.to, "--to")
+        amount = parse_coins(args.amount, "--amount")
+        fee = parse_coins(args.fee, "--fee", allow_zero=True)
+        wallet = load_wallet(args.wallet)
+        passphrase = None
+        if wallet.encrypted:
+            passphrase = self.passphrase(f"for {args.wallet}")
+            if passphrase is None:
+                raise CliError(f"wallet {args.wallet} is encrypted: set {PASSPHRASE_ENV} or run in a terminal")
+        key = unlock(wallet, passphrase)
+        node = NodeClient(node_url(args.node))
+        status = node.get("/status")
+        utxos = parse_utxos(node.get(f"/utxos/{wallet.address}"))
+        if self.reconcile(wallet, node, utxos):
+            save_wallet(wallet)
+        reserved = wallet.reserved()
+        free = [u for u in utxos if u.outpoint not in reserved]
+        immature = []
+        spendable = self.maturity_check(node, status, immature)
+        coins = select_coins(free, amount + fee, spendable)
+        if not coins:
+            have = sum(u.amount for u in free) - sum(u.amount for u in immature)
+            detail = []
+            if reserved:
+                detail.append(f"{format_coins(sum(u.amount for u in utxos if u.outpoint in reserved))} "
+                              "held by unconfirmed sends")
+            if immature:
+                detail.append(f"{format_coins(sum(u.amount for u in immature))} in immature coinbases")
+            raise CliError(f"insufficient funds: have {format_coins(have)} spendable"
+                           + (f" ({', '.join(detail)})" if detail else "")
+                           + f", need {format_coins(amount + fee)} (amount {format_coins(amount)} "
+                           f"+ fee {format_coins(fee)})")
+        tx = build_send(key, coins, to_payload, amount, fee)
+        if args.no_broadcast:
+            self.say(json.dumps(tx_to_json(tx), indent=2))
+            return 0
+        # Recorded before it is sent: if we die mid-send, its outputs stay reserved.
+        wallet.pending.append(pending_send(tx, int(self.clock())))
+        save_wallet(wallet)
+        try:
+            _, answer = node.post("/add_transaction", {"transaction": tx_to_json(tx)})
+        except NodeRefused:
+            wallet.pending.pop()
+            save_wallet(wallet)
+            raise
+        except NodeUnreachable as e:
+            raise CliError(f"{e}; the node may not have received transaction {tx.tx_id.hex()}: "
+                           "the wallet keeps it as unconfirmed and sends it again with the next send") from None
+        state = answer.get("status", "accepted") if isinstance(answer, dict) else "accepted"
+        self.say(f"sent {format_coins(amount)} to {args.to} (fee {format_coins(fee)}, "
+                 f"{len(coins)} inputs): {tx.tx_id.hex()} {state}")
+        return 0
+
+    def reconcile(self, wallet: Wallet, node: NodeClient, utxos) -> bool:
+        """Forget sends that are confirmed or can no longer confirm; resend those the node lost.
+
+        A send is kept while the node shows it unconfirmed.  Once confirmed, or
+        unknown to the node with none of its inputs unspent, it is dropped.  If
+        the node does not know it but its inputs are unspent (evicted, node
+        restarted, or never delivered), it is sent again and dropped only if
+        the node refuses it.  Returns whether the record changed.
+        """
+        unspent = {u.outpoint for u in utxos}
+        kept = []
+        for p in wallet.pending:
+            found = node.get(f"/tx/{p['tx_id']}", missing_ok=True)
+            if found is not None:
+                if int(found.get("confirmations", 0)) == 0:
+                    kept.append(p)
+                continue
+            if not any((s["tx_id"], s["output_index"]) in unspent for s in p["spends"]):
+                continue
+            try:
+                parse_tx(p["transaction"])
+                node.post("/add_transaction", {"transaction": p["transaction"]})
+            except (NodeRefused, errors.Invalid) as e:
+                self.note(f"forgetting unconfirmed send {p['tx_id']}: {e}")
+                continue
+            kept.append(p)
+        changed = kept != wallet.pending
+        wallet.pending = kept
+        return changed
+
+    def maturity_check(self, node: NodeClient, status: dict, immature: list):
+        """A predicate: False for a coinbase too young to spend in the next block (collected in immature).
+
+        /utxos does not mark coinbases, so only coins young enough to be immature
+        cost a /tx lookup.
+        """
+        try:
+            maturity, height = int(status.get("coinbase_maturity", 0)), int(status["height"])
+        except (KeyError, TypeError, ValueError):
+            raise CliError("the node's /status answer is malformed") from None
+
+        def spendable(u: Utxo) -> bool:
+            if u.height is None or height + 1 - u.height >= maturity:
+                return True
+            tx = node.get(f"/tx/{u.tx_id}", missing_ok=True)
+            if tx is not None and is_coinbase_json(tx):
+                immature.append(u)
+                return False
+            return True
+        return spendable
+
+
+def _payload(address: str, option: str) -> bytes:
+    try:
+        return keys.address_payload(address)
+    except errors.BadAddress as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
+def make_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description="A ChainCore wallet: one key, kept on this machine.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, help_text, node=False):
+        p = commands.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--wallet", required=True, metavar="FILE", help="the wallet file")
+        if node:
+            p.add_argument("--node", required=True, metavar="URL", help="a node's base URL, e.g. http://localhost:5000")
+        return p
+
+    command("create", f"Make a new key in a new wallet file (encrypted with {PASSPHRASE_ENV} or a prompted passphrase).")
+    command("address", "Print the wallet's address.")
+    command("balance", "Print the confirmed and unconfirmed balance, in coins.", node=True)
+    command("history", "Print one line per transaction touching the wallet's address.", node=True)
+    send = command("send", "Sign a payment here and hand it to the node.", node=True)
+    send.add_argument("--to", required=True, metavar="ADDR", help="the recipient's address")
+    send.add_argument("--amount", required=True, metavar="COINS", help="coins to send, e.g. 10.5 (up to 8 decimals)")
+    send.add_argument("--fee", required=True, metavar="COINS", help="coins left to the miner, e.g. 0.0001")
+    send.add_argument("--no-broadcast", action="store_true",
+                      help="print the signed transaction JSON instead of sending it (its coins are not reserved)")
+    return parser
+
+
+def main(argv=None, *, env=None, prompt="terminal", stdout=None, stderr=None, clock=time.time) -> int:
+    """Run chaincore-wallet with argv; prompt is a getpass-like callable, or None for no terminal."""
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    if prompt == "terminal":
+        prompt = getpass.getpass if sys.stdin is not None and sys.stdin.isatty() else None
+
+    def body(argv):
+        args = make_parser().parse_args(argv)
+        commands = WalletCommands(os.environ if env is None else env, prompt, stdout, stderr, clock)
+        return getattr(commands, args.command)(args)
+    return run_main(PROG, body, sys.argv[1:] if argv is None else argv, stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
