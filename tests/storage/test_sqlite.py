@@ -99,7 +99,7 @@ class SqliteStoreTests(SynchronousTestCase):
             self.assertEqual(f.read(), garbage)
 
     def test_empty_file_becomes_a_store(self):
-        """An empty file (a first open that died before its schema committed) holds nothing, so it is set up."""
+        """An empty file (a first open that died before its schema committed) is set up as a new store."""
         open(self.path, "wb").close()
         store = self.open()
         store.apply(connect_update("a", bytes(32), 0))
