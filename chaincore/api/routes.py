@@ -105,6 +105,9 @@ class NodeAPI:
 
     @app.route("/status", methods=["GET"])
     def status(self, request):
+        source = peer_url(request)
+        if source and self._node.peer_hint is not None:
+            self._node.peer_hint(source)  # peers probe /status: that is how we hear of late starters
         return json_body(request, 200, self._node.status())
 
     @app.route("/chain", methods=["GET"])

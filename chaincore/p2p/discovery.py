@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
+
+from ..logs import logger
 
 from ..core.errors import Malformed, PeerUnreachable
 from .client import DATA_TIMEOUT_S
@@ -40,7 +42,7 @@ class Discovery:
     report trouble with `report_failure` and `report_misbehaviour`.
     """
 
-    log = Logger()
+    log = logger("chaincore.p2p.discovery")
 
     def __init__(self, client, table, clock, identity: NodeIdentity, *, discover_ports=(), seeds=(),
                  own_port: int = None, exchange_limit: int = EXCHANGE_LIMIT,
@@ -66,15 +68,19 @@ class Discovery:
 
     def remember(self, url: str, source: str = "told") -> bool:
         """Take url (from POST /peers or an X-ChainCore-Peer header) as a candidate for the next round;
-        False if it is not a base URL, is ours, banned, already known or there is no room."""
+        True if it is now due for a probe, False if it is not a base URL, is ours, banned, active or
+        already due, or there is no room."""
         try:
             url = normalise_url(url)
         except Malformed:
             return False
-        added = self.table.add(url, self._clock.seconds(), source)
+        now = self._clock.seconds()
+        added = self.table.add(url, now, source)
         if added:
             self.log.debug("candidate peer {url} ({source})", url=url, source=source)
-        return added
+            return True
+        # a known peer that contacts us is evidently up again: do not wait out its backoff
+        return self.table.probe_soon(url, now)
 
     def report_failure(self, url: str, reason: str = "request failed") -> None:
         """A request to url gave no usable answer: it leaves the active set and is retried with backoff."""

@@ -7,12 +7,12 @@ the reactor thread.  A crash mid-write leaves the old file, never half a file.
 import json
 import os
 
-from twisted.logger import Logger
+from ..logs import logger
 
 from ..core.errors import Malformed
 from .peers import PeerTable
 
-log = Logger()
+log = logger("chaincore.p2p.peerfile")
 
 
 def save_atomically(path: str, data: dict) -> None:

@@ -161,6 +161,16 @@ class PeerTable:
         self._peers[url] = Peer(url, next_probe_at=now, source=source)
         return True
 
+    def probe_soon(self, url: str, now: float) -> bool:
+        """A known, inactive, unrefused and unbanned url is due for a probe now (it showed signs of life)."""
+        peer = self.get(url)
+        if peer is None or peer.active or peer.refused is not None or self.is_banned(peer.url, now):
+            return False
+        if peer.next_probe_at <= now:
+            return False
+        peer.next_probe_at = now
+        return True
+
     def mark_alive(self, url: str, node_id: str, now: float) -> str:
         """Record a good probe of a compatible node; returns 'added', 'alive', 'self', 'duplicate' or 'banned'.
 

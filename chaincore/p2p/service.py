@@ -21,7 +21,7 @@ from .sync import Synchronizer
 
 log = logger("chaincore.p2p")
 
-DISCOVERY_INTERVAL_S = 10.0
+DISCOVERY_INTERVAL_S = 2.0   # a round probes only peers that are due, so it is cheap
 SYNC_INTERVAL_S = 5.0
 MEMPOOL_INTERVAL_S = 30.0
 SAVE_INTERVAL_S = 60.0
@@ -58,7 +58,8 @@ class PeerService(service.MultiService):
         node.peer_view = lambda: (table.known_urls(), table.active_urls())
         node.add_peer = self._add_peer
         node.orphan_listeners.append(self.sync.on_orphan)
-        node.peer_hint = lambda url: self.discovery.remember(url, "header")
+        node.peer_hint = self._hint
+        self._hint_call = None
         self.started = None  # fires when startup sync is over
 
     def startService(self):
@@ -92,6 +93,12 @@ class PeerService(service.MultiService):
                           every(SAVE_INTERVAL_S, self.save, self.reactor)):
                 timer.setServiceParent(self)
 
+    def _hint(self, url: str):
+        """A request named its sender's URL: probe it soon if it is new or was thought down."""
+        if self.discovery.remember(url, "header") and self.running and not self.node.syncing:
+            if self._hint_call is None or not self._hint_call.active():
+                self._hint_call = self.reactor.callLater(0, self.discovery.run_once)
+
     def _add_peer(self, url: str):
         self.discovery.remember(url, "admin")
         self.discovery.run_once()
@@ -116,6 +123,8 @@ class PeerService(service.MultiService):
         d = defer.maybeDeferred(super().stopService)
         if self.started is not None and not self.started.called:
             self.started.cancel()
+        if self._hint_call is not None and self._hint_call.active():
+            self._hint_call.cancel()
         try:
             self.save()
         except OSError as e:
