@@ -180,7 +180,10 @@ class SqliteStore:
         if db is None:
             raise StoreError(f"the store {self.path} is closed")
         level = self._depth
-        db.execute("BEGIN IMMEDIATE" if level == 0 else f"SAVEPOINT level{level}")
+        try:
+            db.execute("BEGIN IMMEDIATE" if level == 0 else f"SAVEPOINT level{level}")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write to {self.path}: {e}") from e
         self._depth += 1
         try:
             yield
