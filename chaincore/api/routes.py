@@ -147,7 +147,7 @@ class NodeAPI:
 
     @app.route("/submit_block", methods=["POST"])
     def submit_block(self, request):
-        local = (request.getHeader(b"X-Local-Mining") or "").lower() == "true"
+        local = (request.getHeader(b"X-Local-Mining") or b"").strip().lower() == b"true"
         if local and not is_loopback(request):
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         body = read_json(request)
