@@ -7,9 +7,9 @@ def parse_ports(text: str) -> list:
     """Ports from `5000-5011`, `5000,5002` or a mix; an empty string gives none."""
     ports = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, _, hi = part.partition("-")
+        lo, dash, hi = part.partition("-")
         try:
-            lo_n, hi_n = int(lo), int(hi or lo)
+            lo_n, hi_n = int(lo), int(hi if dash else lo)  # "5000-" is a typo, not port 5000
         except ValueError:
             raise ValueError(f"bad port range {part!r}") from None
         if not (0 < lo_n <= hi_n <= 65535) or hi_n - lo_n > 1024:
