@@ -29,6 +29,7 @@ CHUNK_NONCES = 131_072
 STATUS_POLL_S = 1.0
 TEMPLATE_MAX_AGE_S = 30.0
 RETRY_S = 2.0
+RETRY_LOG_S = 30.0
 TTY_STATUS_S = 1.0
 LOG_STATUS_S = 10.0
 RATE_WINDOW_S = 10.0
@@ -121,9 +122,10 @@ class Miner:
     """The mining loop: templates in, nonce ranges out to the pool, solved blocks back to the node."""
 
     def __init__(self, node: NodeClient, address: str, workers: int, blocks: int | None, display: Display,
-                 clock, executor, chunk: int = CHUNK_NONCES):
+                 clock, executor, chunk: int = CHUNK_NONCES, retry_s: float = RETRY_S):
         self.node, self.address, self.workers, self.target_blocks = node, address, workers, blocks
         self.display, self.clock, self.executor, self.chunk = display, clock, executor, chunk
+        self.retry_s = retry_s
         self.blocks_found = 0
         self.hashes = 0
         self.started = clock()
@@ -134,6 +136,8 @@ class Miner:
         self.seen_status = None
         self.next_poll = 0.0
         self.next_retry = 0.0
+        self.away_since = None
+        self.next_away_log = 0.0
         self.inflight = {}
         self.rates = collections.deque([(self.started, 0)])
 
@@ -238,10 +242,11 @@ class Miner:
         except (NodeUnreachable, NodeRefused) as e:
             if first:
                 raise
-            self.template = None
-            self.next_retry = now + RETRY_S
-            self.display.log(f"{e}; retrying in {RETRY_S:g} s")
+            self.node_away(now, e)
             return
+        if self.away_since is not None:
+            self.display.log(f"the node answers again after {now - self.away_since:.0f} s")
+            self.away_since = None
         self.seen_status = self.status_key(status)
         if self.seen_status[0] not in (None, template.previous_hash):
             self.seen_status = (None, None)  # the tip moved between the two requests: poll again soon
@@ -249,6 +254,17 @@ class Miner:
         self.next_nonce = 0
         txs = len(template.block.get("transactions", []))
         self.display.log(f"mining block {template.height} on {template.previous_hash[:16]}… ({txs} transactions)")
+
+    def node_away(self, now: float, error: Exception) -> None:
+        """Stop hashing and retry every retry_s, saying so at first and then every RETRY_LOG_S."""
+        self.template = None
+        self.next_retry = now + self.retry_s
+        if self.away_since is None:
+            self.away_since, self.next_away_log = now, now + RETRY_LOG_S
+            self.display.log(f"{error}; retrying every {self.retry_s:g} s")
+        elif now >= self.next_away_log:
+            self.next_away_log = now + RETRY_LOG_S
+            self.display.log(f"still no template after {now - self.away_since:.0f} s: {error}")
 
     def rate(self, now: float) -> float:
         self.rates.append((now, self.hashes))

@@ -330,7 +330,7 @@ class WalletCommands:
                            "the wallet keeps it as unconfirmed and sends it again with the next send") from None
         state = answer.get("status", "accepted") if isinstance(answer, dict) else "accepted"
         self.say(f"sent {format_coins(amount)} to {args.to} (fee {format_coins(fee)}, "
-                 f"{len(coins)} inputs): {tx.tx_id.hex()} {state}")
+                 f"{len(coins)} input{'s' if len(coins) != 1 else ''}): {tx.tx_id.hex()} {state}")
         return 0
 
     def reconcile(self, wallet: Wallet, node: NodeClient, utxos) -> bool:

@@ -1,5 +1,6 @@
 """chaincore-miner against a fake node: solved blocks, stale templates, stopping and every error path."""
 
+import concurrent.futures
 import io
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.cli import miner
+from chaincore.cli.common import NodeClient
 from chaincore.core.block import NONCE_OFFSET, NONCE_SIZE
 from chaincore.core.jsonview import block_to_json, parse_block
 from chaincore.core.params import REGTEST
@@ -120,6 +122,28 @@ class MinerTests(SynchronousTestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(len(node.seen("GET", "/mining/template")), 2)
         self.assertEqual(len(node.accepted), 1)
+
+
+    def test_node_away_then_back(self):
+        """A template the node cannot give is retried quietly until it comes, then mining resumes."""
+        node = MiningNode(self, targets=[IMPOSSIBLE])
+        serve = node.template
+        failures = iter([(503, {"error": "syncing"})] * 3)
+
+        def template(seen):
+            if len(node.seen("GET", "/mining/template")) > 1:
+                return next(failures, None) or serve(seen)
+            return serve(seen)
+        node.answers[("GET", "/mining/template")] = template
+        node.status_tip = "ab" * 32  # the first poll sees a new tip and asks for a new template
+        err = io.StringIO()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
+            mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 1, miner.Display(err, time.monotonic),
+                                 time.monotonic, pool, retry_s=0.05)
+            mining.run()
+        self.assertEqual(len(node.accepted), 1)
+        self.assertEqual(err.getvalue().count("syncing"), 1, err.getvalue())
+        self.assertIn("answers again", err.getvalue())
 
 
 class MinerErrorTests(SynchronousTestCase):
