@@ -70,9 +70,34 @@ def make_site(resource, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout_s:
 
 
 class QuietSite(server.Site):
-    """A Site without per-request access lines (metrics count requests) or start/stop chatter."""
+    """A Site without per-request access lines (metrics count requests) or start/stop chatter,
+    which remembers its open connections so that a stopping node can close them."""
 
     noisy = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.open_channels = set()
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.open_channels.add(channel)
+            lost = channel.connectionLost
+
+            def connection_lost(reason, _channel=channel, _lost=lost):
+                self.open_channels.discard(_channel)
+                return _lost(reason)
+
+            channel.connectionLost = connection_lost
+        return channel
+
+    def close_connections(self) -> None:
+        """Abort every open connection (keep-alive ones included)."""
+        for channel in list(self.open_channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
 
     def log(self, request):
         pass

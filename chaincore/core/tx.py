@@ -81,10 +81,16 @@ class Transaction:
         return self._encode(True)
 
     def _encode(self, with_signatures: bool) -> bytes:
+        # The same bytes as TxIn.encode and TxOut.encode, inlined: this runs twice per
+        # transaction validated (tx_id and sighash).
         parts = [u32(self.version), compact_size(len(self.inputs))]
-        parts.extend(i.encode(with_signatures) for i in self.inputs)
+        for i in self.inputs:
+            signature = i.signature if with_signatures else b""
+            parts += (i.prev_tx_id, u32(i.output_index), compact_size(len(i.public_key)), i.public_key,
+                      compact_size(len(signature)), signature)
         parts.append(compact_size(len(self.outputs)))
-        parts.extend(o.encode() for o in self.outputs)
+        for o in self.outputs:
+            parts += (u64(o.amount), o.recipient)
         parts.append(u32(self.lock_time))
         return b"".join(parts)
 

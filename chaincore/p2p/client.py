@@ -134,6 +134,14 @@ class PeerClient:
         self._total = defer.DeferredSemaphore(max_total)
         self._per_peer = {}
         self._traffic = {}
+        self._in_flight = set()
+        self.closed = False
+
+    def close(self) -> None:
+        """Refuse new requests and cancel those under way (the node is stopping)."""
+        self.closed = True
+        for d in list(self._in_flight):
+            d.cancel()
 
     def get_json(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
                  max_bytes: int = None):
@@ -179,6 +187,8 @@ class PeerClient:
         return obj
 
     async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes):
+        if self.closed:
+            raise PeerUnreachable(f"not asking {peer_url}: this node is stopping")
         try:
             peer = normalise_url(peer_url)
         except Malformed as e:
@@ -212,13 +222,19 @@ class PeerClient:
             try:
                 deadline.current = self._http.request(method, peer + path, params=params, headers=headers,
                                                       data=data, unbuffered=True, allow_redirects=False)
-                response = await deadline.current
+                self._in_flight.add(deadline.current)
+                try:
+                    response = await deadline.current
+                finally:
+                    self._in_flight.discard(deadline.current)
                 body = _CappedBody(max_bytes, response.length)
                 deadline.current = body.finished
+                self._in_flight.add(body.finished)
                 response.original.deliverBody(body)
                 try:
                     raw = await body.finished
                 finally:
+                    self._in_flight.discard(body.finished)
                     traffic.bytes_received += body.received
             except _BodyTooLarge as e:
                 raise PeerUnreachable(f"{what}: response body {e}") from None

@@ -121,6 +121,7 @@ class PeerService(service.MultiService):
 
     def stopService(self):
         d = defer.maybeDeferred(super().stopService)
+        self.client.close()
         if self.started is not None and not self.started.called:
             self.started.cancel()
         if self._hint_call is not None and self._hint_call.active():

@@ -90,6 +90,11 @@ class Node:
                          "{dropped} mempool transactions dropped",
                          n_off=len(result.disconnected), n_on=len(result.connected),
                          tip=self.chain.tip.hash.hex()[:16], height=self.chain.height, dropped=len(dropped))
+                returned = [tx for b in reversed(result.disconnected) for tx in b.transactions[1:]
+                            if tx.tx_id in self.mempool]
+                for tx in returned:  # back in the mempool: news to peers that only saw the block
+                    for listener in list(self.tx_listeners):
+                        listener(tx, None)
             else:
                 for connected in result.connected:
                     self.mempool.remove_for_block(connected)

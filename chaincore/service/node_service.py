@@ -21,11 +21,13 @@ STORE_FILE = "chain.sqlite"
 class NodeService(service.MultiService):
     """The node's top service: closes the store after every child (site, timers, miner) has stopped."""
 
-    def __init__(self, node, store, datadir):
+    def __init__(self, node, store, datadir, reactor=None, site=None):
         super().__init__()
         self.node = node
         self.store = store
         self.datadir = datadir
+        self.reactor = reactor
+        self.site = site
 
     def startService(self):
         tip = self.node.chain.tip
@@ -38,11 +40,17 @@ class NodeService(service.MultiService):
         d = super().stopService()
 
         def close(result):
+            if self.site is not None:
+                self.site.close_connections()
             self.store.close()
             log.info("store closed at height {height}", height=self.node.chain.height)
             return result
 
-        return d.addBoth(close)
+        d.addBoth(close)
+        if self.reactor is not None:
+            from twisted.internet.task import deferLater
+            d.addBoth(lambda r: deferLater(self.reactor, 0, lambda: r))  # let aborted connections finish
+        return d
 
 
 def preflight_bind(interface: str, port: int) -> None:
@@ -98,10 +106,10 @@ def make_node_service(options, reactor=None):
     store = open_store(options["datadir"], params)
     metrics = NodeMetrics()
     node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics)
-    top = NodeService(node, store, options["datadir"])
+    site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
+    top = NodeService(node, store, options["datadir"], reactor, site)
     top.metrics = metrics
 
-    site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
     http = StreamServerEndpointService(endpoint, site)
     http._raiseSynchronously = True
     http.setServiceParent(top)
