@@ -294,27 +294,44 @@ class ChainState:
     # -- choosing and switching the active chain -----------------------------------
 
     def _activate_best_chain(self, result: Accepted) -> None:
+        start = self._tip
         while True:
             best = next(iter(self.store.best_entries(1)), None)
             if best is None or best.chainwork <= self._tip.chainwork:
+                break
+            self._switch_to(best, result)
+        if self._tip.hash != start.hash and self._tip.chainwork == start.chainwork:
+            # A heavier branch failed part-way and what is left of it only ties the
+            # chain we started on: ties keep the first-seen chain (CONTRACT 4).
+            self._switch_to(self.entry(start.hash), result)
+
+    def _switch_to(self, target: BlockEntry, result: Accepted) -> None:
+        """Make target the tip, or stop at the first block of its branch that breaks a rule (marked invalid)."""
+        path = []
+        e = target
+        while not self.is_main(e.hash):
+            path.append(e)
+            e = self.entry(e.parent)
+        fork = e
+        while self._tip.hash != fork.hash:
+            block = self._disconnect_tip()
+            # result describes the net change: undoing a block this call connected cancels it
+            if result.connected:
+                undone = result.connected.pop()
+                assert undone.hash == block.hash  # connected is a stack on top of the starting chain
+            else:
+                result.disconnected.append(block)
+        for e in reversed(path):
+            block = self.block(e.hash)
+            try:
+                self._connect(block, e)
+            except Invalid as err:
+                self._mark_invalid(e, err)
                 return
-            path = []
-            e = best
-            while not self.is_main(e.hash):
-                path.append(e)
-                e = self.entry(e.parent)
-            fork = e
-            while self._tip.hash != fork.hash:
-                result.disconnected.append(self._disconnect_tip())
-            for e in reversed(path):
-                block = self.block(e.hash)
-                try:
-                    self._connect(block, e)
-                except Invalid as err:
-                    self._mark_invalid(e, err)
-                    break
+            if not result.connected and result.disconnected and result.disconnected[-1].hash == block.hash:
+                result.disconnected.pop()
+            else:
                 result.connected.append(block)
-        # the loop returns once no stored branch has more work than the tip
 
     def _connect(self, block: Block, entry: BlockEntry, store_block: bool = False) -> None:
         delta = rules.connect_block(block, self.store.get_coin, self.params, self.verify, self.sig_cache)
