@@ -253,7 +253,7 @@ class Miner:
         self.template, self.template_time, self.next_poll = template, now, now + STATUS_POLL_S
         self.next_nonce = 0
         txs = len(template.block.get("transactions", []))
-        self.display.log(f"mining block {template.height} on {template.previous_hash[:16]}… ({txs} transactions)")
+        self.display.log(f"mining block {template.height} on {template.previous_hash[:16]}... ({txs} transactions)")
 
     def node_away(self, now: float, error: Exception) -> None:
         """Stop hashing and retry every retry_s, saying so at first and then every RETRY_LOG_S."""

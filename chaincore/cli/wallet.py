@@ -347,7 +347,9 @@ class WalletCommands:
         for p in wallet.pending:
             found = node.get(f"/tx/{p['tx_id']}", missing_ok=True)
             if found is not None:
-                if int(found.get("confirmations", 0)) == 0:
+                if not isinstance(found, dict) or type(found.get("confirmations", 0)) is not int:
+                    raise CliError(f"the node's /tx/{p['tx_id']} answer is malformed")
+                if found.get("confirmations", 0) == 0:
                     kept.append(p)
                 continue
             if not any((s["tx_id"], s["output_index"]) in unspent for s in p["spends"]):
