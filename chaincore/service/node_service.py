@@ -47,6 +47,9 @@ class NodeService(service.MultiService):
             return result
 
         d.addBoth(close)
+        if self.node.offloader is not None:
+            offloader = self.node.offloader
+            d.addBoth(lambda r: offloader.shutdown().addBoth(lambda _: r))
         if self.reactor is not None:
             from twisted.internet.task import deferLater
             d.addBoth(lambda r: deferLater(self.reactor, 0, lambda: r))  # let aborted connections finish
@@ -63,6 +66,20 @@ def preflight_bind(interface: str, port: int) -> None:
         raise SystemExit(f"chaincore: cannot listen on {interface}:{port}: {e.strerror}")
     finally:
         probe.close()
+
+
+def endpoint_port(endpoint):
+    """The TCP port a tcp: endpoint or an inherited (socket-activated) socket listens on, or None if unknown yet."""
+    fileno = getattr(endpoint, "fileno", None)  # AdoptedStreamServerEndpoint: systemd:domain=INET:index=0
+    if isinstance(fileno, int):
+        try:
+            with socket.socket(fileno=os.dup(fileno)) as adopted:
+                name = adopted.getsockname()
+        except OSError:
+            return None
+        return name[1] if isinstance(name, tuple) and name[1] else None
+    port = getattr(endpoint, "_port", None)  # TCP4ServerEndpoint, TCP6ServerEndpoint
+    return port if isinstance(port, int) and port else None
 
 
 def open_store(datadir: str, params):
@@ -101,11 +118,17 @@ def make_node_service(options, reactor=None):
         raise SystemExit(f"chaincore: bad --port {options['port']!r}: {e or 'no such listening socket'}")
     if options["port_number"] is not None and options["port_number"] != 0:
         preflight_bind(options["interface"], options["port_number"])
-    advertise = options["advertise"] or (
-        f"http://localhost:{options['port_number']}" if options["port_number"] else None)
+    own_port = options["port_number"] or endpoint_port(endpoint)
+    advertise = options["advertise"] or (f"http://localhost:{own_port}" if own_port else None)
+    if not advertise:
+        raise SystemExit(f"chaincore: cannot tell which URL to advertise for --port {options['port']!r}; "
+                         "give --advertise URL")
     store = open_store(options["datadir"], params)
     metrics = NodeMetrics()
-    node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics)
+    from .workers import ProcessOffloader
+    offloader = ProcessOffloader(reactor)
+    node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics,
+                offloader=offloader)
     site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
     top = NodeService(node, store, options["datadir"], reactor, site)
     top.metrics = metrics
@@ -116,7 +139,7 @@ def make_node_service(options, reactor=None):
 
     from ..p2p.service import PeerService
     peers = PeerService(node, reactor, datadir=options["datadir"], seeds=options["peers"],
-                        discover_ports=options["discover_ports"], own_port=options["port_number"],
+                        discover_ports=options["discover_ports"], own_port=own_port,
                         metrics=metrics)
     peers.setServiceParent(top)
     top.peers = peers
