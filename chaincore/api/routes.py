@@ -13,6 +13,7 @@ import json
 from klein import Klein
 from ..logs import logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.routing import RequestRedirect
 
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
@@ -90,6 +91,12 @@ class NodeAPI:
     def _no_route(self, request, failure):
         return json_error(request, 404, f"no such endpoint: {request.path.decode('latin-1')}", "not-found")
 
+    @app.handle_errors(RequestRedirect)
+    def _slash(self, request, failure):
+        # werkzeug redirects /status/ to /status; API clients get a plain JSON 404 naming the right path.
+        path = request.path.decode("latin-1")
+        return json_error(request, 404, f"no such endpoint: {path} (without the trailing slash?)", "not-found")
+
     @app.handle_errors(MethodNotAllowed)
     def _bad_method(self, request, failure):
         return json_error(request, 405, f"method {request.method.decode('latin-1')} not allowed here",
@@ -152,7 +159,10 @@ class NodeAPI:
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         body = read_json(request)
         block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
-        result = self._node.accept_block(block, source=peer_url(request), local=local)
+        d = self._node.accept_block_async(block, source=peer_url(request), local=local)
+        return d.addCallback(self._block_answer, request)
+
+    def _block_answer(self, result, request):
         if isinstance(result, Accepted):
             return json_body(request, 200, {"status": "accepted", "block_hash": result.block_hash.hex(),
                                             "height": result.height, "main_chain": result.main_chain})

@@ -88,7 +88,7 @@ class Synchronizer:
                     wanted = headers[start:start + BLOCKS_PER_REQUEST]
                     blocks = yield self._fetch_blocks(peer, wanted)
                     for block in blocks:
-                        self.node.accept_block(block, source=peer)
+                        yield self.node.accept_block_async(block, source=peer)
                         received += 1
                     now = self.clock.seconds()
                     if now - last_report >= PROGRESS_EVERY_S:

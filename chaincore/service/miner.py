@@ -6,44 +6,22 @@ block, so it is relayed as usual.  Between ranges it checks whether the tip or
 the mempool moved, and starts a fresh template when they did.
 """
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.threads import deferToThread
-from ..logs import logger
-from twisted.python.failure import Failure
 
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.errors import ChainCoreError
 from ..core.pow import search_nonce
+from ..logs import logger
+from .workers import ProcessOffloader
 
 log = logger("chaincore.miner")
 
 RANGE = 150_000
 TEMPLATE_MAX_AGE_S = 30
 REGTEST_PAUSE_S = 1.0
-
-
-def defer_to_executor(reactor, executor, fn, *args) -> defer.Deferred:
-    """Run fn(*args) in executor; the Deferred fires in the reactor thread."""
-    fut = executor.submit(fn, *args)
-    d = defer.Deferred(lambda _: fut.cancel())
-
-    def transfer(f):
-        if d.called:
-            return
-        try:
-            result = f.result()
-        except BaseException:
-            d.errback(Failure())
-        else:
-            d.callback(result)
-
-    fut.add_done_callback(lambda f: reactor.callFromThread(transfer, f))
-    return d
 
 
 class MinerService(service.Service):
@@ -56,12 +34,11 @@ class MinerService(service.Service):
         self.workers = workers or max(1, (os.cpu_count() or 2) - 1)  # leave a core for the reactor
         self.blocks_found = 0
         self.hashes = 0
-        self._executor = None
+        self._offloader = ProcessOffloader(reactor, self.workers)
         self._loop = None
 
     def startService(self):
         super().startService()
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
         log.info("mining to {address} with {n} worker process(es)", address=self.address, n=self.workers)
         self._loop = self._run()
         self._loop.addErrback(lambda f: None if f.check(defer.CancelledError) else
@@ -71,10 +48,7 @@ class MinerService(service.Service):
         super().stopService()
         if self._loop is not None:
             self._loop.cancel()
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return None
-        return deferToThread(executor.shutdown, wait=True, cancel_futures=True)
+        return self._offloader.shutdown()
 
     @defer.inlineCallbacks
     def _run(self):
@@ -114,8 +88,8 @@ class MinerService(service.Service):
             ranges = [(start + i * RANGE) for i in range(self.workers)]
             start += RANGE * self.workers
             results = yield defer.gatherResults([
-                defer_to_executor(self.reactor, self._executor, search_nonce, header, NONCE_OFFSET, NONCE_SIZE,
-                                  block.header.target, s, RANGE) for s in ranges])
+                self._offloader.run(search_nonce, header, NONCE_OFFSET, NONCE_SIZE, block.header.target, s, RANGE)
+                for s in ranges])
             self.hashes += RANGE * self.workers
             hits = [r for r in results if r is not None]
             if hits:

@@ -8,10 +8,11 @@ the chain state and mempool change, metrics and logs record it, and listeners
 
 import os
 
+from twisted.internet import defer
 from ..logs import logger
 
 from .. import __version__
-from ..core import keys
+from ..core import keys, rules
 from ..core.block import Block, Header, merkle_root
 from ..core.chainstate import Accepted, ChainState, Orphan
 from ..core.errors import Invalid, NotFound, Unavailable
@@ -21,6 +22,8 @@ from ..core.tx import make_coinbase
 log = logger("chaincore.node")
 
 TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
+OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
+OFFLOAD_BATCH_INPUTS = 250
 
 
 class SigCache(set):
@@ -40,8 +43,9 @@ class Node:
     """One ChainCore node's state and its rules for taking in blocks and transactions."""
 
     def __init__(self, store, params, clock, *, advertise_url: str, metrics=None, verify=None,
-                 mempool_bytes: int = 5_000_000):
+                 mempool_bytes: int = 5_000_000, offloader=None):
         self.params = params
+        self.offloader = offloader  # runs big signature batches in worker processes
         self.clock = clock
         self.store = store
         self.advertise_url = advertise_url
@@ -110,6 +114,43 @@ class Node:
             for listener in list(self.orphan_listeners):
                 listener(result.missing, source)
         return result
+
+    def accept_block_async(self, block: Block, source: str | None = None, local: bool = False) -> defer.Deferred:
+        """accept_block, with the signatures of a big block verified in worker processes first.
+
+        The cheap checks (proof of work, merkle root, shape) run before any
+        signature is paid for; transactions whose batch verified are put in the
+        signature cache, so the chain state skips them, and a bad signature is
+        then found and reported by the ordinary path.
+        """
+        pending = [tx for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache]
+        if (self.offloader is None or sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS
+                or self.chain.has_block(block.hash)):
+            return defer.maybeDeferred(self.accept_block, block, source, local)
+        try:
+            rules.check_block_sanity(block, self.params)
+        except Invalid:
+            return defer.maybeDeferred(self.accept_block, block, source, local)  # reports it as usual
+        chunks, chunk, size = [], [], 0
+        for tx in pending:
+            chunk.append(tx)
+            size += len(tx.inputs)
+            if size >= OFFLOAD_BATCH_INPUTS:
+                chunks.append(chunk)
+                chunk, size = [], 0
+        if chunk:
+            chunks.append(chunk)
+        jobs = [self.offloader.run(rules.verify_batch, [c for tx in ch for c in rules.signature_checks(tx)])
+                for ch in chunks]
+
+        def verified(results):
+            for ch, bad in zip(chunks, results):
+                if bad < 0:
+                    for tx in ch:
+                        self.sig_cache.add(tx.tx_id)
+            return self.accept_block(block, source, local)
+
+        return defer.gatherResults(jobs, consumeErrors=True).addCallback(verified)
 
     # -- transactions ----------------------------------------------------------------
 

@@ -1,0 +1,88 @@
+"""Big blocks have their signatures verified through the node's offloader, before the chain state sees them."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.core.errors import BadSignature
+from chaincore.core.params import REGTEST
+from chaincore.core.store import MemoryStore
+from chaincore.core.tx import OutPoint
+from chaincore.service.node import OFFLOAD_MIN_INPUTS, Node
+from chaincore.service.workers import InlineOffloader
+from tests.support.builders import KEYS, make_block, regtest_chain, signed_tx
+
+
+class CountingOffloader(InlineOffloader):
+    """Runs work inline and remembers how many jobs it was given."""
+
+    def __init__(self):
+        self.jobs = 0
+
+    def run(self, fn, *args):
+        self.jobs += 1
+        return super().run(fn, *args)
+
+
+def fan_out_chain(n_outputs: int):
+    """A regtest chain whose block 102 holds one transaction paying n_outputs coins to KEYS[1]."""
+    chain = regtest_chain(101, pay_to=KEYS[0])
+    coinbase = OutPoint(chain[1].transactions[0].tx_id, 0)
+    each = (50 * 10**8 - 100_000) // n_outputs
+    fan = signed_tx([(coinbase, KEYS[0])], [(KEYS[1], each)] * n_outputs)
+    chain.append(make_block(chain[-1], [fan], fees=50 * 10**8 - each * n_outputs))
+    return chain, fan, each
+
+
+_FIXTURE = []
+
+
+class OffloadTests(SynchronousTestCase):
+    def setUp(self):
+        if not _FIXTURE:  # built once: signing a fan-out of 510 outputs takes a moment
+            _FIXTURE.append(fan_out_chain(OFFLOAD_MIN_INPUTS + 10))
+        self.chain, self.fan, self.each = _FIXTURE[0]
+
+    def node(self):
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = CountingOffloader()
+        node = Node(MemoryStore(), REGTEST, clock, advertise_url="http://localhost:5000", offloader=offloader)
+        for block in self.chain[1:]:
+            node.accept_block(block)
+        return node, offloader
+
+    def big_block(self, node, tamper: bool = False):
+        spends = [(OutPoint(self.fan.tx_id, i), KEYS[1]) for i in range(OFFLOAD_MIN_INPUTS + 10)]
+        txs = [signed_tx(spends[i:i + 10], [(KEYS[2], 10 * self.each - 5000)])
+               for i in range(0, len(spends), 10)]
+        if tamper:
+            bad = txs[-1]
+            sig = bytearray(bad.inputs[0].signature)
+            sig[5] ^= 1
+            txs[-1] = bad.with_signatures([bytes(sig)] + [i.signature for i in bad.inputs[1:]])
+        return make_block(self.chain[-1], txs, fees=5000 * len(txs))
+
+    def test_big_block_is_verified_in_batches(self):
+        """A block with more than OFFLOAD_MIN_INPUTS unverified inputs goes to the offloader in batches."""
+        node, offloader = self.node()
+        block = self.big_block(node)
+        result = self.successResultOf(node.accept_block_async(block))
+        self.assertTrue(result.main_chain)
+        self.assertEqual(offloader.jobs, 3)  # 510 inputs in batches of at least 250
+        self.assertEqual(node.chain.tip.hash, block.hash)
+
+    def test_bad_signature_in_a_big_block_is_refused(self):
+        """A bad signature found by a worker batch is refused with BadSignature, and the tip stays."""
+        node, offloader = self.node()
+        tip = node.chain.tip.hash
+        failure = self.failureResultOf(node.accept_block_async(self.big_block(node, tamper=True)), BadSignature)
+        self.assertEqual(failure.value.code, "bad-signature")
+        self.assertEqual(node.chain.tip.hash, tip)
+        self.assertGreater(offloader.jobs, 0)
+
+    def test_small_block_stays_inline(self):
+        """A block with few inputs is accepted without the offloader."""
+        node, offloader = self.node()
+        block = make_block(self.chain[-1])
+        self.successResultOf(node.accept_block_async(block))
+        self.assertEqual(offloader.jobs, 0)
