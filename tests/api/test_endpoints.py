@@ -384,6 +384,11 @@ class DocumentTests(APITestCase):
         """An unknown path is a JSON 404."""
         assert_error(self, self.client.get("/no/such/thing"), 404, "not-found")
 
+    def test_trailing_slash(self):
+        """A known path with a trailing slash is a JSON 404, not werkzeug's redirect turned into a 500."""
+        assert_error(self, self.client.get("/status/"), 404, "not-found")
+        assert_error(self, self.client.get(f"/balance/{BOB.address}/"), 404, "not-found")
+
     def test_wrong_method(self):
         """A known path with the wrong method is a JSON 405, and nothing changes."""
         before = state_of(self.node)
