@@ -1,0 +1,137 @@
+"""Chain state connect and reopen speed, run by hand (docs/benchmarks.md, "Chain state").
+
+Builds coinbase-only regtest blocks in memory, decodes them afresh from their
+bytes (so no hash cached while building is reused), then connects them one by
+one through ChainState.accept_block into a fresh SqliteStore in a temporary
+datadir, exactly as a node syncing a chain does (one atomic store update per
+block).  Then it closes the store and times a reopen: a new SqliteStore plus a
+new ChainState on it.  The reopen is timed at two chain lengths to show that it
+does not grow with the chain.  A MemoryStore run gives the store-free figure.
+
+    /tmp/venv/bin/python bench/chainstate.py --blocks 10000 --small 1000
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+
+from chaincore.core.block import Block, Header, merkle_root
+from chaincore.core.chainstate import ChainState
+from chaincore.core.params import REGTEST
+from chaincore.core.store import MemoryStore
+from chaincore.core.tx import make_coinbase
+
+try:
+    from chaincore.storage.sqlite import SqliteStore
+except ImportError:
+    SqliteStore = None
+
+PAYLOAD = bytes((0x1C,)) + bytes(range(20))
+SPACING_S = 60
+# Regtest's subsidy halves every 150 blocks and reaches 0 at height 4,950; a coinbase must pay a
+# positive amount, so coinbase-only blocks cannot go past that.  The bench keeps every regtest
+# rule and genesis but takes main's halving interval, so 10,000 coinbase-only blocks are valid.
+PARAMS = dataclasses.replace(REGTEST, halving_interval=210_000)
+
+
+def build(n: int) -> list:
+    """Raw bytes of n coinbase-only regtest blocks on the regtest genesis."""
+    parent, out = REGTEST.genesis.header, []
+    for height in range(1, n + 1):
+        coinbase = make_coinbase(height, [(PAYLOAD, PARAMS.block_reward(height))])
+        header = Header(1, height, parent.hash, merkle_root([coinbase.tx_id]),
+                        parent.timestamp + SPACING_S, REGTEST.pow_limit, 0)
+        nonce = 0
+        while not header.with_nonce(nonce).has_valid_pow:
+            nonce += 1
+        header = header.with_nonce(nonce)
+        out.append(Block(header, (coinbase,)).raw)
+        parent = header
+    return out
+
+
+def connect(store, raw_blocks, batch: int = 0) -> dict:
+    """Accept every block into a ChainState over store: wall and CPU seconds, transactions.
+
+    With batch > 0, every `batch` blocks share one store transaction (SqliteStore.batch(),
+    meant for initial sync); otherwise each block is its own atomic update, as on relay.
+    """
+    blocks = [Block.decode(raw) for raw in raw_blocks]
+    now = blocks[-1].header.timestamp
+    cs = ChainState(store, PARAMS)
+    step = batch or 1
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(blocks), step):
+        with (store.batch() if batch else contextlib.nullcontext()):
+            for block in blocks[i:i + step]:
+                if not cs.accept_block(block, now).main_chain:
+                    raise SystemExit(f"block {block.height} did not extend the chain")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert cs.height == len(blocks)
+    return {"wall": wall, "cpu": cpu, "blocks": len(blocks), "txs": sum(len(b.transactions) for b in blocks)}
+
+
+def rates(run: dict) -> str:
+    return (f"{run['blocks'] / run['wall']:,.0f} blocks/s, {run['txs'] / run['wall']:,.0f} tx/s "
+            f"({run['wall']:.2f} s wall; by CPU time {run['blocks'] / run['cpu']:,.0f} blocks/s)")
+
+
+def disk_bytes(datadir: str) -> int:
+    return sum(os.path.getsize(os.path.join(datadir, name)) for name in os.listdir(datadir))
+
+
+def reopen_s(path: str, height: int, repeats: int = 5) -> float:
+    """Best-of time to open the store and a ChainState on it."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+        cs = ChainState(store, PARAMS)
+        best = min(best, time.perf_counter() - start)
+        assert cs.height == height
+        store.close()
+    return best
+
+
+def sqlite_run(raw_blocks, batch: int = 0) -> dict:
+    with tempfile.TemporaryDirectory() as datadir:
+        path = os.path.join(datadir, "chain.sqlite")
+        store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+        run = connect(store, raw_blocks, batch)
+        store.close()
+        run.update(disk=disk_bytes(datadir), reopen=reopen_s(path, len(raw_blocks)))
+        return run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=10_000)
+    parser.add_argument("--small", type=int, default=1_000, help="the shorter chain for the reopen comparison")
+    parser.add_argument("--batch", type=int, default=100, help="blocks per store transaction in the batched run")
+    args = parser.parse_args(argv)
+
+    print(f"python {platform.python_version()}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}")
+    print(f"network: regtest with halving_interval {PARAMS.halving_interval} (see PARAMS)")
+    start = time.perf_counter()
+    raw = build(args.blocks)
+    print(f"built {args.blocks} coinbase-only blocks in {time.perf_counter() - start:.1f} s")
+
+    print(f"MemoryStore: {rates(connect(MemoryStore(), raw))}")
+    if SqliteStore is None:
+        print("SqliteStore: NOT AVAILABLE (chaincore.storage.sqlite missing); only the MemoryStore figure above")
+        return
+    big = sqlite_run(raw)
+    print(f"SqliteStore, one transaction per block: {rates(big)}")
+    print(f"SqliteStore, {args.batch} blocks per transaction: {rates(sqlite_run(raw, args.batch))}")
+    print(f"on disk: {big['disk'] / 1e6:.2f} MB for {args.blocks} blocks ({big['disk'] / args.blocks:.0f} bytes/block)")
+    small = sqlite_run(raw[:args.small])
+    print(f"reopen (SqliteStore + ChainState), best of 5: {big['reopen'] * 1e3:.2f} ms at {args.blocks} blocks, "
+          f"{small['reopen'] * 1e3:.2f} ms at {args.small} blocks")
+
+
+if __name__ == "__main__":
+    main()
