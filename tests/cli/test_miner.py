@@ -181,9 +181,42 @@ class MinerErrorTests(SynchronousTestCase):
                                 "template is malformed")
 
 
+class TerminalStream(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class DisplayTests(SynchronousTestCase):
+    def test_terminal_gets_one_rewritten_status_line(self):
+        """On a terminal the status line is redrawn in place at most once a second and cleared for log lines."""
+        now = [100.0]
+        stream = TerminalStream()
+        display = miner.Display(stream, lambda: now[0])
+        now[0] += 1
+        display.status("height 1")
+        display.status("height 1 again")  # too soon: not drawn
+        display.log("block 1 accepted")
+        text = stream.getvalue()
+        self.assertTrue(text.startswith("\r\x1b[Kheight 1\r\x1b[K"), repr(text))
+        self.assertNotIn("again", text)
+        self.assertTrue(text.endswith("block 1 accepted\n"))
+
+    def test_plain_stream_gets_occasional_log_lines(self):
+        """Without a terminal, status goes out as a plain line every 10 s."""
+        now = [100.0]
+        stream = io.StringIO()
+        display = miner.Display(stream, lambda: now[0])
+        display.status("early")
+        now[0] += 10
+        display.status("height 7")
+        self.assertNotIn("early", stream.getvalue())
+        self.assertNotIn("\r", stream.getvalue())
+        self.assertTrue(stream.getvalue().endswith(" height 7\n"))
+
+
 class InterruptTests(SynchronousTestCase):
-    def test_ctrl_c_stops_cleanly(self):
-        """SIGINT ends a running miner with its summary, exit status 0 and no traceback."""
+    def stop_with(self, signum):
+        """Start the miner as a process, send it signum once its loop runs; return (status, stdout, stderr)."""
         node = MiningNode(self, target=IMPOSSIBLE)
         proc = subprocess.Popen([sys.executable, "-m", "chaincore.cli.miner", "--node", node.url,
                                  "--address", ALICE.address, "--workers", "1"],
@@ -193,8 +226,20 @@ class InterruptTests(SynchronousTestCase):
         deadline = time.monotonic() + 10
         while len(node.seen("GET", "/status")) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)  # waiting on another process: its first status poll means the loop runs
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)
-        self.assertEqual(proc.returncode, 0, err)
+        return proc.returncode, out, err
+
+    def test_ctrl_c_stops_cleanly(self):
+        """SIGINT ends a running miner with its summary, exit status 0 and no traceback."""
+        code, out, err = self.stop_with(signal.SIGINT)
+        self.assertEqual(code, 0, err)
+        self.assertIn("mined 0 blocks", out)
+        self.assertNotIn("Traceback", err)
+
+    def test_sigterm_stops_cleanly(self):
+        """SIGTERM stops the miner the same way as Ctrl-C."""
+        code, out, err = self.stop_with(signal.SIGTERM)
+        self.assertEqual(code, 0, err)
         self.assertIn("mined 0 blocks", out)
         self.assertNotIn("Traceback", err)
