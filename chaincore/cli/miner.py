@@ -215,8 +215,9 @@ class Miner:
             try:
                 status = self.node.get("/status")
             except (NodeUnreachable, NodeRefused, CliError) as e:
-                self.display.log(f"status poll failed: {e}")
+                self.report_away(now, e)  # keep hashing: a block found meanwhile is tried when it answers
             else:
+                self.report_back(now)
                 if self.status_key(status) != self.seen_status:
                     self.refresh()
         elif self.next_nonce >= nonce_limit(self.template.nonce_size) and not self.current_inflight():
@@ -244,9 +245,7 @@ class Miner:
                 raise
             self.node_away(now, e)
             return
-        if self.away_since is not None:
-            self.display.log(f"the node answers again after {now - self.away_since:.0f} s")
-            self.away_since = None
+        self.report_back(now)
         self.seen_status = self.status_key(status)
         if self.seen_status[0] not in (None, template.previous_hash):
             self.seen_status = (None, None)  # the tip moved between the two requests: poll again soon
@@ -256,15 +255,24 @@ class Miner:
         self.display.log(f"mining block {template.height} on {template.previous_hash[:16]}... ({txs} transactions)")
 
     def node_away(self, now: float, error: Exception) -> None:
-        """Stop hashing and retry every retry_s, saying so at first and then every RETRY_LOG_S."""
+        """Without a template: stop hashing and ask again every retry_s."""
         self.template = None
         self.next_retry = now + self.retry_s
+        self.report_away(now, error)
+
+    def report_away(self, now: float, error: Exception) -> None:
+        """Log a failure to reach the node at first, then once every RETRY_LOG_S while it lasts."""
         if self.away_since is None:
             self.away_since, self.next_away_log = now, now + RETRY_LOG_S
             self.display.log(f"{error}; retrying every {self.retry_s:g} s")
         elif now >= self.next_away_log:
             self.next_away_log = now + RETRY_LOG_S
-            self.display.log(f"still no template after {now - self.away_since:.0f} s: {error}")
+            self.display.log(f"still failing after {now - self.away_since:.0f} s: {error}")
+
+    def report_back(self, now: float) -> None:
+        if self.away_since is not None:
+            self.display.log(f"the node answers again after {now - self.away_since:.0f} s")
+            self.away_since = None
 
     def rate(self, now: float) -> float:
         self.rates.append((now, self.hashes))
