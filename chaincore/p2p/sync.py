@@ -10,6 +10,8 @@ catch-up runs at a time; a slow peer only delays itself (every request has a
 deadline) and a peer that sends invalid data is penalised.
 """
 
+import contextlib
+
 from twisted.internet import defer
 from ..logs import logger
 
@@ -43,31 +45,47 @@ class Synchronizer:
         self.metrics = metrics
         self._catching_up = None   # the peer a catch-up is running against
         self.bulk = False          # true while a catch-up connects many blocks (relay holds back)
+        self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
 
     # -- rounds ------------------------------------------------------------------------
 
+    @property
+    def catching_up(self):
+        """The peer a catch-up is running against, or None."""
+        return self._catching_up
+
     @defer.inlineCallbacks
     def sync_round(self):
-        """Compare tips with every active peer; catch up with the one with most work. Fires with that peer or None."""
+        """Compare tips with every active peer and catch up with the one with most work; should that
+        catch-up fail, the next one that still has more work than us.  Fires with the first peer
+        caught up with, or None when every peer was in step (or none answered)."""
         peers = self.discovery.active_peers()
         if not peers:
             return None
         answers = yield defer.DeferredList([self.client.status(url) for url in peers], consumeErrors=True)
-        best, best_work = None, self.node.chain.tip.chainwork
+        ahead = []
         for url, (ok, status) in zip(peers, answers):
             if not ok:
                 self.discovery.report_failure(url, _reason(status))
-                continue
-            if plan_catch_up(best_work, status):
-                best, best_work = url, int(status["chainwork"], 16)
+            elif plan_catch_up(self.node.chain.tip.chainwork, status):
+                ahead.append((-int(status["chainwork"], 16), url))
         self._count("round")
-        if best is not None:
-            yield self.catch_up(best)
-        return best
+        first = None
+        for negative_work, url in sorted(ahead):
+            if -negative_work <= self.node.chain.tip.chainwork:
+                continue  # an earlier catch-up this round got us there already
+            first = first or url
+            yield self.catch_up(url)
+        return first
 
     @defer.inlineCallbacks
     def catch_up(self, peer: str):
-        """Download and hand to the node every block the peer has on a heavier chain; fires with the count."""
+        """Download and hand to the node every block the peer has on a heavier chain; fires with the count.
+
+        A peer that answers with an invalid block is penalised; one that does not
+        answer is reported as failed; one whose chain moved under us (its /blocks
+        no longer match its /headers) is left alone until the next round.
+        """
         if self._catching_up is not None:
             return 0
         self._catching_up = peer
@@ -84,12 +102,15 @@ class Synchronizer:
                 if not headers:
                     break
                 target_height = answer.get("height") if isinstance(answer.get("height"), int) else headers[-1].height
-                for start in range(0, len(headers), BLOCKS_PER_REQUEST):
-                    wanted = headers[start:start + BLOCKS_PER_REQUEST]
-                    blocks = yield self._fetch_blocks(peer, wanted)
-                    for block in blocks:
-                        yield self.node.accept_block_async(block, source=peer)
-                        received += 1
+                position = 0
+                while position < len(headers):
+                    # a peer may answer with fewer blocks than asked: ask again from where it stopped
+                    blocks = yield self._fetch_blocks(peer, headers[position:position + BLOCKS_PER_REQUEST])
+                    position += len(blocks)
+                    taken, error = self._connect(blocks, peer)
+                    received += taken
+                    if error is not None:
+                        raise error
                     now = self.clock.seconds()
                     if now - last_report >= PROGRESS_EVERY_S:
                         last_report = now
@@ -106,6 +127,10 @@ class Synchronizer:
                          peer=peer, n=received, s=elapsed, height=self.node.chain.height)
             self._count("caught-up" if received else "in-sync")
             return received
+        except _ChainMoved as err:
+            log.info("{err}; trying again next round", err=err)
+            self._count("moved")
+            return received
         except Invalid as err:
             log.warn("peer {peer} sent invalid data during sync: {err}", peer=peer, err=err)
             self.discovery.report_misbehaviour(peer, err)
@@ -118,6 +143,24 @@ class Synchronizer:
         finally:
             self._catching_up = None
             self.bulk = False
+            if received:
+                for listener in list(self.caught_up_listeners):
+                    listener(peer, received)
+
+    def _connect(self, blocks: list, peer: str) -> tuple:
+        """Hand blocks to the node, in one store transaction when the store has batch(); (how many were
+        taken, the Invalid error that stopped it or None).  The blocks before an invalid one stay."""
+        batch = getattr(self.node.store, "batch", None)
+        error, taken = None, 0
+        with batch() if batch is not None else contextlib.nullcontext():
+            for block in blocks:
+                try:
+                    self.node.accept_block(block, source=peer)
+                except Invalid as err:
+                    error = err
+                    break
+                taken += 1
+        return taken, error
 
     @defer.inlineCallbacks
     def _fetch_blocks(self, peer: str, headers: list):
@@ -128,8 +171,7 @@ class Synchronizer:
             raise PeerUnreachable(f"{peer} answered /blocks with {status}")
         blocks = [jsonview.parse_block(b, "block") for b in _list(answer, "blocks")]
         if [b.hash for b in blocks] != [h.hash for h in headers[:len(blocks)]] or not blocks:
-            # the peer's chain moved between the two requests; the next round starts over
-            raise PeerUnreachable(f"{peer} changed its chain during sync")
+            raise _ChainMoved(f"{peer} changed its chain during sync")
         return blocks
 
     # -- orphans ---------------------------------------------------------------------------
@@ -182,6 +224,10 @@ class Synchronizer:
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.sync_rounds.labels(result).inc()
+
+
+class _ChainMoved(Exception):
+    """The peer's /blocks no longer match its /headers: its chain moved between the two requests."""
 
 
 def _list(answer: dict, key: str) -> list:

@@ -1,7 +1,8 @@
 """Small fake peers and a fake network for p2p tests, with no sockets.
 
 A `FakePeer` is a Klein app answering /status and /peers (and any canned
-answer a test sets), recording what it was asked.  A `FakeNetwork` is an IAgent
+answer a test sets), recording what it was asked.  A `NodePeer` is a real
+Node served by its NodeAPI, for sync and relay tests.  A `FakeNetwork` is an IAgent
 that routes each request by host:port to the fake registered there, or fails it
 with ConnectionRefusedError when nobody listens or the fake is unreachable.
 """
@@ -15,9 +16,14 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from chaincore.api.routes import NodeAPI
 from chaincore.core.params import REGTEST
+from chaincore.core.store import MemoryStore
+from chaincore.service.node import Node
 
 GENESIS_HEX = REGTEST.genesis_hash.hex()
 
@@ -126,3 +132,107 @@ class FakeNetwork:
     def flush(self):
         for agent in self._agents.values():
             agent.flush()
+
+
+class NodePeer:
+    """A real Node (MemoryStore, REGTEST) behind its NodeAPI, to add to a FakeNetwork like a FakePeer.
+
+    It records every request, and a test can make paths stall (never answer),
+    hold (answer when `release()` is called) or answer from `canned[path]`, a
+    function of the request returning (code, JSON-ready object), to play a
+    peer that lies or whose chain moves.
+    """
+
+    def __init__(self, url: str, clock, blocks=()):
+        self.url = url
+        self.node = Node(MemoryStore(), REGTEST, clock, advertise_url=url)
+        for block in blocks:
+            if block.height > 0:
+                self.node.accept_block(block)
+        self.api = NodeAPI(self.node)
+        self.reachable = True
+        self.probes = 0
+        self.requests = []        # (method, path) of every request that reached the node
+        self.queries = []         # (path, {name: value}) of every request's query
+        self.posted = []          # (path, JSON body) of every POST
+        self.canned = {}          # path -> f(request) -> (code, obj)
+        self.stalled = set()
+        self.held = set()
+        self._held_requests = []
+        self._resource = _NodeResource(self)
+
+    def count(self, path: str, method: str = "GET") -> int:
+        """How many `method path` requests reached this peer."""
+        return sum(1 for m, p in self.requests if (m, p) == (method, path))
+
+    def tip(self) -> bytes:
+        return self.node.chain.tip.hash
+
+    def resource(self):
+        return self._resource
+
+    def release(self) -> int:
+        """Answer every held request (then flush the FakeNetwork); how many were answered."""
+        held, self._held_requests = self._held_requests, []
+        for request in held:
+            if not request._disconnected:
+                self._resource.answer(request)
+        return len(held)
+
+
+class _NodeResource(Resource):
+    isLeaf = True
+
+    def __init__(self, peer: NodePeer):
+        super().__init__()
+        self._peer = peer
+        self._api = peer.api.resource()
+
+    def render(self, request):
+        path = request.path.decode()
+        self._peer.requests.append((request.method.decode(), path))
+        self._peer.queries.append((path, {k.decode(): v[0].decode() for k, v in request.args.items()}))
+        if request.method == b"POST":
+            self._peer.posted.append((path, json.loads(request.content.read() or b"null")))
+            request.content.seek(0)
+        if path in self._peer.stalled:
+            return NOT_DONE_YET
+        if path in self._peer.held:
+            self._peer._held_requests.append(request)
+            return NOT_DONE_YET
+        return self.answer(request)
+
+    def answer(self, request):
+        path = request.path.decode()
+        if path in self._peer.canned:
+            code, obj = self._peer.canned[path](request)
+            request.setResponseCode(code)
+            request.setHeader(b"Content-Type", b"application/json")
+            body = json.dumps(obj).encode()
+        else:
+            body = self._api.render(request)
+        if body is not NOT_DONE_YET:
+            request.write(body)
+            request.finish()
+        return NOT_DONE_YET
+
+
+def wire(peer: NodePeer, network: FakeNetwork, clock, seeds=()):
+    """Give a NodePeer the p2p layer of a real node (PeerClient, Discovery, Synchronizer, Relay) over the
+    FakeNetwork, seeded with the given URLs; the parts are set on the peer as attributes."""
+    from chaincore.p2p.client import PeerClient
+    from chaincore.p2p.discovery import Discovery, NodeIdentity
+    from chaincore.p2p.peers import PeerTable
+    from chaincore.p2p.relay import Relay
+    from chaincore.p2p.sync import Synchronizer
+
+    node = peer.node
+    peer.client = PeerClient(network.client(), clock, peer.url)
+    identity = NodeIdentity(node.node_id, node.params.name, GENESIS_HEX, peer.url)
+    table = PeerTable(node.node_id, (peer.url,))
+    peer.discovery = Discovery(peer.client, table, clock, identity, seeds=seeds)
+    peer.sync = Synchronizer(node, peer.client, peer.discovery, clock)
+    peer.relay = Relay(node, peer.client, peer.discovery, peer.sync)
+    node.orphan_listeners.append(peer.sync.on_orphan)
+    node.peer_view = lambda: (table.known_urls(), table.active_urls())
+    return peer
