@@ -233,6 +233,7 @@ class WalletCommands:
         return first
 
     def create(self, args) -> int:
+        """Make a key in a new wallet file and print its address; never overwrite a file."""
         if os.path.lexists(args.wallet):
             raise CliError(f"wallet file {args.wallet} already exists; refusing to overwrite it")
         passphrase = self.passphrase("to encrypt the new wallet (empty for none)", confirm=True) or ""
@@ -245,10 +246,12 @@ class WalletCommands:
         return 0
 
     def address(self, args) -> int:
+        """Print the wallet's address (no passphrase needed: the address is stored in clear)."""
         self.say(load_wallet(args.wallet).address)
         return 0
 
     def balance(self, args) -> int:
+        """Print the node's confirmed and unconfirmed balance of the wallet's address, in coins."""
         wallet = load_wallet(args.wallet)
         answer = NodeClient(node_url(args.node)).get(f"/balance/{wallet.address}")
         try:
@@ -265,6 +268,7 @@ class WalletCommands:
         return 0
 
     def history(self, args) -> int:
+        """Print one line per transaction touching the wallet's address: id, signed amount, where."""
         wallet = load_wallet(args.wallet)
         answer = NodeClient(node_url(args.node)).get(f"/history/{wallet.address}")
         try:
@@ -280,6 +284,8 @@ class WalletCommands:
         return 0
 
     def send(self, args) -> int:
+        """Select coins, sign a payment with change, and broadcast it (or print it with --no-broadcast)."""
+        node = NodeClient(node_url(args.node))
         to_payload = _payload(args.to, "--to")
         amount = parse_coins(args.amount, "--amount")
         fee = parse_coins(args.fee, "--fee", allow_zero=True)
@@ -290,7 +296,6 @@ class WalletCommands:
             if passphrase is None:
                 raise CliError(f"wallet {args.wallet} is encrypted: set {PASSPHRASE_ENV} or run in a terminal")
         key = unlock(wallet, passphrase)
-        node = NodeClient(node_url(args.node))
         status = node.get("/status")
         utxos = parse_utxos(node.get(f"/utxos/{wallet.address}"))
         if self.reconcile(wallet, node, utxos):

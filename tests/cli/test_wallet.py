@@ -267,7 +267,7 @@ class WalletFileTests(CliCase):
 
     def test_bad_options(self):
         """A missing subcommand, an unknown option or a missing --wallet is one line and exit status 2."""
-        self.fails(2, "required", )
+        self.fails(2, "required")
         self.fails(2, "--bogus", "address", "--wallet", self.path, "--bogus")
         self.fails(2, "--wallet", "address")
         self.fails(2, "invalid choice", "steal")
