@@ -410,7 +410,8 @@ def make_parser() -> OneLineParser:
             p.add_argument("--node", required=True, metavar="URL", help="a node's base URL, e.g. http://localhost:5000")
         return p
 
-    command("create", f"Make a new key in a new wallet file (encrypted with {PASSPHRASE_ENV} or a prompted passphrase).")
+    command("create", "Make a new key in a new wallet file "
+                      f"(encrypted with {PASSPHRASE_ENV} or a prompted passphrase).")
     command("address", "Print the wallet's address.")
     command("balance", "Print the confirmed and unconfirmed balance, in coins.", node=True)
     command("history", "Print one line per transaction touching the wallet's address.", node=True)
