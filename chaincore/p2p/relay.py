@@ -53,17 +53,27 @@ class Relay:
         self.sent = 0
         node.block_listeners.append(self.on_block)
         node.tx_listeners.append(self.on_tx)
+        if sync is not None:
+            sync.caught_up_listeners.append(self.on_caught_up)
 
     def on_block(self, block, source):
+        """A block newly stored by the node: pass it on if it is the tip (not during a catch-up from source)."""
         if source:
             self.known.add(source, block.hash)
-        if self.sync is not None and self.sync.bulk and source == self.sync._catching_up:
+        if self.sync is not None and self.sync.bulk and source == self.sync.catching_up:
             return None
         if block.hash != self.node.chain.tip.hash:
             return None  # only the tip is news worth spreading
         return self._send(block.hash, "/submit_block", {"block": jsonview.block_to_json(block)}, source)
 
+    def on_caught_up(self, peer, received):
+        """A catch-up from peer connected blocks without relaying them: announce the new tip once."""
+        tip = self.node.chain.block(self.node.chain.tip.hash)
+        self.known.add(peer, tip.hash)
+        return self._send(tip.hash, "/submit_block", {"block": jsonview.block_to_json(tip)}, peer)
+
     def on_tx(self, tx, source):
+        """A transaction newly in the mempool: pass it on to every peer not known to have it."""
         if source:
             self.known.add(source, tx.tx_id)
         return self._send(tx.tx_id, "/add_transaction", {"transaction": jsonview.tx_to_json(tx)}, source)

@@ -1,0 +1,103 @@
+"""Relay between real nodes on a fake network: who receives a new block or transaction, how often, what is
+not sent back, orphans that trigger a catch-up, and catch-ups that announce only their final tip."""
+
+from chaincore.core import jsonview
+from chaincore.core.tx import OutPoint
+from chaincore.p2p.client import PeerClient
+from tests.support.api import funded_chain
+from tests.support.builders import ALICE, BOB, make_block, signed_tx
+
+from .fakes import NodePeer, wire
+from .test_sync import ME, SyncTestCase, main_chain, url
+
+COIN = 100_000_000
+
+
+def submissions(peer: NodePeer) -> list:
+    """Hashes of the blocks POSTed to peer's /submit_block, in order."""
+    return [body["block"]["hash"] for path, body in peer.posted if path == "/submit_block"]
+
+
+class RelayTests(SyncTestCase):
+    def test_new_block_goes_to_every_active_peer_but_its_source_once(self):
+        """A block from A reaches B and C once each and never A; hearing of it again sends nothing more."""
+        chain = main_chain()[:11]
+        a, b, c = (self.peer(5001 + i, chain) for i in range(3))
+        me = self.me(chain, a, b, c)
+        block = make_block(chain[-1], pay_to=BOB)
+        me.node.accept_block(block, source=a.url)
+        self.assertEqual([submissions(p) for p in (a, b, c)], [[], [block.hash.hex()], [block.hash.hex()]])
+        self.assertEqual((b.tip(), c.tip()), (block.hash, block.hash))
+        me.relay.on_block(block, b.url)
+        me.node.accept_block(block, source=c.url)
+        self.assertEqual([len(submissions(p)) for p in (a, b, c)], [0, 1, 1])
+        mined = make_block(block)
+        me.node.accept_block(mined, local=True)
+        self.assertEqual([submissions(p)[-1] for p in (a, b, c)], [mined.hash.hex()] * 3)
+
+    def test_side_branch_block_is_not_relayed(self):
+        """A block that does not become our tip is stored but not passed on."""
+        chain = main_chain()[:11]
+        a, b = self.peer(5001, chain), self.peer(5002, chain)
+        me = self.me(chain, a, b)
+        side = make_block(chain[-2], pay_to=BOB)
+        me.node.accept_block(side, source=a.url)
+        self.assertEqual(me.tip(), chain[-1].hash)
+        self.assertEqual(submissions(b), [])
+
+    def test_line_of_relaying_nodes_never_sends_an_item_back(self):
+        """On a line A-B-C of relaying nodes a block mined on A and a transaction made on C reach the far
+        end, each node receives each item once, and no item goes back to the node it came from."""
+        chain = funded_chain()
+        a, b, c = (self.network.add(NodePeer(url(5001 + i), self.clock, chain)) for i in range(3))
+        for node in (a, b, c):  # no peer exchange, so the line stays a line
+            node.canned["/peers"] = lambda request: (200, {"peers": [], "active_peers": []})
+        for node, seeds in ((a, [b.url]), (b, [a.url, c.url]), (c, [b.url])):
+            wire(node, self.network, self.clock, seeds)
+        for node in (a, b, c):
+            self.successResultOf(node.discovery.run_once())
+        self.assertEqual([p.discovery.active_peers() for p in (a, b, c)], [[b.url], [a.url, c.url], [b.url]])
+        block = make_block(chain[-1], pay_to=BOB)
+        a.node.accept_block(block, local=True)
+        self.assertEqual({p.tip() for p in (a, b, c)}, {block.hash})
+        self.assertEqual([len(submissions(p)) for p in (a, b, c)], [0, 1, 1])
+        coinbase = chain[1].transactions[0]
+        tx = signed_tx([(OutPoint(coinbase.tx_id, 0), ALICE)],
+                       [(BOB, COIN), (ALICE, coinbase.output_total - COIN - 10_000)])
+        c.node.accept_tx(tx)
+        self.assertTrue(all(tx.tx_id in p.node.mempool for p in (a, b, c)))
+        self.assertEqual([p.count("/add_transaction", "POST") for p in (a, b, c)], [1, 1, 0])
+
+    def test_orphan_block_triggers_catch_up_with_its_sender(self):
+        """A block whose parent we lack is answered 202 and makes the node fetch the missing blocks from the
+        peer that sent it."""
+        sender = self.peer(5001, main_chain()[:31])
+        me = self.me(main_chain()[:11], sender)
+        client = PeerClient(self.network.client(), self.clock, sender.url)
+        code, answer = self.successResultOf(
+            client.post_json(ME, "/submit_block", {"block": jsonview.block_to_json(main_chain()[30])}))
+        self.assertEqual((code, answer["status"]), (202, "orphan"))
+        self.assertEqual(me.tip(), sender.tip())
+        self.assertEqual((sender.count("/headers"), sender.count("/blocks")), (1, 1))
+
+    def test_orphan_from_a_stranger_triggers_nothing(self):
+        """An orphan posted by a node that is not an active peer starts no catch-up."""
+        peer = self.peer(5001, main_chain()[:31])
+        me = self.me(main_chain()[:11], peer)
+        client = PeerClient(self.network.client(), self.clock, url(5999))
+        code, _ = self.successResultOf(
+            client.post_json(ME, "/submit_block", {"block": jsonview.block_to_json(main_chain()[30])}))
+        self.assertEqual(code, 202)
+        self.assertEqual(peer.requests, [])
+        self.assertEqual(me.node.chain.height, 10)
+
+    def test_catch_up_announces_only_its_final_tip(self):
+        """Blocks connected in bulk during a catch-up are not relayed one by one: other peers hear of the
+        new tip once, and the peer we caught up with hears nothing."""
+        ahead = self.peer(5001, main_chain()[:261])
+        other = self.peer(5002, main_chain()[:11])
+        me = self.me(main_chain()[:11], ahead, other)
+        self.round(me)
+        self.assertEqual(me.tip(), ahead.tip())
+        self.assertEqual(submissions(other), [ahead.tip().hex()])
+        self.assertEqual(submissions(ahead), [])
