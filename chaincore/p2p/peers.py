@@ -175,8 +175,9 @@ class PeerTable:
         """Record a good probe of a compatible node; returns 'added', 'alive', 'self', 'duplicate' or 'banned'.
 
         'added' means the peer just became active.  'self' and 'duplicate' (the
-        node_id is ours, or another known URL has it) drop the URL from the table
-        and remember it so it is never added again.
+        node_id is ours, or another active URL has it) drop the URL from the table
+        and remember it so it is never added again.  A node_id known only at an
+        inactive URL has moved: the new URL replaces the old one.
         """
         url = normalise_url(url)
         if node_id == self.own_node_id:
@@ -186,10 +187,17 @@ class PeerTable:
             self._peers.pop(url, None)
             return "banned"
         holder = next((p for p in self._peers.values() if p.node_id == node_id and p.url != url), None)
-        if holder is not None:
+        if holder is not None and holder.active:
             self._aliases[url] = holder.url
             self._peers.pop(url, None)
             return "duplicate"
+        if holder is not None:  # the node answers here and not at its old URL: it moved (a restart on a new port)
+            del self._peers[holder.url]
+            for alias, old in list(self._aliases.items()):
+                if old == holder.url:
+                    self._aliases[alias] = url
+            self._aliases[holder.url] = url
+            self._aliases.pop(url, None)
         peer = self._peers.get(url)
         if peer is None:
             if not self.add(url, now):
