@@ -1,0 +1,270 @@
+"""Network figures, run by hand: real nodes in this process on loopback ports (docs/benchmarks.md, "Network").
+
+(a) Propagation: N nodes (8 by default) linked only as a ring plus chords
+    (`--peer` both ways, `--discover-ports ""`, no peer exchange, so the links
+    stay the topology's); blocks are mined on varying nodes (template, solve,
+    accept_block as `--mine` does) and the time until every node's tip is the
+    new block is recorded, from each node's block listeners.
+(b) Join sync: a fresh node started against a peer holding B coinbase-only
+    blocks; the time until its start-up sync is over, and blocks per second.
+(c) In-sync round: the bytes one sync round costs per peer when all agree,
+    PeerClient's body counters plus the HTTP heads measured on a raw socket.
+
+    /tmp/venv/bin/python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000]
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+
+from twisted.internet import defer, task, threads
+
+from chaincore.core.block import Block, Header, merkle_root
+from chaincore.core.keys import PrivateKey, payload_of
+from chaincore.core.params import REGTEST
+from chaincore.core.tx import make_coinbase
+from chaincore.p2p.client import PEER_HEADER
+from chaincore.service.node_service import make_node_service
+from chaincore.service.tap import Options
+
+MINER_KEY = PrivateKey.from_secret(4242)
+ADDRESS = MINER_KEY.address
+
+
+def free_ports(n: int) -> list:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def topology(n: int) -> set:
+    """Links of a ring of n nodes plus chords across it (i to i + n/2 for every other i)."""
+    links = {frozenset((i, (i + 1) % n)) for i in range(n)}
+    if n >= 6:
+        links |= {frozenset((i, i + n // 2)) for i in range(0, n // 2, 2)}
+    return links
+
+
+def solve(header: Header) -> Header:
+    nonce = 0
+    while not header.with_nonce(nonce).has_valid_pow:
+        nonce += 1
+    return header.with_nonce(nonce)
+
+
+def coinbase_chain(n: int, payload: bytes) -> list:
+    """n coinbase-only regtest blocks on genesis, one second apart (so none is in the future)."""
+    blocks, parent = [], REGTEST.genesis.header
+    for height in range(1, n + 1):
+        coinbase = make_coinbase(height, [(payload, REGTEST.block_reward(height))], b"")
+        header = Header(1, height, parent.hash, merkle_root([coinbase.tx_id]), parent.timestamp + 1,
+                        REGTEST.pow_limit, 0)
+        parent = solve(header)
+        blocks.append(Block(parent, (coinbase,)))
+    return blocks
+
+
+class Bench:
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.services = []
+        self.datadirs = []
+
+    def start(self, port: int, peers=()):
+        datadir = tempfile.mkdtemp(prefix="chaincore-bench-")
+        self.datadirs.append(datadir)
+        args = ["--port", str(port), "--network", "regtest", "--datadir", datadir, "--discover-ports", ""]
+        for url in peers:
+            args += ["--peer", url]
+        options = Options()
+        options.parseOptions(args)
+        service = make_node_service(options, self.reactor)
+        service.peers.discovery._exchange_limit = 0  # no peer exchange: the links stay the topology's
+        service.startService()
+        self.services.append(service)
+        return service
+
+    @defer.inlineCallbacks
+    def stop(self):
+        for service in self.services:
+            if service.running:
+                yield service.stopService()
+        for datadir in self.datadirs:
+            shutil.rmtree(datadir, True)
+
+    @defer.inlineCallbacks
+    def wait_until(self, predicate, timeout_s: float, what: str):
+        deadline = time.perf_counter() + timeout_s
+        while not predicate():
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"timed out after {timeout_s} s waiting for {what}")
+            yield task.deferLater(self.reactor, 0.005, lambda: None)
+
+    # -- (a) ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def propagation(self, n: int, n_blocks: int):
+        ports = free_ports(n)
+        links = topology(n)
+        urls = [f"http://localhost:{p}" for p in ports]
+        neighbours = {i: sorted(j for link in links if i in link for j in link if j != i) for i in range(n)}
+        nodes = [self.start(ports[i], [urls[j] for j in neighbours[i]]) for i in range(n)]
+        yield defer.gatherResults([s.peers.started for s in nodes])
+        yield self.wait_until(lambda: all(len(s.peers.discovery.active_peers()) == len(neighbours[i])
+                                          for i, s in enumerate(nodes)), 30, "the topology's links")
+        arrived = {}
+
+        def listener_for(i):
+            def on_block(block, source):
+                if nodes[i].node.chain.tip.hash == block.hash:
+                    arrived.setdefault(block.hash, {}).setdefault(i, time.perf_counter())
+            return on_block
+
+        for i, s in enumerate(nodes):
+            s.node.block_listeners.append(listener_for(i))
+        times = []
+        for k in range(n_blocks + 1):
+            miner = nodes[(k * 3) % n].node
+            template = miner.block_template(ADDRESS)
+            block = template.with_nonce(solve(template.header).nonce)
+            started = time.perf_counter()
+            miner.accept_block(block, local=True)
+            yield self.wait_until(lambda: len(arrived.get(block.hash, ())) == n, 10, "the block everywhere")
+            if k:  # the first block also warms every connection up
+                times.append(max(arrived[block.hash].values()) - started)
+            yield task.deferLater(self.reactor, 0.02, lambda: None)
+        diameter = _diameter(n, links)
+        print(f"(a) propagation, {n} nodes, {len(links)} links (ring + chords, diameter {diameter} hops), "
+              f"{n_blocks} blocks mined on varying nodes:")
+        print(f"    time until every tip is the new block: p50 {1000 * statistics.median(times):.1f} ms, "
+              f"p90 {1000 * _quantile(times, 0.9):.1f} ms, max {1000 * max(times):.1f} ms "
+              f"(goal p50 < 100 ms)")
+        return nodes
+
+    # -- (c) ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def in_sync_round(self, nodes):
+        peers = nodes[0].peers
+        urls = peers.discovery.active_peers()
+        before = {u: peers.client.traffic(u) for u in urls}
+        best = yield peers.sync.sync_round()
+        assert best is None, "the nodes were not in step"
+        body = []
+        for u in urls:
+            after = peers.client.traffic(u)
+            body.append((after.requests - before[u].requests, after.bytes_sent - before[u].bytes_sent,
+                         after.bytes_received - before[u].bytes_received))
+        requests = {r for r, _, _ in body}
+        sent = max(s for _, s, _ in body)
+        received = max(r for _, _, r in body)
+        port = int(urls[0].rsplit(":", 1)[1])
+        wire_out, wire_in = yield threads.deferToThread(_raw_status, port, nodes[0].node.advertise_url)
+        print(f"(c) one in-sync round, per peer ({len(urls)} peers): {sorted(requests)} request(s); "
+              f"bodies {sent} B out, {received} B in; on the wire (heads included) {wire_out} B out + "
+              f"{wire_in} B in = {wire_out + wire_in} B (goal < 2 KB)")
+
+    # -- (b) ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def join_sync(self, n_blocks: int):
+        built = time.perf_counter()
+        blocks = coinbase_chain(n_blocks, payload_of(MINER_KEY.public_key))
+        built = time.perf_counter() - built
+        holder_port, joiner_port = free_ports(2)
+        holder = self.start(holder_port)
+        yield holder.peers.started
+        with holder.node.store.batch():
+            for block in blocks:
+                holder.node.accept_block(block)
+        assert holder.node.chain.height == n_blocks
+        started = time.perf_counter()
+        joiner = self.start(joiner_port, [holder.node.advertise_url])
+        yield joiner.peers.started
+        elapsed = time.perf_counter() - started
+        assert joiner.node.chain.tip.hash == holder.node.chain.tip.hash, "the joiner did not catch up"
+        print(f"(b) join sync of {n_blocks} coinbase-only blocks (built in {built:.1f} s): {elapsed:.2f} s "
+              f"from start to the end of start-up sync, {n_blocks / elapsed:.0f} blocks/s (goal < 10 s)")
+
+
+def _raw_status(port: int, advertise_url: str) -> tuple:
+    """(bytes sent, bytes received) of one keep-alive GET /status with PeerClient's headers."""
+    request = (f"GET /status HTTP/1.1\r\nHost: localhost:{port}\r\n"
+               f"{PEER_HEADER.decode()}: {advertise_url}\r\nAccept: application/json\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += s.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        lengths = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")]
+        # Klein answers after render returns, so twisted.web sends a chunked body without a length
+        while (len(body) < lengths[0]) if lengths else not body.endswith(b"0\r\n\r\n"):
+            body += s.recv(65536)
+    return len(request), len(head) + 4 + len(body)
+
+
+def _diameter(n: int, links) -> int:
+    best = 0
+    for start in range(n):
+        seen, frontier, depth = {start}, {start}, 0
+        while len(seen) < n:
+            frontier = {j for i in frontier for link in links if i in link for j in link} - seen
+            seen |= frontier
+            depth += 1
+        best = max(best, depth)
+    return best
+
+
+def _quantile(values, q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(reactor, argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--blocks", type=int, default=30)
+    parser.add_argument("--join-blocks", type=int, default=4949)
+    args = parser.parse_args(argv)
+    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    bench = Bench(reactor)
+
+    @defer.inlineCallbacks
+    def run():
+        try:
+            nodes = yield bench.propagation(args.nodes, args.blocks)
+            yield bench.in_sync_round(nodes)
+            for service in nodes:
+                yield service.stopService()
+            yield bench.join_sync(args.join_blocks)
+        finally:
+            yield bench.stop()
+
+    return run()
+
+
+if __name__ == "__main__":
+    task.react(main)
