@@ -63,7 +63,10 @@ def make_site(resource, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout_s:
         maxBody = max_body_bytes
 
     NodeRequest.on_finish = staticmethod(on_finish) if on_finish else None
-    site = QuietSite(resource, timeout=timeout_s)
+    # The API takes JSON only: no form or multipart parsing of POST bodies, which would read
+    # every Content-Type through the email package (a tenth of a transaction's cost) and could
+    # parse a multipart body of megabytes before any route sees it.
+    site = QuietSite(resource, timeout=timeout_s, parsePOSTFormSubmission=False)
     site.requestFactory = NodeRequest
     site.displayTracebacks = False
     return site
