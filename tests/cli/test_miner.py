@@ -34,7 +34,8 @@ class MiningNode(FakeNode):
         self.targets = list(targets or [])
         self.target = target
         self.refuse_next = 0
-        self.status_tip = None
+        self.elsewhere_at_status = None  # the nth GET /status sees a block from another miner
+        self.elsewhere = []
         self.answers.update({
             ("GET", "/status"): self.status,
             ("GET", "/mining/template"): self.template,
@@ -42,8 +43,14 @@ class MiningNode(FakeNode):
         })
 
     def status(self, seen):
-        return 200, {"tip_hash": self.status_tip or self.tip.hash.hex(), "height": self.tip.height,
-                     "mempool_size": 0}
+        if len(self.seen("GET", "/status")) == self.elsewhere_at_status:
+            self.elsewhere.append(self.extend_elsewhere())
+        return 200, {"tip_hash": self.tip.hash.hex(), "height": self.tip.height, "mempool_size": 0}
+
+    def extend_elsewhere(self):
+        """A block from another miner becomes the tip."""
+        self.tip = make_block(self.tip, pay_to=ALICE)
+        return self.tip
 
     def template(self, seen):
         target = self.targets.pop(0) if self.targets else self.target
@@ -111,17 +118,11 @@ class MinerTests(SynchronousTestCase):
     def test_new_tip_replaces_the_template(self):
         """When /status shows another tip, the miner drops its template and mines the new one."""
         node = MiningNode(self, targets=[IMPOSSIBLE])
-        original = node.status
-
-        def status(seen):
-            if len(node.seen("GET", "/status")) > 2:
-                node.status_tip = "ab" * 32
-            return original(seen)
-        node.answers[("GET", "/status")] = status
+        node.elsewhere_at_status = 2
         code, out, err = run(["--node", node.url, "--address", ALICE.address, "--workers", "1", "--blocks", "1"])
         self.assertEqual(code, 0, err)
-        self.assertEqual(len(node.seen("GET", "/mining/template")), 2)
-        self.assertEqual(len(node.accepted), 1)
+        (block,) = node.accepted
+        self.assertEqual((block.height, block.header.previous_hash), (2, node.elsewhere[0].hash))
 
 
     def test_node_away_then_back(self):
@@ -135,7 +136,7 @@ class MinerTests(SynchronousTestCase):
                 return next(failures, None) or serve(seen)
             return serve(seen)
         node.answers[("GET", "/mining/template")] = template
-        node.status_tip = "ab" * 32  # the first poll sees a new tip and asks for a new template
+        node.elsewhere_at_status = 2  # the first poll sees a new tip and asks for a new template
         err = io.StringIO()
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
             mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 1, miner.Display(err, time.monotonic),
