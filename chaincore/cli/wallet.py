@@ -151,6 +151,9 @@ class Utxo:
     output_index: int
     amount: int
     height: int | None
+    coinbase: bool | None = None          # the flags a ChainCore node adds; None when a node leaves them out
+    mature: bool | None = None
+    spent_in_mempool: bool | None = None
 
     @property
     def outpoint(self) -> tuple:
@@ -160,7 +163,8 @@ class Utxo:
 def parse_utxos(answer) -> list:
     """Utxo values from a /utxos answer; CliError if the node's answer has the wrong shape."""
     try:
-        utxos = [Utxo(u["tx_id"], u["output_index"], u["amount"], u.get("height")) for u in answer["utxos"]]
+        utxos = [Utxo(u["tx_id"], u["output_index"], u["amount"], u.get("height"), _flag(u, "coinbase"),
+                      _flag(u, "mature"), _flag(u, "spent_in_mempool")) for u in answer["utxos"]]
     except (KeyError, TypeError):
         raise CliError("the node's /utxos answer is malformed") from None
     for u in utxos:
@@ -168,6 +172,11 @@ def parse_utxos(answer) -> list:
                 or type(u.amount) is not int or u.amount <= 0):
             raise CliError("the node's /utxos answer is malformed")
     return utxos
+
+
+def _flag(obj: dict, name: str) -> bool | None:
+    value = obj.get(name)
+    return value if isinstance(value, bool) else None
 
 
 def select_coins(utxos, need: int, is_spendable=lambda u: True) -> list:
@@ -301,16 +310,21 @@ class WalletCommands:
         if self.reconcile(wallet, node, utxos):
             save_wallet(wallet)
         reserved = wallet.reserved()
-        free = [u for u in utxos if u.outpoint not in reserved]
+        ours = [u for u in utxos if u.outpoint in reserved]
+        # Spent by a mempool transaction this wallet did not record (e.g. a copy of the key elsewhere).
+        others = [u for u in utxos if u.outpoint not in reserved and u.spent_in_mempool]
+        free = [u for u in utxos if u.outpoint not in reserved and not u.spent_in_mempool]
         immature = []
         spendable = self.maturity_check(node, status, immature)
         coins = select_coins(free, amount + fee, spendable)
         if not coins:
             have = sum(u.amount for u in free) - sum(u.amount for u in immature)
             detail = []
-            if reserved:
-                detail.append(f"{format_coins(sum(u.amount for u in utxos if u.outpoint in reserved))} "
-                              "held by unconfirmed sends")
+            if ours:
+                detail.append(f"{format_coins(sum(u.amount for u in ours))} held by unconfirmed sends")
+            if others:
+                detail.append(f"{format_coins(sum(u.amount for u in others))} spent by other unconfirmed "
+                              "transactions")
             if immature:
                 detail.append(f"{format_coins(sum(u.amount for u in immature))} in immature coinbases")
             raise CliError(f"insufficient funds: have {format_coins(have)} spendable"
@@ -373,8 +387,8 @@ class WalletCommands:
     def maturity_check(self, node: NodeClient, status: dict, immature: list):
         """A predicate: False for a coinbase too young to spend in the next block (collected in immature).
 
-        /utxos does not mark coinbases, so only coins young enough to be immature
-        cost a /tx lookup.
+        A ChainCore node marks each UTXO `coinbase` and `mature`; for a node
+        that does not, only coins young enough to be immature cost a /tx lookup.
         """
         try:
             maturity, height = int(status.get("coinbase_maturity", 0)), int(status["height"])
@@ -382,6 +396,10 @@ class WalletCommands:
             raise CliError("the node's /status answer is malformed") from None
 
         def spendable(u: Utxo) -> bool:
+            if u.mature is not None or u.coinbase is False:
+                if u.mature is False:
+                    immature.append(u)
+                return u.mature is not False
             if u.height is None or height + 1 - u.height >= maturity:
                 return True
             tx = node.get(f"/tx/{u.tx_id}", missing_ok=True)

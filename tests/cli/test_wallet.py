@@ -31,6 +31,7 @@ class WalletNode(FakeNode):
         self.txs = {}        # tx_id -> (tx json, confirmations)
         self.mempool = {}    # tx_id -> tx json
         self.refusal = None
+        self.flags = False   # whether /utxos marks coinbase, mature and spent_in_mempool, as ChainCore does
         self.answer_status = lambda seen: (200, {"height": self.height, "coinbase_maturity": self.maturity,
                                                  "tip_hash": "00" * 32, "mempool_size": len(self.mempool)})
         self.answers[("GET", "/status")] = self.answer_status
@@ -50,8 +51,16 @@ class WalletNode(FakeNode):
     def answer(self, seen):
         if seen.method == "GET" and seen.path.startswith("/utxos/"):
             address = seen.path.rsplit("/", 1)[1]
-            return 200, {"utxos": [{"tx_id": t, "output_index": i, "amount": amount, "height": h}
-                                   for (t, i), (a, amount, h) in self.utxos.items() if a == address]}
+            spent = {(i["tx_id"], i["output_index"]) for t in self.mempool.values() for i in t["inputs"]}
+            utxos = []
+            for (t, i), (a, amount, h) in self.utxos.items():
+                if a == address:
+                    utxos.append({"tx_id": t, "output_index": i, "amount": amount, "height": h})
+                    if self.flags:
+                        coinbase = wallet.is_coinbase_json(self.txs[t][0])
+                        utxos[-1].update(coinbase=coinbase, spent_in_mempool=(t, i) in spent,
+                                         mature=not coinbase or self.height + 1 - h >= self.maturity)
+            return 200, {"utxos": utxos}
         if seen.method == "GET" and seen.path.startswith("/tx/"):
             found = self.txs.get(seen.path.rsplit("/", 1)[1])
             if found is None:
@@ -364,6 +373,22 @@ class SendTests(CliCase):
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         (tx,) = self.node.posted()
         self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [young])
+
+    def test_node_flags_spare_lookups(self):
+        """With the node's coinbase, mature and spent_in_mempool flags, no /tx lookup is needed."""
+        self.node.flags = True
+        self.node.fund(self.address, 50 * COIN, height=150, coinbase=True)
+        taken = self.node.fund(self.address, 7 * COIN, height=199)
+        self.node.mempool["cc" * 32] = {"inputs": [{"tx_id": taken, "output_index": 0}], "outputs": []}
+        young = self.node.fund(self.address, 5 * COIN, height=199)
+        line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
+                          "--to", CAROL.address, "--amount", "6", "--fee", "0")
+        self.assertIn("have 5.00000000 spendable (7.00000000 spent by other unconfirmed transactions, "
+                      "50.00000000 in immature coinbases)", line)
+        self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
+        (tx,) = self.node.posted()
+        self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [young])
+        self.assertEqual([r.path for r in self.node.requests if r.path.startswith("/tx/")], [])
 
     def test_insufficient_funds(self):
         """An amount the coins cannot cover is refused with what the wallet has and what it needs."""
