@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from treq.client import HTTPClient
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ..support.api import wait_until
@@ -76,6 +76,10 @@ class EndToEndTests(TestCase):
     timeout = 120
 
     def setUp(self):
+        missing = [name for name in ("twistd", "chaincore-wallet", "chaincore-miner")
+                   if not os.access(os.path.join(BIN, name), os.X_OK)]
+        if missing:
+            raise SkipTest(f"{', '.join(missing)} not installed beside {sys.executable} (pip install . first)")
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
         self.http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=2))
@@ -112,6 +116,7 @@ class EndToEndTests(TestCase):
             self.assertNotIn("Traceback", node.log())
 
     async def kill_node(self, node: NodeProcess) -> None:
+        """SIGKILL: a crash, with no chance to close anything."""
         node.transport.signalProcess("KILL")
         await node.ended
 
@@ -130,11 +135,13 @@ class EndToEndTests(TestCase):
         return path, (await self.run_cli("chaincore-wallet", "address", "--wallet", path)).strip()
 
     async def mine(self, node: NodeProcess, address: str, blocks: int) -> None:
+        """chaincore-miner with one worker on node until it has had `blocks` blocks accepted."""
         out = await self.run_cli("chaincore-miner", "--node", node.url, "--address", address,
                                  "--workers", "1", "--blocks", str(blocks))
         self.assertIn(f"mined {blocks} block", out)
 
     async def send(self, wallet: str, node: NodeProcess, to: str, amount: str, fee: str) -> str:
+        """chaincore-wallet send through node; the accepted transaction's tx_id."""
         out = await self.run_cli("chaincore-wallet", "send", "--wallet", wallet, "--node", node.url,
                                  "--to", to, "--amount", amount, "--fee", fee)
         self.assertIn("accepted", out)
@@ -167,6 +174,10 @@ class EndToEndTests(TestCase):
             return await wait_until(condition, STEP_TIMEOUT_S, interval_s=0.1)
         except TimeoutError:
             self.fail(f"timed out waiting for {what}")
+
+    async def in_mempool(self, node: NodeProcess, tx_id: str) -> bool:
+        body = await self.get_json(node.url + "/transactions")
+        return tx_id in [t["tx_id"] for t in body["transactions"]]
 
     async def tips(self, nodes) -> list:
         return [(s or {}).get("tip_hash") for s in [await self.status(n) for n in nodes]]
@@ -275,7 +286,3 @@ class EndToEndTests(TestCase):
 
         for node in (n1, n2, n3):
             await self.stop_node(node)
-
-    async def in_mempool(self, node: NodeProcess, tx_id: str) -> bool:
-        body = await self.get_json(node.url + "/transactions")
-        return tx_id in [t["tx_id"] for t in body["transactions"]]
