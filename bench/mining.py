@@ -40,16 +40,18 @@ def search(count: int) -> float:
     return time.perf_counter() - started
 
 
-def pool_rate(workers: int, seconds_per_worker: float, rate_hint: float) -> float:
-    """Hashes per second of `workers` processes searching the miner's ranges, as chaincore-miner does."""
+def pool_rates(workers: int, seconds_per_worker: float, rate_hint: float, repeats: int) -> list:
+    """Hashes per second of `workers` processes searching the miner's ranges, as chaincore-miner does, per run."""
     chunks = max(workers * 2, int(workers * seconds_per_worker * rate_hint / CHUNK_NONCES))
+    args = [(HEADER, NONCE_OFFSET, NONCE_SIZE, IMPOSSIBLE, n * CHUNK_NONCES, CHUNK_NONCES) for n in range(chunks)]
+    rates = []
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=default_mp_context()) as pool:
         list(pool.map(search_nonce, *zip(*[(HEADER, NONCE_OFFSET, NONCE_SIZE, IMPOSSIBLE, 0, 1000)] * workers)))
-        started = time.perf_counter()
-        args = [(HEADER, NONCE_OFFSET, NONCE_SIZE, IMPOSSIBLE, n * CHUNK_NONCES, CHUNK_NONCES) for n in range(chunks)]
-        list(pool.map(search_nonce, *zip(*args)))
-        elapsed = time.perf_counter() - started
-    return chunks * CHUNK_NONCES / elapsed
+        for _ in range(repeats):
+            started = time.perf_counter()
+            list(pool.map(search_nonce, *zip(*args)))
+            rates.append(chunks * CHUNK_NONCES / (time.perf_counter() - started))
+    return rates
 
 
 def cpu_model() -> str:
@@ -69,7 +71,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="alternating runs of each single-process loop")
     parser.add_argument("--workers", default=",".join(str(n) for n in range(1, (os.cpu_count() or 1) + 1)),
                         help="comma-separated worker counts for the pool runs")
-    parser.add_argument("--pool-seconds", type=float, default=3.0, help="work per worker in each pool run")
+    parser.add_argument("--pool-seconds", type=float, default=1.5, help="work per worker in each pool run")
+    parser.add_argument("--pool-repeats", type=int, default=3, help="pool runs per worker count")
     args = parser.parse_args()
 
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}, "
@@ -87,9 +90,10 @@ def main() -> None:
     print(f"ratio search/bare         : {s / b:.2f} best, {statistics.median(ours) / statistics.median(bare):.2f} "
           "median (goal >= 0.8)")
     for workers in (int(w) for w in args.workers.split(",")):
-        rate = pool_rate(workers, args.pool_seconds, s)
-        print(f"{workers} worker process{'es' if workers > 1 else ''}: {rate / 1e6:.3f} MH/s "
-              f"({rate / s:.2f}x one in-process search, chunks of {CHUNK_NONCES})")
+        rates = pool_rates(workers, args.pool_seconds, s, args.pool_repeats)
+        print(f"{workers} worker process{'es' if workers > 1 else ''}: {max(rates) / 1e6:.3f} MH/s best of "
+              f"{len(rates)} (median {statistics.median(rates) / 1e6:.3f}; {max(rates) / s:.2f}x the best "
+              f"in-process search; ranges of {CHUNK_NONCES:,} nonces)")
 
 
 if __name__ == "__main__":
