@@ -209,18 +209,21 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
     checks = []
     owners = []
 
+    fetched: dict = {}  # chain coins already read, so get_coin (a query in a store) runs once per input
+
     def lookup(outpoint):
         coin = created.get(outpoint)
-        return coin if coin is not None else get_coin(outpoint)
+        if coin is None:
+            coin = fetched[outpoint] = get_coin(outpoint)
+        return coin
 
     for tx in block.transactions:
         if not tx.is_coinbase:
             fees += check_tx_inputs(tx, lookup, height, params)
             for txin in tx.inputs:
                 outpoint = txin.outpoint
-                coin = created.pop(outpoint, None)
-                if coin is None:
-                    spent.append((outpoint, get_coin(outpoint)))
+                if created.pop(outpoint, None) is None:
+                    spent.append((outpoint, fetched[outpoint]))
             sigs = [] if tx.tx_id in verified else signature_checks(tx)
             checks.extend(sigs)
             owners.extend([(tx, n) for n in range(len(sigs))])

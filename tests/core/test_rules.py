@@ -612,6 +612,17 @@ class ConnectBlockTests(RuleTestCase):
         err = self.assertRefused(BadSignature, connect_block, case.block, case.coins.get, REGTEST, lambda checks: 2)
         self.assertIn(case.block.transactions[3].tx_id.hex(), str(err))
 
+    def test_each_chain_coin_is_read_once(self):
+        """connect_block asks get_coin once per input spending a chain coin (a store query each)."""
+        case = self.valid()
+        asked = []
+
+        def get_coin(outpoint):
+            asked.append(outpoint)
+            return case.coins.get(outpoint)
+        connect_block(case.block, get_coin, REGTEST)
+        self.assertEqual(sorted(asked, key=lambda op: op.tx_id), sorted([FUNDING_A, MATURE_CB], key=lambda op: op.tx_id))
+
     def test_block_of_only_coinbase(self):
         """A block holding only its coinbase never calls `verify`."""
         block = make_block(REGTEST.genesis)
