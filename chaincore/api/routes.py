@@ -176,8 +176,9 @@ class NodeAPI:
     def add_transaction(self, request):
         body = read_json(request)
         tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
-        result = self._node.accept_tx(tx, source=peer_url(request))
-        return json_body(request, 200, {"status": result.status, "tx_id": result.tx_id.hex()})
+        d = self._node.accept_tx_async(tx, source=peer_url(request))
+        return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
+                                                                     "tx_id": result.tx_id.hex()}))
 
     # -- further endpoints ----------------------------------------------------------------
 

@@ -85,11 +85,11 @@ class Mempool:
 
     # -- entering ------------------------------------------------------------------
 
-    def accept(self, tx: Transaction, get_coin, next_height: int) -> TxAccepted:
-        """Add tx if valid against get_coin (the chain's UTXOs) plus the pool; raise the rule it breaks."""
-        tx_id = tx.tx_id
-        if tx_id in self._entries:
-            return TxAccepted(tx_id, "duplicate")
+    def check(self, tx: Transaction, get_coin, next_height: int) -> int:
+        """Every rule for entering the pool except the signatures (the costly part); the fee.
+
+        Callers may verify the signatures elsewhere (worker processes) once this passed.
+        """
         if tx.is_coinbase:
             raise CoinbaseInMempool("a coinbase is only valid in a block")
         rules.check_tx_sanity(tx, self.params)
@@ -109,6 +109,14 @@ class Mempool:
         if fee < self.min_fee_rate * tx.size:
             raise FeeTooLow(f"fee {fee} is below the minimum of {self.min_fee_rate * tx.size} "
                             f"({self.min_fee_rate} per byte for {tx.size} bytes)")
+        return fee
+
+    def accept(self, tx: Transaction, get_coin, next_height: int) -> TxAccepted:
+        """Add tx if valid against get_coin (the chain's UTXOs) plus the pool; raise the rule it breaks."""
+        tx_id = tx.tx_id
+        if tx_id in self._entries:
+            return TxAccepted(tx_id, "duplicate")
+        fee = self.check(tx, get_coin, next_height)
         if tx_id not in self.sig_cache:
             rules.check_signatures(tx)
             self.sig_cache.add(tx_id)

@@ -18,6 +18,7 @@ from ..core.chainstate import Accepted, ChainState, Orphan
 from ..core.errors import Invalid, NotFound, Unavailable
 from ..core.mempool import Mempool
 from ..core.tx import make_coinbase
+from .workers import SignatureBatcher
 
 log = logger("chaincore.node")
 
@@ -46,6 +47,7 @@ class Node:
                  mempool_bytes: int = 5_000_000, offloader=None):
         self.params = params
         self.offloader = offloader  # runs big signature batches in worker processes
+        self.signatures = None if offloader is None else SignatureBatcher(offloader)
         self.clock = clock
         self.store = store
         self.advertise_url = advertise_url
@@ -171,6 +173,27 @@ class Node:
         for listener in list(self.tx_listeners):
             listener(tx, source)
         return result
+
+    def accept_tx_async(self, tx, source: str | None = None) -> defer.Deferred:
+        """accept_tx, with the signatures verified in worker processes (batched with other requests).
+
+        Every cheap rule is checked first, so an invalid transaction costs no
+        signature work; a transaction whose signatures fail is then refused by
+        the ordinary path with the precise error.
+        """
+        if self.signatures is None or tx.tx_id in self.sig_cache or tx.tx_id in self.mempool:
+            return defer.maybeDeferred(self.accept_tx, tx, source)
+        try:
+            self.mempool.check(tx, self.chain.get_coin, self.chain.height + 1)
+        except Invalid:
+            return defer.maybeDeferred(self.accept_tx, tx, source)  # refuses it, with logs and metrics
+
+        def verified(ok):
+            if ok:
+                self.sig_cache.add(tx.tx_id)
+            return self.accept_tx(tx, source)
+
+        return self.signatures.verify(rules.signature_checks(tx)).addCallback(verified)
 
     def _count(self, kind: str, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:

@@ -7,6 +7,8 @@ small to be worth a process hop.
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from twisted.internet import defer
@@ -45,8 +47,26 @@ class InlineOffloader:
         return defer.succeed(None)
 
 
+def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Worker initializer: end this worker soon after the node that started it is gone.
+
+    A pool's workers block on a pipe that other workers also hold, so they
+    would outlive a node killed with SIGKILL (keeping its stdout open, too).
+    """
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class ProcessOffloader:
-    """A lazily started pool of worker processes (forkserver, so the reactor's state is never forked)."""
+    """A lazily started pool of worker processes, children of the node.
+
+    They are started with `spawn` (a fresh interpreter: the reactor's state is
+    never forked) and end by themselves if the node dies.
+    """
 
     def __init__(self, reactor, workers: int | None = None):
         self.reactor = reactor
@@ -55,8 +75,8 @@ class ProcessOffloader:
 
     def run(self, fn, *args) -> defer.Deferred:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.workers,
-                                                 mp_context=multiprocessing.get_context("forkserver"))
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=exit_with_parent, initargs=(os.getpid(),))
         return defer_to_executor(self.reactor, self._executor, fn, *args)
 
     def shutdown(self) -> defer.Deferred:
@@ -65,3 +85,49 @@ class ProcessOffloader:
             return defer.succeed(None)
         # twistd ends by re-raising SIGTERM, so atexit never runs: wait for the workers here
         return deferToThread(executor.shutdown, wait=True, cancel_futures=True)
+
+
+def verify_groups(groups) -> list:
+    """For each group of (public_key, sighash, signature) checks, whether all of them verify (in a worker)."""
+    from ..core.rules import verify_batch
+    return [verify_batch(checks) < 0 for checks in groups]
+
+
+class SignatureBatcher:
+    """Verifies the signatures of many requests together, in the offloader's worker processes.
+
+    Each `verify(checks)` joins the next batch.  A batch leaves as soon as a
+    worker is free, so under light load a transaction is checked at once and
+    under heavy load the checks of many requests travel together (one process
+    hop for many signatures), while the reactor goes on serving requests.
+    """
+
+    def __init__(self, offloader, max_batch: int = 256):
+        self.offloader = offloader
+        self.max_batch = max_batch
+        self._queue = []       # [(checks, Deferred)]
+        self._in_flight = 0
+
+    def verify(self, checks) -> defer.Deferred:
+        """A Deferred firing True if every check verifies, False otherwise."""
+        d = defer.Deferred()
+        self._queue.append((checks, d))
+        self._pump()
+        return d
+
+    def _pump(self) -> None:
+        while self._queue and self._in_flight < self.offloader.workers:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            self._in_flight += 1
+            job = self.offloader.run(verify_groups, [checks for checks, _ in batch])
+            job.addBoth(self._done, batch)
+
+    def _done(self, result, batch) -> None:
+        self._in_flight -= 1
+        if isinstance(result, Failure):
+            for _, d in batch:
+                d.errback(result)
+        else:
+            for (_, d), ok in zip(batch, result):
+                d.callback(ok)
+        self._pump()

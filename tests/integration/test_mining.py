@@ -1,16 +1,16 @@
 """Mining against real nodes: the bundled miner on a live regtest node, and --mine keeping the API responsive."""
 
-import io
+import os
 import statistics
+import sys
 import time
 
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 import treq
 
-from chaincore.cli import miner
 from chaincore.service.node_service import make_node_service
 from chaincore.service.tap import Options
 from tests.support.builders import ALICE, BOB
@@ -24,10 +24,12 @@ class MinerAgainstNodeTests(TestCase):
         """chaincore-miner --blocks 3 against a live regtest node adds three blocks paying its address."""
         (port,) = free_ports(1)
         node = await start_node(self, port)
-        out, err = io.StringIO(), io.StringIO()
-        argv = ["--node", node.url, "--address", BOB.address, "--blocks", "3", "--workers", "1"]
-        code = await deferToThread(miner.main, argv, stdout=out, stderr=err)
-        self.assertEqual(code, 0, err.getvalue())
+        script = os.path.join(os.path.dirname(sys.executable), "chaincore-miner")
+        out, err, code = await getProcessOutputAndValue(
+            script, ["--node", node.url, "--address", BOB.address, "--blocks", "3", "--workers", "1"],
+            env=os.environ)
+        self.assertEqual(code, 0, err.decode())
+        self.assertIn(b"mined 3 blocks", out)
         self.assertEqual(node.height(), 3)
         self.assertEqual(node.node.balance(BOB.address)["confirmed"], 3 * 50 * 100_000_000)
 
