@@ -19,7 +19,7 @@ ADDRESS = {"type": "string", "minLength": 20, "maxLength": 40,
            "description": "Base58Check address (version 0x1C, HASH160 of a public key)"}
 U32 = {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFF}
 U64 = {"type": "integer", "minimum": 0, "maximum": 0xFFFFFFFFFFFFFFFF}
-AMOUNT = {"type": "integer", "minimum": 1, "maximum": 21_000_000 * 100_000_000,
+AMOUNT = {"type": "integer", "minimum": 0, "maximum": 21_000_000 * 100_000_000,
           "description": "base units (1 coin = 100,000,000)"}
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "string"}, "code": {"type": "string"}}}

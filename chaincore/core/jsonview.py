@@ -25,11 +25,11 @@ def require_int(value, name: str, lo: int = 0, hi: int = U64_MAX) -> int:
 
 
 def require_amount(value, name: str, max_money: int) -> int:
-    """A positive integer amount of base units at most max_money."""
+    """An integer amount of base units from 0 to max_money (zero is valid in consensus, as in Bitcoin)."""
     if type(value) is not int:
         raise BadAmount(f"{name} must be an integer number of base units, not {_kind(value)}")
-    if value <= 0:
-        raise BadAmount(f"{name} must be positive")
+    if value < 0:
+        raise BadAmount(f"{name} must not be negative")
     if value > max_money:
         raise BadAmount(f"{name} is over the money supply")
     return value

@@ -11,7 +11,7 @@ confirm or conflict with; a reorganisation puts back what is still valid.
 from dataclasses import dataclass
 
 from . import rules
-from .errors import CoinbaseInMempool, DoubleSpend, FeeTooLow, Invalid, MempoolFull, NonFinal
+from .errors import BadAmount, CoinbaseInMempool, DoubleSpend, FeeTooLow, Invalid, MempoolFull, NonFinal
 from .params import NetworkParams
 from .tx import Coin, OutPoint, Transaction
 
@@ -93,6 +93,9 @@ class Mempool:
         if tx.is_coinbase:
             raise CoinbaseInMempool("a coinbase is only valid in a block")
         rules.check_tx_sanity(tx, self.params)
+        for n, out in enumerate(tx.outputs):
+            if out.amount == 0:
+                raise BadAmount(f"output {n} pays nothing: zero-value outputs are not relayed")
         if not rules.is_final(tx, next_height):
             raise NonFinal(f"transaction is locked until after height {tx.lock_time}")
         for n, txin in enumerate(tx.inputs):

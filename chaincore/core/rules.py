@@ -38,8 +38,9 @@ def check_tx_sanity(tx: Transaction, params: NetworkParams) -> None:
         raise TxTooLarge(f"transaction of {tx.size} bytes is over the block size limit")
     total = 0
     for n, out in enumerate(tx.outputs):
-        if not isinstance(out.amount, int) or out.amount <= 0:
-            raise BadAmount(f"output {n} amount must be a positive integer")
+        if not isinstance(out.amount, int) or out.amount < 0:
+            # zero is valid (a coinbase once the reward has halved to nothing); the mempool refuses it
+            raise BadAmount(f"output {n} amount must be a non-negative integer")
         if out.amount > params.max_money:
             raise OutputTooLarge(f"output {n} amount {out.amount} is over the money supply")
         total += out.amount

@@ -106,7 +106,6 @@ class TxRefusalTests(SynchronousTestCase):
     test_boolean_amount = refused(OUT0 + ["amount"], True, BadAmount, "transaction.outputs[0].amount", "tx")
     test_string_amount = refused(OUT0 + ["amount"], "70000", BadAmount, "transaction.outputs[0].amount", "tx")
     test_negative_amount = refused(OUT0 + ["amount"], -1, BadAmount, "transaction.outputs[0].amount", "tx")
-    test_zero_amount = refused(OUT0 + ["amount"], 0, BadAmount, "transaction.outputs[0].amount", "tx")
     test_over_supply_amount = refused(OUT0 + ["amount"], MAX_MONEY + 1, BadAmount, "transaction.outputs[0].amount",
                                       "tx")
     test_missing_amount = refused(OUT0 + ["amount"], DELETE, Malformed, "transaction.outputs[0].amount", "tx")

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.chainstate import ChainState
 from chaincore.core.errors import (
+    BadAmount,
     CoinbaseInMempool, DoubleSpend, FeeTooLow, ImmatureCoinbase, MempoolFull, MissingInput, NonFinal,
 )
 from chaincore.core.mempool import Mempool
@@ -101,6 +102,11 @@ class AdmissionTests(MempoolTestCase):
         """A fee under min_fee_rate per byte is refused with FeeTooLow; exactly the minimum enters."""
         self.refused(pay(coinbase_outpoint(BASE[1]), TX_SIZE - 1), FeeTooLow)
         self.assertEqual(self.accept(pay(coinbase_outpoint(BASE[1]), TX_SIZE)).status, "accepted")
+
+    def test_zero_value_output_refused(self):
+        """A zero-value output is valid in a block but not relayed: refused with BadAmount."""
+        zero = signed_tx([(coinbase_outpoint(BASE[1]), ALICE)], [(BOB, 0), (ALICE, 50 * 10**8 - 5000)])
+        self.refused(zero, BadAmount)
 
     def test_non_final(self):
         """A lock_time not below the next height is refused with NonFinal; one below it enters."""

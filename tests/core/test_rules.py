@@ -180,7 +180,10 @@ class TxSanityTests(RuleTestCase):
     test_version = refused(tx_version_2, BadVersion)
     test_no_inputs = refused(tx_without_inputs, NoInputs)
     test_no_outputs = refused(tx_without_outputs, NoOutputs)
-    test_zero_amount = refused(tx_zero_amount, BadAmount)
+
+    def test_zero_amount_is_valid(self):
+        """A zero-value output is valid in consensus (the mempool refuses it as policy)."""
+        check_tx_sanity(tx_zero_amount(self.valid()), REGTEST)
     test_output_over_supply = refused(tx_over_supply_output, OutputTooLarge)
     test_total_over_supply = refused(tx_over_supply_total, OutputTooLarge)
     test_null_prevout = refused(tx_null_prevout, NullPrevout)
@@ -659,3 +662,15 @@ class ChainTests(RuleTestCase):
         delta = connect_block(in_time, coins.get, REGTEST)
         self.assertEqual(delta.spent, [(first, coins[first])])
         self.assertEqual(delta.fees, 1_000)
+
+
+class ExhaustedRewardTests(SynchronousTestCase):
+    def test_zero_coinbase_after_the_last_halving(self):
+        """Once the reward has halved to nothing, a coinbase paying 0 is a valid block (regtest goes on)."""
+        height = 33 * REGTEST.halving_interval
+        self.assertEqual(REGTEST.block_reward(height), 0)
+        parent = replace(REGTEST.genesis.header, height=height - 1)
+        block = make_block(parent, reward=0)
+        check_block_sanity(block, REGTEST)
+        delta = connect_block(block, lambda op: None, REGTEST)
+        self.assertEqual([coin.amount for _, coin in delta.created], [0])
