@@ -246,7 +246,7 @@ def main(reactor, argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--blocks", type=int, default=30)
-    parser.add_argument("--join-blocks", type=int, default=4949)
+    parser.add_argument("--join-blocks", type=int, default=5000)
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}")
