@@ -32,6 +32,7 @@ RETRY_S = 2.0
 RETRY_LOG_S = 30.0
 TTY_STATUS_S = 1.0
 LOG_STATUS_S = 10.0
+WORKER_WATCH_S = 1.0
 RATE_WINDOW_S = 10.0
 _BLOCK_FIELDS = ("index", "previous_hash", "merkle_root", "timestamp", "target", "nonce", "version", "transactions")
 
@@ -71,9 +72,24 @@ def parse_template(obj) -> Template:
     return Template(block, header, offset, size, target)
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; only the parent should act on it.
+def _init_worker(miner_pid: int) -> None:
+    """Set up a worker process: ignore Ctrl-C and end when the miner is gone."""
+    # Ctrl-C reaches the whole process group; only the miner should act on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_after, args=(miner_pid,), daemon=True).start()
+
+
+def _exit_after(miner_pid: int) -> None:
+    # A miner killed with SIGKILL cannot shut its pool down; idle workers would then live
+    # on, and with them the forkserver, holding the miner's stdout and stderr open.
+    while True:
+        time.sleep(WORKER_WATCH_S)
+        try:
+            os.kill(miner_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
 
 
 def default_mp_context():
@@ -345,7 +361,7 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
         in_main_thread = threading.current_thread() is threading.main_thread()
         old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
         executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=mp_context or default_mp_context(),
-                                                          initializer=_ignore_sigint)
+                                                          initializer=_init_worker, initargs=(os.getpid(),))
         miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor)
         try:
             miner.run()
