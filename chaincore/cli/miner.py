@@ -112,6 +112,11 @@ class Display:
         self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
         self.stream.flush()
 
+    def detail(self, text: str) -> None:
+        """A line worth showing to someone watching a terminal, but noise in a log file."""
+        if self.tty:
+            self.log(text)
+
     def status(self, text: str) -> None:
         now = self.clock()
         if now < self.next_status:
@@ -268,7 +273,7 @@ class Miner:
         self.template, self.template_time, self.next_poll = template, now, now + STATUS_POLL_S
         self.next_nonce = 0
         txs = len(template.block.get("transactions", []))
-        self.display.log(f"mining block {template.height} on {template.previous_hash[:16]}... ({txs} transactions)")
+        self.display.detail(f"mining block {template.height} on {template.previous_hash[:16]}... ({txs} transactions)")
 
     def node_away(self, now: float, error: Exception) -> None:
         """Without a template: stop hashing and ask again every retry_s."""

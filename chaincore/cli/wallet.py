@@ -262,7 +262,8 @@ class WalletCommands:
     def balance(self, args) -> int:
         """Print the node's confirmed and unconfirmed balance of the wallet's address, in coins."""
         wallet = load_wallet(args.wallet)
-        answer = NodeClient(node_url(args.node)).get(f"/balance/{wallet.address}")
+        node = NodeClient(node_url(args.node))
+        answer = node.get(f"/balance/{wallet.address}")
         try:
             confirmed, unconfirmed = int(answer["confirmed"]), int(answer["unconfirmed"])
             total = int(answer.get("balance", confirmed + unconfirmed))
@@ -272,8 +273,10 @@ class WalletCommands:
         self.say(f"confirmed    {format_coins(confirmed)}")
         self.say(f"unconfirmed  {format_coins(unconfirmed, signed=True)}")
         self.say(f"balance      {format_coins(total)}")
-        if wallet.pending:
-            self.say(f"pending sends {len(wallet.pending)} (sent by this wallet, not yet confirmed)")
+        waiting = [p for p in wallet.pending
+                   if (node.get(f"/tx/{p['tx_id']}", missing_ok=True) or {}).get("confirmations", 0) == 0]
+        if waiting:
+            self.say(f"pending sends {len(waiting)} (sent by this wallet, not yet confirmed)")
         return 0
 
     def history(self, args) -> int:
@@ -289,7 +292,9 @@ class WalletCommands:
             self.say(f"no transactions for {wallet.address}")
         for tx_id, height, confirmations, delta in entries:
             where = f"height {height}" if height is not None and confirmations > 0 else "unconfirmed"
-            self.say(f"{tx_id}  {format_coins(delta, signed=True):>19}  {where} ({confirmations} confirmations)")
+            plural = "" if confirmations == 1 else "s"
+            self.say(f"{tx_id}  {format_coins(delta, signed=True):>19}  {where} "
+                     f"({confirmations} confirmation{plural})")
         return 0
 
     def send(self, args) -> int:
