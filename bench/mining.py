@@ -19,6 +19,7 @@ from chaincore.cli.miner import CHUNK_NONCES, default_mp_context
 from chaincore.core.block import NONCE_OFFSET, NONCE_SIZE
 from chaincore.core.params import MAIN
 from chaincore.core.pow import search_nonce
+from machine import cpu_model  # bench/machine.py, beside this script
 
 HEADER = MAIN.genesis.header.raw
 IMPOSSIBLE = 0
@@ -52,17 +53,6 @@ def pool_rates(workers: int, seconds_per_worker: float, rate_hint: float, repeat
             list(pool.map(search_nonce, *zip(*args)))
             rates.append(chunks * CHUNK_NONCES / (time.perf_counter() - started))
     return rates
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from chaincore.core.tx import make_coinbase
 from chaincore.p2p.client import PEER_HEADER
 from chaincore.service.node_service import make_node_service
 from chaincore.service.tap import Options
+from machine import cpu_model  # bench/machine.py, beside this script
 
 MINER_KEY = PrivateKey.from_secret(4242)
 ADDRESS = MINER_KEY.address
@@ -231,24 +232,13 @@ def _quantile(values, q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(reactor, argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--join-blocks", type=int, default=5000)
     args = parser.parse_args(argv)
-    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}; "
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}")
     bench = Bench(reactor)
 

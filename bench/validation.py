@@ -29,6 +29,7 @@ from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.params import REGTEST
 from chaincore.core.rules import check_block_sanity, connect_block, verify_batch
 from chaincore.core.tx import Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
+from machine import cpu_model  # bench/machine.py, beside this script
 
 MIN_BATCH = 250
 FEE = 1_000
@@ -109,17 +110,6 @@ class PoolVerifier:
             if bad >= 0:
                 return start + bad
         return -1
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():

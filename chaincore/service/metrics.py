@@ -1,7 +1,6 @@
 """Prometheus metrics of one node, in a registry of its own (two nodes in one process never collide)."""
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
 
 
 class NodeMetrics:

@@ -1,6 +1,5 @@
 """Strict JSON views (CONTRACT 3): round trips, and refusal of every ill-typed or tampered field by name."""
 
-import copy
 import json
 
 from twisted.trial.unittest import SynchronousTestCase

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.block import Block, Header, merkle_root
 from chaincore.core.errors import (
-    BadAmount, BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
+    BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput, DuplicateTx,
     ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, Malformed, MissingInput, NoCoinbase, NoInputs, NonFinal,
     NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TxTooLarge, WrongKey,

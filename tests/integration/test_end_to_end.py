@@ -17,12 +17,13 @@ import sys
 from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
-from twisted.internet import defer, error, protocol, reactor
+from twisted.internet import error, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from ..support.api import wait_until
+from ..support.processes import OutputProcess
 
 COIN = 100_000_000
 REWARD = 50 * COIN           # regtest: 50 coins, halving every 150 blocks (these tests stay below 150)
@@ -50,26 +51,14 @@ def child_env() -> dict:
     return env
 
 
-class NodeProcess(protocol.ProcessProtocol):
+class NodeProcess(OutputProcess):
     """One `twistd -n chaincore` child: its output, and `ended`, which fires with the exit reason."""
 
     def __init__(self, port: int, datadir: str):
+        super().__init__()
         self.port, self.datadir = port, datadir
         self.url = f"http://127.0.0.1:{port}"
-        self.output = b""
-        self.ended = defer.Deferred()
         self.transport = None
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value)
-
-    def log(self) -> str:
-        return self.output.decode(errors="replace")[-3000:]
 
 
 class EndToEndTests(TestCase):

@@ -9,7 +9,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core import jsonview
 from chaincore.core.block import Block
-from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
 from chaincore.p2p.client import DATA_TIMEOUT_S, HEALTH_TIMEOUT_S
 from chaincore.p2p.peers import BAN_THRESHOLD, PENALTIES

@@ -14,7 +14,7 @@ import socket
 import sys
 
 from treq.client import HTTPClient
-from twisted.internet import defer, error, protocol, reactor
+from twisted.internet import error, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -24,6 +24,7 @@ from chaincore.service.node_service import open_store
 
 from ..support.api import wait_until
 from ..support.builders import ALICE
+from tests.support.processes import OutputProcess
 
 START_TIMEOUT_S = 20
 
@@ -54,20 +55,7 @@ def child_env() -> dict:
     return env
 
 
-class TwistdProcess(protocol.ProcessProtocol):
-    """A twistd child: its output, and `ended`, which fires with the exit reason."""
-
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value)
+TwistdProcess = OutputProcess  # a twistd child: its output, and `ended` with the exit reason
 
 
 class PluginTestCase(TestCase):

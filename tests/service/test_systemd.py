@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 from treq.client import HTTPClient
-from twisted.internet import defer, error, protocol, reactor
+from twisted.internet import error, reactor
 from twisted.logger import ILogObserver
 from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -27,6 +27,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from chaincore.service.tap import Options
 
 from ..support.api import wait_until
+from tests.support.processes import OutputProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT_DIR = os.path.join(ROOT, "contrib", "systemd")
@@ -128,18 +129,7 @@ class VerifyTests(SynchronousTestCase):
             self.assertEqual((done.returncode, done.stderr), (0, ""), name)
 
 
-class ActivatedNode(protocol.ProcessProtocol):
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value)
+ActivatedNode = OutputProcess  # the socket-activated twistd child
 
 
 class SocketActivationTests(TestCase):
