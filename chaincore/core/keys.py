@@ -71,6 +71,7 @@ def b58decode(text: str) -> bytes:
     return b"\0" * pad + body
 
 
+@functools.lru_cache(maxsize=65536)
 def address_from_payload(payload: bytes) -> str:
     """The Base58Check text of a 21-byte address payload."""
     check = hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
@@ -81,6 +82,11 @@ def address_payload(address: str) -> bytes:
     """The 21-byte payload of a Base58Check address; BadAddress if its checksum or form is wrong."""
     if not isinstance(address, str) or not 20 <= len(address) <= 40:
         raise BadAddress(f"not an address: {address!r}"[:120])
+    return _decode_address(address)
+
+
+@functools.lru_cache(maxsize=65536)
+def _decode_address(address: str) -> bytes:
     raw = b58decode(address)
     if len(raw) != ADDRESS_PAYLOAD_SIZE + 4:
         raise BadAddress(f"address {address} has the wrong length")

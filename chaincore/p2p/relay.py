@@ -64,22 +64,26 @@ class Relay:
             return None
         if block.hash != self.node.chain.tip.hash:
             return None  # only the tip is news worth spreading
-        return self._send(block.hash, "/submit_block", {"block": jsonview.block_to_json(block)}, source)
+        return self._send(block.hash, "/submit_block", lambda: {"block": jsonview.block_to_json(block)}, source)
 
     def on_caught_up(self, peer, received):
         """A catch-up from peer connected blocks without relaying them: announce the new tip once."""
         tip = self.node.chain.block(self.node.chain.tip.hash)
         self.known.add(peer, tip.hash)
-        return self._send(tip.hash, "/submit_block", {"block": jsonview.block_to_json(tip)}, peer)
+        return self._send(tip.hash, "/submit_block", lambda: {"block": jsonview.block_to_json(tip)}, peer)
 
     def on_tx(self, tx, source):
         """A transaction newly in the mempool: pass it on to every peer not known to have it."""
         if source:
             self.known.add(source, tx.tx_id)
-        return self._send(tx.tx_id, "/add_transaction", {"transaction": jsonview.tx_to_json(tx)}, source)
+        return self._send(tx.tx_id, "/add_transaction", lambda: {"transaction": jsonview.tx_to_json(tx)}, source)
 
-    def _send(self, item: bytes, path: str, body: dict, source):
+    def _send(self, item: bytes, path: str, make_body, source):
+        """POST make_body() to every active peer but source that is not known to have item."""
         peers = [p for p in self.discovery.active_peers() if p != source and not self.known.has(p, item)]
+        if not peers:
+            return None
+        body = make_body()  # built only when someone will receive it
         sends = []
         for peer in peers:
             self.known.add(peer, item)

@@ -102,9 +102,11 @@ class SignatureBatcher:
     hop for many signatures), while the reactor goes on serving requests.
     """
 
-    def __init__(self, offloader, max_batch: int = 256):
+    def __init__(self, offloader, max_batch: int = 256, max_in_flight: int | None = None):
         self.offloader = offloader
         self.max_batch = max_batch
+        # one batch fewer than workers: the reactor keeps a core, and batches grow while one is out
+        self.max_in_flight = max_in_flight or max(1, offloader.workers - 1)
         self._queue = []       # [(checks, Deferred)]
         self._in_flight = 0
 
@@ -116,7 +118,7 @@ class SignatureBatcher:
         return d
 
     def _pump(self) -> None:
-        while self._queue and self._in_flight < self.offloader.workers:
+        while self._queue and self._in_flight < self.max_in_flight:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             self._in_flight += 1
             job = self.offloader.run(verify_groups, [checks for checks, _ in batch])
