@@ -50,6 +50,7 @@ class Mempool:
         self._spends = {}    # OutPoint -> tx_id of the mempool tx spending it
         self._bytes = 0
         self._sequence = 0
+        self.removals = 0    # counts every removal: a check made before an unchanged count still holds
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -98,11 +99,7 @@ class Mempool:
                 raise BadAmount(f"output {n} pays nothing: zero-value outputs are not relayed")
         if not rules.is_final(tx, next_height):
             raise NonFinal(f"transaction is locked until after height {tx.lock_time}")
-        for n, txin in enumerate(tx.inputs):
-            other = self._spends.get(txin.outpoint)
-            if other is not None:
-                raise DoubleSpend(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index}, already spent "
-                                  f"by mempool transaction {other.hex()}")
+        self._check_conflicts(tx)
 
         def lookup(outpoint):
             coin = get_coin(outpoint)
@@ -114,12 +111,27 @@ class Mempool:
                             f"({self.min_fee_rate} per byte for {tx.size} bytes)")
         return fee
 
-    def accept(self, tx: Transaction, get_coin, next_height: int) -> TxAccepted:
-        """Add tx if valid against get_coin (the chain's UTXOs) plus the pool; raise the rule it breaks."""
+    def _check_conflicts(self, tx: Transaction) -> None:
+        for n, txin in enumerate(tx.inputs):
+            other = self._spends.get(txin.outpoint)
+            if other is not None:
+                raise DoubleSpend(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index}, already spent "
+                                  f"by mempool transaction {other.hex()}")
+
+    def accept(self, tx: Transaction, get_coin, next_height: int, checked_fee: int | None = None) -> TxAccepted:
+        """Add tx if valid against get_coin (the chain's UTXOs) plus the pool; raise the rule it breaks.
+
+        checked_fee is the fee `check` found while neither the chain nor the pool lost
+        anything since (same tip, same `removals`): only new conflicts can have appeared.
+        """
         tx_id = tx.tx_id
         if tx_id in self._entries:
             return TxAccepted(tx_id, "duplicate")
-        fee = self.check(tx, get_coin, next_height)
+        if checked_fee is None:
+            fee = self.check(tx, get_coin, next_height)
+        else:
+            fee = checked_fee
+            self._check_conflicts(tx)
         if tx_id not in self.sig_cache:
             rules.check_signatures(tx)
             self.sig_cache.add(tx_id)
@@ -159,6 +171,7 @@ class Mempool:
         return [e.tx.tx_id for e in self._remove(tx_id, with_descendants)]
 
     def _remove(self, tx_id: bytes, with_descendants: bool) -> list:
+        self.removals += 1
         removed, todo = [], [tx_id]
         while todo:
             e = self._entries.pop(todo.pop(), None)
@@ -200,6 +213,7 @@ class Mempool:
         candidates += self.transactions()
         confirmed = {tx.tx_id for block in connected for tx in block.transactions}
         before = set(self._entries)
+        self.removals += 1
         self._entries.clear()
         self._spends.clear()
         self._bytes = 0

@@ -156,7 +156,7 @@ class Node:
 
     # -- transactions ----------------------------------------------------------------
 
-    def accept_tx(self, tx, source: str | None = None):
+    def accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None):
         """Take a transaction into the mempool: TxAccepted ("accepted" or "duplicate"), or raise Invalid."""
         if source and self.peer_hint is not None:
             self.peer_hint(source)
@@ -164,7 +164,7 @@ class Node:
             from ..core.mempool import TxAccepted
             return TxAccepted(tx.tx_id, "duplicate")
         try:
-            result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1)
+            result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1, checked_fee)
         except Invalid as err:
             self._count("tx", "rejected", err.code)
             log.debug("transaction {tx_id} rejected: {reason}", tx_id=tx.tx_id.hex()[:16], reason=err)
@@ -184,14 +184,16 @@ class Node:
         if self.signatures is None or tx.tx_id in self.sig_cache or tx.tx_id in self.mempool:
             return defer.maybeDeferred(self.accept_tx, tx, source)
         try:
-            self.mempool.check(tx, self.chain.get_coin, self.chain.height + 1)
+            fee = self.mempool.check(tx, self.chain.get_coin, self.chain.height + 1)
         except Invalid:
             return defer.maybeDeferred(self.accept_tx, tx, source)  # refuses it, with logs and metrics
+        checked_at = (self.chain.tip.hash, self.mempool.removals)
 
         def verified(ok):
             if ok:
                 self.sig_cache.add(tx.tx_id)
-            return self.accept_tx(tx, source)
+            unchanged = ok and checked_at == (self.chain.tip.hash, self.mempool.removals)
+            return self.accept_tx(tx, source, checked_fee=fee if unchanged else None)
 
         return self.signatures.verify(rules.signature_checks(tx)).addCallback(verified)
 

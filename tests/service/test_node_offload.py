@@ -3,7 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.core.errors import BadSignature
+from chaincore.core.errors import BadSignature, DoubleSpend
 from chaincore.core.params import REGTEST
 from chaincore.core.store import MemoryStore
 from chaincore.core.tx import OutPoint
@@ -86,3 +86,70 @@ class OffloadTests(SynchronousTestCase):
         block = make_block(self.chain[-1])
         self.successResultOf(node.accept_block_async(block))
         self.assertEqual(offloader.jobs, 0)
+
+
+class HeldOffloader(InlineOffloader):
+    """Holds every job until release(), so a test can act while signatures are being verified."""
+
+    workers = 2
+
+    def __init__(self):
+        self.held = []
+
+    def run(self, fn, *args):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.held.append((d, fn, args))
+        return d
+
+    def release(self):
+        held, self.held = self.held, []
+        for d, fn, args in held:
+            d.callback(fn(*args))
+
+
+class TransactionIntakeTests(SynchronousTestCase):
+    def setUp(self):
+        chain = regtest_chain(101, pay_to=KEYS[0])
+        self.coin = OutPoint(chain[1].transactions[0].tx_id, 0)
+        clock = Clock()
+        clock.advance(chain[-1].header.timestamp + 60)
+        self.offloader = HeldOffloader()
+        self.node = Node(MemoryStore(), REGTEST, clock, advertise_url="http://localhost:5000",
+                         offloader=self.offloader)
+        for block in chain[1:]:
+            self.node.accept_block(block)
+
+    def test_signatures_are_checked_off_the_reactor(self):
+        """A transaction enters the mempool only once its signature batch came back valid."""
+        tx = signed_tx([(self.coin, KEYS[0])], [(KEYS[1], 50 * 10**8 - 10_000)])
+        d = self.node.accept_tx_async(tx)
+        self.assertNoResult(d)
+        self.assertNotIn(tx.tx_id, self.node.mempool)
+        self.offloader.release()
+        self.assertEqual(self.successResultOf(d).status, "accepted")
+        self.assertIn(tx.tx_id, self.node.mempool)
+
+    def test_conflict_accepted_during_verification_wins(self):
+        """Of two transactions spending one coin, the first to finish enters; the other is a double spend."""
+        first = signed_tx([(self.coin, KEYS[0])], [(KEYS[1], 50 * 10**8 - 10_000)])
+        second = signed_tx([(self.coin, KEYS[0])], [(KEYS[2], 50 * 10**8 - 20_000)])
+        d1 = self.node.accept_tx_async(first)
+        d2 = self.node.accept_tx_async(second)
+        self.offloader.release()  # the first batch; the second, queued meanwhile, leaves now
+        self.assertEqual(self.successResultOf(d1).status, "accepted")
+        self.assertNoResult(d2)
+        self.offloader.release()
+        self.assertEqual(self.failureResultOf(d2, DoubleSpend).value.code, "double-spend")
+        self.assertEqual(self.node.mempool.transactions(), [first])
+
+    def test_bad_signature_is_refused_with_its_rule(self):
+        """A transaction whose batch fails is refused with BadSignature and never enters the pool."""
+        tx = signed_tx([(self.coin, KEYS[0])], [(KEYS[1], 50 * 10**8 - 10_000)])
+        sig = bytearray(tx.inputs[0].signature)
+        sig[3] ^= 1
+        bad = tx.with_signatures([bytes(sig)])
+        d = self.node.accept_tx_async(bad)
+        self.offloader.release()
+        self.assertEqual(self.failureResultOf(d, BadSignature).value.code, "bad-signature")
+        self.assertEqual(len(self.node.mempool), 0)
