@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -41,6 +40,7 @@ from Crypto.Signature import DSS
 from chaincore.core import jsonview
 from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.tx import Transaction, TxIn, TxOut
+from machine import describe  # bench/machine.py, beside this script
 
 KEYS = [PrivateKey.from_secret(7000 + i) for i in range(8)]
 FEE = 1_000
@@ -231,8 +231,7 @@ def main():
     parser.add_argument("--profile", help="run the node under cProfile, writing stats to this file")
     args = parser.parse_args()
 
-    print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-          f"Python {platform.python_version()}")
+    print(f"machine: {describe()}")
     datadir = tempfile.mkdtemp(prefix="chaincore-bench-")
     port = free_port()
     base, host = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"

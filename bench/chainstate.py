@@ -14,7 +14,6 @@ does not grow with the chain.  A MemoryStore run gives the store-free figure.
 import argparse
 import contextlib
 import os
-import platform
 import tempfile
 import time
 
@@ -23,6 +22,7 @@ from chaincore.core.chainstate import ChainState
 from chaincore.core.params import REGTEST
 from chaincore.core.store import MemoryStore
 from chaincore.core.tx import make_coinbase
+from machine import describe  # bench/machine.py, beside this script
 
 try:
     from chaincore.storage.sqlite import SqliteStore
@@ -110,7 +110,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=100, help="blocks per store transaction in the batched run")
     args = parser.parse_args(argv)
 
-    print(f"python {platform.python_version()}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}")
+    print(f"machine: {describe()}")
     print("network: regtest")
     start = time.perf_counter()
     raw = build(args.blocks)
