@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from . import keys
 from .block import Block, Header, merkle_root
 from .errors import (
+    BadAddress,
     BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput,
     DuplicateTx, ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, MissingInput, NoCoinbase,
@@ -43,6 +44,8 @@ def check_tx_sanity(tx: Transaction, params: NetworkParams) -> None:
             raise BadAmount(f"output {n} amount must be a non-negative integer")
         if out.amount > params.max_money:
             raise OutputTooLarge(f"output {n} amount {out.amount} is over the money supply")
+        if out.recipient[0] != keys.ADDRESS_VERSION:
+            raise BadAddress(f"output {n} pays an address of unknown version {out.recipient[0]}")
         total += out.amount
         if total > params.max_money:
             raise OutputTooLarge("outputs add up to more than the money supply")
@@ -131,7 +134,7 @@ def check_header_context(header: Header, parent: ParentInfo, params: NetworkPara
         raise TimeTooOld(f"timestamp {header.timestamp} is not above the median of the last "
                          f"{params.median_time_span} blocks ({parent.median_time_past})")
     if header.timestamp > now + params.max_future_s:
-        raise TimeTooNew(f"timestamp {header.timestamp} is more than 2 h ahead of {now}")
+        raise TimeTooNew(f"timestamp {header.timestamp} is more than {params.max_future_s} s ahead of {now}")
 
 
 def check_tx_inputs(tx: Transaction, get_coin, height: int, params: NetworkParams) -> int:

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.block import Block, Header, merkle_root
 from chaincore.core.errors import (
+    BadAddress,
     BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput, DuplicateTx,
     ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, Malformed, MissingInput, NoCoinbase, NoInputs, NonFinal,
@@ -674,3 +675,12 @@ class ExhaustedRewardTests(SynchronousTestCase):
         check_block_sanity(block, REGTEST)
         delta = connect_block(block, lambda op: None, REGTEST)
         self.assertEqual([coin.amount for _, coin in delta.created], [0])
+
+
+class AddressVersionTests(SynchronousTestCase):
+    def test_output_with_unknown_address_version_is_refused(self):
+        """An output whose payload carries another version byte (possible only in bytes) is refused."""
+        tx = signed_tx([(OutPoint(b"\x11" * 32, 0), ALICE)], [(BOB, 1000)])
+        odd = Transaction(tx.version, tx.inputs, (TxOut(1000, b"\x00" + payload(BOB)[1:]),), tx.lock_time)
+        err = self.assertRaises(BadAddress, check_tx_sanity, odd, REGTEST)
+        self.assertEqual(err.code, "bad-address")
