@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from twisted.internet import defer, error as net_error
 from twisted.internet.protocol import Protocol
 from treq.client import HTTPClient
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
@@ -50,14 +50,16 @@ class _BodyTooLarge(Exception):
 class _CappedBody(Protocol):
     """Collects a response body into `finished`, aborting the connection past `max_bytes` or on cancel."""
 
-    def __init__(self, max_bytes: int, expected_length):
-        self.max_bytes, self.expected_length = max_bytes, expected_length
+    def __init__(self, max_bytes: int, expected_length, refuse: bool = False):
+        self.max_bytes, self.expected_length, self.refuse = max_bytes, expected_length, refuse
         self.received = 0
         self._chunks = []
         self.finished = defer.Deferred(self._cancel)
 
     def connectionMade(self):
-        if self.expected_length is not UNKNOWN_LENGTH and self.expected_length > self.max_bytes:
+        if self.refuse:
+            self._abort(_BodyTooLarge("refused unread"))
+        elif self.expected_length is not UNKNOWN_LENGTH and self.expected_length > self.max_bytes:
             self._abort(_BodyTooLarge(f"announced {self.expected_length} bytes"))
 
     def dataReceived(self, data):
@@ -227,16 +229,22 @@ class PeerClient:
                     response = await deadline.current
                 finally:
                     self._in_flight.discard(deadline.current)
-                body = _CappedBody(max_bytes, response.length)
+                # treq inflates gzip answers before our cap sees them (a small bomb becomes a large
+                # buffer); ChainCore never compresses, so a compressed answer is cut at its first byte
+                compressed = isinstance(response.original, GzipDecoder)
+                body = _CappedBody(max_bytes, response.length, refuse=compressed)
                 deadline.current = body.finished
                 self._in_flight.add(body.finished)
-                response.original.deliverBody(body)
+                # a compressed body is refused on the raw response, so nothing is ever inflated
+                (response.original.original if compressed else response.original).deliverBody(body)
                 try:
                     raw = await body.finished
                 finally:
                     self._in_flight.discard(body.finished)
                     traffic.bytes_received += body.received
             except _BodyTooLarge as e:
+                if compressed:
+                    raise PeerUnreachable(f"{what}: compressed answers are refused") from None
                 raise PeerUnreachable(f"{what}: response body {e}") from None
             except _NETWORK_ERRORS as e:
                 if deadline.expired:

@@ -198,6 +198,24 @@ class _StallAfterHeaders(Resource):
         return NOT_DONE_YET
 
 
+class _GzipBomb(Resource):
+    """Answers with a gzip body that would inflate to `size` bytes of JSON."""
+
+    isLeaf = True
+
+    def __init__(self, size):
+        super().__init__()
+        import gzip
+        self.body = gzip.compress(b'{"x":"' + b"x" * size + b'"}')
+        self.size = size
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Encoding", b"gzip")
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Connection", b"close")  # the refusal must not depend on keep-alive timing
+        return self.body
+
+
 class LoopbackClientTests(TestCase):
     """Real sockets: the cap and the body deadline abort the connection and leave the reactor clean."""
 
@@ -241,6 +259,16 @@ class LoopbackClientTests(TestCase):
         self.assertLess(reactor.seconds() - started, 2)
         yield _until(lambda: stall.lost)
         self.assertEqual(len(stall.lost), 1)
+
+    @defer.inlineCallbacks
+    def test_compressed_answer_is_refused_unread(self):
+        """A gzip answer (here one that would inflate to 50 MB) is refused before anything is inflated."""
+        bomb = _GzipBomb(50_000_000)
+        client, url = yield self.serve(bomb)
+        with self.assertRaises(PeerUnreachable) as cm:
+            yield client.get_json(url, "/chain", max_bytes=100_000)
+        self.assertIn("compressed answers are refused", str(cm.exception))
+        self.assertEqual(client.bytes_received(url), 0)
 
     @defer.inlineCallbacks
     def test_refused_port(self):
