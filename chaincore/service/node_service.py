@@ -116,10 +116,17 @@ def make_node_service(options, reactor=None):
         endpoint = serverFromString(reactor, options["endpoint"])
     except (ValueError, IndexError, KeyError, TypeError) as e:
         raise SystemExit(f"chaincore: bad --port {options['port']!r}: {e or 'no such listening socket'}")
+    except OSError as e:  # e.g. ssl: with a key or certificate file that cannot be read
+        raise SystemExit(f"chaincore: bad --port {options['port']!r}: {e.strerror or e}"
+                         f"{': ' + e.filename if getattr(e, 'filename', None) else ''}")
+    except ImportError as e:
+        raise SystemExit(f"chaincore: --port {options['port']!r} needs a module that is not installed ({e.name}); "
+                         "for ssl: endpoints, pip install 'chaincore[tls]'")
     if options["port_number"] is not None and options["port_number"] != 0:
         preflight_bind(options["interface"], options["port_number"])
     own_port = options["port_number"] or endpoint_port(endpoint)
-    advertise = options["advertise"] or (f"http://localhost:{own_port}" if own_port else None)
+    scheme = "https" if options["endpoint"].startswith("ssl:") else "http"
+    advertise = options["advertise"] or (f"{scheme}://localhost:{own_port}" if own_port else None)
     if not advertise:
         raise SystemExit(f"chaincore: cannot tell which URL to advertise for --port {options['port']!r}; "
                          "give --advertise URL")

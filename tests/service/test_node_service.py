@@ -1,0 +1,42 @@
+"""make_node_service: start-up failures are one line, and the advertised URL follows the endpoint."""
+
+import os
+import subprocess
+import tempfile
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from chaincore.service.node_service import make_node_service
+from chaincore.service.tap import Options
+from tests.support.network import free_ports
+
+
+def options(*args) -> Options:
+    o = Options()
+    o.parseOptions(["--network", "regtest", "--discover-ports", "", "--datadir", tempfile.mkdtemp()] + list(args))
+    return o
+
+
+class StartupTests(SynchronousTestCase):
+    def test_unreadable_tls_key_is_one_line(self):
+        """An ssl: endpoint whose key file is missing ends the start with one line naming the file."""
+        err = self.assertRaises(SystemExit, make_node_service, options("--port", "ssl:0:privateKey=/nonexistent.pem"),
+                                reactor)
+        self.assertIn("/nonexistent.pem", str(err))
+        self.assertEqual(len(str(err).splitlines()), 1)
+
+    def test_tls_endpoint_advertises_https(self):
+        """A node on an ssl: endpoint advertises an https URL on that port by default."""
+        if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+            raise SkipTest("openssl is not installed")
+        folder = tempfile.mkdtemp()
+        pem = os.path.join(folder, "node.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pem, "-out",
+                        pem + ".crt", "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True)
+        with open(pem, "a") as key, open(pem + ".crt") as cert:
+            key.write(cert.read())
+        (port,) = free_ports(1)
+        service = make_node_service(options("--port", f"ssl:{port}:privateKey={pem}"), reactor)
+        self.addCleanup(service.store.close)
+        self.assertEqual(service.node.advertise_url, f"https://localhost:{port}")
