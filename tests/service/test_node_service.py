@@ -1,6 +1,7 @@
 """make_node_service: start-up failures are one line, and the advertised URL follows the endpoint."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -28,7 +29,7 @@ class StartupTests(SynchronousTestCase):
 
     def test_tls_endpoint_advertises_https(self):
         """A node on an ssl: endpoint advertises an https URL on that port by default."""
-        if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+        if shutil.which("openssl") is None:
             raise SkipTest("openssl is not installed")
         folder = tempfile.mkdtemp()
         pem = os.path.join(folder, "node.pem")
