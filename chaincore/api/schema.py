@@ -68,6 +68,7 @@ class Param:
     description: str
     default: object = None
     required: bool = False
+    cap: int | None = None  # a larger value is taken as the cap, not refused
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,8 @@ ENDPOINTS = {
     "status": Endpoint("get", "/status", "Node health and chain summary.", responses={200: ("status", STATUS)}),
     "chain": Endpoint("get", "/chain", "The main chain (the whole chain without parameters).",
                       params=(Param("start", "query", START.schema, "first height", None),
-                              Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
-                                    "number of blocks (at most 500)", None)),
+                              Param("limit", "query", {"type": "integer", "minimum": 1},
+                                    "number of blocks (more than 500 is taken as 500)", None, cap=500)),
                       responses={200: ("blocks and chain length",
                                        {"type": "object", "properties": {"chain": {"type": "array", "items": ref("Block")},
                                                                          "length": {"type": "integer"}}})}),
@@ -126,15 +127,15 @@ ENDPOINTS = {
     "block": Endpoint("get", "/block/{hash}", "One block by hash.", params=(HASH_PARAM,),
                       responses={200: ("the block", ref("Block")), 404: ("unknown block", ref("Error"))}),
     "blocks": Endpoint("get", "/blocks", "Main-chain blocks by height.",
-                       params=(START, Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500},
-                                            "number of blocks (capped at 500)", 100)),
+                       params=(START, Param("limit", "query", {"type": "integer", "minimum": 1},
+                                            "number of blocks (more than 500 is taken as 500)", 100, cap=500)),
                        responses={200: ("blocks", {"type": "object", "properties": {
                            "blocks": {"type": "array", "items": ref("Block")}}})}),
     "headers": Endpoint("get", "/headers", "Main-chain headers after the first locator hash known.",
                         params=(Param("locator", "query", {"type": "string", "pattern": "^([0-9a-fA-F]{64},?){0,64}$"},
                                       "comma-separated block hashes, newest first", ""),
-                                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 2000},
-                                      "number of headers (capped at 2000)", 2000)),
+                                Param("limit", "query", {"type": "integer", "minimum": 1},
+                                      "number of headers (more than 2000 is taken as 2000)", 2000, cap=2000)),
                         responses={200: ("headers", {"type": "object", "properties": {
                             "headers": {"type": "array", "items": ref("Header")}}})}),
     "tx": Endpoint("get", "/tx/{tx_id}", "A transaction from the chain or the mempool, with confirmations.",
@@ -192,7 +193,7 @@ def _coerce(p: Param, raw: str):
         value = int(raw)
         if value < s.get("minimum", 0) or value > s.get("maximum", 1 << 64):
             raise Malformed(f"parameter {p.name} must be between {s.get('minimum', 0)} and {s.get('maximum')}")
-        return value
+        return min(value, p.cap) if p.cap is not None else value
     if "pattern" in s and not re.fullmatch(s["pattern"].strip("^$"), raw):
         raise Malformed(f"parameter {p.name} is not of the form {s['pattern']}")
     if len(raw) > s.get("maxLength", 10_000) or len(raw) < s.get("minLength", 0):

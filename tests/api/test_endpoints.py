@@ -75,8 +75,15 @@ class StatusAndChainTests(APITestCase):
         self.assertEqual(body["blocks"][-1]["hash"], self.tip.hash.hex())
 
     def test_blocks_limit_capped(self):
-        """A /blocks limit over the documented cap is refused with 400 rather than served."""
-        assert_error(self, self.client.get("/blocks?limit=501"), 400, "malformed")
+        """A /blocks limit over the cap is served as the cap (CONTRACT 2: "N capped"), not refused."""
+        body = self.client.get_json("/blocks?start=0&limit=100000")
+        self.assertEqual(len(body["blocks"]), min(500, FUNDED_HEIGHT + 1))
+
+    def test_headers_limit_capped(self):
+        """A /headers limit over 2000 is taken as 2000; a zero limit is refused."""
+        body = self.client.get_json("/headers?limit=999999")
+        self.assertEqual(len(body["headers"]), FUNDED_HEIGHT)
+        assert_error(self, self.client.get("/headers?limit=0"), 400, "malformed")
 
     def test_block_by_hash(self):
         """/block/<hash> is the block, with main_chain and its confirmations."""
