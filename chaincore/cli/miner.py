@@ -262,7 +262,8 @@ class Miner:
             status = self.node.get("/status")
             template = parse_template(self.node.get("/mining/template", {"address": self.address}))
         except (NodeUnreachable, NodeRefused) as e:
-            if first:
+            busy = isinstance(e, NodeRefused) and e.status == 503  # catching up with its peers: wait for it
+            if first and not busy:
                 raise
             self.node_away(now, e)
             return

@@ -146,6 +146,20 @@ class MinerTests(SynchronousTestCase):
         self.assertEqual(err.getvalue().count("syncing"), 1, err.getvalue())
         self.assertIn("answers again", err.getvalue())
 
+    def test_node_still_syncing_at_start(self):
+        """A node answering 503 (catching up) to the first template request is waited for, not an error."""
+        node = MiningNode(self)
+        serve = node.template
+        failures = iter([(503, {"error": "the node is catching up with its peers"})] * 2)
+        node.answers[("GET", "/mining/template")] = lambda seen: next(failures, None) or serve(seen)
+        err = io.StringIO()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
+            mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 1, miner.Display(err, time.monotonic),
+                                 time.monotonic, pool, retry_s=0.05)
+            mining.run()
+        self.assertEqual(len(node.accepted), 1)
+        self.assertIn("answers again", err.getvalue())
+
 
 class MinerErrorTests(SynchronousTestCase):
     def assertOneLineError(self, argv, code, text):
