@@ -107,6 +107,7 @@ class Synchronizer:
                     # a peer may answer with fewer blocks than asked: ask again from where it stopped
                     blocks = yield self._fetch_blocks(peer, headers[position:position + BLOCKS_PER_REQUEST])
                     position += len(blocks)
+                    yield self.node.preverify(blocks)  # big blocks: signatures in worker processes
                     taken, error = self._connect(blocks, peer)
                     received += taken
                     if error is not None:

@@ -118,21 +118,27 @@ class Node:
         return result
 
     def accept_block_async(self, block: Block, source: str | None = None, local: bool = False) -> defer.Deferred:
-        """accept_block, with the signatures of a big block verified in worker processes first.
-
-        The cheap checks (proof of work, merkle root, shape) run before any
-        signature is paid for; transactions whose batch verified are put in the
-        signature cache, so the chain state skips them, and a bad signature is
-        then found and reported by the ordinary path.
-        """
-        pending = [tx for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache]
-        if (self.offloader is None or sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS
-                or self.chain.has_block(block.hash)):
+        """accept_block, with the signatures of a big block verified in worker processes first."""
+        if self.chain.has_block(block.hash):
             return defer.maybeDeferred(self.accept_block, block, source, local)
         try:
-            rules.check_block_sanity(block, self.params)
+            rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
         except Invalid:
             return defer.maybeDeferred(self.accept_block, block, source, local)  # reports it as usual
+        d = self.preverify([block])
+        return d.addCallback(lambda _: self.accept_block(block, source, local))
+
+    def preverify(self, blocks) -> defer.Deferred:
+        """Verify the blocks' not yet verified signatures in worker processes, in batches.
+
+        Transactions whose batch verified go into the signature cache, so the
+        chain state skips them; a bad signature is left for the ordinary path
+        to find and report.  Few inputs are not worth the process hop: they
+        are left to the chain state.  Fires with None.
+        """
+        pending = [tx for block in blocks for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache]
+        if self.offloader is None or sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS:
+            return defer.succeed(None)
         chunks, chunk, size = [], [], 0
         for tx in pending:
             chunk.append(tx)
@@ -150,7 +156,6 @@ class Node:
                 if bad < 0:
                     for tx in ch:
                         self.sig_cache.add(tx.tx_id)
-            return self.accept_block(block, source, local)
 
         return defer.gatherResults(jobs, consumeErrors=True).addCallback(verified)
 

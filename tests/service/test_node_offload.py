@@ -80,6 +80,15 @@ class OffloadTests(SynchronousTestCase):
         self.assertEqual(node.chain.tip.hash, tip)
         self.assertGreater(offloader.jobs, 0)
 
+    def test_preverify_fills_the_signature_cache(self):
+        """preverify (used by catch-up before its store batch) checks a big block's signatures in workers."""
+        node, offloader = self.node()
+        block = self.big_block(node)
+        self.successResultOf(node.preverify([block]))
+        self.assertEqual(offloader.jobs, 3)
+        self.assertTrue(all(tx.tx_id in node.sig_cache for tx in block.transactions[1:]))
+        self.assertTrue(node.accept_block(block).main_chain)
+
     def test_small_block_stays_inline(self):
         """A block with few inputs is accepted without the offloader."""
         node, offloader = self.node()
