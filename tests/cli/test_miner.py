@@ -137,11 +137,7 @@ class MinerTests(SynchronousTestCase):
             return serve(seen)
         node.answers[("GET", "/mining/template")] = template
         node.elsewhere_at_status = 2  # the first poll sees a new tip and asks for a new template
-        err = io.StringIO()
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
-            mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 1, miner.Display(err, time.monotonic),
-                                 time.monotonic, pool, retry_s=0.05)
-            mining.run()
+        err = mine_one_block(node)
         self.assertEqual(len(node.accepted), 1)
         self.assertEqual(err.getvalue().count("syncing"), 1, err.getvalue())
         self.assertIn("answers again", err.getvalue())
@@ -152,13 +148,19 @@ class MinerTests(SynchronousTestCase):
         serve = node.template
         failures = iter([(503, {"error": "the node is catching up with its peers"})] * 2)
         node.answers[("GET", "/mining/template")] = lambda seen: next(failures, None) or serve(seen)
-        err = io.StringIO()
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
-            mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 1, miner.Display(err, time.monotonic),
-                                 time.monotonic, pool, retry_s=0.05)
-            mining.run()
+        err = mine_one_block(node)
         self.assertEqual(len(node.accepted), 1)
         self.assertIn("answers again", err.getvalue())
+
+
+def mine_one_block(node) -> io.StringIO:
+    """Run a one-worker Miner against node until one block is accepted, retrying every 0.05 s; its log."""
+    err = io.StringIO()
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
+        mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 1, miner.Display(err, time.monotonic),
+                             time.monotonic, pool, retry_s=0.05)
+        mining.run()
+    return err
 
 
 class MinerErrorTests(SynchronousTestCase):
