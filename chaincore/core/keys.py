@@ -179,6 +179,19 @@ def check_public_key(public_key: bytes) -> None:
     _verifier(public_key)
 
 
+class _Digest:
+    """What DSS.verify reads of a hash object in deterministic mode: digest(). A hashlib digest wrapped
+    this way costs a quarter of a Crypto.Hash object, and verifying is the hot path of validation."""
+
+    __slots__ = ("_digest",)
+
+    def __init__(self, digest: bytes):
+        self._digest = digest
+
+    def digest(self) -> bytes:
+        return self._digest
+
+
 def verify(public_key: bytes, sighash: bytes, signature: bytes) -> bool:
     """True when signature is the low-S signature of sighash by public_key."""
     if len(signature) != SIGNATURE_SIZE:
@@ -191,7 +204,7 @@ def verify(public_key: bytes, sighash: bytes, signature: bytes) -> bool:
     except Malformed:
         return False
     try:
-        verifier.verify(SHA256.new(sighash), signature)
+        verifier.verify(_Digest(hashlib.sha256(sighash).digest()), signature)
     except ValueError:
         return False
     return True
