@@ -5,6 +5,7 @@ that cannot be opened or belongs to another network) fails inside
 makeService with one line and exit status 1, before twistd daemonizes.
 """
 
+import fcntl
 import os
 import socket
 
@@ -21,15 +22,18 @@ STORE_FILE = "chain.sqlite"
 class NodeService(service.MultiService):
     """The node's top service: closes the store after every child (site, timers, miner) has stopped."""
 
-    def __init__(self, node, store, datadir, reactor=None, site=None):
+    def __init__(self, node, store, datadir, reactor=None, site=None, lock=None):
         super().__init__()
         self.node = node
         self.store = store
+        self.lock = lock  # the datadir's lock file, released when the store is closed
         self.datadir = datadir
         self.reactor = reactor
         self.site = site
 
     def startService(self):
+        if self.lock is not None:
+            note_lock_holder(self.lock)
         tip = self.node.chain.tip
         log.info("ChainCore node {node_id} on {network}: datadir {datadir}, tip {tip} at height {height}, "
                  "serving as {url}", node_id=self.node.node_id[:12], network=self.node.params.name,
@@ -43,6 +47,8 @@ class NodeService(service.MultiService):
             if self.site is not None:
                 self.site.close_connections()
             self.store.close()
+            if self.lock is not None:
+                self.lock.close()
             log.info("store closed at height {height}", height=self.node.chain.height)
             return result
 
@@ -82,8 +88,40 @@ def endpoint_port(endpoint):
     return port if isinstance(port, int) and port else None
 
 
+LOCK_FILE = "node.lock"
+
+
+def lock_datadir(datadir: str):
+    """An open, exclusively locked file in datadir (held until closed), or SystemExit naming the holder.
+
+    Two nodes on one datadir would each keep their own idea of the chain in memory;
+    the lock survives twistd's daemonizing fork, and the kernel drops it if the node dies.
+    """
+    path = os.path.join(datadir, LOCK_FILE)
+    try:
+        handle = open(path, "a+")
+    except OSError as e:
+        raise SystemExit(f"chaincore: cannot open {path}: {e.strerror}")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SystemExit(f"chaincore: datadir {datadir} is in use by another node (pid {holder})")
+    return handle
+
+
+def note_lock_holder(handle) -> None:
+    """Write this process's pid into the lock file (after twistd's fork, so it is the node's)."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+
+
 def open_store(datadir: str, params):
-    """The node's SqliteStore in datadir, or SystemExit with one line saying why not."""
+    """The node's SqliteStore in datadir and the datadir's lock, or SystemExit with one line saying why not."""
     from ..storage.sqlite import SqliteStore, StoreError
     try:
         os.makedirs(datadir, exist_ok=True)
@@ -91,12 +129,16 @@ def open_store(datadir: str, params):
         raise SystemExit(f"chaincore: cannot create datadir {datadir}: {e.strerror}")
     if not os.access(datadir, os.R_OK | os.W_OK | os.X_OK):
         raise SystemExit(f"chaincore: datadir {datadir} is not readable and writable")
+    lock = lock_datadir(datadir)
     try:
-        return SqliteStore(os.path.join(datadir, STORE_FILE), params.name, params.genesis_hash)
+        store = SqliteStore(os.path.join(datadir, STORE_FILE), params.name, params.genesis_hash)
     except StoreError as e:
+        lock.close()
         raise SystemExit(f"chaincore: {e}")
     except OSError as e:
+        lock.close()
         raise SystemExit(f"chaincore: cannot open datadir {datadir}: {e.strerror}")
+    return store, lock
 
 
 def make_node_service(options, reactor=None):
@@ -130,14 +172,14 @@ def make_node_service(options, reactor=None):
     if not advertise:
         raise SystemExit(f"chaincore: cannot tell which URL to advertise for --port {options['port']!r}; "
                          "give --advertise URL")
-    store = open_store(options["datadir"], params)
+    store, lock = open_store(options["datadir"], params)
     metrics = NodeMetrics()
     from .workers import ProcessOffloader
     offloader = ProcessOffloader(reactor)
     node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics,
                 offloader=offloader)
     site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
-    top = NodeService(node, store, options["datadir"], reactor, site)
+    top = NodeService(node, store, options["datadir"], reactor, site, lock)
     top.metrics = metrics
 
     http = StreamServerEndpointService(endpoint, site)

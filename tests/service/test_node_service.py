@@ -19,6 +19,12 @@ def options(*args) -> Options:
     return o
 
 
+def with_datadir(o: Options, datadir: str) -> Options:
+    """The same options on another datadir."""
+    o["datadir"] = datadir
+    return o
+
+
 class StartupTests(SynchronousTestCase):
     def test_unreadable_tls_key_is_one_line(self):
         """An ssl: endpoint whose key file is missing ends the start with one line naming the file."""
@@ -39,5 +45,22 @@ class StartupTests(SynchronousTestCase):
             key.write(cert.read())
         (port,) = free_ports(1)
         service = make_node_service(options("--port", f"ssl:{port}:privateKey={pem}"), reactor)
+        self.addCleanup(service.lock.close)
         self.addCleanup(service.store.close)
         self.assertEqual(service.node.advertise_url, f"https://localhost:{port}")
+
+    def test_second_node_on_one_datadir_is_refused(self):
+        """While a node holds a datadir, another start on it ends with one line; once closed, it may start."""
+        first_options = options("--port", str(free_ports(1)[0]))
+        first = make_node_service(first_options, reactor)
+        self.addCleanup(first.store.close)
+        err = self.assertRaises(SystemExit, make_node_service,
+                                with_datadir(options("--port", str(free_ports(1)[0])), first_options["datadir"]),
+                                reactor)
+        self.assertIn("is in use by another node", str(err))
+        self.assertEqual(len(str(err).splitlines()), 1)
+        first.lock.close()
+        second = make_node_service(with_datadir(options("--port", str(free_ports(1)[0])), first_options["datadir"]),
+                                   reactor)
+        second.store.close()
+        second.lock.close()

@@ -189,7 +189,9 @@ class StartupFailureTests(TestCase):
     async def test_datadir_of_another_network(self):
         """A regtest datadir opened with --network main gives one line naming both networks."""
         datadir = os.path.abspath(self.mktemp())
-        open_store(datadir, REGTEST).close()
+        store, lock = open_store(datadir, REGTEST)
+        store.close()
+        lock.close()
         output, code = await self.run_twistd(*node_args(free_port(), datadir, network="main"))
         self.assertOneLine(output, code, "chaincore: ")
         self.assertIn("regtest", output)
