@@ -25,6 +25,8 @@ from .schema import ENDPOINTS, openapi_json, params
 log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
+STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
+STREAM_SLICE_BLOCKS = 200
 
 
 def is_loopback(request) -> bool:
@@ -74,9 +76,10 @@ class NodeAPI:
 
     app = Klein()
 
-    def __init__(self, node, metrics=None):
+    def __init__(self, node, metrics=None, cooperate=None):
         self._node = node
         self._metrics = metrics
+        self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
 
     def resource(self):
         return self.app.resource()
@@ -124,10 +127,38 @@ class NodeAPI:
         length = chain.height + 1
         if p["start"] is None and p["limit"] is None:
             start, limit = 0, length
+            if length > STREAM_CHAIN_OVER:
+                return self._stream_chain(request, [chain.main_hash(h) for h in range(length)])
         else:
             start, limit = p["start"] or 0, p["limit"] or 100
         blocks = chain.main_blocks(start, limit)
         return json_body(request, 200, {"chain": [jsonview.block_to_json(b) for b in blocks], "length": length})
+
+    def _stream_chain(self, request, hashes: list):
+        """The whole chain as /chain answers it, written in slices so the reactor serves others meanwhile.
+
+        The main chain's hashes are taken when the request arrives, so a reorganisation
+        during the answer cannot mix two branches.
+        """
+        from twisted.internet import task
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"application/json")
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def slices():
+            request.write(b'{"chain":[')
+            for i in range(0, len(hashes), STREAM_SLICE_BLOCKS):
+                if gone:
+                    return
+                text = ",".join(json.dumps(jsonview.block_to_json(self._node.chain.block(h)), separators=(",", ":"))
+                                for h in hashes[i:i + STREAM_SLICE_BLOCKS])
+                request.write((b"," if i else b"") + text.encode())
+                yield None
+            request.write(b'],"length":%d}' % len(hashes))
+
+        # Klein finishes the request when this Deferred fires
+        return (self._cooperate or task.cooperate)(slices()).whenDone().addCallback(lambda _: None)
 
     @app.route("/peers", methods=["GET"])
     def peers(self, request):

@@ -1,0 +1,76 @@
+"""A long /chain is written in slices (the reactor serves others in between) and reads as one JSON answer."""
+
+import json
+
+from twisted.internet.task import Clock, Cooperator
+from twisted.trial.unittest import SynchronousTestCase
+from treq.testing import StubTreq
+
+from chaincore.api import routes
+from chaincore.api.routes import NodeAPI
+from chaincore.core import jsonview
+from chaincore.core.params import REGTEST
+from chaincore.core.store import MemoryStore
+from chaincore.service.node import Node
+from tests.support.builders import regtest_chain
+
+LENGTH = routes.STREAM_CHAIN_OVER + 101
+
+
+class Scheduled:
+    """What a Cooperator's scheduler returns: something it may cancel."""
+
+    def cancel(self):
+        pass
+
+
+class ChainStreamTests(SynchronousTestCase):
+    def setUp(self):
+        self.blocks = regtest_chain(LENGTH - 1)
+        self.clock = Clock()
+        self.clock.advance(self.blocks[-1].header.timestamp)
+        self.node = Node(MemoryStore(), REGTEST, self.clock, advertise_url="http://localhost:5000")
+        for block in self.blocks[1:]:
+            self.node.accept_block(block)
+        self.scheduled = []  # the cooperator's next tick, run by the test one at a time
+        cooperator = Cooperator(scheduler=self.schedule, terminationPredicateFactory=lambda: lambda: True)
+        self.stub = StubTreq(NodeAPI(self.node, cooperate=cooperator.cooperate).resource())
+
+    def schedule(self, tick):
+        self.scheduled.append(tick)
+        return Scheduled()
+
+    def test_long_chain_is_written_in_slices(self):
+        """The answer needs several scheduler turns, and then equals the one-piece JSON of every block."""
+        turns = 0
+
+        def turn():
+            nonlocal turns
+            if self.scheduled:
+                self.scheduled.pop(0)()
+            self.stub.flush()
+            turns += 1
+            self.assertLess(turns, 100)
+
+        got = []
+        self.stub.get("http://127.0.0.1:5000/chain").addCallback(got.append)
+        self.stub.flush()
+        while not got:
+            turn()
+        response = got.pop()
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        response.content().addCallback(got.append)
+        while not got:
+            turn()
+        self.assertGreaterEqual(turns, LENGTH // routes.STREAM_SLICE_BLOCKS)
+        body = json.loads(got.pop())
+        self.assertEqual(body["length"], LENGTH)
+        self.assertEqual(body["chain"], [jsonview.block_to_json(b) for b in self.blocks])
+
+    def test_short_ranges_are_answered_at_once(self):
+        """With start and limit the answer is one piece, with no scheduler turn."""
+        d = self.stub.get("http://127.0.0.1:5000/chain?start=10&limit=3")
+        self.stub.flush()
+        body = json.loads(self.successResultOf(self.successResultOf(d).content()))
+        self.assertEqual([b["index"] for b in body["chain"]], [10, 11, 12])
+        self.assertEqual(body["length"], LENGTH)
