@@ -52,6 +52,17 @@ class Wallet:
         return {(s["tx_id"], s["output_index"]) for p in self.pending for s in p["spends"]}
 
 
+def unconfirmed_change(wallet: "Wallet", reserved: set) -> list:
+    """Outputs of the wallet's own unconfirmed sends that pay the wallet back and no later send spends."""
+    coins = []
+    for p in wallet.pending:
+        for n, out in enumerate(p["transaction"].get("outputs", [])):
+            if out.get("recipient_address") == wallet.address and (p["tx_id"], n) not in reserved:
+                coins.append(Utxo(p["tx_id"], n, int(out["amount"]), None, coinbase=False, mature=True,
+                                  spent_in_mempool=False))
+    return coins
+
+
 def pending_send(tx: Transaction, now: int) -> dict:
     """The wallet's record of a send it broadcast: its id, the outputs it spends, the signed JSON."""
     return {"tx_id": tx.tx_id.hex(), "sent": now,
@@ -322,8 +333,14 @@ class WalletCommands:
         immature = []
         spendable = self.maturity_check(node, status, immature)
         coins = select_coins(free, amount + fee, spendable)
+        change = unconfirmed_change(wallet, reserved)
+        if not coins and change:
+            # confirmed coins first; this wallet's own unconfirmed change only when they fall short
+            # (the node takes chains of unconfirmed transactions)
+            immature.clear()
+            coins = select_coins(free + change, amount + fee, spendable)
         if not coins:
-            have = sum(u.amount for u in free) - sum(u.amount for u in immature)
+            have = sum(u.amount for u in free + change) - sum(u.amount for u in immature)
             detail = []
             if ours:
                 detail.append(f"{format_coins(sum(u.amount for u in ours))} held by unconfirmed sends")

@@ -77,7 +77,8 @@ class WalletNode(FakeNode):
         spent = {(i["tx_id"], i["output_index"]) for t in self.mempool.values() for i in t["inputs"]}
         for txin in tx.inputs:
             outpoint = (txin.prev_tx_id.hex(), txin.output_index)
-            if outpoint not in self.utxos:
+            parent = self.mempool.get(outpoint[0])  # chains of unconfirmed transactions are allowed
+            if outpoint not in self.utxos and not (parent and outpoint[1] < len(parent["outputs"])):
                 return 400, {"error": "input is unknown or already spent"}
             if outpoint in spent:
                 return 400, {"error": "double spend"}
@@ -90,11 +91,11 @@ class WalletNode(FakeNode):
     def confirm(self):
         """Mine the mempool: spend its inputs, create its outputs, one confirmation each."""
         self.height += 1
-        for tx_id, tx_json in self.mempool.items():
-            for i in tx_json["inputs"]:
-                del self.utxos[(i["tx_id"], i["output_index"])]
+        for tx_id, tx_json in self.mempool.items():  # in arrival order: parents before children
             for n, o in enumerate(tx_json["outputs"]):
                 self.utxos[(tx_id, n)] = (o["recipient_address"], o["amount"], self.height)
+            for i in tx_json["inputs"]:
+                del self.utxos[(i["tx_id"], i["output_index"])]
             self.txs[tx_id] = (tx_json, 1)
         self.mempool = {}
 
@@ -302,17 +303,20 @@ class SendTests(CliCase):
         self.assertEqual([p["tx_id"] for p in wallet.load_wallet(self.path).pending], [tx.tx_id.hex()])
 
     def test_two_sends_never_spend_one_output(self):
-        """A second send before the first confirms uses other coins, and then a lack of them is refused."""
+        """A second send before the first confirms uses other coins; a third spends their unconfirmed change."""
         self.node.fund(self.address, 50 * COIN)
         self.node.fund(self.address, 40 * COIN)
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         first, second = self.node.posted()
         self.assertFalse({i.outpoint for i in first.inputs} & {i.outpoint for i in second.inputs})
+        self.assertEqual(self.send(self.node, CAROL.address, "45")[0], 0)
+        third = self.node.posted()[2]
+        self.assertEqual({i.prev_tx_id for i in third.inputs}, {first.tx_id})  # the 49-coin change
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
-                          "--to", CAROL.address, "--amount", "1", "--fee", "0")
-        self.assertIn("have 0.00000000 spendable (90.00000000 held by unconfirmed sends)", line)
-        self.assertEqual(len(self.node.posted()), 2)
+                          "--to", CAROL.address, "--amount", "50", "--fee", "0")
+        self.assertIn("have 42.99970000 spendable", line)  # unconfirmed change: 38.9999 + 3.9998 coins
+        self.assertEqual(len(self.node.posted()), 3)
 
     def test_confirmed_sends_are_forgotten_and_change_is_spendable(self):
         """Once its send confirms, the wallet forgets it and can spend the change."""
