@@ -8,6 +8,8 @@ is asked only for public facts (UTXOs, balance, history, status); signing
 reuses chaincore.core.keys and chaincore.core.tx.
 """
 
+import contextlib
+import fcntl
 import getpass
 import json
 import os
@@ -50,6 +52,18 @@ class Wallet:
     def reserved(self) -> set:
         """The outpoints (tx_id hex, output_index) spent by unconfirmed sends."""
         return {(s["tx_id"], s["output_index"]) for p in self.pending for s in p["spends"]}
+
+
+@contextlib.contextmanager
+def wallet_lock(path: str):
+    """Hold an exclusive lock beside the wallet file (the file itself is replaced on every save)."""
+    try:
+        handle = open(path + ".lock", "a")
+    except OSError as e:
+        raise CliError(f"cannot lock {path}: {e.strerror}") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def unconfirmed_change(wallet: "Wallet", reserved: set) -> list:
@@ -310,6 +324,11 @@ class WalletCommands:
 
     def send(self, args) -> int:
         """Select coins, sign a payment with change, and broadcast it (or print it with --no-broadcast)."""
+        load_wallet(args.wallet)  # a missing or foreign file is reported before any lock file is made
+        with wallet_lock(args.wallet):  # two sends at once from one wallet take turns
+            return self._send(args)
+
+    def _send(self, args) -> int:
         node = NodeClient(node_url(args.node))
         to_payload = _payload(args.to, "--to")
         amount = parse_coins(args.amount, "--amount")

@@ -318,6 +318,23 @@ class SendTests(CliCase):
         self.assertIn("have 42.99970000 spendable", line)  # unconfirmed change: 38.9999 + 3.9998 coins
         self.assertEqual(len(self.node.posted()), 3)
 
+    def test_simultaneous_sends_take_turns(self):
+        """Two sends started at the same moment from one wallet file never spend the same output."""
+        import threading
+        for _ in range(4):
+            self.node.fund(self.address, 10 * COIN)
+        codes = []
+        threads = [threading.Thread(target=lambda: codes.append(self.send(self.node, CAROL.address, "9")[0]))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(codes, [0, 0])
+        first, second = self.node.posted()
+        self.assertFalse({i.outpoint for i in first.inputs} & {i.outpoint for i in second.inputs})
+        self.assertEqual(len(wallet.load_wallet(self.path).pending), 2)
+
     def test_confirmed_sends_are_forgotten_and_change_is_spendable(self):
         """Once its send confirms, the wallet forgets it and can spend the change."""
         self.node.fund(self.address, 50 * COIN)
