@@ -9,6 +9,7 @@ anything unexpected (500, traceback only in the log).
 import html
 import ipaddress
 import json
+from urllib.parse import urlsplit
 
 from klein import Klein
 from ..logs import logger
@@ -35,6 +36,20 @@ def is_loopback(request) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except (TypeError, ValueError):
         return False
+
+
+def names_sender(request, url: str) -> bool:
+    """Whether url points at the client that sent request: a loopback client may name any loopback
+    host, another client only its own address, so nobody can make the node probe a third party."""
+    host = urlsplit(url).hostname or ""
+    if is_loopback(request):
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+    return host == getattr(request.getClientAddress(), "host", None)
 
 
 def read_json(request) -> dict:
@@ -115,10 +130,15 @@ class NodeAPI:
 
     @app.route("/status", methods=["GET"])
     def status(self, request):
-        source = peer_url(request)
-        if source and self._node.peer_hint is not None:
-            self._node.peer_hint(source)  # peers probe /status: that is how we hear of late starters
+        self._heard_from(request)  # peers probe /status: that is how we hear of late starters
         return json_body(request, 200, self._node.status())
+
+    def _heard_from(self, request) -> str | None:
+        """The sender's X-ChainCore-Peer URL; passed to the peer layer when it names the sender itself."""
+        source = peer_url(request)
+        if source and self._node.peer_hint is not None and names_sender(request, source):
+            self._node.peer_hint(source)
+        return source
 
     @app.route("/chain", methods=["GET"])
     def chain(self, request):
@@ -190,7 +210,7 @@ class NodeAPI:
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         body = read_json(request)
         block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
-        d = self._node.accept_block_async(block, source=peer_url(request), local=local)
+        d = self._node.accept_block_async(block, source=self._heard_from(request), local=local)
         return d.addCallback(self._block_answer, request)
 
     def _block_answer(self, result, request):
@@ -207,7 +227,7 @@ class NodeAPI:
     def add_transaction(self, request):
         body = read_json(request)
         tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
-        d = self._node.accept_tx_async(tx, source=peer_url(request))
+        d = self._node.accept_tx_async(tx, source=self._heard_from(request))
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
 

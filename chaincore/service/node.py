@@ -67,7 +67,7 @@ class Node:
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
         self.peer_view = lambda: ([], [])  # () -> (known urls, active urls); set by the p2p layer
         self.add_peer = None       # f(url) -> None; set by the p2p layer
-        self.peer_hint = None      # f(url): a peer named itself in X-ChainCore-Peer; set by the p2p layer
+        self.peer_hint = None      # f(url): a client named itself in X-ChainCore-Peer (the API checks it)
         if metrics is not None:
             metrics.observe_chain(self)
 
@@ -78,8 +78,6 @@ class Node:
 
     def accept_block(self, block: Block, source: str | None = None, local: bool = False):
         """Take a block from a peer, a miner or a client; Accepted, Duplicate or Orphan, or raise Invalid."""
-        if source and self.peer_hint is not None:
-            self.peer_hint(source)
         try:
             result = self.chain.accept_block(block, self.now())
         except Invalid as err:
@@ -163,8 +161,6 @@ class Node:
 
     def accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None):
         """Take a transaction into the mempool: TxAccepted ("accepted" or "duplicate"), or raise Invalid."""
-        if source and self.peer_hint is not None:
-            self.peer_hint(source)
         if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
             from ..core.mempool import TxAccepted
             return TxAccepted(tx.tx_id, "duplicate")

@@ -1,0 +1,32 @@
+"""X-ChainCore-Peer makes the node probe a URL only when that URL names the client that sent it."""
+
+from twisted.internet.address import IPv4Address
+from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.api.routes import names_sender
+
+
+class FakeRequest:
+    def __init__(self, host):
+        self.host = host
+
+    def getClientAddress(self):
+        return IPv4Address("TCP", self.host, 40000)
+
+
+class NamesSenderTests(SynchronousTestCase):
+    def test_loopback_client_may_name_a_loopback_url(self):
+        """A local node announces itself as localhost or a loopback address."""
+        for url in ("http://localhost:5001", "http://127.0.0.1:5001", "http://127.0.0.2:5001"):
+            self.assertTrue(names_sender(FakeRequest("127.0.0.1"), url), url)
+
+    def test_loopback_client_may_not_name_another_host(self):
+        """A local client cannot make the node probe a host elsewhere."""
+        for url in ("http://10.0.0.5:5001", "http://example.org:5001"):
+            self.assertFalse(names_sender(FakeRequest("127.0.0.1"), url), url)
+
+    def test_remote_client_names_only_itself(self):
+        """A remote peer is believed about its own address only."""
+        self.assertTrue(names_sender(FakeRequest("203.0.113.7"), "http://203.0.113.7:5000"))
+        self.assertFalse(names_sender(FakeRequest("203.0.113.7"), "http://203.0.113.8:5000"))
+        self.assertFalse(names_sender(FakeRequest("203.0.113.7"), "http://localhost:5000"))
