@@ -137,6 +137,11 @@ def check_header_context(header: Header, parent: ParentInfo, params: NetworkPara
         raise TimeTooNew(f"timestamp {header.timestamp} is more than {params.max_future_s} s ahead of {now}")
 
 
+def is_mature(coin: Coin, height: int, params: NetworkParams) -> bool:
+    """Whether coin may be spent in the block at height: a coinbase needs coinbase_maturity blocks."""
+    return not coin.is_coinbase or height - coin.height >= params.coinbase_maturity
+
+
 def check_tx_inputs(tx: Transaction, get_coin, height: int, params: NetworkParams) -> int:
     """Check a non-coinbase transaction against the coins it spends; return its fee.
 
@@ -150,7 +155,7 @@ def check_tx_inputs(tx: Transaction, get_coin, height: int, params: NetworkParam
         if coin is None:
             raise MissingInput(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index}, "
                                "which is unknown or already spent")
-        if coin.is_coinbase and height - coin.height < params.coinbase_maturity:
+        if not is_mature(coin, height, params):
             raise ImmatureCoinbase(f"input {n} spends a coinbase of height {coin.height}, which matures at "
                                    f"height {coin.height + params.coinbase_maturity}")
         if keys.payload_of(txin.public_key) != coin.recipient:

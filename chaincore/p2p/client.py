@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from twisted.internet import defer, error as net_error
 from twisted.internet.protocol import Protocol
 from treq.client import HTTPClient
-from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
@@ -109,12 +109,13 @@ class _Deadline:
             self._call.cancel()
 
 
-def pooled_http_client(reactor, max_idle_per_host: int = 2):
+def pooled_http_client(reactor, max_idle_per_host: int = 2, connect_timeout_s: float = HEALTH_TIMEOUT_S):
     """A treq HTTPClient on a fresh HTTPConnectionPool, and the pool: one per node; the node's
     stopService must return `pool.closeCachedConnections()` or trial and twistd see open sockets."""
+    _HTTP11ClientFactory.noisy = False  # else every outgoing connection logs "Starting factory"
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max_idle_per_host
-    return HTTPClient(Agent(reactor, pool=pool)), pool
+    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout_s)), pool
 
 
 class PeerClient:

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..service.timers import every
-from .client import PeerClient
+from .client import PeerClient, pooled_http_client
 from .discovery import Discovery, NodeIdentity
 from .peerfile import load_table, save_table
 from .relay import Relay
@@ -38,12 +38,7 @@ class PeerService(service.MultiService):
         self.path = os.path.join(datadir, "peers.json") if datadir else None
         self._pool = None
         if http is None:
-            import treq
-            from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
-            _HTTP11ClientFactory.noisy = False  # one "Starting factory" line per connection otherwise
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
-            self._pool.maxPersistentPerHost = 4
-            http = treq.client.HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=2))
+            http, self._pool = pooled_http_client(reactor, max_idle_per_host=4)
         self.client = PeerClient(http, reactor, node.advertise_url)
         identity = NodeIdentity(node.node_id, node.params.name, node.params.genesis_hash.hex(), node.advertise_url)
         table = load_table(self.path, reactor.seconds(), node.node_id, (node.advertise_url,)) if self.path else None

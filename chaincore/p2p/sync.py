@@ -43,8 +43,7 @@ class Synchronizer:
         self.discovery = discovery
         self.clock = clock
         self.metrics = metrics
-        self._catching_up = None   # the peer a catch-up is running against
-        self.bulk = False          # true while a catch-up connects many blocks (relay holds back)
+        self._catching_up = None   # the peer a catch-up is running against (relay holds back its blocks)
         self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
 
     # -- rounds ------------------------------------------------------------------------
@@ -89,7 +88,6 @@ class Synchronizer:
         if self._catching_up is not None:
             return 0
         self._catching_up = peer
-        self.bulk = True
         received, started, last_report = 0, self.clock.seconds(), self.clock.seconds()
         try:
             while True:
@@ -143,7 +141,6 @@ class Synchronizer:
             return received
         finally:
             self._catching_up = None
-            self.bulk = False
             if received:
                 for listener in list(self.caught_up_listeners):
                     listener(peer, received)

@@ -16,7 +16,7 @@ from ..core import keys, rules
 from ..core.block import Block, Header, merkle_root
 from ..core.chainstate import Accepted, ChainState, Orphan
 from ..core.errors import Invalid, NotFound, Unavailable
-from ..core.mempool import Mempool
+from ..core.mempool import Mempool, TxAccepted
 from ..core.tx import make_coinbase
 from .workers import SignatureBatcher
 
@@ -162,7 +162,6 @@ class Node:
     def accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None):
         """Take a transaction into the mempool: TxAccepted ("accepted" or "duplicate"), or raise Invalid."""
         if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
-            from ..core.mempool import TxAccepted
             return TxAccepted(tx.tx_id, "duplicate")
         try:
             result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1, checked_fee)
@@ -255,8 +254,7 @@ class Node:
         payload = keys.address_payload(address)
         return [{"tx_id": op.tx_id.hex(), "output_index": op.index, "amount": coin.amount, "height": coin.height,
                  "coinbase": coin.is_coinbase,
-                 "mature": not coin.is_coinbase
-                 or self.chain.height + 1 - coin.height >= self.params.coinbase_maturity,
+                 "mature": rules.is_mature(coin, self.chain.height + 1, self.params),
                  "spent_in_mempool": self.mempool.spender(op) is not None}
                 for op, coin in self.chain.coins_of(payload)]
 
