@@ -40,10 +40,6 @@ def logger(namespace: str) -> Logger:
     return Logger(namespace=namespace, observer=_observer)
 
 
-def set_level(level: LogLevel) -> None:
-    _predicate.setLogLevelForNamespace("", level)
-
-
 def journal():
     """A `--logger` factory: plain text lines on stdout, no timestamps (journald adds them)."""
     return textFileLogObserver(sys.__stdout__, timeFormat=None)

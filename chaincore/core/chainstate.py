@@ -188,9 +188,6 @@ class ChainState:
     def parent_info(self, parent: BlockEntry) -> ParentInfo:
         return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent))
 
-    def median_time_past(self) -> int:
-        return self._tip.median_time_past
-
     # -- accepting blocks ------------------------------------------------------------
 
     def accept_block(self, block: Block, now: int):
@@ -397,13 +394,6 @@ class ChainState:
             txs_added=[(genesis.transactions[0].tx_id, entry.hash, 0, 0)],
             tip=entry.hash,
         ))
-
-    # -- checks for the mempool and mining -----------------------------------------
-
-    def check_block_template(self, block: Block, now: int) -> None:
-        """Raise the rule a candidate block on the current tip would break (used for templates)."""
-        rules.check_header_context(block.header, self.parent_info(self._tip), self.params, now)
-        rules.connect_block(block, self.store.get_coin, self.params, self.verify, self.sig_cache)
 
 
 def _history(block: Block):

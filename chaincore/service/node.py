@@ -62,7 +62,7 @@ class Node:
             store.set_meta("node_id", node_id)
         self.node_id = node_id
         self.syncing = False
-        self.block_listeners = []  # f(block, source) for each block newly on the main chain... or stored
+        self.block_listeners = []  # f(block, source) for each block newly stored (relay passes on tips only)
         self.tx_listeners = []     # f(tx, source) for each transaction newly in the mempool
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
         self.peer_view = lambda: ([], [])  # () -> (known urls, active urls); set by the p2p layer
