@@ -49,6 +49,24 @@ class StartupTests(SynchronousTestCase):
         self.addCleanup(service.store.close)
         self.assertEqual(service.node.advertise_url, f"https://localhost:{port}")
 
+    def test_plain_port_advertises_localhost(self):
+        """CONTRACT 1: --advertise defaults to http://localhost:PORT, and /status reports it as url."""
+        (port,) = free_ports(1)
+        service = make_node_service(options("--port", str(port)), reactor)
+        self.addCleanup(service.lock.close)
+        self.addCleanup(service.store.close)
+        self.assertEqual(service.node.advertise_url, f"http://localhost:{port}")
+        self.assertEqual(service.node.status()["url"], f"http://localhost:{port}")
+
+    def test_advertise_option_wins(self):
+        """An explicit --advertise is what the node tells its peers (a trailing slash dropped)."""
+        (port,) = free_ports(1)
+        service = make_node_service(options("--port", str(port), "--advertise", "http://node.example:8080/"),
+                                    reactor)
+        self.addCleanup(service.lock.close)
+        self.addCleanup(service.store.close)
+        self.assertEqual(service.node.status()["url"], "http://node.example:8080")
+
     def test_second_node_on_one_datadir_is_refused(self):
         """While a node holds a datadir, another start on it ends with one line; once closed, it may start."""
         first_options = options("--port", str(free_ports(1)[0]))
