@@ -82,10 +82,11 @@ class PeerService(service.MultiService):
         finally:
             self.node.syncing = False
         if self.running:
-            for timer in (every(DISCOVERY_INTERVAL_S, self.discovery.run_once, self.reactor),
-                          every(SYNC_INTERVAL_S, self.sync.sync_round, self.reactor),
-                          every(MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools, self.reactor),
-                          every(SAVE_INTERVAL_S, self.save, self.reactor)):
+            # startup has just run a round of each: the timers start one interval later
+            for timer in (every(DISCOVERY_INTERVAL_S, self.discovery.run_once, self.reactor, now=False),
+                          every(SYNC_INTERVAL_S, self.sync.sync_round, self.reactor, now=False),
+                          every(MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools, self.reactor, now=False),
+                          every(SAVE_INTERVAL_S, self.save, self.reactor, now=False)):
                 timer.setServiceParent(self)
 
     def _hint(self, url: str):

@@ -1,7 +1,8 @@
 """Timers that survive their own failures (Twisted's TimerService stops for good at the first error)."""
 
-from twisted.application.internet import TimerService
+from twisted.application.service import Service
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
 
 from ..logs import logger
@@ -9,23 +10,42 @@ from ..logs import logger
 log = logger("chaincore.timers")
 
 
-def every(interval_s: float, fn, clock) -> TimerService:
+class Every(Service):
     """A child service calling fn every interval_s seconds, logging its failures instead of stopping.
 
-    A call that is still running when the next one is due is not started twice.
+    A call still running when the next one is due is skipped, not started twice.  With
+    now=False the first call comes after one interval (when startup has just done the work).
     """
-    running = []
 
-    def guarded():
-        if running:
-            return None
-        running.append(True)
-        d = maybeDeferred(fn)
-        d.addErrback(lambda f: log.failure("{name} failed", f, name=getattr(fn, "__qualname__", fn),
+    def __init__(self, interval_s: float, fn, clock, now: bool = True):
+        self.interval_s, self.fn, self.clock, self.now = interval_s, fn, clock, now
+        self._busy = False
+        self._loop = None
+
+    def startService(self):
+        super().startService()
+        self._loop = LoopingCall(self._call)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval_s, now=self.now)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def _call(self):
+        if self._busy:
+            return
+        self._busy = True
+        d = maybeDeferred(self.fn)
+        d.addErrback(lambda f: log.failure("{name} failed", f, name=getattr(self.fn, "__qualname__", self.fn),
                                            level=LogLevel.error))
-        d.addBoth(lambda _: running.clear())
-        return None
+        d.addBoth(self._done)
 
-    timer = TimerService(interval_s, guarded)
-    timer.clock = clock
-    return timer
+    def _done(self, _):
+        self._busy = False
+
+
+def every(interval_s: float, fn, clock, now: bool = True) -> Every:
+    """An Every service: fn every interval_s seconds on clock, surviving its own failures."""
+    return Every(interval_s, fn, clock, now)
