@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from urllib.parse import urlsplit
 
@@ -22,8 +21,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from ..support.api import wait_until
 from ..support.processes import OutputProcess
+from ..support.waiting import free_ports, wait_until
 
 COIN = 100_000_000
 REWARD = 50 * COIN           # regtest: 50 coins, halving every 150 blocks (these tests stay below 150)
@@ -31,19 +30,6 @@ MATURITY = 100               # regtest coinbase maturity
 BIN = os.path.dirname(sys.executable)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEP_TIMEOUT_S = 20
-
-
-def free_ports(n: int) -> list:
-    """n distinct free loopback ports (bound together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 def child_env() -> dict:
     env = dict(os.environ, CHAINCORE_WALLET_PASSPHRASE="")

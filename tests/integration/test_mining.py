@@ -14,7 +14,8 @@ import treq
 from chaincore.service.node_service import make_node_service
 from chaincore.service.tap import Options
 from tests.support.builders import ALICE, BOB
-from tests.support.network import RunningNode, free_ports, start_node, wait_until
+from tests.support.network import RunningNode, start_node
+from tests.support.waiting import free_ports, wait_until
 
 
 class MinerAgainstNodeTests(TestCase):

@@ -5,7 +5,8 @@ from twisted.trial.unittest import TestCase
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
 from tests.support.builders import ALICE, BOB, CAROL, signed_tx
-from tests.support.network import free_ports, start_node, start_nodes, wait_until
+from tests.support.network import start_node, start_nodes
+from tests.support.waiting import free_ports, wait_until
 
 COIN = 100_000_000
 

@@ -18,6 +18,7 @@ from chaincore.core.errors import Malformed, PeerUnreachable
 from chaincore.p2p.client import PeerClient, pooled_http_client
 
 from .fakes import FakeNetwork, FakePeer
+from tests.support.waiting import wait_until
 
 ME = "http://localhost:5000"
 A = "http://localhost:5001"
@@ -257,7 +258,7 @@ class LoopbackClientTests(TestCase):
         self.assertIn("within 0.3 s", str(cm.exception))
         self.assertGreaterEqual(reactor.seconds() - started, 0.29)
         self.assertLess(reactor.seconds() - started, 2)
-        yield _until(lambda: stall.lost)
+        yield defer.ensureDeferred(wait_until(lambda: stall.lost, 5, what="the stalled connection to close"))
         self.assertEqual(len(stall.lost), 1)
 
     @defer.inlineCallbacks
@@ -288,18 +289,3 @@ class LoopbackClientTests(TestCase):
             code, answer = yield client.get_json(url, "/x")
             self.assertEqual((code, answer), (200, {"x": "xx"}))
         self.assertEqual(client.traffic(url).requests, 2)
-
-
-def _until(predicate, interval_s=0.01, limit_s=5):
-    """Fire when predicate() holds, polling on the reactor; fail after limit_s."""
-    from twisted.internet.task import deferLater
-
-    @defer.inlineCallbacks
-    def poll():
-        waited = 0.0
-        while not predicate():
-            if waited > limit_s:
-                raise AssertionError("condition not met in time")
-            yield deferLater(reactor, interval_s, lambda: None)
-            waited += interval_s
-    return poll()

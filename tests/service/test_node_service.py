@@ -10,7 +10,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from chaincore.service.node_service import make_node_service
 from chaincore.service.tap import Options
-from tests.support.network import free_ports
+from tests.support.waiting import free_ports
 
 
 def options(*args) -> Options:

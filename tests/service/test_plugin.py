@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import sys
 
 from treq.client import HTTPClient
@@ -22,9 +21,9 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from chaincore.core.params import REGTEST
 from chaincore.service.node_service import open_store
 
-from ..support.api import wait_until
 from ..support.builders import ALICE
 from tests.support.processes import OutputProcess
+from tests.support.waiting import free_port, wait_until
 
 START_TIMEOUT_S = 20
 
@@ -35,13 +34,6 @@ def twistd_command() -> list:
     if os.path.exists(script):
         return [sys.executable, script]
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def node_args(port, datadir, network="regtest") -> list:
     return ["-n", "--pidfile=", "chaincore", "--port", str(port), "--network", network,

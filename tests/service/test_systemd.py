@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -26,8 +25,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from chaincore.service.tap import Options
 
-from ..support.api import wait_until
 from tests.support.processes import OutputProcess
+from tests.support.waiting import free_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT_DIR = os.path.join(ROOT, "contrib", "systemd")
@@ -54,13 +53,6 @@ def unit_settings(name: str) -> dict:
 def exec_start(name: str) -> list:
     (command,) = unit_settings(name)["ExecStart"]
     return shlex.split(command)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class UnitCommandTests(SynchronousTestCase):
     def test_node_options_parse(self):

@@ -22,19 +22,10 @@ from twisted.trial.unittest import TestCase
 from chaincore.storage.sqlite import SqliteStore
 
 from . import crash_writer as writer
+from tests.support.waiting import wait_until
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_writer.py")
 KILLS = 10
-
-
-async def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.005) -> None:
-    """Poll predicate on the reactor until it holds; fail naming `what` after timeout_s."""
-    deadline = reactor.seconds() + timeout_s
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await deferLater(reactor, interval_s, lambda: None)
-
 
 class WriterProcess(ProcessProtocol):
     """One run of crash_writer.py: the lines it printed, its stderr, and `ended`, fired when it exits."""
@@ -118,7 +109,7 @@ class CrashTests(TestCase):
             # Every third run dies around its open (the quick_check and clean-shutdown flag write), the rest
             # while connecting blocks.
             started = (lambda: proc.lines) if run % 3 == 2 else (lambda: proc.acked)
-            await wait_until(lambda: started() or not proc.running, 10, f"run {run} of the writer to start")
+            await wait_until(lambda: started() or not proc.running, 10, what=f"run {run} of the writer to start")
             self.assertTrue(proc.running, f"writer died by itself: {proc.stderr.decode()}")
             # The random part of the kill moment: anywhere within a few dozen block connects.
             await deferLater(reactor, rng.uniform(0, 0.03 if run % 3 == 2 else 0.3), lambda: None)

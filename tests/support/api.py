@@ -138,25 +138,3 @@ def _from_address(request_factory, host: str):
             return IPv4Address("TCP", host, 40000)
 
     return RemoteRequest
-
-
-async def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, clock=None):
-    """Poll predicate (which may return a Deferred or a coroutine) on the reactor until it is truthy.
-
-    Returns the truthy value; raises TimeoutError after timeout_s.
-    """
-    import inspect
-
-    from twisted.internet import defer, reactor, task
-
-    clock = clock or reactor
-    deadline = clock.seconds() + timeout_s
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await defer.ensureDeferred(value) if inspect.iscoroutine(value) else await value
-        if value:
-            return value
-        if clock.seconds() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout_s} s")
-        await task.deferLater(clock, interval_s, lambda: None)

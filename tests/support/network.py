@@ -1,36 +1,16 @@
 """Real nodes on loopback ports inside the trial reactor, for integration tests."""
 
 import shutil
-import socket
 import tempfile
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 
 from chaincore.service.tap import Options
 from chaincore.service.node_service import make_node_service
 from tests.support.builders import solve
+from tests.support.waiting import free_ports
 
 
-def free_ports(n: int) -> list:
-    """n distinct free TCP ports on 127.0.0.1 (bound and released, so another process could race us)."""
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-async def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "condition"):
-    """Poll predicate on the reactor until it is true; fail the test after timeout_s."""
-    deadline = reactor.seconds() + timeout_s
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await task.deferLater(reactor, interval_s, lambda: None)
 
 
 class RunningNode:
