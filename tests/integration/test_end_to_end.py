@@ -21,21 +21,14 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from ..support.processes import OutputProcess
+from ..support.processes import OutputProcess, child_env
 from ..support.waiting import free_ports, wait_until
 
 COIN = 100_000_000
 REWARD = 50 * COIN           # regtest: 50 coins, halving every 150 blocks (these tests stay below 150)
 MATURITY = 100               # regtest coinbase maturity
 BIN = os.path.dirname(sys.executable)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEP_TIMEOUT_S = 20
-
-def child_env() -> dict:
-    env = dict(os.environ, CHAINCORE_WALLET_PASSPHRASE="")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    return env
-
 
 class NodeProcess(OutputProcess):
     """One `twistd -n chaincore` child: its output, and `ended`, which fires with the exit reason."""
@@ -69,7 +62,7 @@ class EndToEndTests(TestCase):
         argv = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "chaincore", "--port", str(port),
                 "--network", "regtest", "--datadir", datadir,
                 "--discover-ports", ",".join(str(p) for p in discover_ports)]
-        node.transport = reactor.spawnProcess(node, argv[0], argv, env=child_env(), path=self.workdir)
+        node.transport = reactor.spawnProcess(node, argv[0], argv, env=child_env(CHAINCORE_WALLET_PASSPHRASE=""), path=self.workdir)
         self.addCleanup(self.stop_node, node, check=False)
         return node
 
@@ -97,7 +90,7 @@ class EndToEndTests(TestCase):
 
     async def run_cli(self, name: str, *args) -> str:
         """Run a console script to completion; its stdout, or a test failure with its output."""
-        out, err, code = await getProcessOutputAndValue(os.path.join(BIN, name), args, env=child_env(),
+        out, err, code = await getProcessOutputAndValue(os.path.join(BIN, name), args, env=child_env(CHAINCORE_WALLET_PASSPHRASE=""),
                                                         path=self.workdir)
         text = out.decode(errors="replace")
         self.assertEqual(code, 0, f"{name} {' '.join(args)} failed:\n{text}{err.decode(errors='replace')}")

@@ -22,7 +22,7 @@ from chaincore.core.params import REGTEST
 from chaincore.service.node_service import open_store
 
 from ..support.builders import ALICE
-from tests.support.processes import OutputProcess
+from tests.support.processes import OutputProcess, child_env
 from tests.support.waiting import free_port, wait_until
 
 START_TIMEOUT_S = 20
@@ -38,14 +38,6 @@ def twistd_command() -> list:
 def node_args(port, datadir, network="regtest") -> list:
     return ["-n", "--pidfile=", "chaincore", "--port", str(port), "--network", network,
             "--datadir", str(datadir), "--discover-ports", ""]
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
-
 
 TwistdProcess = OutputProcess  # a twistd child: its output, and `ended` with the exit reason
 

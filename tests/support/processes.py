@@ -1,5 +1,7 @@
 """A ProcessProtocol that keeps a child's output and tells when it ended, for tests that run real processes."""
 
+import os
+
 from twisted.internet import defer, protocol
 
 
@@ -21,3 +23,13 @@ class OutputProcess(protocol.ProcessProtocol):
     def log(self, limit: int = 3000) -> str:
         """The last `limit` characters of the output, as text."""
         return self.output.decode(errors="replace")[-limit:]
+
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child_env(**extra) -> dict:
+    """This process's environment for a child process, with the checkout first on PYTHONPATH."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [CHECKOUT, env.get("PYTHONPATH")]))
+    return env
