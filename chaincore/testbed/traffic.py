@@ -15,8 +15,8 @@ OBSERVER = "observer"
 class Traffic:
     """One snapshot of the switch's counters; `later - earlier` is what happened in between."""
 
-    def __init__(self, stats: dict):
-        self.time = stats["time"]
+    def __init__(self, stats: dict, span: bool = False):
+        self.time, self.span = stats["time"], span     # a difference spans `time` seconds
         self.hosts = stats["hosts"]
         self.pairs = collections.Counter({(s, r): n for s, r, n in stats["pairs"]})
 
@@ -25,7 +25,7 @@ class Traffic:
                         for k, v in counters.items()}
                  for name, counters in self.hosts.items()}
         pairs = [[s, r, n - earlier.pairs.get((s, r), 0)] for (s, r), n in self.pairs.items()]
-        return Traffic({"time": self.time - earlier.time, "hosts": hosts, "pairs": pairs})
+        return Traffic({"time": self.time - earlier.time, "hosts": hosts, "pairs": pairs}, span=True)
 
     @property
     def host_names(self) -> list:
@@ -58,5 +58,5 @@ class Traffic:
             c = self.hosts[name]
             rows.append(f"{name:>6} {self.sent_to_hosts(name):>12,} {self.received_from_hosts(name):>12,} "
                         f"{c['lost_frames']:>7} {c['blocked_frames']:>8}")
-        rows.append(f"observer traffic {self.observer_bytes():,} B over {self.time:.1f} s")
+        rows.append(f"observer traffic {self.observer_bytes():,} B" + (f" over {self.time:.1f} s" if self.span else ""))
         return "\n".join(rows)
