@@ -102,13 +102,14 @@ def kill_all(pids, sig=signal.SIGKILL, timeout_s: float = 5.0) -> list:
     deadline = time.monotonic() + timeout_s
     alive = list(pids)
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if is_alive(p)]
         if alive:
             time.sleep(0.02)
     return alive
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -284,7 +285,7 @@ class Testbed:
         problems = []
         for host in self.hosts:
             pids = netns_pids(host.netns)
-            if host.pid and host.pid not in pids and _alive(host.pid):
+            if host.pid and host.pid not in pids and is_alive(host.pid):
                 pids.append(host.pid)
             left = kill_all(pids)
             if left:
@@ -368,7 +369,7 @@ class Testbed:
         the chaincore options, twistd_args before them (e.g. --logger=...).
         """
         host = self.host(which)
-        if host.pid and _alive(host.pid):
+        if host.pid and is_alive(host.pid):
             raise TestbedError(f"{host.name} already runs a node (pid {host.pid})")
         host.args = [*twistd_args, *self.node_argv(host, peers, extra)]
         self._spawn(host, env)
@@ -387,7 +388,7 @@ class Testbed:
         """SIGKILL every process on the host, as a crash would (its datadir stays)."""
         host = self.host(which)
         pids = netns_pids(host.netns)
-        if host.pid and _alive(host.pid) and host.pid not in pids:
+        if host.pid and is_alive(host.pid) and host.pid not in pids:
             pids.append(host.pid)
         left = kill_all(pids)
         if host.process is not None:
@@ -409,7 +410,7 @@ class Testbed:
         host = self.host(which)
         if host.process is not None:
             return host.process.poll() is None
-        return bool(host.pid) and _alive(host.pid)
+        return bool(host.pid) and is_alive(host.pid)
 
     def status(self, which, timeout_s: float = 2.0):
         """The node's /status as JSON, fetched from the observer; None if it does not answer."""

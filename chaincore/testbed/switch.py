@@ -29,7 +29,6 @@ import json
 import os
 import random
 import signal
-import socket
 import struct
 import sys
 
