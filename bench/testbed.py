@@ -20,6 +20,7 @@ size.  Last, the bytes the idle network carries per minute per peer link.
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -273,6 +274,7 @@ def main(argv) -> None:
     reason = unavailable_reason()
     if reason:
         raise SystemExit(f"bench: {reason}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))  # unwinds, so the testbed is removed
     run(args)
 
 

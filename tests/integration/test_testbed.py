@@ -147,7 +147,7 @@ class SwitchTests(_BedMixin, SynchronousTestCase):
         self.echo_server(bed)
         answer = self.echo(bed)
         self.assertGreaterEqual(answer["rtt_s"], 0.050)
-        self.assertLess(answer["rtt_s"], 0.065)
+        self.assertLess(answer["rtt_s"], 0.075)  # a loaded machine adds a few ms
         traffic = bed.traffic()
         self.assertGreater(traffic.received_from_hosts("h1"), 0)
         self.assertEqual(traffic.pairs[("h0", "h1")], traffic.received_from_hosts("h1"))
