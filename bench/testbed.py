@@ -19,6 +19,7 @@ size.  Last, the bytes the idle network carries per minute per peer link.
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -152,8 +153,9 @@ def accept_times(bed: Testbed, block_hash: str) -> dict:
 
 
 def percentile(values, q: float) -> float:
+    """The nearest-rank q-quantile (q=0.5 of two values is the lower one)."""
     values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+    return values[max(0, math.ceil(q * len(values)) - 1)]
 
 
 def rss_mb(bed: Testbed) -> float:
@@ -230,7 +232,8 @@ def run(args) -> None:
             print(f"{mode:>8} height {block.height} {len(block.transactions) - 1} txs {block.size:>8,} B: "
                   f"all hosts in {max(arrivals.values()):6.0f} ms (floor {max(hops.values()) * delay:.0f}); "
                   f"received per node mean {statistics.mean(received):>9,.0f} B "
-                  f"({statistics.mean(received) / block.size:.2f}x size), max {max(received):,}")
+                  f"({statistics.mean(received) / block.size:.2f}x size), max {max(received):,}; "
+                  f"switch {spent.cpu_s:.2f} s CPU, frames {spent.mean_late_ms:.1f} ms late on average")
 
         print()
         floors = [hops[h.name] * delay for h in bed.hosts[1:] if h.name in hops]

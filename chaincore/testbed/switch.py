@@ -31,6 +31,7 @@ import random
 import signal
 import struct
 import sys
+import time
 
 OBSERVER = "observer"
 _TUNSETIFF = 0x400454CA
@@ -76,6 +77,7 @@ class Switch:
         self.pair_bytes = collections.Counter()          # (sender, receiver) -> bytes delivered
         self._queues = {}                                # (sender, receiver) -> deque of frames in flight
         self._last_due = {}                              # (sender, receiver) -> delivery time of the last queued frame
+        self.late_s_max, self.late_s_sum, self.late_n = 0.0, 0.0, 0   # how far behind due delayed frames went out
 
     def start(self) -> None:
         for port in self.ports.values():
@@ -132,11 +134,14 @@ class Switch:
         # jitter never reorders a link: a frame is not delivered before the one sent ahead of it
         due = max(now + delay, self._last_due.get(key, 0.0))
         self._last_due[key] = due
-        self._queues.setdefault(key, collections.deque()).append(frame)
+        self._queues.setdefault(key, collections.deque()).append((due, frame))
         self.loop.call_at(due, self._deliver_head, source, target, key)
 
     def _deliver_head(self, source: Port, target: Port, key) -> None:
-        self._deliver(source, target, self._queues[key].popleft())
+        due, frame = self._queues[key].popleft()
+        late = max(0.0, self.loop.time() - due)
+        self.late_s_max, self.late_s_sum, self.late_n = max(self.late_s_max, late), self.late_s_sum + late, self.late_n + 1
+        self._deliver(source, target, frame)
 
     def _deliver(self, source: Port, target: Port, frame: bytes) -> None:
         try:
@@ -182,7 +187,9 @@ class Switch:
                 port.group = 0
             return {"ok": True}
         if op == "stats":
-            return {"time": self.loop.time(),
+            # a busy machine makes the switch late: cpu_s and lateness tell whether it kept up
+            return {"time": self.loop.time(), "cpu_s": time.process_time(),
+                    "late_ms": {"max": self.late_s_max * 1000, "sum": self.late_s_sum * 1000, "frames": self.late_n},
                     "hosts": {p.name: dict(p.counters, delay_ms=p.delay_s * 1000, jitter_ms=p.jitter_s * 1000,
                                            loss=p.loss, group=p.group) for p in self.ports.values()},
                     "pairs": [[s, r, n] for (s, r), n in sorted(self.pair_bytes.items())]}

@@ -19,13 +19,17 @@ class Traffic:
         self.time, self.span = stats["time"], span     # a difference spans `time` seconds
         self.hosts = stats["hosts"]
         self.pairs = collections.Counter({(s, r): n for s, r, n in stats["pairs"]})
+        self.cpu_s, self.late_ms = stats["cpu_s"], stats["late_ms"]
 
     def __sub__(self, earlier: "Traffic") -> "Traffic":
         hosts = {name: {k: (v - earlier.hosts[name][k] if k.endswith(("_frames", "_bytes", "_errors")) else v)
                         for k, v in counters.items()}
                  for name, counters in self.hosts.items()}
         pairs = [[s, r, n - earlier.pairs.get((s, r), 0)] for (s, r), n in self.pairs.items()]
-        return Traffic({"time": self.time - earlier.time, "hosts": hosts, "pairs": pairs}, span=True)
+        late = {"max": self.late_ms["max"], "sum": self.late_ms["sum"] - earlier.late_ms["sum"],
+                "frames": self.late_ms["frames"] - earlier.late_ms["frames"]}
+        return Traffic({"time": self.time - earlier.time, "hosts": hosts, "pairs": pairs,
+                        "cpu_s": self.cpu_s - earlier.cpu_s, "late_ms": late}, span=True)
 
     @property
     def host_names(self) -> list:
@@ -51,6 +55,11 @@ class Traffic:
         """Bytes between the observer and the hosts, both ways."""
         return sum(n for (s, r), n in self.pairs.items() if OBSERVER in (s, r))
 
+    @property
+    def mean_late_ms(self) -> float:
+        """How late, on average, the switch delivered a delayed frame (a busy machine's error on every delay)."""
+        return self.late_ms["sum"] / self.late_ms["frames"] if self.late_ms["frames"] else 0.0
+
     def table(self) -> str:
         """A plain-text table: per host, bytes sent to and received from other hosts, frames lost and blocked."""
         rows = [f"{'host':>6} {'sent B':>12} {'received B':>12} {'lost':>7} {'blocked':>8}"]
@@ -59,4 +68,6 @@ class Traffic:
             rows.append(f"{name:>6} {self.sent_to_hosts(name):>12,} {self.received_from_hosts(name):>12,} "
                         f"{c['lost_frames']:>7} {c['blocked_frames']:>8}")
         rows.append(f"observer traffic {self.observer_bytes():,} B" + (f" over {self.time:.1f} s" if self.span else ""))
+        rows.append(f"switch: {self.cpu_s:.1f} s CPU, delayed frames late by {self.mean_late_ms:.2f} ms on average, "
+                    f"{self.late_ms['max']:.1f} ms at most since it started")
         return "\n".join(rows)

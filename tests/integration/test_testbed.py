@@ -8,8 +8,11 @@ switch's observer port).  Every test ends by checking that nothing the
 testbed made is left.
 """
 
+import asyncio
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 
@@ -21,6 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from chaincore.core.jsonview import block_to_json, parse_block
 from chaincore.testbed import Testbed, TestbedUnavailable, clean_leftovers, unavailable_reason
 from chaincore.testbed.bed import REGISTRY, ip, is_alive, twistd_path
+from chaincore.testbed.switch import Port, Switch
 
 from ..support.builders import ALICE, solve
 from ..support.waiting import wait_until
@@ -123,6 +127,108 @@ class AvailabilityTests(SynchronousTestCase):
             raise SkipTest("this machine can run the testbed")
         exc = self.assertRaises(TestbedUnavailable, Testbed(2, self.mktemp()).up)
         self.assertEqual(str(exc), REASON)
+
+
+def _mac(n: int) -> bytes:
+    return bytes([2, 0, 0, 0, 0, n])
+
+
+def _frame(src: int, dst, payload: bytes = b"") -> bytes:
+    """An Ethernet frame from _mac(src) to _mac(dst), or to broadcast when dst is None."""
+    return (b"\xff" * 6 if dst is None else _mac(dst)) + _mac(src) + b"\x08\x00" + payload.ljust(46, b".")
+
+
+class SwitchLogicTests(SynchronousTestCase):
+    """The switch's forwarding over socket pairs standing in for TAP devices (no root needed)."""
+
+    def setUp(self):
+        self.loop = asyncio.new_event_loop()
+        self.addCleanup(self.loop.close)
+        self.wires = {}
+        ports = []
+        for name in ("h0", "h1", "h2", "observer"):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            theirs.setblocking(False)
+            self.addCleanup(ours.close)
+            self.wires[name] = ours
+            ports.append(Port(name, theirs.detach()))
+        self.switch = Switch(ports, self.loop, random.Random(5))
+        self.switch.start()
+        self.addCleanup(self.switch.stop)
+
+    def send(self, name: str, frame: bytes) -> None:
+        self.wires[name].send(frame)
+
+    def settle(self, seconds: float = 0.01) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def frames_at(self, name: str) -> list:
+        wire, frames = self.wires[name], []
+        wire.setblocking(False)
+        while True:
+            try:
+                frames.append(wire.recv(2048))
+            except BlockingIOError:
+                return frames
+
+    def test_unknown_destinations_flood_and_learnt_ones_do_not(self):
+        """A frame to an unlearnt MAC reaches every other port; once its owner has spoken, only that port."""
+        self.send("h0", _frame(0, None))
+        self.settle()
+        self.assertEqual([len(self.frames_at(n)) for n in ("h0", "h1", "h2", "observer")], [0, 1, 1, 1])
+        self.send("h1", _frame(1, 0, b"answer"))
+        self.settle()
+        self.assertEqual([len(self.frames_at(n)) for n in ("h0", "h1", "h2", "observer")], [1, 0, 0, 0])
+        self.assertEqual(self.switch.pair_bytes[("h1", "h0")], 60)
+
+    def test_partitions_block_hosts_but_not_the_observer(self):
+        """Across groups nothing passes; the observer still reaches and hears every host; heal joins them."""
+        self.assertEqual(self.switch.command({"op": "partition", "groups": [["h0"], ["h1"]]}), {"ok": True})
+        self.send("h0", _frame(0, None))
+        self.settle()
+        self.assertEqual([len(self.frames_at(n)) for n in ("h1", "h2", "observer")], [0, 0, 1])
+        self.assertEqual(self.switch.ports["h0"].counters["blocked_frames"], 2)
+        self.switch.command({"op": "heal"})
+        self.send("h0", _frame(0, None))
+        self.settle()
+        self.assertEqual([len(self.frames_at(n)) for n in ("h1", "h2")], [1, 1])
+
+    def test_jitter_delays_but_never_reorders_a_link(self):
+        """With 20 +- 15 ms, frames arrive no sooner than 5 ms and in the order sent."""
+        self.switch.command({"op": "link", "host": "h0", "delay_ms": 20, "jitter_ms": 15})
+        self.send("h1", _frame(1, None))                          # learn h1's MAC
+        self.settle()
+        for i in range(50):
+            self.send("h0", _frame(0, 1, b"%03d" % i))
+        self.settle(0)                                            # read and queued, none due yet
+        self.assertEqual(self.switch.ports["h0"].counters["sent_frames"], 50)
+        self.assertEqual(self.frames_at("h1"), [])
+        self.settle(0.05)
+        got = [f[14:17] for f in self.frames_at("h1")]
+        self.assertEqual(got, [b"%03d" % i for i in range(50)])
+
+    def test_loss_drops_at_its_rate_and_counts(self):
+        """With loss 0.5 about half of 400 frames pass, and every drop is counted."""
+        self.switch.command({"op": "link", "host": "h0", "loss": 0.5})
+        self.send("h1", _frame(1, None))
+        self.settle()
+        for i in range(400):
+            self.send("h0", _frame(0, 1))
+            if i % 50 == 49:
+                self.settle(0.001)
+        self.settle()
+        passed, lost = len(self.frames_at("h1")), self.switch.ports["h0"].counters["lost_frames"]
+        self.assertEqual(passed + lost, 400)
+        self.assertTrue(150 <= passed <= 250, passed)
+
+    def test_bad_control_requests_are_refused(self):
+        """Unknown hosts, negative delays, loss over 1 and unknown ops get an error, and change nothing."""
+        for request in ({"op": "link", "host": "h9"}, {"op": "link", "host": "h0", "delay_ms": -1},
+                        {"op": "link", "host": "h0", "loss": 2}, {"op": "partition", "groups": [["h0"], ["h0"]]},
+                        {"op": "partition", "groups": "h0"}, {"op": "fly"}):
+            self.assertIn("error", self.switch.command(request), request)
+        self.assertEqual(self.switch.ports["h0"].delay_s, 0)
+        self.assertEqual({p.group for p in self.switch.ports.values()}, {0})
 
 
 class SwitchTests(_BedMixin, SynchronousTestCase):
