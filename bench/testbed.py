@@ -57,6 +57,14 @@ def http_json(url: str, body=None, timeout_s: float = 10):
         raise SystemExit(f"bench: {url} answered {e.code}: {e.read()[:200]!r}")
 
 
+def try_json(url: str, timeout_s: float = 10):
+    """http_json, or None when the node does not answer (a busy node may drop connections)."""
+    try:
+        return http_json(url, timeout_s=timeout_s)
+    except (OSError, ValueError):
+        return None
+
+
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
     deadline = time.monotonic() + timeout_s
     while not (value := predicate()):
@@ -120,7 +128,7 @@ class Network:
         urls = {h.url: h.name for h in self.bed.hosts}
         graph = {h.name: set() for h in self.bed.hosts}
         for h in self.bed.hosts:
-            for url in http_json(h.url + "/peers")["active_peers"]:
+            for url in wait_for(lambda: try_json(h.url + "/peers"), 60, f"{h.name}'s /peers")["active_peers"]:
                 if url in urls:
                     graph[h.name].add(urls[url])
                     graph[urls[url]].add(h.name)
@@ -183,9 +191,15 @@ def run(args) -> None:
         bed.wait_ready(timeout_s=120)
         print(f"{args.hosts} hosts up in {time.monotonic() - started:.1f} s; nodes' RSS {rss_mb(bed):.0f} MB in all")
         everyone = {h.url for h in bed.hosts}
-        wait_for(lambda: all(set(http_json(h.url + "/peers")["active_peers"]) >= everyone - {h.url}
-                             for h in bed.hosts) or (time.monotonic() - started > args.discovery_s),
-                 args.discovery_s + 30, "discovery")
+        def everyone_peers() -> bool:
+            for h in bed.hosts:
+                answer = try_json(h.url + "/peers")
+                if answer is None or not set(answer["active_peers"]) >= everyone - {h.url}:
+                    return False
+            return True
+
+        wait_for(lambda: everyone_peers() or time.monotonic() - started > args.discovery_s, args.discovery_s + 60,
+                 "discovery", 0.5)
         graph = net.peer_graph()
         hops = hops_from(graph, "h0")
         degrees = [len(v) for v in graph.values()]
