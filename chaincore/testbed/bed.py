@@ -137,6 +137,7 @@ class Host:
     dir: str
     pid: int = None
     args: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
     process: subprocess.Popen = None
 
     @property
@@ -330,7 +331,7 @@ class Testbed:
         """Write the testbed's state to workdir/testbed.json, for attach()."""
         state = {"prefix": self.prefix, "run": self.run, "subnet": self.subnet, "mtu": self.mtu,
                  "switch_pid": self.switch_pid, "link": self.link,
-                 "hosts": [{"index": h.index, "pid": h.pid, "args": h.args} for h in self.hosts]}
+                 "hosts": [{"index": h.index, "pid": h.pid, "args": h.args, "env": h.env} for h in self.hosts]}
         path = os.path.join(self.workdir, STATE_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(state, f, indent=1)
@@ -350,7 +351,7 @@ class Testbed:
         for h in state["hosts"]:
             i = h["index"]
             bed.hosts.append(Host(i, f"{bed.prefix}{bed.run}h{i}", f"198.18.{bed.subnet}.{i + 1}",
-                                  os.path.join(bed.workdir, f"h{i}"), h["pid"], h["args"]))
+                                  os.path.join(bed.workdir, f"h{i}"), h["pid"], h["args"], h["env"]))
         bed._up = True
         return bed
 
@@ -375,14 +376,15 @@ class Testbed:
         if host.pid and is_alive(host.pid):
             raise TestbedError(f"{host.name} already runs a node (pid {host.pid})")
         host.args = [*twistd_args, *self.node_argv(host, peers, extra)]
-        self._spawn(host, env)
+        host.env = dict(env or {})
+        self._spawn(host)
         return host
 
-    def _spawn(self, host: Host, env=None) -> None:
+    def _spawn(self, host: Host) -> None:
         argv = ["ip", "netns", "exec", host.netns, twistd_path(), "-n", "--pidfile=", *host.args]
         with open(host.log, "ab") as log:
             host.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            cwd=host.dir, env=child_env(**(env or {})), start_new_session=True)
+                                            cwd=host.dir, env=child_env(**host.env), start_new_session=True)
         host.pid = host.process.pid            # `ip netns exec` execs the command: this is twistd's pid
         if self.detach:
             self.save()
@@ -400,16 +402,17 @@ class Testbed:
         if left:
             raise TestbedError(f"{host.name}: processes {left} survived SIGKILL")
 
-    def restart(self, which, env=None) -> Host:
-        """Kill the host's node if it still runs, then start it again with the same command line."""
+    def restart(self, which) -> Host:
+        """Kill the host's node if it still runs, then start it again with the same command line and environment."""
         host = self.host(which)
         if not host.args:
             raise TestbedError(f"{host.name} never ran a node")
         self.kill(host)
-        self._spawn(host, env)
+        self._spawn(host)
         return host
 
     def is_running(self, which) -> bool:
+        """The host's node process is alive."""
         host = self.host(which)
         if host.process is not None:
             return host.process.poll() is None
