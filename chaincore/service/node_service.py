@@ -178,9 +178,15 @@ def make_node_service(options, reactor=None):
     offloader = ProcessOffloader(reactor)
     node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics,
                 offloader=offloader)
-    site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
+    from ..api.events import EventHub, HeartbeatService  # live events (/events) for pages and wallets
+    events = EventHub()
+    events.attach(node)
+    node.mining_to = options["mine"]
+    site = make_site(NodeAPI(node, metrics, events=events).resource(), on_finish=metrics.observe_request)
     top = NodeService(node, store, options["datadir"], reactor, site, lock)
     top.metrics = metrics
+    top.events = events
+    HeartbeatService(events, reactor).setServiceParent(top)
 
     http = StreamServerEndpointService(endpoint, site)
     http._raiseSynchronously = True
