@@ -22,7 +22,7 @@ from chaincore.core import errors, keys
 from chaincore.core.pow import nonce_limit, search_nonce
 
 from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
-                     node_url, run_main)
+                     add_node_option, add_version, node_url, run_main)
 
 PROG = "chaincore-miner"
 CHUNK_NONCES = 131_072
@@ -332,9 +332,10 @@ def _positive(text: str) -> int:
     return value
 
 
-def make_parser() -> OneLineParser:
+def make_parser(env=None) -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Mine ChainCore blocks on a node, paying the rewards to ADDRESS.")
-    parser.add_argument("--node", required=True, metavar="URL", help="the node's base URL, e.g. http://localhost:5000")
+    add_version(parser)
+    add_node_option(parser, os.environ if env is None else env)
     parser.add_argument("--address", required=True, help="the address the block rewards go to")
     parser.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes searching nonces (default: the number of CPUs)")
@@ -351,13 +352,13 @@ def _on_sigterm(signum, frame):
     raise _Terminate()
 
 
-def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_context=None) -> int:
+def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_context=None, env=None) -> int:
     """Run chaincore-miner with argv; Ctrl-C or SIGTERM stops it with a summary and exit status 0."""
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
 
     def body(argv):
-        args = make_parser().parse_args(argv)
+        args = make_parser(env).parse_args(argv)
         try:
             keys.address_payload(args.address)
         except errors.BadAddress as e:
