@@ -143,10 +143,12 @@ class Miner:
     """The mining loop: templates in, nonce ranges out to the pool, solved blocks back to the node."""
 
     def __init__(self, node: NodeClient, address: str, workers: int, blocks: int | None, display: Display,
-                 clock, executor, chunk: int = CHUNK_NONCES, retry_s: float = RETRY_S):
+                 clock, executor, chunk: int = CHUNK_NONCES, retry_s: float = RETRY_S, pause_s: float = 0,
+                 sleep=time.sleep):
         self.node, self.address, self.workers, self.target_blocks = node, address, workers, blocks
         self.display, self.clock, self.executor, self.chunk = display, clock, executor, chunk
         self.retry_s = retry_s
+        self.pause_s, self.sleep = pause_s, sleep  # a rest after each accepted block paces a test network
         self.blocks_found = 0
         self.hashes = 0
         self.started = clock()
@@ -219,6 +221,8 @@ class Miner:
                 self.blocks_found += 1
                 side = "" if answer.get("main_chain", True) else " (not on the main chain)"
                 self.display.log(f"block {answer.get('height', template.height)} {block_hash} accepted{side}")
+                if self.pause_s and (self.target_blocks is None or self.blocks_found < self.target_blocks):
+                    self.sleep(self.pause_s)
             else:
                 self.display.log(f"block at height {template.height} answered {status} {state}: {block_hash}")
         if self.target_blocks is None or self.blocks_found < self.target_blocks:
@@ -341,7 +345,19 @@ def make_parser(env=None) -> OneLineParser:
                         help="worker processes searching nonces (default: the number of CPUs)")
     parser.add_argument("--blocks", type=_positive, default=None, metavar="N",
                         help="stop after N accepted blocks (default: mine until interrupted)")
+    parser.add_argument("--pause", type=_seconds, default=0, metavar="S",
+                        help="rest S seconds after each accepted block, to pace a test network (default 0)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise UsageError(f"{text} must be between 0 and 86400 seconds")
+    return value
 
 
 class _Terminate(KeyboardInterrupt):
@@ -369,7 +385,7 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
         old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
         executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=mp_context or default_mp_context(),
                                                           initializer=_init_worker, initargs=(os.getpid(),))
-        miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor)
+        miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor, pause_s=args.pause)
         try:
             miner.run()
         except KeyboardInterrupt:

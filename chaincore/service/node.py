@@ -145,9 +145,9 @@ class Node:
         elif local:
             log.info("accepted block {hash} at height {height} from a local miner ({txs})",
                      hash=short, height=height, txs=txs)
-        elif source:
-            log.info("block {hash} at height {height} from {peer} ({txs})", hash=short, height=height,
-                     peer=source, txs=txs)
+        elif source:  # during catch-up the sync layer sums blocks up instead
+            (log.debug if self.syncing else log.info)("block {hash} at height {height} from {peer} ({txs})",
+                                                      hash=short, height=height, peer=source, txs=txs)
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
