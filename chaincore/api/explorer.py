@@ -432,6 +432,7 @@ dt{color:var(--muted)}dd{margin:0}.muted{color:var(--muted)}.ok{color:#1c7c3a}.w
 """
 
 # Live pages: on an event the page asks for itself again and swaps <main> (no reload, no framework).
+# A page opened with #still stays still (screenshots).
 SCRIPT = r"""
 (function(){
   function ago(ts){var s=Math.max(0,Math.round(Date.now()/1000-ts));
@@ -442,7 +443,7 @@ SCRIPT = r"""
   times();setInterval(times,10000);
   var kinds=(document.body.dataset.live||"").split(" ").filter(Boolean);
   var status=document.getElementById("live");
-  if(!kinds.length||!window.EventSource){return;}
+  if(!kinds.length||!window.EventSource||location.hash==="#still"){return;}
   var pending=null;
   function refresh(){pending=null;fetch(location.href,{headers:{"Accept":"text/html"}}).then(function(r){
       return r.ok?r.text():null;}).then(function(text){if(!text)return;
