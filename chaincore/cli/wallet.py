@@ -393,9 +393,9 @@ class WalletCommands:
             if not coins or fee_rate is None:
                 break
             needed = fee_rate * build_send(key, coins, to_payload, amount, fee).size
-            if needed <= fee:
+            if needed == fee:
                 break
-            fee = needed
+            fee = needed  # the rate times the size of what will be signed, not the first guess
         if not coins:
             have = sum(u.amount for u in free + change) - sum(u.amount for u in immature)
             detail = []
@@ -411,6 +411,8 @@ class WalletCommands:
                            + f", need {format_coins(amount + fee)} (amount {format_coins(amount)} "
                            f"+ fee {format_coins(fee)})")
         tx = build_send(key, coins, to_payload, amount, fee)
+        if fee_rate is not None and fee < fee_rate * tx.size:
+            raise CliError(f"could not settle the fee at {fee_rate} units per byte; give --fee")
         if args.no_broadcast:
             self.say(json.dumps(tx_to_json(tx), indent=2))
             return 0

@@ -120,8 +120,7 @@ class DefaultFeeTests(CliCase):
         (tx,) = self.node.posted()
         fee = 6 * COIN - tx.output_total
         self.assertEqual(len(tx.inputs), 3)
-        self.assertGreaterEqual(fee, 3 * tx.size)
-        self.assertLess(fee, 3 * tx.size + 3 * 100)
+        self.assertEqual(fee, 3 * tx.size)
         self.assertIn("3 units/byte from the node", out)
 
     def test_bad_fee_answer_is_one_line(self):
