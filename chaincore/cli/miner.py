@@ -149,7 +149,7 @@ class Miner:
         self.retry_s = retry_s
         self.blocks_found = 0
         self.hashes = 0
-        self.started = clock()
+        self.started_at = clock()
         self.template = None
         self.generation = 0
         self.next_nonce = 0
@@ -160,7 +160,7 @@ class Miner:
         self.away_since = None
         self.next_away_log = 0.0
         self.inflight = {}
-        self.rates = collections.deque([(self.started, 0)])
+        self.rates = collections.deque([(self.started_at, 0)])
 
     def run(self) -> None:
         """Mine until target_blocks are accepted (forever without it); the first template must come."""
@@ -309,7 +309,7 @@ class Miner:
                             f"hashes {self.hashes:,}")
 
     def summary(self) -> str:
-        elapsed = max(self.clock() - self.started, 1e-9)
+        elapsed = max(self.clock() - self.started_at, 1e-9)
         return (f"mined {self.blocks_found} block{'s' if self.blocks_found != 1 else ''} in {elapsed:.1f} s: "
                 f"{self.hashes:,} hashes, {format_rate(self.hashes / elapsed)} with {self.workers} "
                 f"worker{'s' if self.workers != 1 else ''}")

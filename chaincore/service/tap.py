@@ -2,20 +2,7 @@
 
 from twisted.python import usage
 
-
-def parse_ports(text: str) -> list:
-    """Ports from `5000-5011`, `5000,5002` or a mix; an empty string gives none."""
-    ports = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, dash, hi = part.partition("-")
-        try:
-            lo_n, hi_n = int(lo), int(hi if dash else lo)  # "5000-" is a typo, not port 5000
-        except ValueError:
-            raise ValueError(f"bad port range {part!r}") from None
-        if not (0 < lo_n <= hi_n <= 65535) or hi_n - lo_n > 1024:
-            raise ValueError(f"bad port range {part!r}")
-        ports.extend(range(lo_n, hi_n + 1))
-    return ports
+from .config import finish_options
 
 
 class Options(usage.Options):
@@ -42,10 +29,10 @@ class Options(usage.Options):
         self["peers"].append(url)
 
     def postOptions(self):
-        from .config import finish_options
         finish_options(self)
 
 
 def makeService(options):
-    from .node_service import make_node_service
+    """The node's MultiService (twistd calls this after the options are checked)."""
+    from .wiring import make_node_service  # the twisted.web and p2p modules load only when a node starts
     return make_node_service(options)

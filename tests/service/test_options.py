@@ -5,7 +5,8 @@ import os
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.service.tap import Options, parse_ports
+from chaincore.service.config import parse_ports
+from chaincore.service.tap import Options
 
 from ..support.builders import ALICE
 

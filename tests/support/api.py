@@ -16,7 +16,7 @@ from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-from chaincore.api.request import make_site
+from chaincore.api.site import make_site
 from chaincore.api.routes import NodeAPI
 from chaincore.core.params import REGTEST
 from chaincore.core.store import MemoryStore

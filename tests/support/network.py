@@ -6,7 +6,7 @@ import tempfile
 from twisted.internet import defer, reactor
 
 from chaincore.service.tap import Options
-from chaincore.service.node_service import make_node_service
+from chaincore.service.wiring import make_node_service
 from tests.support.builders import solve
 from tests.support.waiting import free_ports
 
@@ -69,7 +69,7 @@ async def start_node(test, port: int, *, network: str = "regtest", discover_port
     running = RunningNode(service, port, datadir)
     service.startService()
     test.addCleanup(running.stop)
-    await service.peers.started
+    await service.peers.startup_done
     return running
 
 

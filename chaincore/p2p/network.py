@@ -12,7 +12,6 @@ from twisted.application import service
 from twisted.internet import defer
 from ..logs import logger
 
-from ..service.timers import every
 from .client import PeerClient, pooled_http_client
 from .discovery import Discovery, NodeIdentity
 from .peerfile import load_table, save_table
@@ -29,10 +28,11 @@ STARTUP_RETRIES = 2
 STARTUP_RETRY_DELAY_S = 2.0
 
 
-class PeerService(service.MultiService):
-    def __init__(self, node, reactor, *, datadir, seeds=(), discover_ports=(), own_port=None, metrics=None,
-                 http=None):
+class PeerNetwork(service.MultiService):
+    def __init__(self, node, reactor, *, make_timer, datadir, seeds=(), discover_ports=(), own_port=None,
+                 metrics=None, http=None):
         super().__init__()
+        self.make_timer = make_timer  # (interval_s, fn, clock, now) -> a child IService; the wiring chooses it
         self.node = node
         self.reactor = reactor
         self.path = os.path.join(datadir, "peers.json") if datadir else None
@@ -55,12 +55,12 @@ class PeerService(service.MultiService):
         node.orphan_listeners.append(self.sync.on_orphan)
         node.peer_hint = self._hint
         self._hint_call = None
-        self.started = None  # fires when startup sync is over
+        self.startup_done = None  # a Deferred that fires when startup sync is over
 
     def startService(self):
         super().startService()
         self.node.syncing = True
-        self.started = self._startup()
+        self.startup_done = self._startup()
 
     @defer.inlineCallbacks
     def _startup(self):
@@ -83,11 +83,13 @@ class PeerService(service.MultiService):
             self.node.syncing = False
         if self.running:
             # startup has just run a round of each: the timers start one interval later
-            for timer in (every(DISCOVERY_INTERVAL_S, self.discovery.run_once, self.reactor, now=False),
-                          every(SYNC_INTERVAL_S, self.sync.sync_round, self.reactor, now=False),
-                          every(MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools, self.reactor, now=False),
-                          every(SAVE_INTERVAL_S, self.save, self.reactor, now=False)):
-                timer.setServiceParent(self)
+            for interval_s, fn in self.periodic_tasks():
+                self.make_timer(interval_s, fn, self.reactor, now=False).setServiceParent(self)
+
+    def periodic_tasks(self) -> list:
+        """(interval_s, fn) of the rounds that run on timers once startup is over."""
+        return [(DISCOVERY_INTERVAL_S, self.discovery.run_once), (SYNC_INTERVAL_S, self.sync.sync_round),
+                (MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools), (SAVE_INTERVAL_S, self.save)]
 
     def _hint(self, url: str):
         """A request named its sender's URL: probe it soon if it is new or was thought down."""
@@ -118,8 +120,8 @@ class PeerService(service.MultiService):
     def stopService(self):
         d = defer.maybeDeferred(super().stopService)
         self.client.close()
-        if self.started is not None and not self.started.called:
-            self.started.cancel()
+        if self.startup_done is not None and not self.startup_done.called:
+            self.startup_done.cancel()
         if self._hint_call is not None and self._hint_call.active():
             self._hint_call.cancel()
         try:

@@ -1,20 +1,21 @@
-"""PeerService start-up on a Clock: the node is `syncing` (no templates) until its first catch-up is over,
+"""PeerNetwork start-up on a Clock: the node is `syncing` (no templates) until its first catch-up is over,
 and stopping the service leaves nothing scheduled."""
 
 from treq.testing import StubTreq
 
 from chaincore.api.routes import NodeAPI
 from chaincore.core.errors import Unavailable
-from chaincore.p2p.service import DISCOVERY_INTERVAL_S, PeerService
+from chaincore.service.timers import every
+from chaincore.p2p.network import DISCOVERY_INTERVAL_S, PeerNetwork
 from tests.support.builders import ALICE
 
 from .fakes import NodePeer
 from .test_sync import ME, SyncTestCase, main_chain, url
 
 
-class PeerServiceStartupTests(SyncTestCase):
-    def service(self, me: NodePeer, seeds) -> PeerService:
-        svc = PeerService(me.node, self.clock, datadir=None, seeds=seeds, http=self.network.client())
+class PeerNetworkStartupTests(SyncTestCase):
+    def service(self, me: NodePeer, seeds) -> PeerNetwork:
+        svc = PeerNetwork(me.node, self.clock, make_timer=every, datadir=None, seeds=seeds, http=self.network.client())
         svc.startService()
         self.addCleanup(lambda: svc.running and svc.stopService())
         return svc
@@ -33,7 +34,7 @@ class PeerServiceStartupTests(SyncTestCase):
         self.assertFalse(me.node.syncing)
         self.assertGreaterEqual(svc.discovery.rounds, 1)
         self.assertEqual(self.clock.seconds(), started_at)
-        self.assertIsNone(self.successResultOf(svc.started))
+        self.assertIsNone(self.successResultOf(svc.startup_done))
         self.assertEqual(self.template_status(me), 200)
         self.assertEqual(len([u for u in self.network.refused if u.endswith("/status")]), 2)
 
@@ -46,7 +47,7 @@ class PeerServiceStartupTests(SyncTestCase):
         svc = self.service(me, [peer.url])
         for batch in range(3):  # 250 blocks: three /blocks answers, each released by hand
             self.assertTrue(me.node.syncing)
-            self.assertNoResult(svc.started)
+            self.assertNoResult(svc.startup_done)
             self.assertEqual(self.template_status(me), 503)
             self.assertRaises(Unavailable, me.node.block_template, ALICE.address)
             self.assertEqual(me.node.chain.height, 10 + 100 * batch)
@@ -54,7 +55,7 @@ class PeerServiceStartupTests(SyncTestCase):
             self.network.flush()
         self.assertEqual(peer.release(), 0)
         self.assertFalse(me.node.syncing)
-        self.assertIsNone(self.successResultOf(svc.started))
+        self.assertIsNone(self.successResultOf(svc.startup_done))
         self.assertEqual(me.tip(), peer.tip())
         self.assertEqual(self.template_status(me), 200)
 

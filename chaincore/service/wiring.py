@@ -148,7 +148,7 @@ def make_node_service(options, reactor=None):
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet.endpoints import serverFromString
 
-    from ..api.request import make_site
+    from ..api.site import make_site
     from ..api.routes import NodeAPI
     from .metrics import NodeMetrics
     from .node import Node
@@ -186,8 +186,9 @@ def make_node_service(options, reactor=None):
     http._raiseSynchronously = True
     http.setServiceParent(top)
 
-    from ..p2p.service import PeerService
-    peers = PeerService(node, reactor, datadir=options["datadir"], seeds=options["peers"],
+    from ..p2p.network import PeerNetwork
+    from .timers import every
+    peers = PeerNetwork(node, reactor, make_timer=every, datadir=options["datadir"], seeds=options["peers"],
                         discover_ports=options["discover_ports"], own_port=own_port,
                         metrics=metrics)
     peers.setServiceParent(top)
