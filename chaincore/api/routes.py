@@ -19,8 +19,8 @@ from werkzeug.routing import RequestRedirect
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
-from ..core.errors import ChainCoreError, Forbidden, Malformed
-from .errors import json_body, json_error, status_for
+from ..core.errors import Fault, Forbidden, Malformed, Refused
+from .errors import json_body, json_error, render_error
 from .schema import ENDPOINTS, openapi_json, params
 
 log = logger("chaincore.api")
@@ -101,9 +101,16 @@ class NodeAPI:
 
     # -- errors ------------------------------------------------------------------------
 
-    @app.handle_errors(ChainCoreError)
+    @app.handle_errors(Refused)
     def _refused(self, request, failure):
-        return json_error(request, status_for(failure.value), str(failure.value), failure.value.code)
+        return render_error(request, failure.value)
+
+    @app.handle_errors(Fault)
+    def _node_fault(self, request, failure):
+        # the message may name a datadir path: the log has it, the client gets the class's public text
+        log.warn("{method} {path} failed: {code}: {error}", method=request.method.decode("latin-1"),
+                 path=request.path.decode("latin-1"), code=failure.value.code, error=failure.value)
+        return render_error(request, failure.value)
 
     @app.handle_errors(RouteNotFound)
     def _no_route(self, request, failure):
@@ -124,7 +131,7 @@ class NodeAPI:
     def _fault(self, request, failure):
         log.failure("internal error answering {method} {path}", failure,
                     method=request.method.decode("latin-1"), path=request.path.decode("latin-1"))
-        return json_error(request, 500, "internal error", "internal")
+        return render_error(request, failure.value)
 
     # -- seed-compatible endpoints --------------------------------------------------------
 

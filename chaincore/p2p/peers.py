@@ -36,17 +36,14 @@ _PENALTY_BY_CLASS = [
 ]
 
 
-def _all_error_classes(cls=errors.ChainCoreError):
-    yield cls
-    for sub in cls.__subclasses__():
-        yield from _all_error_classes(sub)
-
-
 def _points_for_class(cls) -> int:
     return next((points for base, points in _PENALTY_BY_CLASS if issubclass(cls, base)), 0)
 
 
-PENALTIES = {cls.code: _points_for_class(cls) for cls in _all_error_classes()}
+# Built from the classes core/errors.py defines (every error ChainCore raises on purpose lives there),
+# not from ChainCoreError.__subclasses__(), so the table is the same whatever was imported first.
+PENALTIES = {cls.code: _points_for_class(cls) for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.ChainCoreError)}
 
 
 def penalty_for(code: str) -> int:

@@ -13,7 +13,7 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import ChainCoreError, PeerUnreachable
+from ..core.errors import Invalid, PeerUnreachable
 
 log = logger("chaincore.p2p.relay")
 
@@ -102,7 +102,7 @@ class Relay:
     def _failed(self, failure, peer):
         if failure.check(PeerUnreachable):
             self.discovery.report_failure(peer, str(failure.value))
-        elif failure.check(ChainCoreError):
+        elif failure.check(Invalid):
             self.discovery.report_misbehaviour(peer, failure.value)
         else:
             log.failure("relay to {peer} failed", failure, peer=peer)

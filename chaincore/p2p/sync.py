@@ -16,7 +16,7 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import ChainCoreError, Invalid, Malformed, PeerUnreachable
+from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
 
 log = logger("chaincore.p2p.sync")
 
@@ -209,7 +209,7 @@ class Synchronizer:
             except Malformed as err:
                 self.discovery.report_misbehaviour(peer, err)
                 return accepted
-            except ChainCoreError:
+            except Refused:
                 continue  # conflicts and missing parents are normal between two mempools
         return accepted
 
