@@ -138,7 +138,7 @@ class Bench:
             template = miner.block_template(ADDRESS)
             block = template.with_nonce(solve(template.header).nonce)
             started = time.perf_counter()
-            miner.accept_block(block, local=True)
+            yield miner.submit_block(block, local=True)
             yield self.wait_until(lambda: len(arrived.get(block.hash, ())) == n, 10, "the block everywhere")
             if k:  # the first block also warms every connection up
                 times.append(max(arrived[block.hash].values()) - started)
@@ -184,9 +184,7 @@ class Bench:
         holder_port, joiner_port = free_ports(2)
         holder = self.start(holder_port)
         yield holder.peers.startup_done
-        with holder.node.store.batch():
-            for block in blocks:
-                holder.node.accept_block(block)
+        yield holder.node.submit_blocks(blocks)
         assert holder.node.chain.height == n_blocks
         started = time.perf_counter()
         joiner = self.start(joiner_port, [holder.node.advertise_url])

@@ -9,18 +9,22 @@ anything unexpected (500, traceback only in the log).
 import html
 import ipaddress
 import json
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from klein import Klein
-from ..logs import logger
+from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.internet import task
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
-from ..core.errors import Fault, Forbidden, Malformed, Refused
+from ..core.errors import Fault, Forbidden, Malformed, PeerNotKept, Refused
+from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
+from ..logs import logger
 from .schema import ENDPOINTS, openapi_json, params
 
 log = logger("chaincore.api")
@@ -86,13 +90,44 @@ def peer_url(request) -> str | None:
     return value if value and value.startswith(("http://", "https://")) and len(value) < 200 else None
 
 
+class PeerDirectory(Protocol):
+    """What the API needs of the peer-to-peer side (p2p.network.PeerNetwork implements it)."""
+
+    def known_urls(self) -> list: ...
+    def active_urls(self) -> list: ...
+
+    def add(self, url: str) -> str:
+        """Take a peer named by hand: "added" or "known"; BadPeerURL or PeerNotKept if the table won't keep it."""
+
+    def hint(self, url: str) -> None:
+        """A client named itself in X-ChainCore-Peer (the API has checked it names the sender)."""
+
+
+class NoPeers:
+    """The directory of a node without a peer-to-peer side: knows nobody, takes nobody."""
+
+    def known_urls(self) -> list:
+        return []
+
+    def active_urls(self) -> list:
+        return []
+
+    def add(self, url: str) -> str:
+        normalise_url(url)
+        raise PeerNotKept("this node does not take peers")
+
+    def hint(self, url: str) -> None:
+        pass
+
+
 class NodeAPI:
     """The Klein application of one node."""
 
     app = Klein()
 
-    def __init__(self, node, metrics=None, cooperate=None):
+    def __init__(self, node, peers: PeerDirectory, metrics=None, cooperate=None):
         self._node = node
+        self._peers = peers
         self._metrics = metrics
         self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
 
@@ -138,13 +173,13 @@ class NodeAPI:
     @app.route("/status", methods=["GET"])
     def status(self, request):
         self._heard_from(request)  # peers probe /status: that is how we hear of late starters
-        return json_body(request, 200, self._node.status())
+        return json_body(request, 200, status_of(self._node, self._peers))
 
     def _heard_from(self, request) -> str | None:
         """The sender's X-ChainCore-Peer URL; passed to the peer layer when it names the sender itself."""
         source = peer_url(request)
-        if source and self._node.peer_hint is not None and names_sender(request, source):
-            self._node.peer_hint(source)
+        if source and names_sender(request, source):
+            self._peers.hint(source)
         return source
 
     @app.route("/chain", methods=["GET"])
@@ -167,7 +202,6 @@ class NodeAPI:
         The main chain's hashes are taken when the request arrives, so a reorganisation
         during the answer cannot mix two branches.
         """
-        from twisted.internet import task
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"application/json")
         gone = []
@@ -189,7 +223,7 @@ class NodeAPI:
 
     @app.route("/peers", methods=["GET"])
     def peers(self, request):
-        known, active = self._node.peer_view()
+        known, active = self._peers.known_urls(), self._peers.active_urls()
         return json_body(request, 200, {"peers": sorted(known), "active_peers": sorted(active),
                                         "peer_count": len(active)})
 
@@ -197,13 +231,9 @@ class NodeAPI:
     def add_peer(self, request):
         if not is_loopback(request):
             raise Forbidden("only loopback clients may add peers")
-        url = field(read_json(request), "url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 200:
-            raise Malformed("url must be a base URL like http://localhost:5001")
-        if self._node.add_peer is None:
-            raise Malformed("this node does not take peers")
-        self._node.add_peer(url.rstrip("/"))
-        return json_body(request, 200, {"status": "added", "url": url.rstrip("/")})
+        url = normalise_url(field(read_json(request), "url"))  # 400 for a URL the peer table would not keep
+        status = self._peers.add(url)  # "added" or "known"; PeerNotKept (400) when the table refuses it
+        return json_body(request, 200, {"status": status, "url": url})
 
     @app.route("/transactions", methods=["GET"])
     def transactions(self, request):
@@ -217,7 +247,7 @@ class NodeAPI:
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         body = read_json(request)
         block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
-        d = self._node.accept_block_async(block, source=self._heard_from(request), local=local)
+        d = self._node.submit_block(block, source=self._heard_from(request), local=local)
         return d.addCallback(self._block_answer, request)
 
     def _block_answer(self, result, request):
@@ -234,7 +264,7 @@ class NodeAPI:
     def add_transaction(self, request):
         body = read_json(request)
         tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
-        d = self._node.accept_tx_async(tx, source=self._heard_from(request))
+        d = self._node.submit_tx(tx, source=self._heard_from(request))
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
 
@@ -304,7 +334,6 @@ class NodeAPI:
     def metrics(self, request):
         if self._metrics is None:
             raise RouteNotFound()
-        from prometheus_client import CONTENT_TYPE_LATEST
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return self._metrics.render()
 
@@ -316,12 +345,17 @@ class NodeAPI:
     @app.route("/", methods=["GET"])
     def index(self, request):
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        return _index_page(self._node).encode()
+        return _index_page(self._node, self._peers).encode()
 
 
-def _index_page(node) -> str:
-    s = node.status()
-    known, active = node.peer_view()
+def status_of(node, peers: PeerDirectory) -> dict:
+    """The /status answer: the node's side and the peer count."""
+    return dict(node.status(), peer_count=len(peers.active_urls()))
+
+
+def _index_page(node, directory: PeerDirectory) -> str:
+    s = status_of(node, directory)
+    known, active = directory.known_urls(), directory.active_urls()
     recent = node.chain.main_blocks(max(0, s["height"] - 9), 10)
     rows = "".join(
         f"<tr><td>{b.height}</td><td><a href='/block/{b.hash.hex()}'><code>{b.hash.hex()[:20]}…</code></a></td>"

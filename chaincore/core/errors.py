@@ -103,6 +103,18 @@ class BadAmount(Malformed):
     code = "bad-amount"
 
 
+class BadPeerURL(Malformed):
+    """Not a peer base URL the peer table would keep: http(s)://host[:port], nothing else."""
+
+    code = "bad-peer-url"
+
+
+class PeerNotKept(Invalid):
+    """A well-formed peer URL the peer table does not take: this node's own, banned, or no room."""
+
+    code = "peer-not-kept"
+
+
 # -- transaction rules ----------------------------------------------------------
 
 class TxRuleError(Invalid):

@@ -10,11 +10,14 @@ import os
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.task import deferLater
+from ..core.errors import PeerNotKept
 from ..logs import logger
 
 from .client import PeerClient, pooled_http_client
 from .discovery import Discovery, NodeIdentity
 from .peerfile import load_table, save_table
+from .peers import PeerTable, normalise_url
 from .relay import Relay
 from .sync import Synchronizer
 
@@ -43,17 +46,12 @@ class PeerNetwork(service.MultiService):
         identity = NodeIdentity(node.node_id, node.params.name, node.params.genesis_hash.hex(), node.advertise_url)
         table = load_table(self.path, reactor.seconds(), node.node_id, (node.advertise_url,)) if self.path else None
         if table is None:
-            from .peers import PeerTable
             table = PeerTable(node.node_id, (node.advertise_url,))
         self.discovery = Discovery(self.client, table, reactor, identity, discover_ports=discover_ports,
                                    seeds=seeds, own_port=own_port, on_peer_added=self._peer_added,
                                    on_peer_lost=self._peer_lost)
         self.sync = Synchronizer(node, self.client, self.discovery, reactor, metrics)
         self.relay = Relay(node, self.client, self.discovery, self.sync)
-        node.peer_view = lambda: (table.known_urls(), table.active_urls())
-        node.add_peer = self._add_peer
-        node.orphan_listeners.append(self.sync.on_orphan)
-        node.peer_hint = self._hint
         self._hint_call = None
         self.startup_done = None  # a Deferred that fires when startup sync is over
 
@@ -74,7 +72,6 @@ class PeerNetwork(service.MultiService):
                     best = yield self.sync.sync_round()
                     if best is None or self.node.chain.height > 0:
                         break
-                    from twisted.internet.task import deferLater
                     yield deferLater(self.reactor, STARTUP_RETRY_DELAY_S, lambda: None)
                 yield self.sync.exchange_all_mempools()
         except Exception:
@@ -91,15 +88,30 @@ class PeerNetwork(service.MultiService):
         return [(DISCOVERY_INTERVAL_S, self.discovery.run_once), (SYNC_INTERVAL_S, self.sync.sync_round),
                 (MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools), (SAVE_INTERVAL_S, self.save)]
 
-    def _hint(self, url: str):
+    # -- the peer directory the API is given (api.routes.PeerDirectory) -------------------
+
+    def known_urls(self) -> list:
+        return self.discovery.table.known_urls()
+
+    def active_urls(self) -> list:
+        return self.discovery.table.active_urls()
+
+    def add(self, url: str) -> str:
+        """Take a peer named by hand: "added" (probed at once) or "known"; BadPeerURL or PeerNotKept otherwise."""
+        url = normalise_url(url)
+        if self.discovery.table.get(url) is not None:
+            self.discovery.remember(url, "admin")  # it is evidently wanted: probe it soon
+            return "known"
+        if not self.discovery.remember(url, "admin"):
+            raise PeerNotKept(f"the peer table does not take {url} (this node's own URL, banned, or full)")
+        self.discovery.run_once()
+        return "added"
+
+    def hint(self, url: str) -> None:
         """A request named its sender's URL: probe it soon if it is new or was thought down."""
         if self.discovery.remember(url, "header") and self.running and not self.node.syncing:
             if self._hint_call is None or not self._hint_call.active():
                 self._hint_call = self.reactor.callLater(0, self.discovery.run_once)
-
-    def _add_peer(self, url: str):
-        self.discovery.remember(url, "admin")
-        self.discovery.run_once()
 
     def _peer_added(self, url, status):
         log.info("peer {url} added (height {height})", url=url, height=status.get("height"))

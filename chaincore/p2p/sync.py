@@ -10,8 +10,6 @@ catch-up runs at a time; a slow peer only delays itself (every request has a
 deadline) and a peer that sends invalid data is penalised.
 """
 
-import contextlib
-
 from twisted.internet import defer
 from ..logs import logger
 
@@ -105,9 +103,8 @@ class Synchronizer:
                     # a peer may answer with fewer blocks than asked: ask again from where it stopped
                     blocks = yield self._fetch_blocks(peer, headers[position:position + BLOCKS_PER_REQUEST])
                     position += len(blocks)
-                    yield self.node.preverify(blocks)  # big blocks: signatures in worker processes
-                    taken, error = self._connect(blocks, peer)
-                    received += taken
+                    results, error = yield self.node.submit_blocks(blocks, source=peer)
+                    received += len(results)
                     if error is not None:
                         raise error
                     now = self.clock.seconds()
@@ -144,21 +141,6 @@ class Synchronizer:
             if received:
                 for listener in list(self.caught_up_listeners):
                     listener(peer, received)
-
-    def _connect(self, blocks: list, peer: str) -> tuple:
-        """Hand blocks to the node, in one store transaction when the store has batch(); (how many were
-        taken, the Invalid error that stopped it or None).  The blocks before an invalid one stay."""
-        batch = getattr(self.node.store, "batch", None)
-        error, taken = None, 0
-        with batch() if batch is not None else contextlib.nullcontext():
-            for block in blocks:
-                try:
-                    self.node.accept_block(block, source=peer)
-                except Invalid as err:
-                    error = err
-                    break
-                taken += 1
-        return taken, error
 
     @defer.inlineCallbacks
     def _fetch_blocks(self, peer: str, headers: list):
@@ -204,7 +186,8 @@ class Synchronizer:
         for raw in txs:
             try:
                 tx = jsonview.parse_tx(raw)
-                if self.node.accept_tx(tx, source=peer).status == "accepted":
+                result = yield self.node.submit_tx(tx, source=peer)
+                if result.status == "accepted":
                     accepted += 1
             except Malformed as err:
                 self.discovery.report_misbehaviour(peer, err)

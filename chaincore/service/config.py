@@ -6,9 +6,10 @@ import re
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
-from ..core.errors import BadAddress
+from ..core.errors import BadAddress, BadPeerURL
 from ..core.keys import address_payload
 from ..core.params import NETWORKS
+from ..core.peer_url import normalise_url
 
 
 def default_datadir(network: str, port_label: str) -> str:
@@ -62,10 +63,14 @@ def finish_options(options) -> None:
             address_payload(options["mine"])
         except BadAddress as e:
             raise usage.UsageError(f"--mine: {e}")
-    for url in options["peers"]:
-        if not re.match(r"^https?://[^/\s]+/?$", url):
-            raise usage.UsageError(f"--peer {url!r} is not a base URL like http://localhost:5001")
-    if options["advertise"] is not None and not re.match(r"^https?://[^/\s]+/?$", options["advertise"]):
-        raise usage.UsageError("--advertise must be a base URL like http://localhost:5000")
+    try:
+        options["peers"] = [normalise_url(url) for url in options["peers"]]
+    except BadPeerURL as e:
+        raise usage.UsageError(f"--peer: {e}")
+    if options["advertise"] is not None:
+        try:
+            options["advertise"] = normalise_url(options["advertise"])
+        except BadPeerURL as e:
+            raise usage.UsageError(f"--advertise: {e}")
     if options["datadir"] is None:
         options["datadir"] = default_datadir(options["network"], _port_label(options["endpoint"]))

@@ -1,8 +1,13 @@
-"""Wiring one node into twistd: the store, the Node, the HTTP site, peers and the miner, as one MultiService.
+"""Wiring one node: the store, the Node, the HTTP site, the peer network and the miner, as one MultiService.
 
-Everything that can fail at start (a bad endpoint, a port in use, a datadir
-that cannot be opened or belongs to another network) fails inside
-makeService with one line and exit status 1, before twistd daemonizes.
+`build_node` is the one place that connects a node's parts (who listens to
+whom, which worker pool and timers they share); the twistd service and the
+tests both get their nodes from it, so tests run the production wiring.
+`make_node_service` adds what only a real process needs: a datadir with its
+lock, a SqliteStore, worker processes and a listening port.  Everything that
+can fail at start (a bad endpoint, a port in use, a datadir that cannot be
+opened or belongs to another network) fails inside make_node_service with one
+line and exit status 1, before twistd daemonizes.
 """
 
 import fcntl
@@ -10,9 +15,22 @@ import os
 import socket
 
 from twisted.application import service
-from ..logs import logger
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 
+from ..api.routes import NodeAPI
+from ..api.site import make_site
+from ..core.errors import StoreError
 from ..core.params import NETWORKS
+from ..logs import logger
+from ..p2p.network import PeerNetwork
+from ..storage.sqlite import SqliteStore
+from .metrics import NodeMetrics
+from .miner import MinerService
+from .node import Node
+from .timers import every
+from .workers import ProcessOffloader
 
 log = logger("chaincore.service")
 
@@ -30,6 +48,10 @@ class NodeService(service.MultiService):
         self.datadir = datadir
         self.reactor = reactor
         self.site = site
+        self.api = None       # the NodeAPI behind site
+        self.peers = None     # the PeerNetwork (the API's peer directory)
+        self.metrics = None
+        self.miner = None     # the MinerService under --mine
 
     def startService(self):
         if self.lock is not None:
@@ -57,7 +79,6 @@ class NodeService(service.MultiService):
             offloader = self.node.offloader
             d.addBoth(lambda r: offloader.shutdown().addBoth(lambda _: r))
         if self.reactor is not None:
-            from twisted.internet.task import deferLater
             d.addBoth(lambda r: deferLater(self.reactor, 0, lambda: r))  # let aborted connections finish
         return d
 
@@ -122,7 +143,6 @@ def note_lock_holder(handle) -> None:
 
 def open_store(datadir: str, params):
     """The node's SqliteStore in datadir and the datadir's lock, or SystemExit with one line saying why not."""
-    from ..storage.sqlite import SqliteStore, StoreError
     try:
         os.makedirs(datadir, exist_ok=True)
     except OSError as e:
@@ -141,18 +161,49 @@ def open_store(datadir: str, params):
     return store, lock
 
 
+def build_node(store, params, clock, *, advertise_url: str, http=None, offloader=None, datadir=None,
+               seeds=(), discover_ports=(), own_port=None, mine=None, make_timer=every, metrics=None,
+               verify=None, reactor=None, lock=None, endpoint=None, cooperate=None) -> NodeService:
+    """A whole node as a NodeService: Node, NodeAPI and its Site, PeerNetwork, miner, metrics, listeners.
+
+    `http` is the treq HTTPClient peers are reached through (a pooled one when
+    None); `offloader` runs CPU work (signature batches, --mine nonce ranges),
+    None to run it inline; `clock` drives every timer; `endpoint`, when given,
+    is where the site listens; `cooperate` schedules long answers (task.cooperate
+    when None).  Nothing is started.
+    """
+    metrics = NodeMetrics() if metrics is None else metrics
+    node = Node(store, params, clock, advertise_url=advertise_url.rstrip("/"), metrics=metrics,
+                offloader=offloader, **({"verify": verify} if verify is not None else {}))
+    peers = PeerNetwork(node, clock, make_timer=make_timer, datadir=datadir, seeds=seeds,
+                        discover_ports=discover_ports, own_port=own_port, metrics=metrics, http=http)
+    # who hears what: the node tells relay and sync; sync tells relay when a catch-up brought blocks
+    node.block_listeners.append(peers.relay.on_block)
+    node.tx_listeners.append(peers.relay.on_tx)
+    node.orphan_listeners.append(peers.sync.on_orphan)
+    peers.sync.caught_up_listeners.append(peers.relay.on_caught_up)
+    metrics.observe_chain(node)
+    metrics.observe_peers(peers)
+
+    api = NodeAPI(node, peers, metrics, cooperate)
+    site = make_site(api.resource(), on_finish=metrics.observe_request)
+    top = NodeService(node, store, datadir, reactor, site, lock)
+    top.api, top.peers, top.metrics = api, peers, metrics
+    if endpoint is not None:  # listening first: peers that hear of us during startup can reach us
+        http_service = StreamServerEndpointService(endpoint, site)
+        http_service._raiseSynchronously = True
+        http_service.setServiceParent(top)
+    peers.setServiceParent(top)
+    if mine:
+        top.miner = MinerService(node, clock, mine, offloader)
+        top.miner.setServiceParent(top)
+    return top
+
+
 def make_node_service(options, reactor=None):
     """The twistd service of one node, built from checked options."""
     if reactor is None:
-        from twisted.internet import reactor
-    from twisted.application.internet import StreamServerEndpointService
-    from twisted.internet.endpoints import serverFromString
-
-    from ..api.site import make_site
-    from ..api.routes import NodeAPI
-    from .metrics import NodeMetrics
-    from .node import Node
-
+        from twisted.internet import reactor  # the running reactor, installed by twistd or the caller
     params = NETWORKS[options["network"]]
     try:
         endpoint = serverFromString(reactor, options["endpoint"])
@@ -173,28 +224,6 @@ def make_node_service(options, reactor=None):
         raise SystemExit(f"chaincore: cannot tell which URL to advertise for --port {options['port']!r}; "
                          "give --advertise URL")
     store, lock = open_store(options["datadir"], params)
-    metrics = NodeMetrics()
-    from .workers import ProcessOffloader
-    offloader = ProcessOffloader(reactor)
-    node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics,
-                offloader=offloader)
-    site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
-    top = NodeService(node, store, options["datadir"], reactor, site, lock)
-    top.metrics = metrics
-
-    http = StreamServerEndpointService(endpoint, site)
-    http._raiseSynchronously = True
-    http.setServiceParent(top)
-
-    from ..p2p.network import PeerNetwork
-    from .timers import every
-    peers = PeerNetwork(node, reactor, make_timer=every, datadir=options["datadir"], seeds=options["peers"],
-                        discover_ports=options["discover_ports"], own_port=own_port,
-                        metrics=metrics)
-    peers.setServiceParent(top)
-    top.peers = peers
-
-    if options["mine"]:
-        from .miner import MinerService
-        MinerService(node, reactor, options["mine"]).setServiceParent(top)
-    return top
+    return build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
+                      datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
+                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint)

@@ -132,9 +132,9 @@ def post_requests(draw):
 
 class FuzzTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
-        self.node.add_peer = lambda url: None
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
 
     def check(self, answer, key=None):
         self.assertLess(answer.status, 500, answer.body[:300])
