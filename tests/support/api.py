@@ -57,6 +57,12 @@ class Answer:
     status: int
     content_type: str
     body: bytes
+    headers: object = None  # the response's twisted.web Headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of a response header, or None."""
+        values = self.headers.getRawHeaders(name) if self.headers is not None else None  # str name: str values
+        return values[0] if values else None
 
     @property
     def json(self):
@@ -94,7 +100,7 @@ class APIClient:
         self.stub.flush()
         body = self.testcase.successResultOf(body_d)
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
-        return Answer(response.code, ctype, body)
+        return Answer(response.code, ctype, body, response.headers)
 
     def get(self, path: str, **kw) -> Answer:
         return self.request("GET", path, **kw)
