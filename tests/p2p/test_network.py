@@ -80,6 +80,7 @@ class PeerNetworkStartupTests(SyncTestCase):
         svc = self.service(me)
         self.assertTrue(me.node.syncing)
         self.successResultOf(me.service.stopService())
+        self.assertTrue(svc.startup_done.called)  # cancelled, not left waiting
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertFalse(me.node.syncing)
         self.assertEqual(me.node.chain.height, 10)
