@@ -1,9 +1,11 @@
-"""The node's peer-to-peer side as a twistd service: discovery, startup sync, periodic sync, relay.
+"""The node's peer-to-peer network as a twistd service: discovery, startup sync, periodic sync, relay.
 
 On start it finds peers (port probing, seeds, peer exchange), catches up
 with them before it mines or serves templates (the guard against genesis
 forks), and then keeps running discovery, tip comparison and mempool
-exchange on timers.  The peer table is saved in the datadir.
+exchange on timers the wiring makes (`make_timer`).  The peer table is saved
+in the datadir.  It is the API's peer directory (known_urls, active_urls,
+add, hint); the wiring subscribes its relay and sync to the node.
 """
 
 import os
@@ -32,6 +34,8 @@ STARTUP_RETRY_DELAY_S = 2.0
 
 
 class PeerNetwork(service.MultiService):
+    """Discovery, Synchronizer and Relay of one node over one PeerClient, started and stopped as a service."""
+
     def __init__(self, node, reactor, *, make_timer, datadir, seeds=(), discover_ports=(), own_port=None,
                  metrics=None, http=None):
         super().__init__()

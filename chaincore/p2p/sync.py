@@ -86,7 +86,7 @@ class Synchronizer:
         if self._catching_up is not None:
             return 0
         self._catching_up = peer
-        received, started, last_report = 0, self.clock.seconds(), self.clock.seconds()
+        received, started_at, last_report = 0, self.clock.seconds(), self.clock.seconds()
         try:
             while True:
                 locator = ",".join(h.hex() for h in self.node.chain.locator())
@@ -111,14 +111,14 @@ class Synchronizer:
                     if now - last_report >= PROGRESS_EVERY_S:
                         last_report = now
                         height = self.node.chain.height
-                        rate = received / max(now - started, 1e-9)
+                        rate = received / max(now - started_at, 1e-9)
                         log.info("catching up with {peer}: height {height} of {target} ({pct:.0f}%), "
                                  "{rate:.0f} blocks/s", peer=peer, height=height, target=target_height,
                                  pct=100.0 * height / max(target_height, 1), rate=rate)
                 if len(headers) < HEADERS_PER_REQUEST:
                     break
             if received:
-                elapsed = self.clock.seconds() - started
+                elapsed = self.clock.seconds() - started_at
                 log.info("caught up with {peer}: {n} blocks in {s:.1f} s, tip height {height}",
                          peer=peer, n=received, s=elapsed, height=self.node.chain.height)
             self._count("caught-up" if received else "in-sync")
