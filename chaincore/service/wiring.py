@@ -40,18 +40,19 @@ STORE_FILE = "chain.sqlite"
 class NodeService(service.MultiService):
     """The node's top service: closes the store after every child (site, timers, miner) has stopped."""
 
-    def __init__(self, node, store, datadir, reactor=None, site=None, lock=None):
+    def __init__(self, node, store, *, api, site, peers, metrics, miner=None, datadir=None, reactor=None,
+                 lock=None):
         super().__init__()
         self.node = node
         self.store = store
-        self.lock = lock  # the datadir's lock file, released when the store is closed
+        self.api = api          # the NodeAPI behind site
+        self.site = site
+        self.peers = peers      # the PeerNetwork (the API's peer directory)
+        self.metrics = metrics
+        self.miner = miner      # the MinerService under --mine, or None
+        self.lock = lock        # the datadir's lock file, released when the store is closed
         self.datadir = datadir
         self.reactor = reactor
-        self.site = site
-        self.api = None       # the NodeAPI behind site
-        self.peers = None     # the PeerNetwork (the API's peer directory)
-        self.metrics = None
-        self.miner = None     # the MinerService under --mine
 
     def startService(self):
         if self.lock is not None:
@@ -187,16 +188,16 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
 
     api = NodeAPI(node, peers, metrics, cooperate)
     site = make_site(api.resource(), on_finish=metrics.observe_request)
-    top = NodeService(node, store, datadir, reactor, site, lock)
-    top.api, top.peers, top.metrics = api, peers, metrics
+    miner = MinerService(node, clock, mine, offloader) if mine else None
+    top = NodeService(node, store, api=api, site=site, peers=peers, metrics=metrics, miner=miner,
+                      datadir=datadir, reactor=reactor, lock=lock)
     if endpoint is not None:  # listening first: peers that hear of us during startup can reach us
         http_service = StreamServerEndpointService(endpoint, site)
         http_service._raiseSynchronously = True
         http_service.setServiceParent(top)
     peers.setServiceParent(top)
-    if mine:
-        top.miner = MinerService(node, clock, mine, offloader)
-        top.miner.setServiceParent(top)
+    if miner is not None:
+        miner.setServiceParent(top)
     return top
 
 
