@@ -21,7 +21,7 @@ from werkzeug.routing import RequestRedirect
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
-from ..core.errors import Fault, Forbidden, Malformed, PeerNotKept, Refused
+from ..core.errors import Fault, Forbidden, Malformed, Refused
 from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
 from ..logs import logger
@@ -101,23 +101,6 @@ class PeerDirectory(Protocol):
 
     def hint(self, url: str) -> None:
         """A client named itself in X-ChainCore-Peer (the API has checked it names the sender)."""
-
-
-class NoPeers:
-    """The directory of a node without a peer-to-peer side: knows nobody, takes nobody."""
-
-    def known_urls(self) -> list:
-        return []
-
-    def active_urls(self) -> list:
-        return []
-
-    def add(self, url: str) -> str:
-        normalise_url(url)
-        raise PeerNotKept("this node does not take peers")
-
-    def hint(self, url: str) -> None:
-        pass
 
 
 class NodeAPI:
