@@ -29,7 +29,7 @@ from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import make_coinbase
 from chaincore.p2p.client import PEER_HEADER
-from chaincore.service.node_service import make_node_service
+from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
 from machine import cpu_model  # bench/machine.py, beside this script
 
@@ -119,7 +119,7 @@ class Bench:
         urls = [f"http://localhost:{p}" for p in ports]
         neighbours = {i: sorted(j for link in links if i in link for j in link if j != i) for i in range(n)}
         nodes = [self.start(ports[i], [urls[j] for j in neighbours[i]]) for i in range(n)]
-        yield defer.gatherResults([s.peers.started for s in nodes])
+        yield defer.gatherResults([s.peers.startup_done for s in nodes])
         yield self.wait_until(lambda: all(len(s.peers.discovery.active_peers()) == len(neighbours[i])
                                           for i, s in enumerate(nodes)), 30, "the topology's links")
         arrived = {}
@@ -138,7 +138,7 @@ class Bench:
             template = miner.block_template(ADDRESS)
             block = template.with_nonce(solve(template.header).nonce)
             started = time.perf_counter()
-            miner.accept_block(block, local=True)
+            yield miner.submit_block(block, local=True)
             yield self.wait_until(lambda: len(arrived.get(block.hash, ())) == n, 10, "the block everywhere")
             if k:  # the first block also warms every connection up
                 times.append(max(arrived[block.hash].values()) - started)
@@ -183,14 +183,12 @@ class Bench:
         built = time.perf_counter() - built
         holder_port, joiner_port = free_ports(2)
         holder = self.start(holder_port)
-        yield holder.peers.started
-        with holder.node.store.batch():
-            for block in blocks:
-                holder.node.accept_block(block)
+        yield holder.peers.startup_done
+        yield holder.node.submit_blocks(blocks)
         assert holder.node.chain.height == n_blocks
         started = time.perf_counter()
         joiner = self.start(joiner_port, [holder.node.advertise_url])
-        yield joiner.peers.started
+        yield joiner.peers.startup_done
         elapsed = time.perf_counter() - started
         assert joiner.node.chain.tip.hash == holder.node.chain.tip.hash, "the joiner did not catch up"
         print(f"(b) join sync of {n_blocks} coinbase-only blocks (built in {built:.1f} s): {elapsed:.2f} s "

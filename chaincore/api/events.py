@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
+from ..core.errors import Unavailable
 from ..logs import logger
 
 log = logger("chaincore.events")
@@ -84,7 +85,6 @@ class EventHub:
         open); the client's disconnect, or close_all, ends it.
         """
         if len(self.streams) >= self.max_streams:
-            from ..core.errors import Unavailable
             raise Unavailable(f"too many event streams open ({self.max_streams}); try again later")
         stream = _Stream(request)
         request.setResponseCode(200)

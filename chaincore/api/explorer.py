@@ -17,6 +17,7 @@ from .. import __version__
 from ..core import keys
 from ..core.errors import BadAddress, Malformed, NotFound
 from ..core.params import COIN
+from ..core.tx import OutPoint
 
 BLOCKS_PER_PAGE = 20
 HISTORY_PER_PAGE = 25
@@ -83,8 +84,9 @@ def supply(params, height: int) -> int:
 class Explorer:
     """Renders the pages of one node.  Methods answer (status, html); unknown things are 404 pages."""
 
-    def __init__(self, node, clock=time):
+    def __init__(self, node, peers, clock=time):
         self._node = node
+        self._peers = peers  # the PeerDirectory (api/routes.py)
         self._clock = clock
 
     # -- pages -------------------------------------------------------------------------
@@ -94,7 +96,7 @@ class Explorer:
         s = node.status()
         chain = node.chain
         tip = chain.tip
-        known, active = node.peer_view()
+        known, active = self._peers.known_urls(), self._peers.active_urls()
         target = chain.next_target(tip)
         mining = getattr(node, "mining_to", None)
         fees = node.fee_estimate()
@@ -226,7 +228,6 @@ class Explorer:
         for n, out in enumerate(tx.outputs):
             spent = ""
             if found["confirmations"] > 0:
-                from ..core.tx import OutPoint
                 op = OutPoint(tx.tx_id, n)
                 if node.chain.get_coin(op) is None:
                     spent = '<span class="muted">spent</span>'

@@ -8,19 +8,23 @@ anything unexpected (500, traceback only in the log).
 
 import ipaddress
 import json
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from klein import Klein
-from ..logs import logger
+from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.internet import task
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
-from ..core.errors import ChainCoreError, Forbidden, Malformed
-from .errors import json_body, json_error, status_for
+from ..core.errors import Fault, Forbidden, Malformed, Refused
+from ..core.peer_url import normalise_url
+from .errors import json_body, json_error, render_error
 from .explorer import Explorer
+from ..logs import logger
 from .schema import ENDPOINTS, openapi_json, params
 
 log = logger("chaincore.api")
@@ -86,26 +90,47 @@ def peer_url(request) -> str | None:
     return value if value and value.startswith(("http://", "https://")) and len(value) < 200 else None
 
 
+class PeerDirectory(Protocol):
+    """What the API needs of the peer-to-peer side (p2p.network.PeerNetwork implements it)."""
+
+    def known_urls(self) -> list: ...
+    def active_urls(self) -> list: ...
+
+    def add(self, url: str) -> str:
+        """Take a peer named by hand: "added" or "known"; BadPeerURL or PeerNotKept if the table won't keep it."""
+
+    def hint(self, url: str) -> None:
+        """A client named itself in X-ChainCore-Peer (the API has checked it names the sender)."""
+
+
 class NodeAPI:
     """The Klein application of one node."""
 
     app = Klein()
 
-    def __init__(self, node, metrics=None, cooperate=None, events=None):
+    def __init__(self, node, peers: PeerDirectory, metrics=None, cooperate=None, events=None):
         self._node = node
+        self._peers = peers
         self._metrics = metrics
         self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
         self._events = events        # the EventHub behind /events (api/events.py)
-        self._explorer = Explorer(node)
+        self._explorer = Explorer(node, peers)
 
     def resource(self):
         return self.app.resource()
 
     # -- errors ------------------------------------------------------------------------
 
-    @app.handle_errors(ChainCoreError)
+    @app.handle_errors(Refused)
     def _refused(self, request, failure):
-        return json_error(request, status_for(failure.value), str(failure.value), failure.value.code)
+        return render_error(request, failure.value)
+
+    @app.handle_errors(Fault)
+    def _node_fault(self, request, failure):
+        # the message may name a datadir path: the log has it, the client gets the class's public text
+        log.warn("{method} {path} failed: {code}: {error}", method=request.method.decode("latin-1"),
+                 path=request.path.decode("latin-1"), code=failure.value.code, error=failure.value)
+        return render_error(request, failure.value)
 
     @app.handle_errors(RouteNotFound)
     def _no_route(self, request, failure):
@@ -126,20 +151,20 @@ class NodeAPI:
     def _fault(self, request, failure):
         log.failure("internal error answering {method} {path}", failure,
                     method=request.method.decode("latin-1"), path=request.path.decode("latin-1"))
-        return json_error(request, 500, "internal error", "internal")
+        return render_error(request, failure.value)
 
     # -- seed-compatible endpoints --------------------------------------------------------
 
     @app.route("/status", methods=["GET"])
     def status(self, request):
         self._heard_from(request)  # peers probe /status: that is how we hear of late starters
-        return json_body(request, 200, self._node.status())
+        return json_body(request, 200, status_of(self._node, self._peers))
 
     def _heard_from(self, request) -> str | None:
         """The sender's X-ChainCore-Peer URL; passed to the peer layer when it names the sender itself."""
         source = peer_url(request)
-        if source and self._node.peer_hint is not None and names_sender(request, source):
-            self._node.peer_hint(source)
+        if source and names_sender(request, source):
+            self._peers.hint(source)
         return source
 
     @app.route("/chain", methods=["GET"])
@@ -162,7 +187,6 @@ class NodeAPI:
         The main chain's hashes are taken when the request arrives, so a reorganisation
         during the answer cannot mix two branches.
         """
-        from twisted.internet import task
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"application/json")
         gone = []
@@ -184,7 +208,7 @@ class NodeAPI:
 
     @app.route("/peers", methods=["GET"])
     def peers(self, request):
-        known, active = self._node.peer_view()
+        known, active = self._peers.known_urls(), self._peers.active_urls()
         return json_body(request, 200, {"peers": sorted(known), "active_peers": sorted(active),
                                         "peer_count": len(active)})
 
@@ -192,13 +216,9 @@ class NodeAPI:
     def add_peer(self, request):
         if not is_loopback(request):
             raise Forbidden("only loopback clients may add peers")
-        url = field(read_json(request), "url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 200:
-            raise Malformed("url must be a base URL like http://localhost:5001")
-        if self._node.add_peer is None:
-            raise Malformed("this node does not take peers")
-        self._node.add_peer(url.rstrip("/"))
-        return json_body(request, 200, {"status": "added", "url": url.rstrip("/")})
+        url = normalise_url(field(read_json(request), "url"))  # 400 for a URL the peer table would not keep
+        status = self._peers.add(url)  # "added" or "known"; PeerNotKept (400) when the table refuses it
+        return json_body(request, 200, {"status": status, "url": url})
 
     @app.route("/transactions", methods=["GET"])
     def transactions(self, request):
@@ -212,7 +232,7 @@ class NodeAPI:
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         body = read_json(request)
         block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
-        d = self._node.accept_block_async(block, source=self._heard_from(request), local=local)
+        d = self._node.submit_block(block, source=self._heard_from(request), local=local)
         return d.addCallback(self._block_answer, request)
 
     def _block_answer(self, result, request):
@@ -229,7 +249,7 @@ class NodeAPI:
     def add_transaction(self, request):
         body = read_json(request)
         tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
-        d = self._node.accept_tx_async(tx, source=self._heard_from(request))
+        d = self._node.submit_tx(tx, source=self._heard_from(request))
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
 
@@ -358,7 +378,6 @@ class NodeAPI:
     def metrics(self, request):
         if self._metrics is None:
             raise RouteNotFound()
-        from prometheus_client import CONTENT_TYPE_LATEST
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return self._metrics.render()
 
@@ -370,6 +389,11 @@ class NodeAPI:
     @app.route("/", methods=["GET"])
     def index(self, request):
         return self._html(request, self._explorer.home())
+
+
+def status_of(node, peers: PeerDirectory) -> dict:
+    """The /status answer: the node's side and the peer count."""
+    return dict(node.status(), peer_count=len(peers.active_urls()))
 
 
 __all__ = ["NodeAPI", "ENDPOINTS"]

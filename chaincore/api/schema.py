@@ -116,7 +116,11 @@ ENDPOINTS = {
     "add_peer": Endpoint("post", "/peers", "Add a peer by hand (loopback clients only).",
                          body={"type": "object", "required": ["url"],
                                "properties": {"url": {"type": "string", "pattern": "^https?://"}}},
-                         responses={200: ("added", {"type": "object"}), 403: ("not from loopback", ref("Error"))}),
+                         responses={200: ("added, or already known", {"type": "object", "properties": {
+                             "status": {"type": "string", "enum": ["added", "known"]}, "url": {"type": "string"}}}),
+                                    400: ("not a base URL the peer table keeps (path, user info, bad port),"
+                                          " or this node's own, banned, or no room", ref("Error")),
+                                    403: ("not from loopback", ref("Error"))}),
     "transactions": Endpoint("get", "/transactions", "The mempool.",
                              responses={200: ("mempool transactions", {"type": "object", "properties": {
                                  "transactions": {"type": "array", "items": ref("Transaction")}}})}),
@@ -125,7 +129,8 @@ ENDPOINTS = {
                              responses={200: ("accepted or duplicate", {"type": "object"}),
                                         202: ("orphan: parent unknown", {"type": "object"}),
                                         400: ("invalid block", ref("Error")),
-                                        403: ("X-Local-Mining from a non-loopback client", ref("Error"))}),
+                                        403: ("X-Local-Mining from a non-loopback client", ref("Error")),
+                                        503: ("the node cannot store blocks now (Retry-After)", ref("Error"))}),
     "add_transaction": Endpoint("post", "/add_transaction", "Submit a signed transaction to the mempool.",
                                 body={"type": "object", "required": ["transaction"],
                                       "properties": {"transaction": ref("Transaction")}},

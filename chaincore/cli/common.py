@@ -20,7 +20,9 @@ import urllib.parse
 import urllib.request
 
 from chaincore import __version__
+from chaincore.core.errors import BadPeerURL
 from chaincore.core.params import COIN, MAX_MONEY
+from chaincore.core.peer_url import normalise_url
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -148,17 +150,13 @@ def format_coins(units: int, signed: bool = False) -> str:
 
 def node_url(text: str) -> str:
     """The base URL of a node given as URL or host:port; UsageError for anything else."""
-    text = text.strip().rstrip("/")
+    text = text.strip()
     if "://" not in text:
         text = "http://" + text
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"node URL {text!r} is not an http:// or https:// URL")
     try:
-        parts.port
-    except ValueError:
-        raise UsageError(f"node URL {text!r} has a bad port") from None
-    return text
+        return normalise_url(text)  # the same check as the node's peer URLs
+    except BadPeerURL as e:
+        raise UsageError(f"node URL: {e}") from None
 
 
 class NodeClient:

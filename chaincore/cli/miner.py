@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 
 from chaincore.core import errors, keys
-from chaincore.core.pow import nonce_limit, search_nonce
+from chaincore.core.mining import NonceRanges, is_stale
+from chaincore.core.pow import search_nonce
 
 from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
                      add_node_option, add_version, node_url, run_main)
@@ -27,7 +28,6 @@ from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLine
 PROG = "chaincore-miner"
 CHUNK_NONCES = 131_072
 STATUS_POLL_S = 1.0
-TEMPLATE_MAX_AGE_S = 30.0
 RETRY_S = 2.0
 RETRY_LOG_S = 30.0
 TTY_STATUS_S = 1.0
@@ -151,10 +151,10 @@ class Miner:
         self.pause_s, self.sleep = pause_s, sleep  # a rest after each accepted block paces a test network
         self.blocks_found = 0
         self.hashes = 0
-        self.started = clock()
+        self.started_at = clock()
         self.template = None
         self.generation = 0
-        self.next_nonce = 0
+        self.ranges = None
         self.template_time = 0.0
         self.seen_status = None
         self.next_poll = 0.0
@@ -162,7 +162,7 @@ class Miner:
         self.away_since = None
         self.next_away_log = 0.0
         self.inflight = {}
-        self.rates = collections.deque([(self.started, 0)])
+        self.rates = collections.deque([(self.started_at, 0)])
 
     def run(self) -> None:
         """Mine until target_blocks are accepted (forever without it); the first template must come."""
@@ -180,13 +180,14 @@ class Miner:
         if self.template is None:
             return
         t = self.template
-        limit = nonce_limit(t.nonce_size)
-        while len(self.inflight) < 2 * self.workers and self.next_nonce < limit:
-            count = min(self.chunk, limit - self.next_nonce)
+        while len(self.inflight) < 2 * self.workers:
+            taken = self.ranges.take()
+            if taken is None:
+                break
+            start, count = taken
             future = self.executor.submit(search_nonce, t.header, t.nonce_offset, t.nonce_size, t.target,
-                                          self.next_nonce, count)
-            self.inflight[future] = (self.generation, self.next_nonce, count)
-            self.next_nonce += count
+                                          start, count)
+            self.inflight[future] = (self.generation, start, count)
 
     def wait(self) -> set:
         if not self.inflight:
@@ -233,7 +234,7 @@ class Miner:
         if self.template is None:
             if now >= self.next_retry:
                 self.refresh()
-        elif now - self.template_time >= TEMPLATE_MAX_AGE_S:
+        elif is_stale(self.seen_status, self.seen_status, now - self.template_time):  # too old
             self.refresh()
         elif now >= self.next_poll:
             self.next_poll = now + STATUS_POLL_S
@@ -243,9 +244,9 @@ class Miner:
                 self.report_away(now, e)  # keep hashing: a block found meanwhile is tried when it answers
             else:
                 self.report_back(now)
-                if self.status_key(status) != self.seen_status:
+                if is_stale(self.seen_status, self.status_key(status), now - self.template_time):
                     self.refresh()
-        elif self.next_nonce >= nonce_limit(self.template.nonce_size) and not self.current_inflight():
+        elif self.ranges.exhausted and not self.current_inflight():
             self.refresh()
         self.show_status(now)
 
@@ -276,7 +277,7 @@ class Miner:
         if self.seen_status[0] not in (None, template.previous_hash):
             self.seen_status = (None, None)  # the tip moved between the two requests: poll again soon
         self.template, self.template_time, self.next_poll = template, now, now + STATUS_POLL_S
-        self.next_nonce = 0
+        self.ranges = NonceRanges(template.nonce_size, self.chunk)
         txs = len(template.block.get("transactions", []))
         self.display.detail(f"mining block {template.height} on {template.previous_hash[:16]}... ({txs} transactions)")
 
@@ -313,7 +314,7 @@ class Miner:
                             f"hashes {self.hashes:,}")
 
     def summary(self) -> str:
-        elapsed = max(self.clock() - self.started, 1e-9)
+        elapsed = max(self.clock() - self.started_at, 1e-9)
         return (f"mined {self.blocks_found} block{'s' if self.blocks_found != 1 else ''} in {elapsed:.1f} s: "
                 f"{self.hashes:,} hashes, {format_rate(self.hashes / elapsed)} with {self.workers} "
                 f"worker{'s' if self.workers != 1 else ''}")

@@ -13,6 +13,7 @@ from functools import cached_property
 import struct
 
 from .encoding import Reader, compact_size, sha256d
+from .errors import Malformed
 from .tx import Transaction
 
 HEADER_SIZE = 120
@@ -51,7 +52,6 @@ class Header:
     @classmethod
     def decode(cls, raw: bytes) -> "Header":
         if len(raw) != HEADER_SIZE:
-            from .errors import Malformed
             raise Malformed(f"a header is {HEADER_SIZE} bytes, not {len(raw)}")
         v, h, prev, mr, ts, target, nonce = _HEADER.unpack(raw)
         return cls(v, h, prev, mr, ts, int.from_bytes(target, "big"), nonce)

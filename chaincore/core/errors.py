@@ -1,9 +1,16 @@
 """The error tree of ChainCore.
 
 Every error raised on purpose derives from ChainCoreError and carries a stable
-`code`; the message is for people.  `Invalid` means the data broke a rule (the
-sender's fault): the API answers it with a 4xx and peers earn a penalty for it.
-One class per consensus rule, so tests and logs can name the rule exactly.
+`code`; the message is for people.  The tree has two branches:
+
+- `Refused`: the caller's input or request is at fault (`Invalid`, `NotFound`,
+  `Forbidden`, `TooLarge`).  The API answers a 4xx with the message; a peer
+  earns a penalty for `Invalid` data.  One class per consensus rule, so tests
+  and logs can name the rule exactly.
+- `Fault`: the node itself failed (`Unavailable`, `StoreError`,
+  `PeerUnreachable`, `Internal`).  The API answers a 5xx with the class's
+  `public` text (the message may name local paths: it goes to the log only),
+  and `Retry-After` when `retry_after_s` says waiting helps.
 """
 
 
@@ -13,28 +20,71 @@ class ChainCoreError(Exception):
     code = "error"
 
 
-class Invalid(ChainCoreError):
+# -- refusals: the caller's fault ---------------------------------------------------
+
+class Refused(ChainCoreError):
+    """The request cannot be served as asked: the caller's fault (a 4xx)."""
+
+    code = "refused"
+
+
+class Invalid(Refused):
     """The data breaks a rule: the sender's fault."""
 
     code = "invalid"
 
 
-class NotFound(ChainCoreError):
+class NotFound(Refused):
     code = "not-found"
 
 
-class Forbidden(ChainCoreError):
+class Forbidden(Refused):
     code = "forbidden"
 
 
-class TooLarge(ChainCoreError):
+class TooLarge(Refused):
     code = "too-large"
 
 
-class Unavailable(ChainCoreError):
-    """The node cannot serve this right now (e.g. still syncing); not the sender's fault."""
+# -- faults: the node's own ------------------------------------------------------------
+
+class Fault(ChainCoreError):
+    """The node failed, not the caller (a 5xx); the message is for the log, `public` for clients."""
+
+    code = "fault"
+    public = "internal error"
+    shows_message = False  # True only where every message is written to be shown (no paths, no OS text)
+    retry_after_s = None   # seconds after which trying again may help, or None
+
+
+class Unavailable(Fault):
+    """The node cannot serve this right now (e.g. still syncing); its message names no local detail."""
 
     code = "unavailable"
+    public = "the node cannot serve this right now; try again shortly"
+    shows_message = True
+    retry_after_s = 5
+
+
+class StoreError(Fault):
+    """The store cannot be opened or written: a wrong or damaged datadir, a full disk, a closed store."""
+
+    code = "store"
+    public = "the node could not read or write its store; try again later"
+    retry_after_s = 30
+
+
+class PeerUnreachable(Fault):
+    """A peer gave no usable answer (refused, timed out, cut off, too large): no rule was broken."""
+
+    code = "peer-unreachable"
+    public = "a peer could not be reached"
+
+
+class Internal(Fault):
+    """A bug: an invariant of our own did not hold."""
+
+    code = "internal"
 
 
 # -- malformed data -----------------------------------------------------------
@@ -51,6 +101,18 @@ class BadAddress(Malformed):
 
 class BadAmount(Malformed):
     code = "bad-amount"
+
+
+class BadPeerURL(Malformed):
+    """Not a peer base URL the peer table would keep: http(s)://host[:port], nothing else."""
+
+    code = "bad-peer-url"
+
+
+class PeerNotKept(Invalid):
+    """A well-formed peer URL the peer table does not take: this node's own, banned, or no room."""
+
+    code = "peer-not-kept"
 
 
 # -- transaction rules ----------------------------------------------------------
@@ -203,11 +265,3 @@ class InvalidAncestor(BlockRuleError):
     """The block descends from a block already known to be invalid."""
 
     code = "invalid-ancestor"
-
-
-# -- peers ------------------------------------------------------------------------
-
-class PeerUnreachable(ChainCoreError):
-    """A peer gave no usable answer (refused, timed out, cut off, too large): no rule was broken."""
-
-    code = "peer-unreachable"

@@ -7,6 +7,7 @@ applies atomically (all of it or none of it).  MemoryStore is the reference
 implementation for tests; storage/sqlite.py is the durable one.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,6 +59,8 @@ class ChainUpdate:
 
 
 class ChainStore(Protocol):
+    """Every method the chain state, the node and the outer layers call on a store."""
+
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
     def get_entry(self, block_hash: bytes) -> BlockEntry | None: ...
@@ -73,6 +76,11 @@ class ChainStore(Protocol):
     def history_of(self, payload: bytes, limit: int, after: tuple | None = None) -> list: ...
     def coin_count(self) -> int: ...
     def apply(self, update: ChainUpdate) -> None: ...
+
+    def batch(self):
+        """A context manager grouping every apply() and set_meta() inside it into one atomic write,
+        undone as a whole if an exception leaves the block (catch-up connects many blocks this way)."""
+
     def close(self) -> None: ...
 
 
@@ -91,6 +99,7 @@ class MemoryStore:
         self.txs = {}
         self.history = {}
         self._tip = None
+        self._batch_depth = 0
 
     def get_meta(self, key):
         return self.meta.get(key)
@@ -176,6 +185,35 @@ class MemoryStore:
             self.history.setdefault(payload, {})[tx_id] = height
         if update.tip is not None:
             self._tip = update.tip
+
+    @contextmanager
+    def batch(self):
+        """Group the writes inside into one: an exception leaving the block restores the state before it."""
+        if self._batch_depth:
+            yield self
+            return
+        saved = self._snapshot()
+        self._batch_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._restore(saved)
+            raise
+        finally:
+            self._batch_depth -= 1
+
+    _STATE = ("meta", "entries", "kids", "blocks", "undo", "main", "coins", "by_address", "txs", "history")
+
+    def _snapshot(self) -> dict:
+        saved = {name: dict(getattr(self, name)) for name in self._STATE}
+        for name in ("kids", "by_address", "history"):  # their values are mutated in place
+            saved[name] = {k: v.copy() for k, v in saved[name].items()}
+        saved["_tip"] = self._tip
+        return saved
+
+    def _restore(self, saved: dict) -> None:
+        for name, value in saved.items():
+            setattr(self, name, value)
 
     def close(self):
         pass

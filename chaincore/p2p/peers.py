@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..core import errors
 from ..core.errors import Malformed
+from ..core.peer_url import normalise_url  # the one peer URL check (re-exported for p2p modules)
 
 MAX_KNOWN = 256
 MAX_BANS = 1024
@@ -36,17 +37,14 @@ _PENALTY_BY_CLASS = [
 ]
 
 
-def _all_error_classes(cls=errors.ChainCoreError):
-    yield cls
-    for sub in cls.__subclasses__():
-        yield from _all_error_classes(sub)
-
-
 def _points_for_class(cls) -> int:
     return next((points for base, points in _PENALTY_BY_CLASS if issubclass(cls, base)), 0)
 
 
-PENALTIES = {cls.code: _points_for_class(cls) for cls in _all_error_classes()}
+# Built from the classes core/errors.py defines (every error ChainCore raises on purpose lives there),
+# not from ChainCoreError.__subclasses__(), so the table is the same whatever was imported first.
+PENALTIES = {cls.code: _points_for_class(cls) for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.ChainCoreError)}
 
 
 def penalty_for(code: str) -> int:
@@ -323,23 +321,6 @@ class PeerTable:
                     source=str(entry.get("source") or "saved"))
         peer.next_probe_at = float(entry.get("next_probe_at") or now) if peer.refused else now
         self._peers[url] = peer
-
-
-def normalise_url(url) -> str:
-    """The canonical form of a peer base URL (http or https, host[:port], nothing else); Malformed otherwise."""
-    if not isinstance(url, str) or not 0 < len(url) <= 200:
-        raise Malformed("a peer URL must be a string of 1-200 characters")
-    scheme, sep, rest = url.strip().partition("://")
-    scheme = scheme.lower()
-    netloc = rest[:-1] if rest.endswith("/") else rest
-    if not sep or scheme not in ("http", "https") or not netloc:
-        raise Malformed(f"{url!r} is not an http(s) base URL")
-    if any(c in netloc for c in "/?#@ \t\r\n\\"):
-        raise Malformed(f"{url!r} is not a bare base URL")
-    host, colon, port = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
-    if colon and not (port.isdigit() and 0 < int(port) <= 65535 and host):
-        raise Malformed(f"{url!r} has a bad port")
-    return f"{scheme}://{netloc.lower()}"
 
 
 def _try_normalise(url) -> str:

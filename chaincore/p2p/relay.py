@@ -13,7 +13,7 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import ChainCoreError, PeerUnreachable
+from ..core.errors import Invalid, PeerUnreachable
 
 log = logger("chaincore.p2p.relay")
 
@@ -50,11 +50,7 @@ class Relay:
         self.discovery = discovery
         self.sync = sync
         self.known = KnownItems()
-        self.sent = 0
-        node.block_listeners.append(self.on_block)
-        node.tx_listeners.append(self.on_tx)
-        if sync is not None:
-            sync.caught_up_listeners.append(self.on_caught_up)
+        self.sent = 0  # the wiring subscribes on_block, on_tx and on_caught_up
 
     def on_block(self, block, source):
         """A block newly stored by the node: pass it on if it is the tip (not during a catch-up from source)."""
@@ -102,7 +98,7 @@ class Relay:
     def _failed(self, failure, peer):
         if failure.check(PeerUnreachable):
             self.discovery.report_failure(peer, str(failure.value))
-        elif failure.check(ChainCoreError):
+        elif failure.check(Invalid):
             self.discovery.report_misbehaviour(peer, failure.value)
         else:
             log.failure("relay to {peer} failed", failure, peer=peer)

@@ -10,13 +10,11 @@ catch-up runs at a time; a slow peer only delays itself (every request has a
 deadline) and a peer that sends invalid data is penalised.
 """
 
-import contextlib
-
 from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import ChainCoreError, Invalid, Malformed, PeerUnreachable
+from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
 
 log = logger("chaincore.p2p.sync")
 
@@ -88,7 +86,7 @@ class Synchronizer:
         if self._catching_up is not None:
             return 0
         self._catching_up = peer
-        received, started, last_report = 0, self.clock.seconds(), self.clock.seconds()
+        received, started_at, last_report = 0, self.clock.seconds(), self.clock.seconds()
         try:
             while True:
                 locator = ",".join(h.hex() for h in self.node.chain.locator())
@@ -105,23 +103,22 @@ class Synchronizer:
                     # a peer may answer with fewer blocks than asked: ask again from where it stopped
                     blocks = yield self._fetch_blocks(peer, headers[position:position + BLOCKS_PER_REQUEST])
                     position += len(blocks)
-                    yield self.node.preverify(blocks)  # big blocks: signatures in worker processes
-                    taken, error = self._connect(blocks, peer)
-                    received += taken
+                    results, error = yield self.node.submit_blocks(blocks, source=peer)
+                    received += len(results)
                     if error is not None:
                         raise error
                     now = self.clock.seconds()
                     if now - last_report >= PROGRESS_EVERY_S:
                         last_report = now
                         height = self.node.chain.height
-                        rate = received / max(now - started, 1e-9)
+                        rate = received / max(now - started_at, 1e-9)
                         log.info("catching up with {peer}: height {height} of {target} ({pct:.0f}%), "
                                  "{rate:.0f} blocks/s", peer=peer, height=height, target=target_height,
                                  pct=100.0 * height / max(target_height, 1), rate=rate)
                 if len(headers) < HEADERS_PER_REQUEST:
                     break
             if received:
-                elapsed = self.clock.seconds() - started
+                elapsed = self.clock.seconds() - started_at
                 log.info("caught up with {peer}: {n} blocks in {s:.1f} s, tip height {height}",
                          peer=peer, n=received, s=elapsed, height=self.node.chain.height)
             self._count("caught-up" if received else "in-sync")
@@ -144,21 +141,6 @@ class Synchronizer:
             if received:
                 for listener in list(self.caught_up_listeners):
                     listener(peer, received)
-
-    def _connect(self, blocks: list, peer: str) -> tuple:
-        """Hand blocks to the node, in one store transaction when the store has batch(); (how many were
-        taken, the Invalid error that stopped it or None).  The blocks before an invalid one stay."""
-        batch = getattr(self.node.store, "batch", None)
-        error, taken = None, 0
-        with batch() if batch is not None else contextlib.nullcontext():
-            for block in blocks:
-                try:
-                    self.node.accept_block(block, source=peer)
-                except Invalid as err:
-                    error = err
-                    break
-                taken += 1
-        return taken, error
 
     @defer.inlineCallbacks
     def _fetch_blocks(self, peer: str, headers: list):
@@ -204,12 +186,13 @@ class Synchronizer:
         for raw in txs:
             try:
                 tx = jsonview.parse_tx(raw)
-                if self.node.accept_tx(tx, source=peer).status == "accepted":
+                result = yield self.node.submit_tx(tx, source=peer)
+                if result.status == "accepted":
                     accepted += 1
             except Malformed as err:
                 self.discovery.report_misbehaviour(peer, err)
                 return accepted
-            except ChainCoreError:
+            except Refused:
                 continue  # conflicts and missing parents are normal between two mempools
         return accepted
 

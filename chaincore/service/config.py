@@ -3,11 +3,13 @@
 import os
 import re
 
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
-from ..core.errors import BadAddress
+from ..core.errors import BadAddress, BadPeerURL
 from ..core.keys import address_payload
 from ..core.params import NETWORKS
+from ..core.peer_url import normalise_url
 
 
 def default_datadir(network: str, port_label: str) -> str:
@@ -21,11 +23,23 @@ def _port_label(endpoint: str) -> str:
     return m.group(1) if m else re.sub(r"[^A-Za-z0-9]+", "_", endpoint)[:40]
 
 
+def parse_ports(text: str) -> list:
+    """Ports from `5000-5011`, `5000,5002` or a mix; an empty string gives none."""
+    ports = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, dash, hi = part.partition("-")
+        try:
+            lo_n, hi_n = int(lo), int(hi if dash else lo)  # "5000-" is a typo, not port 5000
+        except ValueError:
+            raise ValueError(f"bad port range {part!r}") from None
+        if not (0 < lo_n <= hi_n <= 65535) or hi_n - lo_n > 1024:
+            raise ValueError(f"bad port range {part!r}")
+        ports.extend(range(lo_n, hi_n + 1))
+    return ports
+
+
 def finish_options(options) -> None:
     """Validate options and derive `endpoint`, `port_number`, `datadir`, `advertise`, `discover_ports`."""
-    from twisted.internet.endpoints import quoteStringArgument
-    from .tap import parse_ports
-
     if options["network"] not in NETWORKS:
         raise usage.UsageError(f"--network must be one of {', '.join(sorted(NETWORKS))}")
     port = options["port"].strip()
@@ -49,10 +63,14 @@ def finish_options(options) -> None:
             address_payload(options["mine"])
         except BadAddress as e:
             raise usage.UsageError(f"--mine: {e}")
-    for url in options["peers"]:
-        if not re.match(r"^https?://[^/\s]+/?$", url):
-            raise usage.UsageError(f"--peer {url!r} is not a base URL like http://localhost:5001")
-    if options["advertise"] is not None and not re.match(r"^https?://[^/\s]+/?$", options["advertise"]):
-        raise usage.UsageError("--advertise must be a base URL like http://localhost:5000")
+    try:
+        options["peers"] = [normalise_url(url) for url in options["peers"]]
+    except BadPeerURL as e:
+        raise usage.UsageError(f"--peer: {e}")
+    if options["advertise"] is not None:
+        try:
+            options["advertise"] = normalise_url(options["advertise"])
+        except BadPeerURL as e:
+            raise usage.UsageError(f"--advertise: {e}")
     if options["datadir"] is None:
         options["datadir"] = default_datadir(options["network"], _port_label(options["endpoint"]))

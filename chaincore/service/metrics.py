@@ -23,11 +23,15 @@ class NodeMetrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
     def observe_chain(self, node) -> None:
+        """Read height and mempool gauges from node when scraped."""
         self.height.set_function(lambda: node.chain.height)
         self.mempool.set_function(lambda: len(node.mempool))
         self.mempool_bytes.set_function(lambda: node.mempool.total_bytes)
-        self.peers.set_function(lambda: len(node.peer_view()[1]))
-        self.known_peers.set_function(lambda: len(node.peer_view()[0]))
+
+    def observe_peers(self, directory) -> None:
+        """Read the peer gauges from a peer directory (known_urls, active_urls) when scraped."""
+        self.peers.set_function(lambda: len(directory.active_urls()))
+        self.known_peers.set_function(lambda: len(directory.known_urls()))
 
     def count(self, kind: str, outcome: str, reason: str = "") -> None:
         (self.blocks if kind == "block" else self.txs).labels(outcome, reason).inc()

@@ -1,9 +1,10 @@
 """`--mine ADDRESS`: the node mines in a worker process without blocking its reactor.
 
 The reactor builds a template, hands nonce ranges (about 0.1 s of work each)
-to a process pool, and submits a solution through the node like any other
-block, so it is relayed as usual.  Between ranges it checks whether the tip or
-the mempool moved, and starts a fresh template when they did.
+to the node's own worker pool (the one that checks signatures), and submits a
+solution through the node's accept path like any other block, so it is
+relayed as usual.  Between ranges it asks core.mining whether the template
+went stale (new tip, changed mempool, too old), and starts a fresh one if so.
 """
 
 import os
@@ -11,30 +12,33 @@ import os
 from twisted.application import service
 from twisted.internet import defer
 
+from twisted.internet.task import deferLater
+
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.errors import ChainCoreError
+from ..core.mining import NonceRanges, is_stale
 from ..core.pow import search_nonce
 from ..logs import logger
-from .workers import ProcessOffloader
+from .workers import InlineOffloader
 
 log = logger("chaincore.miner")
 
 RANGE = 150_000
-TEMPLATE_MAX_AGE_S = 30
 REGTEST_PAUSE_S = 1.0
 
 
 class MinerService(service.Service):
-    """Mines blocks paying `address` on top of the node's tip, in `workers` processes."""
+    """Mines blocks paying `address` on top of the node's tip, in the node's worker pool (`offloader`)."""
 
-    def __init__(self, node, reactor, address: str, workers: int | None = None):
+    def __init__(self, node, reactor, address: str, offloader=None):
         self.node = node
         self.reactor = reactor
         self.address = address
-        self.workers = workers or max(1, (os.cpu_count() or 2) - 1)  # leave a core for the reactor
+        self._offloader = InlineOffloader() if offloader is None else offloader
+        # as many ranges at once as workers, less one: the reactor keeps a core, signature batches a worker
+        self.workers = max(1, min(self._offloader.workers, (os.cpu_count() or 2)) - 1)
         self.blocks_found = 0
         self.hashes = 0
-        self._offloader = ProcessOffloader(reactor, self.workers)
         self._loop = None
 
     def startService(self):
@@ -47,12 +51,10 @@ class MinerService(service.Service):
     def stopService(self):
         super().stopService()
         if self._loop is not None:
-            self._loop.cancel()
-        return self._offloader.shutdown()
+            self._loop.cancel()  # the pool is the node's: the node shuts it down
 
     @defer.inlineCallbacks
     def _run(self):
-        from twisted.internet.task import deferLater
         while self.running:
             if self.node.syncing:
                 yield deferLater(self.reactor, 1, lambda: None)
@@ -67,7 +69,7 @@ class MinerService(service.Service):
             if found is None:
                 continue
             try:
-                result = self.node.accept_block(block.with_nonce(found), local=True, mined=True)
+                result = yield self.node.submit_block(block.with_nonce(found), local=True, mined=True)
             except ChainCoreError as e:
                 log.warn("own block refused: {e}", e=e)
                 continue
@@ -80,22 +82,22 @@ class MinerService(service.Service):
     @defer.inlineCallbacks
     def _search(self, block):
         """A nonce solving block's header, or None once the template went stale."""
-        tip, mempool_size = self.node.chain.tip.hash, len(self.node.mempool)
-        started = self.reactor.seconds()
+        made_on = (self.node.chain.tip.hash, len(self.node.mempool))
+        made_at = self.reactor.seconds()
         header = block.header.raw
-        start = 0
+        ranges = NonceRanges(NONCE_SIZE, RANGE)
         while self.running:
-            ranges = [(start + i * RANGE) for i in range(self.workers)]
-            start += RANGE * self.workers
+            taken = [r for r in (ranges.take() for _ in range(self.workers)) if r is not None]
+            if not taken:
+                return None  # every nonce tried: a fresh template has a new coinbase
             results = yield defer.gatherResults([
-                self._offloader.run(search_nonce, header, NONCE_OFFSET, NONCE_SIZE, block.header.target, s, RANGE)
-                for s in ranges])
-            self.hashes += RANGE * self.workers
+                self._offloader.run(search_nonce, header, NONCE_OFFSET, NONCE_SIZE, block.header.target, start, count)
+                for start, count in taken])
+            self.hashes += sum(count for _, count in taken)
             hits = [r for r in results if r is not None]
             if hits:
                 return min(hits)
-            stale = (self.node.chain.tip.hash != tip or len(self.node.mempool) != mempool_size
-                     or self.reactor.seconds() - started > TEMPLATE_MAX_AGE_S)
-            if stale:
+            seen_now = (self.node.chain.tip.hash, len(self.node.mempool))
+            if is_stale(made_on, seen_now, self.reactor.seconds() - made_at):
                 return None
         return None

@@ -1,9 +1,12 @@
 """The node: chain state, mempool and the events that tie them to the network.
 
-`Node` is what the HTTP API and the peer-to-peer layer talk to.  It is
-synchronous and runs in the reactor thread: a block or transaction goes in,
-the chain state and mempool change, metrics and logs record it, and listeners
-(relay, miner) hear about it.  Time comes from an injected clock.
+`Node` is what the HTTP API, the peer-to-peer layer and the miner talk to.
+A block comes in through one path, `submit_block` (or `submit_blocks` for a
+catch-up batch), a transaction through `submit_tx`; each returns a Deferred,
+because big signature checks run in worker processes first.  Underneath, the
+chain state and mempool change synchronously in the reactor thread, metrics
+and logs record it, and the listeners the wiring subscribed (relay, sync) hear
+about it.  Time comes from an injected clock.
 """
 
 import os
@@ -75,28 +78,58 @@ class Node:
             store.set_meta("node_id", node_id)
         self.node_id = node_id
         self.syncing = False
+        # Listeners are subscribed by the wiring (service/wiring.py), never by themselves.
         self.block_listeners = []  # f(block, source) for each block newly stored (relay passes on tips only)
         self.tx_listeners = []     # f(tx, source) for each transaction newly in the mempool
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
-        self.peer_view = lambda: ([], [])  # () -> (known urls, active urls); set by the p2p layer
-        self.add_peer = None       # f(url) -> None; set by the p2p layer
-        self.peer_hint = None      # f(url): a client named itself in X-ChainCore-Peer (the API checks it)
         self.mining_to = None      # the address --mine pays, shown on the explorer
-        if metrics is not None:
-            metrics.observe_chain(self)
 
     def now(self) -> int:
         return int(self.clock.seconds())
 
     # -- blocks ----------------------------------------------------------------------
 
-    def accept_block(self, block: Block, source: str | None = None, local: bool = False, mined: bool = False):
-        """Take a block from a peer, a miner or a client; Accepted, Duplicate or Orphan, or raise Invalid.
+    def submit_block(self, block: Block, source: str | None = None, local: bool = False,
+                     mined: bool = False) -> defer.Deferred:
+        """Take a block from a peer, a miner or a client: fires with Accepted, Duplicate or Orphan, or fails
+        with the Invalid rule it breaks (or a Fault of the node).
 
         `mined` marks a block this node's own miner found (--mine); `local` one
         that a miner on this machine submitted.  Both only change the log line.
         """
+        d = self._submit([block], source, local, mined)
+
+        def single(outcome):
+            results, error = outcome
+            if error is not None:
+                raise error
+            return results[0]
+
+        return d.addCallback(single)
+
+    def submit_blocks(self, blocks: list, source: str | None = None) -> defer.Deferred:
+        """Take a run of blocks (a catch-up batch) in one store batch: fires with (results of the blocks
+        taken, the Invalid error that stopped the run or None).  The blocks before an invalid one stay."""
+        return self._submit(list(blocks), source, False, False)
+
+    def _submit(self, blocks: list, source, local: bool, mined: bool) -> defer.Deferred:
+        """The one accept path of blocks: verify big blocks' signatures in workers, then accept in order."""
+        d = self._preverify(blocks)
+        return d.addCallback(lambda _: self._accept_run(blocks, source, local, mined))
+
+    def _accept_run(self, blocks: list, source, local: bool, mined: bool) -> tuple:
+        results = []
+        with self.store.batch():
+            for block in blocks:
+                try:
+                    results.append(self._accept_block(block, source, local, mined))
+                except Invalid as err:
+                    return results, err
+        return results, None
+
+    def _accept_block(self, block: Block, source: str | None, local: bool, mined: bool = False):
+        """Hand one block to the chain state, then update the mempool, metrics, logs and listeners."""
         try:
             result = self.chain.accept_block(block, self.now())
         except Invalid as err:
@@ -151,27 +184,27 @@ class Node:
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
-    def accept_block_async(self, block: Block, source: str | None = None, local: bool = False) -> defer.Deferred:
-        """accept_block, with the signatures of a big block verified in worker processes first."""
-        if self.chain.has_block(block.hash):
-            return defer.maybeDeferred(self.accept_block, block, source, local)
-        try:
-            rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
-        except Invalid:
-            return defer.maybeDeferred(self.accept_block, block, source, local)  # reports it as usual
-        d = self.preverify([block])
-        return d.addCallback(lambda _: self.accept_block(block, source, local))
-
-    def preverify(self, blocks) -> defer.Deferred:
-        """Verify the blocks' not yet verified signatures in worker processes, in batches.
+    def _preverify(self, blocks) -> defer.Deferred:
+        """Verify the not yet verified signatures of blocks that pass their cheap checks in worker
+        processes, in batches; fires with None.
 
         Transactions whose batch verified go into the signature cache, so the
-        chain state skips them; a bad signature is left for the ordinary path
-        to find and report.  Few inputs are not worth the process hop: they
-        are left to the chain state.  Fires with None.
+        chain state skips them; a bad signature is left for the chain state to
+        find and report with its rule.  Few inputs are not worth the process
+        hop: they are left to the chain state.
         """
-        pending = [tx for block in blocks for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache]
-        if self.offloader is None or sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS:
+        if self.offloader is None:
+            return defer.succeed(None)
+        pending = []
+        for block in blocks:
+            if self.chain.has_block(block.hash):
+                continue
+            try:
+                rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
+            except Invalid:
+                break  # the chain state refuses it with its rule; the blocks after it are not taken
+            pending.extend(tx for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
+        if sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS:
             return defer.succeed(None)
         chunks, chunk, size = [], [], 0
         for tx in pending:
@@ -195,8 +228,33 @@ class Node:
 
     # -- transactions ----------------------------------------------------------------
 
-    def accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None):
-        """Take a transaction into the mempool: TxAccepted ("accepted" or "duplicate"), or raise Invalid."""
+    def submit_tx(self, tx, source: str | None = None) -> defer.Deferred:
+        """Take a transaction into the mempool: fires with TxAccepted ("accepted" or "duplicate"), or fails
+        with the Invalid rule it breaks.
+
+        Every cheap rule is checked first, so an invalid transaction costs no
+        signature work; the signatures are then verified in worker processes
+        (batched with other requests), and a transaction whose signatures fail
+        is refused by the chain's own check with the precise error.
+        """
+        if self.signatures is None or tx.tx_id in self.sig_cache or tx.tx_id in self.mempool:
+            return defer.maybeDeferred(self._accept_tx, tx, source)
+        try:
+            fee = self.mempool.check(tx, self.chain.get_coin, self.chain.height + 1)
+        except Invalid:
+            return defer.maybeDeferred(self._accept_tx, tx, source)  # refuses it, with logs and metrics
+        checked_against = (self.chain.tip.hash, self.mempool.removals)
+
+        def verified(ok):
+            if ok:
+                self.sig_cache.add(tx.tx_id)
+            unchanged = ok and checked_against == (self.chain.tip.hash, self.mempool.removals)
+            return self._accept_tx(tx, source, checked_fee=fee if unchanged else None)
+
+        return self.signatures.verify(rules.signature_checks(tx)).addCallback(verified)
+
+    def _accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None):
+        """Hand one transaction to the mempool, then update metrics, logs and listeners."""
         if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
             return TxAccepted(tx.tx_id, "duplicate")
         try:
@@ -214,29 +272,6 @@ class Node:
             listener(tx, source)
         return result
 
-    def accept_tx_async(self, tx, source: str | None = None) -> defer.Deferred:
-        """accept_tx, with the signatures verified in worker processes (batched with other requests).
-
-        Every cheap rule is checked first, so an invalid transaction costs no
-        signature work; a transaction whose signatures fail is then refused by
-        the ordinary path with the precise error.
-        """
-        if self.signatures is None or tx.tx_id in self.sig_cache or tx.tx_id in self.mempool:
-            return defer.maybeDeferred(self.accept_tx, tx, source)
-        try:
-            fee = self.mempool.check(tx, self.chain.get_coin, self.chain.height + 1)
-        except Invalid:
-            return defer.maybeDeferred(self.accept_tx, tx, source)  # refuses it, with logs and metrics
-        checked_at = (self.chain.tip.hash, self.mempool.removals)
-
-        def verified(ok):
-            if ok:
-                self.sig_cache.add(tx.tx_id)
-            unchanged = ok and checked_at == (self.chain.tip.hash, self.mempool.removals)
-            return self.accept_tx(tx, source, checked_fee=fee if unchanged else None)
-
-        return self.signatures.verify(rules.signature_checks(tx)).addCallback(verified)
-
     def _count(self, kind: str, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:
             self.metrics.count(kind, outcome, reason)
@@ -244,8 +279,8 @@ class Node:
     # -- queries -----------------------------------------------------------------------
 
     def status(self) -> dict:
+        """The node's side of /status; the API adds what the peer directory knows (peer_count)."""
         tip = self.chain.tip
-        known, active = self.peer_view()
         return {
             "node_id": self.node_id,
             "version": __version__,
@@ -256,7 +291,6 @@ class Node:
             "tip_hash": tip.hash.hex(),
             "chainwork": f"{tip.chainwork:064x}",
             "target": f"{self.chain.next_target(tip):064x}",
-            "peer_count": len(active),
             "mempool_size": len(self.mempool),
             "mempool_bytes": self.mempool.total_bytes,
             "coinbase_maturity": self.params.coinbase_maturity,

@@ -1,21 +1,11 @@
 """The twistd plugin's options and service factory: `twistd chaincore --port 5000` (CONTRACT 1)."""
 
+import twisted
 from twisted.python import usage
 
+from .. import __version__
 
-def parse_ports(text: str) -> list:
-    """Ports from `5000-5011`, `5000,5002` or a mix; an empty string gives none."""
-    ports = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, dash, hi = part.partition("-")
-        try:
-            lo_n, hi_n = int(lo), int(hi if dash else lo)  # "5000-" is a typo, not port 5000
-        except ValueError:
-            raise ValueError(f"bad port range {part!r}") from None
-        if not (0 < lo_n <= hi_n <= 65535) or hi_n - lo_n > 1024:
-            raise ValueError(f"bad port range {part!r}")
-        ports.extend(range(lo_n, hi_n + 1))
-    return ports
+from .config import finish_options
 
 
 class Options(usage.Options):
@@ -42,13 +32,10 @@ class Options(usage.Options):
         self["peers"].append(url)
 
     def postOptions(self):
-        from .config import finish_options
         finish_options(self)
 
     def opt_version(self):
         """Print ChainCore's version and exit."""
-        from .. import __version__
-        import twisted
         print(f"ChainCore {__version__} (Twisted {twisted.__version__})")
         raise SystemExit(0)
 
@@ -63,5 +50,6 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    from .node_service import make_node_service
+    """The node's MultiService (twistd calls this after the options are checked)."""
+    from .wiring import make_node_service  # the twisted.web and p2p modules load only when a node starts
     return make_node_service(options)

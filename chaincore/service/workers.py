@@ -15,6 +15,8 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
+from ..core.rules import verify_batch
+
 
 def defer_to_executor(reactor, executor, fn, *args) -> defer.Deferred:
     """Run fn(*args) in executor; the Deferred fires in the reactor thread (never in the executor's)."""
@@ -89,7 +91,6 @@ class ProcessOffloader:
 
 def verify_groups(groups) -> list:
     """For each group of (public_key, sighash, signature) checks, whether all of them verify (in a worker)."""
-    from ..core.rules import verify_batch
     return [verify_batch(checks) < 0 for checks in groups]
 
 

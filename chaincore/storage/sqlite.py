@@ -13,7 +13,7 @@ import struct
 from contextlib import contextmanager
 from importlib import resources
 
-from chaincore.core.errors import ChainCoreError
+from chaincore.core.errors import StoreError  # noqa: F401  (raised here; importers name it from this module too)
 from chaincore.core.store import BlockEntry, ChainUpdate
 from chaincore.core.tx import Coin, OutPoint
 
@@ -49,12 +49,6 @@ QUERIES = {
                      "ORDER BY height DESC, tx_id LIMIT ?",
     "coin_count": "SELECT value FROM store_info WHERE key = 'coin_count'",
 }
-
-
-class StoreError(ChainCoreError):
-    """The store cannot be opened or written: a wrong or damaged datadir, or a write that breaks the store."""
-
-    code = "store"
 
 
 def encode_undo(spent) -> bytes:

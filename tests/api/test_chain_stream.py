@@ -7,12 +7,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
 from chaincore.api import routes
-from chaincore.api.routes import NodeAPI
 from chaincore.core import jsonview
-from chaincore.core.params import REGTEST
-from chaincore.core.store import MemoryStore
-from chaincore.service.node import Node
 from tests.support.builders import regtest_chain
+from tests.support.nodes import make_node
 
 LENGTH = routes.STREAM_CHAIN_OVER + 101
 
@@ -29,12 +26,11 @@ class ChainStreamTests(SynchronousTestCase):
         self.blocks = regtest_chain(LENGTH - 1)
         self.clock = Clock()
         self.clock.advance(self.blocks[-1].header.timestamp)
-        self.node = Node(MemoryStore(), REGTEST, self.clock, advertise_url="http://localhost:5000")
-        for block in self.blocks[1:]:
-            self.node.accept_block(block)
         self.scheduled = []  # the cooperator's next tick, run by the test one at a time
         cooperator = Cooperator(scheduler=self.schedule, terminationPredicateFactory=lambda: lambda: True)
-        self.stub = StubTreq(NodeAPI(self.node, cooperate=cooperator.cooperate).resource())
+        service = make_node(self.clock, blocks=self.blocks, cooperate=cooperator.cooperate)
+        self.node = service.node
+        self.stub = StubTreq(service.api.resource())
 
     def schedule(self, tick):
         self.scheduled.append(tick)

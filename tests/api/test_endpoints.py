@@ -20,6 +20,7 @@ from ..support.api import (
     FUNDED_HEIGHT, APIClient, assert_error, assert_json, funded_chain, funded_node, mature_outpoint, state_of,
 )
 from ..support.builders import ALICE, BOB, CAROL, make_block, signed_tx
+from tests.support.nodes import settled
 
 STATUS_FIELDS = {"node_id", "version", "network", "genesis_hash", "height", "blockchain_length", "tip_hash",
                  "chainwork", "target", "peer_count", "mempool_size", "coinbase_maturity", "block_reward",
@@ -34,8 +35,9 @@ def pay_bob(height: int = 1, amount: int = 10_000_000, fee: int = 1_000):
 
 class APITestCase(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
         self.tip = funded_chain()[-1]
 
 
@@ -119,33 +121,44 @@ class StatusAndChainTests(APITestCase):
 
 class PeerTests(APITestCase):
     def test_peers_lists(self):
-        """/peers lists known and active peers with the active count."""
-        self.node.peer_view = lambda: (["http://b:1", "http://a:1"], ["http://a:1"])
+        """/peers lists the peer table's known and active peers with the active count."""
+        table = self.service.peers.discovery.table
+        table.add("http://b:1", 0)
+        table.mark_alive("http://a:1", "node-a", 0)
         body = self.client.get_json("/peers")
         self.assertEqual(body, {"peers": ["http://a:1", "http://b:1"], "active_peers": ["http://a:1"],
                                 "peer_count": 1})
+        self.assertEqual(self.client.get_json("/status")["peer_count"], 1)
 
     def test_add_peer_from_loopback(self):
-        """POST /peers from loopback hands the URL, without a trailing slash, to the p2p layer."""
-        added = []
-        self.node.add_peer = added.append
+        """POST /peers from loopback puts the URL, without a trailing slash, in the peer table: "added"."""
         answer = self.client.post("/peers", {"url": "http://localhost:5003/"})
-        self.assertEqual(answer.status, 200)
-        assert_json(self, answer)
-        self.assertEqual(added, ["http://localhost:5003"])
+        self.assertEqual((answer.status, answer.json), (200, {"status": "added", "url": "http://localhost:5003"}))
+        self.assertIsNotNone(self.service.peers.discovery.table.get("http://localhost:5003"))
+
+    def test_add_known_peer_is_not_added(self):
+        """POST /peers with a URL the table holds already answers "known", never "added"."""
+        self.client.post("/peers", {"url": "http://localhost:5003"})
+        answer = self.client.post("/peers", {"url": "HTTP://LOCALHOST:5003/"})
+        self.assertEqual(answer.json, {"status": "known", "url": "http://localhost:5003"})
+
+    def test_add_own_url_is_refused(self):
+        """POST /peers with the node's own advertised URL is a 400: the table does not keep it."""
+        assert_error(self, self.client.post("/peers", {"url": self.node.advertise_url}), 400, "peer-not-kept")
+        self.assertEqual(self.service.peers.known_urls(), [])
 
     def test_add_peer_from_elsewhere_forbidden(self):
         """POST /peers from a non-loopback client is a JSON 403 and adds nothing."""
-        added = []
-        self.node.add_peer = added.append
-        remote = APIClient(self, self.node, client_address="203.0.113.7")
+        remote = APIClient(self, self.service, client_address="203.0.113.7")
         assert_error(self, remote.post("/peers", {"url": "http://localhost:5003"}), 403, "forbidden")
-        self.assertEqual(added, [])
+        self.assertEqual(self.service.peers.known_urls(), [])
 
     def test_add_peer_bad_url(self):
-        """POST /peers with something that is not a base URL is a JSON 400."""
-        self.node.add_peer = lambda url: self.fail("must not be called")
-        assert_error(self, self.client.post("/peers", {"url": "ftp://x"}), 400, "malformed")
+        """POST /peers with a URL the peer table would not keep is a JSON 400 and adds nothing."""
+        for url in ("ftp://x", "http://", "http://localhost:5003/path", "http://user@localhost:5003",
+                    "http://localhost:0", "http://localhost:65536", "http://localhost:port", 5003, None):
+            assert_error(self, self.client.post("/peers", {"url": url}), 400, "bad-peer-url")
+        self.assertEqual(self.service.peers.known_urls(), [])
 
     def test_is_loopback(self):
         """is_loopback holds for 127.0.0.0/8 and ::1 only."""
@@ -177,13 +190,13 @@ class TransactionTests(APITestCase):
         """/transactions lists the mempool's transactions as JSON."""
         self.assertEqual(self.client.get_json("/transactions"), {"transactions": []})
         tx = pay_bob()
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         self.assertEqual(self.client.get_json("/transactions"), {"transactions": [jsonview.tx_to_json(tx)]})
 
     def test_add_transaction_reasons(self):
         """Refused transactions are JSON 400s whose code names the rule."""
         good = pay_bob(height=2)
-        self.node.accept_tx(good)
+        settled(self.node.submit_tx(good))
         cases = [
             (signed_tx([(mature_outpoint(2), ALICE)], [(CAROL, 1_000)]), "double-spend"),
             (signed_tx([(OutPoint(b"\x01" * 32, 0), ALICE)], [(CAROL, 1_000)]), "missing-input"),
@@ -207,7 +220,7 @@ class TransactionTests(APITestCase):
     def test_tx_in_mempool(self):
         """/tx/<id> of a mempool transaction has 0 confirmations and no block."""
         tx = pay_bob()
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         body = self.client.get_json(f"/tx/{tx.tx_id.hex()}")
         self.assertEqual((body["confirmations"], body["block_hash"], body["height"]), (0, None, None))
         self.assertEqual(body["outputs"], jsonview.tx_to_json(tx)["outputs"])
@@ -223,7 +236,7 @@ class AddressTests(APITestCase):
         self.assertEqual(self.client.get_json(f"/balance/{BOB.address}"),
                          {"address": BOB.address, "balance": 0, "confirmed": 0, "unconfirmed": 0,
                           "spendable": 0, "immature": 0})
-        self.node.accept_tx(pay_bob(amount=7_000))
+        settled(self.node.submit_tx(pay_bob(amount=7_000)))
         self.assertEqual(self.client.get_json(f"/balance/{BOB.address}"),
                          {"address": BOB.address, "balance": 7_000, "confirmed": 0, "unconfirmed": 7_000,
                           "spendable": 0, "immature": 0})
@@ -250,7 +263,7 @@ class AddressTests(APITestCase):
     def test_history(self):
         """/history lists the address's mempool and chain transactions with the amount each moved."""
         tx = pay_bob(amount=5_000)
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         body = self.client.get_json(f"/history/{BOB.address}")
         self.assertEqual(body["history"], [{"tx_id": tx.tx_id.hex(), "height": None, "confirmations": 0,
                                             "amount_delta": 5_000, "coinbase": False}])
@@ -301,7 +314,7 @@ class SubmitBlockTests(APITestCase):
     def test_block_clears_mempool(self):
         """A block confirming a mempool transaction takes it out of the mempool."""
         tx = pay_bob()
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         block = make_block(self.tip, [tx], pay_to=BOB, fees=1_000)
         self.assertEqual(self.submit(block).status, 200)
         self.assertEqual(self.client.get_json("/transactions"), {"transactions": []})
@@ -324,7 +337,7 @@ class MiningTemplateTests(APITestCase):
     def test_solved_template_accepted(self):
         """Searching nonces over header_hex alone and setting nonce in the block gives an accepted block."""
         tx = pay_bob()
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         body = self.client.get_json(f"/mining/template?address={BOB.address}")
         header = bytearray(bytes.fromhex(body["header_hex"]))
         offset, size, target = body["nonce_offset"], body["nonce_size"], int(body["target"], 16)
@@ -354,7 +367,7 @@ class MiningTemplateTests(APITestCase):
 class DocumentTests(APITestCase):
     def test_metrics(self):
         """/metrics is Prometheus text with the height and the accepted transaction count."""
-        self.node.accept_tx(pay_bob())
+        settled(self.node.submit_tx(pay_bob()))
         answer = self.client.get("/metrics")
         self.assertEqual(answer.status, 200)
         self.assertTrue(answer.content_type.startswith("text/plain"), answer.content_type)

@@ -12,10 +12,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serv
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chaincore.api.events import EventHub, HeartbeatService
-from chaincore.api.request import make_site
+from chaincore.api.site import make_site
 from chaincore.api.routes import NodeAPI
 from chaincore.core.params import REGTEST
 
+from ..support.nodes import settled
 from ..support.api import funded_chain, funded_node, mature_outpoint
 from ..support.builders import ALICE, BOB, make_block, signed_tx
 from ..support.waiting import wait_until
@@ -125,7 +126,7 @@ class HubTests(SynchronousTestCase):
 
 class NodeEventTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
+        self.node = funded_node().node
         self.hub = EventHub(run="r")
         self.hub.attach(self.node)
         self.request = FakeRequest()
@@ -135,9 +136,9 @@ class NodeEventTests(SynchronousTestCase):
         """A transaction entering the mempool is a `tx` event; a block on the tip is a `block` event."""
         coin = REGTEST.block_reward(1)
         tx = signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 10_000), (ALICE, coin - 11_000)])
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         block = make_block(funded_chain()[-1], pay_to=BOB)
-        self.node.accept_block(block)
+        settled(self.node.submit_block(block))
         events = self.request.events()
         self.assertEqual([e[1] for e in events], ["tx", "block"])
         self.assertEqual((events[0][2]["tx_id"], events[0][2]["fee"]), (tx.tx_id.hex(), 1_000))
@@ -146,11 +147,11 @@ class NodeEventTests(SynchronousTestCase):
     def test_reorganisation(self):
         """Switching to a heavier branch is a `reorg` event naming the old and new tips and the blocks off and on."""
         a = make_block(funded_chain()[-1], pay_to=BOB)
-        self.node.accept_block(a)
+        settled(self.node.submit_block(a))
         fork1 = make_block(funded_chain()[-1], pay_to=BOB, extra=b"x")
         fork2 = make_block(fork1, pay_to=BOB, extra=b"x")
         for block in (fork1, fork2):  # the second makes the branch heavier
-            self.node.accept_block(block)
+            settled(self.node.submit_block(block))
         reorgs = [e[2] for e in self.request.events() if e[1] == "reorg"]
         self.assertEqual(len(reorgs), 1)
         self.assertEqual((reorgs[0]["old_tip"], reorgs[0]["new_tip"]), (a.hash.hex(), fork2.hash.hex()))
@@ -170,10 +171,11 @@ class LoopbackStreamTests(TestCase):
     @defer.inlineCallbacks
     def test_stream_over_loopback(self):
         """Over a real socket /events answers text/event-stream at once and delivers a block while open."""
-        node = funded_node()
+        service = funded_node()
+        node = service.node
         hub = EventHub(run="r")
         hub.attach(node)
-        site = make_site(NodeAPI(node, events=hub).resource())
+        site = make_site(NodeAPI(node, service.peers, events=hub).resource())
         port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
         self.addCleanup(site.close_connections)
@@ -185,7 +187,7 @@ class LoopbackStreamTests(TestCase):
         yield wait_until(lambda: b"retry:" in client.data, timeout_s=5)
         self.assertIn(b"text/event-stream", client.data)
         block = make_block(funded_chain()[-1], pay_to=BOB)
-        node.accept_block(block)
+        settled(node.submit_block(block))
         yield wait_until(lambda: block.hash.hex().encode() in client.data, timeout_s=5)
         client.transport.loseConnection()
         yield wait_until(lambda: not hub.streams, timeout_s=5)

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chaincore.api.explorer import coins, supply
 from chaincore.core.params import COIN, REGTEST
 
+from ..support.nodes import settled
 from ..support.api import FUNDED_HEIGHT, APIClient, funded_chain, funded_node, mature_outpoint
 from ..support.builders import ALICE, BOB, signed_tx
 
@@ -21,11 +22,12 @@ def links(body: bytes) -> list:
 
 class PageTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
         coin = REGTEST.block_reward(1)
         self.tx = signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 7 * COIN), (ALICE, coin - 7 * COIN - 1_000)])
-        self.node.accept_tx(self.tx)
+        settled(self.node.submit_tx(self.tx))
 
     def page(self, path: str, status: int = 200) -> bytes:
         answer = self.client.get(path)
@@ -108,8 +110,9 @@ class PageTests(SynchronousTestCase):
 
 class SearchTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
 
     def located(self, q: str) -> str:
         d = self.client.stub.get("http://127.0.0.1:5000/search?q=" + q, allow_redirects=False)

@@ -19,6 +19,7 @@ from ..support.api import (
     FUNDED_HEIGHT, APIClient, assert_error, assert_json, funded_chain, funded_node, mature_outpoint, state_of,
 )
 from ..support.builders import ALICE, BOB, CAROL, make_block, payload, signed_tx, solve
+from tests.support.nodes import settled
 
 FEE = 1_000
 REWARD = REGTEST.block_reward(FUNDED_HEIGHT + 1)
@@ -77,7 +78,7 @@ def with_header(block, **changes):
 
 
 def double_spend(t) -> Req:
-    t.node.accept_tx(good_tx(height=1, to=BOB))
+    settled(t.node.submit_tx(good_tx(height=1, to=BOB)))
     return post_tx(tx_json(good_tx(height=1, to=CAROL)))
 
 
@@ -189,13 +190,14 @@ def refused(make, status, code):
 
 class RefusalTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
+        self.service = funded_node()
+        self.node = self.service.node
 
     def send(self, req: Req):
         kw = {"client_address": "203.0.113.7"} if req.client == "remote" else {}
         if req.client == "limited":
             kw["max_body_bytes"] = 1_000
-        client = APIClient(self, self.node, **kw)
+        client = APIClient(self, self.service, **kw)
         data = req.body if isinstance(req.body, bytes) else json.dumps(req.body).encode()
         return client.request("POST", req.path, data=data, headers=req.headers, content_type=req.content_type)
 

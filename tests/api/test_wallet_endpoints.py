@@ -12,9 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.errors import FeeTooLow
 from chaincore.core.params import REGTEST
-from chaincore.service.node import Node
 from chaincore.storage.sqlite import SqliteStore
 
+from ..support.nodes import make_node, settled
 from ..support.api import FUNDED_HEIGHT, MATURE_MAX, APIClient, assert_error, funded_chain, funded_node, mature_outpoint
 from ..support.builders import ALICE, BOB, make_block, signed_tx
 
@@ -27,8 +27,9 @@ def pay_bob(height: int = 1, amount: int = 10_000_000, fee: int = 1_000):
 
 class BalanceSplitTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
 
     def test_immature_rewards_are_not_spendable(self):
         """Coinbases younger than the maturity are `immature`, the others `spendable`, and both add to confirmed."""
@@ -41,7 +42,7 @@ class BalanceSplitTests(SynchronousTestCase):
     def test_coins_spent_in_the_mempool_are_not_spendable(self):
         """A confirmed coin that a mempool transaction spends leaves `spendable` at once."""
         before = self.client.get_json(f"/balance/{ALICE.address}")["spendable"]
-        self.node.accept_tx(pay_bob(height=1))
+        settled(self.node.submit_tx(pay_bob(height=1)))
         after = self.client.get_json(f"/balance/{ALICE.address}")
         self.assertEqual(after["spendable"], before - REGTEST.block_reward(1))
         self.assertEqual(after["confirmed"], before + after["immature"])
@@ -49,8 +50,9 @@ class BalanceSplitTests(SynchronousTestCase):
 
 class HistoryPagingTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
 
     def pages(self, address, limit):
         rows, cursor, pages = [], None, 0
@@ -67,7 +69,7 @@ class HistoryPagingTests(SynchronousTestCase):
     def test_pages_cover_everything_newest_first(self):
         """Paging 7 rows at a time yields every transaction once, mempool first, then by height down."""
         tx = pay_bob()
-        self.node.accept_tx(tx)
+        settled(self.node.submit_tx(tx))
         rows, pages = self.pages(ALICE.address, 7)
         self.assertEqual(len(rows), FUNDED_HEIGHT + 1)
         self.assertEqual(len({r["tx_id"] for r in rows}), FUNDED_HEIGHT + 1)
@@ -79,7 +81,7 @@ class HistoryPagingTests(SynchronousTestCase):
     def test_mempool_rows_across_pages(self):
         """Mempool rows that fill more than a page continue on the next page before the chain's rows."""
         for h in (1, 2, 3):
-            self.node.accept_tx(pay_bob(height=h))
+            settled(self.node.submit_tx(pay_bob(height=h)))
         first = self.client.get_json(f"/history/{ALICE.address}?limit=2")
         self.assertEqual([r["height"] for r in first["history"]], [None, None])
         second = self.client.get_json(f"/history/{ALICE.address}?limit=2&cursor={first['next']}")
@@ -87,7 +89,7 @@ class HistoryPagingTests(SynchronousTestCase):
 
     def test_last_page_says_so(self):
         """An address with fewer rows than the limit gets them all and `next` null."""
-        self.node.accept_tx(pay_bob())
+        settled(self.node.submit_tx(pay_bob()))
         body = self.client.get_json(f"/history/{BOB.address}?limit=5")
         self.assertEqual((len(body["history"]), body["next"]), (1, None))
 
@@ -105,9 +107,9 @@ class HistoryPagingTests(SynchronousTestCase):
         self.addCleanup(store.close)
         clock = Clock()
         clock.advance(funded_chain()[-1].header.timestamp + 60)
-        node = Node(store, REGTEST, clock, advertise_url="http://localhost:5000")
+        node = make_node(clock, store=store).node
         for block in funded_chain()[1:30]:
-            node.accept_block(block)
+            settled(node.submit_block(block))
         rows, cursor = node.history_page(ALICE.address, 10)
         rest, _ = node.history_page(ALICE.address, 100, cursor)
         self.assertEqual([r["height"] for r in rows + rest], list(range(29, 0, -1)))
@@ -115,8 +117,9 @@ class HistoryPagingTests(SynchronousTestCase):
 
 class FeeTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
-        self.client = APIClient(self, self.node)
+        self.service = funded_node()
+        self.node = self.service.node
+        self.client = APIClient(self, self.service)
 
     def test_empty_mempool_answers_the_floor(self):
         """With room to spare in the next block, /fees answers the minimum relay fee rate."""
@@ -129,15 +132,15 @@ class FeeTests(SynchronousTestCase):
         """When the mempool holds more than a block, the rate is one above the lowest that makes the next block."""
         self.node.params = dataclasses.replace(REGTEST, max_block_size=2_000 + 300)  # room for one transaction
         cheap, dear = pay_bob(height=1, fee=1_000), pay_bob(height=2, fee=50_000)
-        self.node.accept_tx(cheap)
-        self.node.accept_tx(dear)
+        settled(self.node.submit_tx(cheap))
+        settled(self.node.submit_tx(dear))
         body = self.client.get_json("/fees")
         self.assertEqual(body["fee_rate"], 50_000 // dear.size + 1)
 
     def test_fee_error_names_coins_and_units(self):
         """A fee below the minimum is refused with both coins and base units in the message."""
         tx = pay_bob(fee=0)
-        err = self.assertRaises(FeeTooLow, self.node.accept_tx, tx)
+        err = self.assertRaises(FeeTooLow, lambda: settled(self.node.submit_tx(tx)))
         self.assertIn("0.00000000 coins (0 units)", str(err))
         self.assertIn(f"0.00000{tx.size:03d} coins ({tx.size} units", str(err))
 
@@ -145,11 +148,11 @@ class FeeTests(SynchronousTestCase):
 class RecentBlocksFeeTests(SynchronousTestCase):
     def test_full_recent_blocks_set_the_rate(self):
         """Nearly full recent blocks that paid a rate above the floor lift the estimate to their median."""
-        node = funded_node()
+        node = funded_node().node
         small = dataclasses.replace(REGTEST, max_block_size=2_300)
         tx = pay_bob(fee=40_000)
         block = make_block(funded_chain()[-1], [tx], fees=40_000)
-        node.accept_block(block)
+        settled(node.submit_block(block))
         node.params = small
         self.assertGreaterEqual(block.size, (small.max_block_size - 2_000) * 0.9)
         self.assertEqual(node.fee_estimate()["fee_rate"], 40_000 // tx.size)

@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 import treq
 
-from chaincore.service.node_service import make_node_service
+from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
 from tests.support.builders import ALICE, BOB
 from tests.support.network import RunningNode, start_node
@@ -48,7 +48,7 @@ class MineOptionTests(TestCase):
         running = RunningNode(service, port, options["datadir"])
         service.startService()
         self.addCleanup(running.stop)
-        await service.peers.started
+        await service.peers.startup_done
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
         http = treq.client.HTTPClient(Agent(reactor, pool=pool))

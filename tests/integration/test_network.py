@@ -36,7 +36,7 @@ class MeshTests(TestCase):
         await wait_until(lambda: same_tip(nodes) and nodes[0].height() == 101, 20, what="101 blocks everywhere")
         tx = signed_tx([(OutPoint(first.transactions[0].tx_id, 0), ALICE)], [(CAROL, 10 * COIN),
                                                                              (ALICE, 40 * COIN - 10_000)])
-        nodes[2].node.accept_tx(tx)
+        await nodes[2].node.submit_tx(tx)
         await wait_until(lambda: all(tx.tx_id in n.node.mempool for n in nodes), 10, what="the tx everywhere")
         block = nodes[3].mine_one(BOB.address)
         self.assertIn(tx.tx_id, [t.tx_id for t in block.transactions])
@@ -73,21 +73,21 @@ class MeshTests(TestCase):
         """Two groups that mined apart converge on the heavier branch when joined; the loser's txs come back."""
         a, b = await start_nodes(self, 2, discover=False)
         shared = [a.mine_one(ALICE.address) for _ in range(REGTEST.coinbase_maturity + 1)]
-        b.node.add_peer(a.url)  # b starts empty: it gets the shared history by joining a
+        b.peers.add(a.url)  # b starts empty: it gets the shared history by joining a
         await wait_until(lambda: b.tip() == a.tip(), 20, what="b to get the shared history")
         # the split: each forgets the other (neither probes ports, so neither finds the other again)
         for n, other in ((a, b), (b, a)):
             n.peers.discovery.table.forget(other.url)
         tx = signed_tx([(OutPoint(shared[0].transactions[0].tx_id, 0), ALICE)],
                        [(CAROL, 5 * COIN), (ALICE, 45 * COIN - 10_000)])
-        a.node.accept_tx(tx)
+        await a.node.submit_tx(tx)
         a_branch = a.mine_one(ALICE.address)
         self.assertIn(tx.tx_id, [t.tx_id for t in a_branch.transactions])
         for _ in range(3):
             b.mine_one(BOB.address)
         self.assertNotEqual(a.tip(), b.tip())
-        b.node.add_peer(a.url)
-        a.node.add_peer(b.url)
+        b.peers.add(a.url)
+        a.peers.add(b.url)
         await wait_until(lambda: same_tip([a, b]) and a.height() == REGTEST.coinbase_maturity + 4, 20,
                          what="convergence on the heavier branch")
         self.assertEqual(a.tip(), b.tip())

@@ -2,7 +2,9 @@
 
 A `FakePeer` is a Klein app answering /status and /peers (and any canned
 answer a test sets), recording what it was asked.  A `NodePeer` is a real
-Node served by its NodeAPI, for sync and relay tests.  A `FakeNetwork` is an IAgent
+node built by the production factory (service.wiring.build_node: Node, NodeAPI,
+PeerNetwork and the listeners between them) talking over a FakeNetwork, for
+sync, relay and start-up tests.  A `FakeNetwork` is an IAgent
 that routes each request by host:port to the fake registered there, or fails it
 with ConnectionRefusedError when nobody listens or the fake is unreachable.
 """
@@ -20,10 +22,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from chaincore.api.routes import NodeAPI
 from chaincore.core.params import REGTEST
-from chaincore.core.store import MemoryStore
-from chaincore.service.node import Node
+from tests.support.nodes import make_node
 
 GENESIS_HEX = REGTEST.genesis_hash.hex()
 
@@ -135,7 +135,9 @@ class FakeNetwork:
 
 
 class NodePeer:
-    """A real Node (MemoryStore, REGTEST) behind its NodeAPI, to add to a FakeNetwork like a FakePeer.
+    """A whole node (make_node: MemoryStore, REGTEST) reaching others through `network`, seeded with
+    `seeds`; add it to a FakeNetwork like a FakePeer.  `service` is its NodeService (not started); its
+    p2p parts are `client`, `discovery`, `sync` and `relay`.
 
     It records every request, and a test can make paths stall (never answer),
     hold (answer when `release()` is called) or answer from `canned[path]`, a
@@ -143,13 +145,14 @@ class NodePeer:
     peer that lies or whose chain moves.
     """
 
-    def __init__(self, url: str, clock, blocks=()):
+    def __init__(self, url: str, clock, blocks=(), *, network=None, seeds=()):
         self.url = url
-        self.node = Node(MemoryStore(), REGTEST, clock, advertise_url=url)
-        for block in blocks:
-            if block.height > 0:
-                self.node.accept_block(block)
-        self.api = NodeAPI(self.node)
+        network = FakeNetwork() if network is None else network  # a network of its own reaches nobody
+        self.service = make_node(clock, blocks=blocks, advertise_url=url, http=network.client(), seeds=seeds)
+        self.node = self.service.node
+        self.api = self.service.api
+        peers = self.service.peers
+        self.client, self.discovery, self.sync, self.relay = peers.client, peers.discovery, peers.sync, peers.relay
         self.reachable = True
         self.probes = 0
         self.requests = []        # (method, path) of every request that reached the node
@@ -215,24 +218,3 @@ class _NodeResource(Resource):
             request.write(body)
             request.finish()
         return NOT_DONE_YET
-
-
-def wire(peer: NodePeer, network: FakeNetwork, clock, seeds=()):
-    """Give a NodePeer the p2p layer of a real node (PeerClient, Discovery, Synchronizer, Relay) over the
-    FakeNetwork, seeded with the given URLs; the parts are set on the peer as attributes."""
-    from chaincore.p2p.client import PeerClient
-    from chaincore.p2p.discovery import Discovery, NodeIdentity
-    from chaincore.p2p.peers import PeerTable
-    from chaincore.p2p.relay import Relay
-    from chaincore.p2p.sync import Synchronizer
-
-    node = peer.node
-    peer.client = PeerClient(network.client(), clock, peer.url)
-    identity = NodeIdentity(node.node_id, node.params.name, GENESIS_HEX, peer.url)
-    table = PeerTable(node.node_id, (peer.url,))
-    peer.discovery = Discovery(peer.client, table, clock, identity, seeds=seeds)
-    peer.sync = Synchronizer(node, peer.client, peer.discovery, clock)
-    peer.relay = Relay(node, peer.client, peer.discovery, peer.sync)
-    node.orphan_listeners.append(peer.sync.on_orphan)
-    node.peer_view = lambda: (table.known_urls(), table.active_urls())
-    return peer

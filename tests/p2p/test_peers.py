@@ -32,6 +32,14 @@ class PenaltyTests(SynchronousTestCase):
         self.assertIn("bad-address", PENALTIES)
         self.assertEqual(PENALTIES["bad-address"], 20)
 
+    def test_table_does_not_depend_on_import_order(self):
+        """Every class of core/errors.py has its entry, faults (store, peer-unreachable) cost nothing,
+        whatever modules were imported before the table was built."""
+        from chaincore.core import errors  # the module itself, to list what it defines
+        defined = {c.code for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.ChainCoreError)}
+        self.assertEqual(set(PENALTIES), defined)
+        self.assertEqual((PENALTIES["store"], PENALTIES["peer-unreachable"], PENALTIES["unavailable"]), (0, 0, 0))
+
     def test_backoff_doubles_and_caps(self):
         """Retries wait 2, 4, 8 ... seconds, never more than 300."""
         self.assertEqual([backoff_s(n) for n in range(1, 6)], [2, 4, 8, 16, 32])

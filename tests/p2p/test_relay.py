@@ -7,8 +7,9 @@ from chaincore.p2p.client import PeerClient
 from tests.support.api import funded_chain
 from tests.support.builders import ALICE, BOB, make_block, signed_tx
 
-from .fakes import NodePeer, wire
+from .fakes import NodePeer
 from .test_sync import ME, SyncTestCase, main_chain, url
+from tests.support.nodes import settled
 
 COIN = 100_000_000
 
@@ -25,14 +26,14 @@ class RelayTests(SyncTestCase):
         a, b, c = (self.peer(5001 + i, chain) for i in range(3))
         me = self.me(chain, a, b, c)
         block = make_block(chain[-1], pay_to=BOB)
-        me.node.accept_block(block, source=a.url)
+        settled(me.node.submit_block(block, source=a.url))
         self.assertEqual([submissions(p) for p in (a, b, c)], [[], [block.hash.hex()], [block.hash.hex()]])
         self.assertEqual((b.tip(), c.tip()), (block.hash, block.hash))
         me.relay.on_block(block, b.url)
-        me.node.accept_block(block, source=c.url)
+        settled(me.node.submit_block(block, source=c.url))
         self.assertEqual([len(submissions(p)) for p in (a, b, c)], [0, 1, 1])
         mined = make_block(block)
-        me.node.accept_block(mined, local=True)
+        settled(me.node.submit_block(mined, local=True))
         self.assertEqual([submissions(p)[-1] for p in (a, b, c)], [mined.hash.hex()] * 3)
 
     def test_side_branch_block_is_not_relayed(self):
@@ -41,7 +42,7 @@ class RelayTests(SyncTestCase):
         a, b = self.peer(5001, chain), self.peer(5002, chain)
         me = self.me(chain, a, b)
         side = make_block(chain[-2], pay_to=BOB)
-        me.node.accept_block(side, source=a.url)
+        settled(me.node.submit_block(side, source=a.url))
         self.assertEqual(me.tip(), chain[-1].hash)
         self.assertEqual(submissions(b), [])
 
@@ -49,22 +50,22 @@ class RelayTests(SyncTestCase):
         """On a line A-B-C of relaying nodes a block mined on A and a transaction made on C reach the far
         end, each node receives each item once, and no item goes back to the node it came from."""
         chain = funded_chain()
-        a, b, c = (self.network.add(NodePeer(url(5001 + i), self.clock, chain)) for i in range(3))
+        seeds = {5001: [url(5002)], 5002: [url(5001), url(5003)], 5003: [url(5002)]}
+        a, b, c = (self.network.add(NodePeer(url(port), self.clock, chain, network=self.network, seeds=seeds[port]))
+                   for port in (5001, 5002, 5003))
         for node in (a, b, c):  # no peer exchange, so the line stays a line
             node.canned["/peers"] = lambda request: (200, {"peers": [], "active_peers": []})
-        for node, seeds in ((a, [b.url]), (b, [a.url, c.url]), (c, [b.url])):
-            wire(node, self.network, self.clock, seeds)
         for node in (a, b, c):
             self.successResultOf(node.discovery.run_once())
         self.assertEqual([p.discovery.active_peers() for p in (a, b, c)], [[b.url], [a.url, c.url], [b.url]])
         block = make_block(chain[-1], pay_to=BOB)
-        a.node.accept_block(block, local=True)
+        settled(a.node.submit_block(block, local=True))
         self.assertEqual({p.tip() for p in (a, b, c)}, {block.hash})
         self.assertEqual([len(submissions(p)) for p in (a, b, c)], [0, 1, 1])
         coinbase = chain[1].transactions[0]
         tx = signed_tx([(OutPoint(coinbase.tx_id, 0), ALICE)],
                        [(BOB, COIN), (ALICE, coinbase.output_total - COIN - 10_000)])
-        c.node.accept_tx(tx)
+        settled(c.node.submit_tx(tx))
         self.assertTrue(all(tx.tx_id in p.node.mempool for p in (a, b, c)))
         self.assertEqual([p.count("/add_transaction", "POST") for p in (a, b, c)], [1, 1, 0])
 

@@ -16,7 +16,8 @@ from chaincore.p2p.sync import BLOCKS_PER_REQUEST
 from tests.support.api import funded_chain
 from tests.support.builders import ALICE, BOB, CAROL, regtest_chain, signed_tx
 
-from .fakes import FakeNetwork, NodePeer, wire
+from .fakes import FakeNetwork, NodePeer
+from tests.support.nodes import settled
 
 ME = "http://localhost:5000"
 COIN = 100_000_000
@@ -52,9 +53,10 @@ class SyncTestCase(SynchronousTestCase):
 
     def me(self, blocks, *peers) -> NodePeer:
         """Our node, wired to the network, with the given peers active after one discovery round."""
-        me = wire(self.network.add(NodePeer(ME, self.clock, blocks)), self.network, self.clock,
-                  seeds=[p.url for p in peers])
+        me = self.network.add(NodePeer(ME, self.clock, blocks, network=self.network, seeds=[p.url for p in peers]))
+        me.node.syncing = True  # as in start-up: finding peers does not start a catch-up by itself
         self.successResultOf(me.discovery.run_once())
+        me.node.syncing = False
         self.assertEqual(me.discovery.active_peers(), sorted(p.url for p in peers))
         for p in peers:
             p.requests.clear()
@@ -217,8 +219,8 @@ class MempoolExchangeTests(SyncTestCase):
         theirs_conflicting, theirs_new, ours = self.spend(1, BOB, COIN), self.spend(2, BOB, COIN), \
             self.spend(1, CAROL, 2 * COIN)
         for tx in (theirs_conflicting, theirs_new):
-            peer.node.accept_tx(tx)
-        me.node.accept_tx(ours)
+            settled(peer.node.submit_tx(tx))
+        settled(me.node.submit_tx(ours))
         self.assertEqual(self.successResultOf(me.sync.exchange_mempool(peer.url)), 1)
         self.assertIn(theirs_new.tx_id, me.node.mempool)
         self.assertIn(ours.tx_id, me.node.mempool)

@@ -5,13 +5,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.params import REGTEST
 
+from ..support.nodes import settled
 from ..support.api import funded_chain, funded_node, mature_outpoint
 from ..support.builders import ALICE, BOB, make_block, signed_tx
 
 
 class NodeLogTests(SynchronousTestCase):
     def setUp(self):
-        self.node = funded_node()
+        self.node = funded_node().node
         self.lines = []
 
         def observe(event):
@@ -23,7 +24,7 @@ class NodeLogTests(SynchronousTestCase):
 
     def block(self, **kw):
         block = make_block(self.node.chain.block(self.node.chain.tip.hash), pay_to=BOB, extra=b"%d" % len(self.lines))
-        self.node.accept_block(block, **kw)
+        settled(self.node.submit_block(block, **kw))
         return block
 
     def test_verbs(self):
@@ -41,7 +42,7 @@ class NodeLogTests(SynchronousTestCase):
     def test_payment_arriving(self):
         """A transaction entering the mempool is logged once, with its value and fee in coins."""
         coin = REGTEST.block_reward(1)
-        self.node.accept_tx(signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 10_000), (ALICE, coin - 11_000)]))
+        settled(self.node.submit_tx(signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 10_000), (ALICE, coin - 11_000)])))
         (line,) = self.lines
         self.assertIn("accepted", line)
         self.assertIn("fee 0.00001000 coins (1,000 units)", line)
@@ -49,10 +50,10 @@ class NodeLogTests(SynchronousTestCase):
     def test_reorganisation_is_logged(self):
         """A switch to a heavier branch logs the reorganisation as well as the block that caused it."""
         tip = funded_chain()[-1]
-        self.node.accept_block(make_block(tip, pay_to=BOB))
+        settled(self.node.submit_block(make_block(tip, pay_to=BOB)))
         fork = make_block(tip, pay_to=BOB, extra=b"x")
-        self.node.accept_block(fork, source="http://localhost:5002")
-        self.node.accept_block(make_block(fork, pay_to=BOB, extra=b"x"), source="http://localhost:5002")
+        settled(self.node.submit_block(fork, source="http://localhost:5002"))
+        settled(self.node.submit_block(make_block(fork, pay_to=BOB, extra=b"x"), source="http://localhost:5002"))
         self.assertTrue(any(line.startswith("reorganisation: 1 blocks off, 2 on") for line in self.lines),
                         self.lines)
         self.assertTrue(any("side-chain" in line for line in self.lines), self.lines)

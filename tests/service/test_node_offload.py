@@ -4,12 +4,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.errors import BadSignature, DoubleSpend
-from chaincore.core.params import REGTEST
-from chaincore.core.store import MemoryStore
 from chaincore.core.tx import OutPoint
-from chaincore.service.node import OFFLOAD_MIN_INPUTS, Node
+from chaincore.service.node import OFFLOAD_MIN_INPUTS
 from chaincore.service.workers import InlineOffloader
 from tests.support.builders import KEYS, make_block, regtest_chain, signed_tx
+from tests.support.nodes import make_node
 
 
 class CountingOffloader(InlineOffloader):
@@ -46,10 +45,7 @@ class OffloadTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(self.chain[-1].header.timestamp + 60)
         offloader = CountingOffloader()
-        node = Node(MemoryStore(), REGTEST, clock, advertise_url="http://localhost:5000", offloader=offloader)
-        for block in self.chain[1:]:
-            node.accept_block(block)
-        return node, offloader
+        return make_node(clock, offloader=offloader, blocks=self.chain).node, offloader
 
     def big_block(self, node, tamper: bool = False):
         spends = [(OutPoint(self.fan.tx_id, i), KEYS[1]) for i in range(OFFLOAD_MIN_INPUTS + 10)]
@@ -66,7 +62,7 @@ class OffloadTests(SynchronousTestCase):
         """A block with more than OFFLOAD_MIN_INPUTS unverified inputs goes to the offloader in batches."""
         node, offloader = self.node()
         block = self.big_block(node)
-        result = self.successResultOf(node.accept_block_async(block))
+        result = self.successResultOf(node.submit_block(block))
         self.assertTrue(result.main_chain)
         self.assertEqual(offloader.jobs, 3)  # 510 inputs in batches of at least 250
         self.assertEqual(node.chain.tip.hash, block.hash)
@@ -75,25 +71,36 @@ class OffloadTests(SynchronousTestCase):
         """A bad signature found by a worker batch is refused with BadSignature, and the tip stays."""
         node, offloader = self.node()
         tip = node.chain.tip.hash
-        failure = self.failureResultOf(node.accept_block_async(self.big_block(node, tamper=True)), BadSignature)
+        failure = self.failureResultOf(node.submit_block(self.big_block(node, tamper=True)), BadSignature)
         self.assertEqual(failure.value.code, "bad-signature")
         self.assertEqual(node.chain.tip.hash, tip)
         self.assertGreater(offloader.jobs, 0)
 
-    def test_preverify_fills_the_signature_cache(self):
-        """preverify (used by catch-up before its store batch) checks a big block's signatures in workers."""
+    def test_catch_up_batch_is_verified_in_workers(self):
+        """A catch-up batch (submit_blocks) has a big block's signatures checked in workers, then is taken."""
         node, offloader = self.node()
         block = self.big_block(node)
-        self.successResultOf(node.preverify([block]))
+        results, error = self.successResultOf(node.submit_blocks([block]))
+        self.assertIsNone(error)
         self.assertEqual(offloader.jobs, 3)
         self.assertTrue(all(tx.tx_id in node.sig_cache for tx in block.transactions[1:]))
-        self.assertTrue(node.accept_block(block).main_chain)
+        self.assertTrue(results[0].main_chain)
+
+    def test_catch_up_batch_stops_at_an_invalid_block(self):
+        """submit_blocks keeps the blocks before an invalid one and reports the invalid one's rule."""
+        node, offloader = self.node()
+        good = self.big_block(node)
+        bad = make_block(good, timestamp=0)
+        results, error = self.successResultOf(node.submit_blocks([good, bad]))
+        self.assertEqual([r.main_chain for r in results], [True])
+        self.assertEqual(error.code, "time-too-old")
+        self.assertEqual(node.chain.tip.hash, good.hash)
 
     def test_small_block_stays_inline(self):
         """A block with few inputs is accepted without the offloader."""
         node, offloader = self.node()
         block = make_block(self.chain[-1])
-        self.successResultOf(node.accept_block_async(block))
+        self.successResultOf(node.submit_block(block))
         self.assertEqual(offloader.jobs, 0)
 
 
@@ -124,15 +131,12 @@ class TransactionIntakeTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(chain[-1].header.timestamp + 60)
         self.offloader = HeldOffloader()
-        self.node = Node(MemoryStore(), REGTEST, clock, advertise_url="http://localhost:5000",
-                         offloader=self.offloader)
-        for block in chain[1:]:
-            self.node.accept_block(block)
+        self.node = make_node(clock, offloader=self.offloader, blocks=chain).node
 
     def test_signatures_are_checked_off_the_reactor(self):
         """A transaction enters the mempool only once its signature batch came back valid."""
         tx = signed_tx([(self.coin, KEYS[0])], [(KEYS[1], 50 * 10**8 - 10_000)])
-        d = self.node.accept_tx_async(tx)
+        d = self.node.submit_tx(tx)
         self.assertNoResult(d)
         self.assertNotIn(tx.tx_id, self.node.mempool)
         self.offloader.release()
@@ -143,8 +147,8 @@ class TransactionIntakeTests(SynchronousTestCase):
         """Of two transactions spending one coin, the first to finish enters; the other is a double spend."""
         first = signed_tx([(self.coin, KEYS[0])], [(KEYS[1], 50 * 10**8 - 10_000)])
         second = signed_tx([(self.coin, KEYS[0])], [(KEYS[2], 50 * 10**8 - 20_000)])
-        d1 = self.node.accept_tx_async(first)
-        d2 = self.node.accept_tx_async(second)
+        d1 = self.node.submit_tx(first)
+        d2 = self.node.submit_tx(second)
         self.offloader.release()  # the first batch; the second, queued meanwhile, leaves now
         self.assertEqual(self.successResultOf(d1).status, "accepted")
         self.assertNoResult(d2)
@@ -158,7 +162,7 @@ class TransactionIntakeTests(SynchronousTestCase):
         sig = bytearray(tx.inputs[0].signature)
         sig[3] ^= 1
         bad = tx.with_signatures([bytes(sig)])
-        d = self.node.accept_tx_async(bad)
+        d = self.node.submit_tx(bad)
         self.offloader.release()
         self.assertEqual(self.failureResultOf(d, BadSignature).value.code, "bad-signature")
         self.assertEqual(len(self.node.mempool), 0)

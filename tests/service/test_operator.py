@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chaincore import __version__
-from chaincore.service.node_service import exposure_warning
+from chaincore.service.wiring import exposure_warning
 from chaincore.service.tap import Options
 
 from tests.support.processes import OutputProcess, child_env

@@ -5,7 +5,8 @@ import os
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.service.tap import Options, parse_ports
+from chaincore.service.config import parse_ports
+from chaincore.service.tap import Options
 
 from ..support.builders import ALICE
 
@@ -89,12 +90,14 @@ class PeerMineNetworkTests(SynchronousTestCase):
     def test_repeatable_peer(self):
         """--peer may be given several times; each URL is kept in order."""
         o = parse("--peer", "http://localhost:5001", "--peer", "http://10.0.0.2:5000/")
-        self.assertEqual(o["peers"], ["http://localhost:5001", "http://10.0.0.2:5000/"])
+        self.assertEqual(o["peers"], ["http://localhost:5001", "http://10.0.0.2:5000"])  # normalised
 
     def test_bad_peer_refused(self):
-        """A --peer that is not a base URL is a usage error."""
-        for url in ("localhost:5001", "http://host:1/path", "ftp://host"):
+        """A --peer or --advertise the peer table would not keep is a usage error (the API's own check)."""
+        for url in ("localhost:5001", "http://host:1/path", "ftp://host", "http://", "http://u@host:1",
+                    "http://host:0", "http://host:65536"):
             self.assertRaises(usage.UsageError, parse, "--peer", url)
+            self.assertRaises(usage.UsageError, parse, "--advertise", url)
 
     def test_mine_address(self):
         """--mine takes a valid address."""

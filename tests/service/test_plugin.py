@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from chaincore.core.params import REGTEST
-from chaincore.service.node_service import open_store
+from chaincore.service.wiring import open_store
 
 from ..support.builders import ALICE
 from tests.support.processes import OutputProcess, child_env

@@ -287,6 +287,28 @@ class StoreConformance:
             before.pop(key), after.pop(key)
         self.assertEqual(after, before)
 
+    def test_batch_keeps_its_writes(self):
+        """Writes inside a batch that ends normally are all kept."""
+        with self.store.batch():
+            self.store.apply(ChainUpdate(entries=[entry("a")], tip=h("a"), main_added=[(1, h("a"))]))
+            self.store.set_meta("k", "v")
+        self.assertEqual(self.store.get_entry(h("a")), entry("a"))
+        self.assertEqual((self.store.tip(), self.store.get_meta("k")), (h("a"), "v"))
+
+    def test_batch_left_by_an_exception_is_undone(self):
+        """An exception leaving a batch undoes every write inside it, and the store stays usable."""
+        self.store.apply(ChainUpdate(coins_added=[(OutPoint(h("t"), 0), coin())]))
+        before = dump(self.store)
+        with self.assertRaises(ZeroDivisionError):
+            with self.store.batch():
+                self.store.apply(ChainUpdate(entries=[entry("a")], coins_removed=[OutPoint(h("t"), 0)],
+                                             tip=h("a"), main_added=[(1, h("a"))]))
+                self.store.set_meta("k", "v")
+                1 / 0
+        self.assertEqual(dump(self.store), before)
+        self.store.apply(ChainUpdate(entries=[entry("b")]))
+        self.assertEqual(self.store.get_entry(h("b")), entry("b"))
+
 
 class MemoryStoreTests(StoreConformance, SynchronousTestCase):
     missing_coin_error = KeyError

@@ -1,6 +1,6 @@
 """A node with mature coins behind StubTreq, and a synchronous client for API tests.
 
-`funded_node()` gives a fresh in-memory regtest node that has accepted a shared
+`funded_node()` gives a fresh in-memory regtest node service whose node has accepted a shared
 chain of FUNDED_HEIGHT blocks paying ALICE, so the coinbases of heights
 1..MATURE_MAX are spendable.  `APIClient` sends one request through StubTreq
 (no sockets), flushes the in-memory connection and returns the whole answer;
@@ -16,14 +16,11 @@ from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-from chaincore.api.request import make_site
-from chaincore.api.routes import NodeAPI
+from chaincore.api.site import make_site
 from chaincore.core.params import REGTEST
-from chaincore.core.store import MemoryStore
-from chaincore.service.metrics import NodeMetrics
-from chaincore.service.node import Node
 
 from .builders import ALICE, coinbase_outpoint, regtest_chain
+from .nodes import make_node
 
 FUNDED_HEIGHT = 110
 MATURE_MAX = FUNDED_HEIGHT + 1 - REGTEST.coinbase_maturity  # coinbases at heights <= this are spendable
@@ -36,15 +33,13 @@ def funded_chain() -> tuple:
     return tuple(regtest_chain(FUNDED_HEIGHT, pay_to=ALICE))
 
 
-def funded_node(blocks=None) -> Node:
-    """A fresh node on MemoryStore holding blocks (default funded_chain()), its clock a minute past the tip."""
+def funded_node(blocks=None, **kwargs):
+    """A fresh node service (make_node: MemoryStore, the production wiring) holding blocks (default
+    funded_chain()), its clock a minute past the tip; kwargs go to make_node (e.g. store)."""
     blocks = funded_chain() if blocks is None else blocks
     clock = Clock()
     clock.advance(blocks[-1].header.timestamp + 60)
-    node = Node(MemoryStore(), REGTEST, clock, advertise_url="http://localhost:5000", metrics=NodeMetrics())
-    for block in blocks[1:]:
-        node.accept_block(block)
-    return node
+    return make_node(clock, blocks=blocks, **kwargs)
 
 
 def mature_outpoint(height: int):
@@ -62,6 +57,12 @@ class Answer:
     status: int
     content_type: str
     body: bytes
+    headers: object = None  # the response's twisted.web Headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of a response header, or None."""
+        values = self.headers.getRawHeaders(name) if self.headers is not None else None  # str name: str values
+        return values[0] if values else None
 
     @property
     def json(self):
@@ -71,11 +72,12 @@ class Answer:
 class APIClient:
     """Synchronous requests to one NodeAPI through StubTreq."""
 
-    def __init__(self, testcase, node, *, client_address: str | None = None, max_body_bytes: int | None = None):
+    def __init__(self, testcase, service, *, client_address: str | None = None, max_body_bytes: int | None = None):
         self.testcase = testcase
-        self.node = node
-        self.metrics = node.metrics
-        self.api = NodeAPI(node, node.metrics)
+        self.service = service
+        self.node = service.node
+        self.metrics = service.metrics
+        self.api = service.api
         self.stub = StubTreq(self.api.resource())
         factory = self.stub._agent._serverFactory
         if max_body_bytes is not None:
@@ -98,7 +100,7 @@ class APIClient:
         self.stub.flush()
         body = self.testcase.successResultOf(body_d)
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
-        return Answer(response.code, ctype, body)
+        return Answer(response.code, ctype, body, response.headers)
 
     def get(self, path: str, **kw) -> Answer:
         return self.request("GET", path, **kw)

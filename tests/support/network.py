@@ -6,9 +6,10 @@ import tempfile
 from twisted.internet import defer, reactor
 
 from chaincore.service.tap import Options
-from chaincore.service.node_service import make_node_service
+from chaincore.service.wiring import make_node_service
 from tests.support.builders import solve
 from tests.support.waiting import free_ports
+from tests.support.nodes import settled
 
 
 
@@ -43,7 +44,7 @@ class RunningNode:
         """Build a template, solve it and hand it to the node (which relays it); the block."""
         block = self.node.block_template(address)
         solved = block.with_nonce(solve(block.header).nonce)
-        self.node.accept_block(solved, local=True)
+        settled(self.node.submit_block(solved, local=True))
         return solved
 
     def stop(self) -> defer.Deferred:
@@ -69,7 +70,7 @@ async def start_node(test, port: int, *, network: str = "regtest", discover_port
     running = RunningNode(service, port, datadir)
     service.startService()
     test.addCleanup(running.stop)
-    await service.peers.started
+    await service.peers.startup_done
     return running
 
 

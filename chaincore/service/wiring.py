@@ -1,8 +1,13 @@
-"""Wiring one node into twistd: the store, the Node, the HTTP site, peers and the miner, as one MultiService.
+"""Wiring one node: the store, the Node, the HTTP site, the peer network and the miner, as one MultiService.
 
-Everything that can fail at start (a bad endpoint, a port in use, a datadir
-that cannot be opened or belongs to another network) fails inside
-makeService with one line and exit status 1, before twistd daemonizes.
+`build_node` is the one place that connects a node's parts (who listens to
+whom, which worker pool and timers they share); the twistd service and the
+tests both get their nodes from it, so tests run the production wiring.
+`make_node_service` adds what only a real process needs: a datadir with its
+lock, a SqliteStore, worker processes and a listening port.  Everything that
+can fail at start (a bad endpoint, a port in use, a datadir that cannot be
+opened or belongs to another network) fails inside make_node_service with one
+line and exit status 1, before twistd daemonizes.
 """
 
 import fcntl
@@ -12,9 +17,23 @@ import re
 import socket
 
 from twisted.application import service
-from ..logs import logger
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 
+from ..api.events import EventHub, HeartbeatService
+from ..api.routes import NodeAPI
+from ..api.site import make_site
+from ..core.errors import StoreError
 from ..core.params import NETWORKS
+from ..logs import logger
+from ..p2p.network import PeerNetwork
+from ..storage.sqlite import SqliteStore
+from .metrics import NodeMetrics
+from .miner import MinerService
+from .node import Node
+from .timers import every
+from .workers import ProcessOffloader
 
 log = logger("chaincore.service")
 
@@ -24,14 +43,19 @@ STORE_FILE = "chain.sqlite"
 class NodeService(service.MultiService):
     """The node's top service: closes the store after every child (site, timers, miner) has stopped."""
 
-    def __init__(self, node, store, datadir, reactor=None, site=None, lock=None):
+    def __init__(self, node, store, *, api, site, peers, metrics, miner=None, datadir=None, reactor=None,
+                 lock=None):
         super().__init__()
         self.node = node
         self.store = store
-        self.lock = lock  # the datadir's lock file, released when the store is closed
+        self.api = api          # the NodeAPI behind site
+        self.site = site
+        self.peers = peers      # the PeerNetwork (the API's peer directory)
+        self.metrics = metrics
+        self.miner = miner      # the MinerService under --mine, or None
+        self.lock = lock        # the datadir's lock file, released when the store is closed
         self.datadir = datadir
         self.reactor = reactor
-        self.site = site
 
     def startService(self):
         if self.lock is not None:
@@ -59,7 +83,6 @@ class NodeService(service.MultiService):
             offloader = self.node.offloader
             d.addBoth(lambda r: offloader.shutdown().addBoth(lambda _: r))
         if self.reactor is not None:
-            from twisted.internet.task import deferLater
             d.addBoth(lambda r: deferLater(self.reactor, 0, lambda: r))  # let aborted connections finish
         return d
 
@@ -124,7 +147,6 @@ def note_lock_holder(handle) -> None:
 
 def open_store(datadir: str, params):
     """The node's SqliteStore in datadir and the datadir's lock, or SystemExit with one line saying why not."""
-    from ..storage.sqlite import SqliteStore, StoreError
     try:
         os.makedirs(datadir, exist_ok=True)
     except OSError as e:
@@ -165,18 +187,54 @@ def exposure_warning(options) -> str | None:
             "or address they can reach")
 
 
+def build_node(store, params, clock, *, advertise_url: str, http=None, offloader=None, datadir=None,
+               seeds=(), discover_ports=(), own_port=None, mine=None, make_timer=every, metrics=None,
+               verify=None, reactor=None, lock=None, endpoint=None, cooperate=None) -> NodeService:
+    """A whole node as a NodeService: Node, NodeAPI and its Site, PeerNetwork, miner, metrics, listeners.
+
+    `http` is the treq HTTPClient peers are reached through (a pooled one when
+    None); `offloader` runs CPU work (signature batches, --mine nonce ranges),
+    None to run it inline; `clock` drives every timer; `endpoint`, when given,
+    is where the site listens; `cooperate` schedules long answers (task.cooperate
+    when None).  Nothing is started.
+    """
+    metrics = NodeMetrics() if metrics is None else metrics
+    node = Node(store, params, clock, advertise_url=advertise_url.rstrip("/"), metrics=metrics,
+                offloader=offloader, **({"verify": verify} if verify is not None else {}))
+    peers = PeerNetwork(node, clock, make_timer=make_timer, datadir=datadir, seeds=seeds,
+                        discover_ports=discover_ports, own_port=own_port, metrics=metrics, http=http)
+    # who hears what: the node tells relay and sync; sync tells relay when a catch-up brought blocks
+    node.block_listeners.append(peers.relay.on_block)
+    node.tx_listeners.append(peers.relay.on_tx)
+    node.orphan_listeners.append(peers.sync.on_orphan)
+    peers.sync.caught_up_listeners.append(peers.relay.on_caught_up)
+    metrics.observe_chain(node)
+    metrics.observe_peers(peers)
+    events = EventHub()  # live events (/events) for the pages and wallets
+    events.attach(node)
+    node.mining_to = mine
+
+    api = NodeAPI(node, peers, metrics, cooperate, events=events)
+    site = make_site(api.resource(), on_finish=metrics.observe_request)
+    miner = MinerService(node, clock, mine, offloader) if mine else None
+    top = NodeService(node, store, api=api, site=site, peers=peers, metrics=metrics, miner=miner,
+                      datadir=datadir, reactor=reactor, lock=lock)
+    top.events = events
+    HeartbeatService(events, clock).setServiceParent(top)
+    if endpoint is not None:  # listening first: peers that hear of us during startup can reach us
+        http_service = StreamServerEndpointService(endpoint, site)
+        http_service._raiseSynchronously = True
+        http_service.setServiceParent(top)
+    peers.setServiceParent(top)
+    if miner is not None:
+        miner.setServiceParent(top)
+    return top
+
+
 def make_node_service(options, reactor=None):
     """The twistd service of one node, built from checked options."""
     if reactor is None:
-        from twisted.internet import reactor
-    from twisted.application.internet import StreamServerEndpointService
-    from twisted.internet.endpoints import serverFromString
-
-    from ..api.request import make_site
-    from ..api.routes import NodeAPI
-    from .metrics import NodeMetrics
-    from .node import Node
-
+        from twisted.internet import reactor  # the running reactor, installed by twistd or the caller
     params = NETWORKS[options["network"]]
     try:
         endpoint = serverFromString(reactor, options["endpoint"])
@@ -200,33 +258,6 @@ def make_node_service(options, reactor=None):
     if warning:
         log.warn(warning)
     store, lock = open_store(options["datadir"], params)
-    metrics = NodeMetrics()
-    from .workers import ProcessOffloader
-    offloader = ProcessOffloader(reactor)
-    node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics,
-                offloader=offloader)
-    from ..api.events import EventHub, HeartbeatService  # live events (/events) for pages and wallets
-    events = EventHub()
-    events.attach(node)
-    node.mining_to = options["mine"]
-    site = make_site(NodeAPI(node, metrics, events=events).resource(), on_finish=metrics.observe_request)
-    top = NodeService(node, store, options["datadir"], reactor, site, lock)
-    top.metrics = metrics
-    top.events = events
-    HeartbeatService(events, reactor).setServiceParent(top)
-
-    http = StreamServerEndpointService(endpoint, site)
-    http._raiseSynchronously = True
-    http.setServiceParent(top)
-
-    from ..p2p.service import PeerService
-    peers = PeerService(node, reactor, datadir=options["datadir"], seeds=options["peers"],
-                        discover_ports=options["discover_ports"], own_port=own_port,
-                        metrics=metrics)
-    peers.setServiceParent(top)
-    top.peers = peers
-
-    if options["mine"]:
-        from .miner import MinerService
-        MinerService(node, reactor, options["mine"]).setServiceParent(top)
-    return top
+    return build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
+                      datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
+                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint)

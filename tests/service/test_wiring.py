@@ -8,7 +8,7 @@ import tempfile
 from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from chaincore.service.node_service import make_node_service
+from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
 from tests.support.waiting import free_ports
 

@@ -1,21 +1,25 @@
-"""The node's peer-to-peer side as a twistd service: discovery, startup sync, periodic sync, relay.
+"""The node's peer-to-peer network as a twistd service: discovery, startup sync, periodic sync, relay.
 
 On start it finds peers (port probing, seeds, peer exchange), catches up
 with them before it mines or serves templates (the guard against genesis
 forks), and then keeps running discovery, tip comparison and mempool
-exchange on timers.  The peer table is saved in the datadir.
+exchange on timers the wiring makes (`make_timer`).  The peer table is saved
+in the datadir.  It is the API's peer directory (known_urls, active_urls,
+add, hint); the wiring subscribes its relay and sync to the node.
 """
 
 import os
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.task import deferLater
+from ..core.errors import PeerNotKept
 from ..logs import logger
 
-from ..service.timers import every
 from .client import PeerClient, pooled_http_client
 from .discovery import Discovery, NodeIdentity
 from .peerfile import load_table, save_table
+from .peers import PeerTable, normalise_url
 from .relay import Relay
 from .sync import Synchronizer
 
@@ -29,10 +33,13 @@ STARTUP_RETRIES = 2
 STARTUP_RETRY_DELAY_S = 2.0
 
 
-class PeerService(service.MultiService):
-    def __init__(self, node, reactor, *, datadir, seeds=(), discover_ports=(), own_port=None, metrics=None,
-                 http=None):
+class PeerNetwork(service.MultiService):
+    """Discovery, Synchronizer and Relay of one node over one PeerClient, started and stopped as a service."""
+
+    def __init__(self, node, reactor, *, make_timer, datadir, seeds=(), discover_ports=(), own_port=None,
+                 metrics=None, http=None):
         super().__init__()
+        self.make_timer = make_timer  # (interval_s, fn, clock, now) -> a child IService; the wiring chooses it
         self.node = node
         self.reactor = reactor
         self.path = os.path.join(datadir, "peers.json") if datadir else None
@@ -43,24 +50,19 @@ class PeerService(service.MultiService):
         identity = NodeIdentity(node.node_id, node.params.name, node.params.genesis_hash.hex(), node.advertise_url)
         table = load_table(self.path, reactor.seconds(), node.node_id, (node.advertise_url,)) if self.path else None
         if table is None:
-            from .peers import PeerTable
             table = PeerTable(node.node_id, (node.advertise_url,))
         self.discovery = Discovery(self.client, table, reactor, identity, discover_ports=discover_ports,
                                    seeds=seeds, own_port=own_port, on_peer_added=self._peer_added,
                                    on_peer_lost=self._peer_lost)
         self.sync = Synchronizer(node, self.client, self.discovery, reactor, metrics)
         self.relay = Relay(node, self.client, self.discovery, self.sync)
-        node.peer_view = lambda: (table.known_urls(), table.active_urls())
-        node.add_peer = self._add_peer
-        node.orphan_listeners.append(self.sync.on_orphan)
-        node.peer_hint = self._hint
         self._hint_call = None
-        self.started = None  # fires when startup sync is over
+        self.startup_done = None  # a Deferred that fires when startup sync is over
 
     def startService(self):
         super().startService()
         self.node.syncing = True
-        self.started = self._startup()
+        self.startup_done = self._startup()
 
     @defer.inlineCallbacks
     def _startup(self):
@@ -74,7 +76,6 @@ class PeerService(service.MultiService):
                     best = yield self.sync.sync_round()
                     if best is None or self.node.chain.height > 0:
                         break
-                    from twisted.internet.task import deferLater
                     yield deferLater(self.reactor, STARTUP_RETRY_DELAY_S, lambda: None)
                 yield self.sync.exchange_all_mempools()
         except Exception:
@@ -83,21 +84,38 @@ class PeerService(service.MultiService):
             self.node.syncing = False
         if self.running:
             # startup has just run a round of each: the timers start one interval later
-            for timer in (every(DISCOVERY_INTERVAL_S, self.discovery.run_once, self.reactor, now=False),
-                          every(SYNC_INTERVAL_S, self.sync.sync_round, self.reactor, now=False),
-                          every(MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools, self.reactor, now=False),
-                          every(SAVE_INTERVAL_S, self.save, self.reactor, now=False)):
-                timer.setServiceParent(self)
+            for interval_s, fn in self.periodic_tasks():
+                self.make_timer(interval_s, fn, self.reactor, now=False).setServiceParent(self)
 
-    def _hint(self, url: str):
+    def periodic_tasks(self) -> list:
+        """(interval_s, fn) of the rounds that run on timers once startup is over."""
+        return [(DISCOVERY_INTERVAL_S, self.discovery.run_once), (SYNC_INTERVAL_S, self.sync.sync_round),
+                (MEMPOOL_INTERVAL_S, self.sync.exchange_all_mempools), (SAVE_INTERVAL_S, self.save)]
+
+    # -- the peer directory the API is given (api.routes.PeerDirectory) -------------------
+
+    def known_urls(self) -> list:
+        return self.discovery.table.known_urls()
+
+    def active_urls(self) -> list:
+        return self.discovery.table.active_urls()
+
+    def add(self, url: str) -> str:
+        """Take a peer named by hand: "added" (probed at once) or "known"; BadPeerURL or PeerNotKept otherwise."""
+        url = normalise_url(url)
+        if self.discovery.table.get(url) is not None:
+            self.discovery.remember(url, "admin")  # it is evidently wanted: probe it soon
+            return "known"
+        if not self.discovery.remember(url, "admin"):
+            raise PeerNotKept(f"the peer table does not take {url} (this node's own URL, banned, or full)")
+        self.discovery.run_once()
+        return "added"
+
+    def hint(self, url: str) -> None:
         """A request named its sender's URL: probe it soon if it is new or was thought down."""
         if self.discovery.remember(url, "header") and self.running and not self.node.syncing:
             if self._hint_call is None or not self._hint_call.active():
                 self._hint_call = self.reactor.callLater(0, self.discovery.run_once)
-
-    def _add_peer(self, url: str):
-        self.discovery.remember(url, "admin")
-        self.discovery.run_once()
 
     def _peer_added(self, url, status):
         log.info("peer {url} added (height {height})", url=url, height=status.get("height"))
@@ -118,8 +136,8 @@ class PeerService(service.MultiService):
     def stopService(self):
         d = defer.maybeDeferred(super().stopService)
         self.client.close()
-        if self.started is not None and not self.started.called:
-            self.started.cancel()
+        if self.startup_done is not None and not self.startup_done.called:
+            self.startup_done.cancel()
         if self._hint_call is not None and self._hint_call.active():
             self._hint_call.cancel()
         try:
