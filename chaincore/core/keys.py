@@ -31,6 +31,10 @@ SIGNATURE_SIZE = 64
 ADDRESS_VERSION = 0x1C
 ADDRESS_PAYLOAD_SIZE = 21  # version byte + 20-byte HASH160
 
+_ZERO32 = bytes(32)
+_ORDER_BYTES = ORDER.to_bytes(32, "big")
+_HALF_ORDER_BYTES = HALF_ORDER.to_bytes(32, "big")
+
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
@@ -357,10 +361,9 @@ def check_public_key(public_key: bytes) -> None:
 
 def verify(public_key: bytes, sighash: bytes, signature: bytes) -> bool:
     """True when signature is the low-S signature of sighash by public_key."""
-    if len(signature) != SIGNATURE_SIZE:
-        return False
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    if not 1 <= s <= HALF_ORDER or not 1 <= r < ORDER:
+    # 1 <= r < n and 1 <= s <= n/2, compared as 32-byte big-endian strings (as numbers, but cheaper)
+    if len(signature) != SIGNATURE_SIZE or not _ZERO32 < signature[:32] < _ORDER_BYTES \
+            or not _ZERO32 < signature[32:] <= _HALF_ORDER_BYTES:
         return False
     return _backend.verify(public_key, hashlib.sha256(sighash).digest(), signature)
 

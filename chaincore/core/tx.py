@@ -116,7 +116,7 @@ class Transaction:
     def size(self) -> int:
         return len(self.raw)
 
-    @property
+    @cached_property
     def is_coinbase(self) -> bool:
         return len(self.inputs) == 1 and self.inputs[0].is_null
 
