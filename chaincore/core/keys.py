@@ -16,10 +16,6 @@ import functools
 import hashlib
 import os
 
-from Crypto.Hash import RIPEMD160, SHA256
-from Crypto.PublicKey import ECC
-from Crypto.Signature import DSS
-
 from .errors import BadAddress, BadSignature, Malformed
 
 CURVE = "secp256k1"
@@ -44,14 +40,15 @@ def _ripemd160_hashlib(data: bytes) -> bytes:
 
 
 def _ripemd160_pycryptodome(data: bytes) -> bytes:
+    from Crypto.Hash import RIPEMD160
     return RIPEMD160.new(data).digest()
 
 
+_RIPEMD160_EMPTY = bytes.fromhex("9c1185a5c5e9fc54612808977ee8f548b2258d31")
 try:  # OpenSSL's RIPEMD-160 is 4x faster, but OpenSSL 3 may leave it out
-    _ripemd160 = _ripemd160_hashlib if _ripemd160_hashlib(b"") == _ripemd160_pycryptodome(b"") else None
+    _ripemd160 = _ripemd160_hashlib if _ripemd160_hashlib(b"") == _RIPEMD160_EMPTY else _ripemd160_pycryptodome
 except ValueError:
-    _ripemd160 = None
-_ripemd160 = _ripemd160 or _ripemd160_pycryptodome
+    _ripemd160 = _ripemd160_pycryptodome
 
 
 def hash160(data: bytes) -> bytes:
@@ -149,17 +146,20 @@ class _Pycryptodome:
     name = "pycryptodome"
 
     def __init__(self):
+        from Crypto.Hash import SHA256
+        from Crypto.PublicKey import ECC
+        from Crypto.Signature import DSS
+        self._ECC, self._DSS, self._SHA256 = ECC, DSS, SHA256
         self._verifier = functools.lru_cache(maxsize=8192)(self._load_verifier)
 
-    @staticmethod
-    def _load_verifier(public_key: bytes):
+    def _load_verifier(self, public_key: bytes):
         x, y = _coordinates(public_key)
         try:
             # EccPoint checks the point is on the curve, at a quarter of import_key's cost.
-            key = ECC.EccKey(curve=CURVE, point=ECC.EccPoint(x, y, CURVE))
+            key = self._ECC.EccKey(curve=CURVE, point=self._ECC.EccPoint(x, y, CURVE))
         except ValueError:
             raise Malformed("public key is not a point on secp256k1") from None
-        return DSS.new(key, "deterministic-rfc6979")
+        return self._DSS.new(key, "deterministic-rfc6979")
 
     def check_public_key(self, public_key: bytes) -> None:
         self._verifier(public_key)
@@ -177,7 +177,7 @@ class _Pycryptodome:
 
     def sign(self, key: "PrivateKey", sighash: bytes) -> bytes:
         # DSS derives the RFC 6979 nonce with HMAC over the hash object, so it needs a real one here.
-        return DSS.new(key._key, "deterministic-rfc6979").sign(SHA256.new(sighash))
+        return self._DSS.new(key._key, "deterministic-rfc6979").sign(self._SHA256.new(sighash))
 
     def clear_caches(self) -> None:
         self._verifier.cache_clear()
@@ -236,7 +236,10 @@ class _Libsecp256k1:
 CRYPTO_ENV = "CHAINCORE_CRYPTO"
 BACKEND_NAMES = ("libsecp256k1", "pycryptodome")  # in order of preference
 _BACKEND_CLASSES = {"libsecp256k1": _Libsecp256k1, "pycryptodome": _Pycryptodome}
-# Private key 1 signing 32 zero bytes: each backend must give exactly this before it is used.
+# Private key 1 (public key G) signing 32 zero bytes: each backend must accept it, and refuse it
+# for another message, before it is used.
+_GENERATOR = bytes.fromhex("0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+                           "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8")
 _KNOWN_SIGNATURE = bytes.fromhex("6afcd7a88de76639f15d95985a6ebfb87d19a2a2ac57d0eac7ecdd7334d82a0a"
                                  "1145977710687e95f0478c94d0a9243b8b8ea5ea2e97032fa08817cb0cf4e6aa")
 _loaded: dict = {}
@@ -251,9 +254,10 @@ def _load(name: str):
             backend = _BACKEND_CLASSES[name]()
         except (ImportError, AttributeError, OSError) as err:
             raise ImportError(f"the {name} backend needs coincurve (pip install 'chaincore[fast]'): {err}") from None
-        key = PrivateKey.from_secret(1)
-        if _normalise(backend.sign(key, bytes(32))) != _KNOWN_SIGNATURE or \
-                not backend.verify(key.public_key, hashlib.sha256(bytes(32)).digest(), _KNOWN_SIGNATURE):
+        # verifying only, so that a verifying process never needs pycryptodome's keys (tests compare signing)
+        digest, other = hashlib.sha256(bytes(32)).digest(), hashlib.sha256(bytes(31)).digest()
+        if not backend.verify(_GENERATOR, digest, _KNOWN_SIGNATURE) or backend.verify(_GENERATOR, other,
+                                                                                      _KNOWN_SIGNATURE):
             raise ImportError(f"the {name} backend fails its known-answer check")
         _loaded[name] = backend
     return _loaded[name]
@@ -309,12 +313,17 @@ def _normalise(signature: bytes) -> bytes:
     return signature
 
 
+def _ecc():
+    from Crypto.PublicKey import ECC  # only where keys are made or stored: verifying never needs it
+    return ECC
+
+
 class PrivateKey:
-    """A secp256k1 signing key."""
+    """A secp256k1 signing key (a pycryptodome key, whichever backend signs)."""
 
     __slots__ = ("_key", "public_key")
 
-    def __init__(self, key: ECC.EccKey):
+    def __init__(self, key):
         if not key.has_private() or "256k1" not in key.curve:
             raise ValueError("not a secp256k1 private key")
         self._key = key
@@ -322,13 +331,13 @@ class PrivateKey:
 
     @classmethod
     def generate(cls) -> "PrivateKey":
-        return cls(ECC.generate(curve=CURVE))
+        return cls(_ecc().generate(curve=CURVE))
 
     @classmethod
     def from_secret(cls, secret: int) -> "PrivateKey":
         if not 1 <= secret < ORDER:
             raise ValueError("secret out of range")
-        return cls(ECC.construct(curve=CURVE, d=secret))
+        return cls(_ecc().construct(curve=CURVE, d=secret))
 
     @property
     def secret(self) -> int:
@@ -351,7 +360,7 @@ class PrivateKey:
 
     @classmethod
     def import_pem(cls, pem: str, passphrase: str | None) -> "PrivateKey":
-        return cls(ECC.import_key(pem, passphrase=passphrase or None))
+        return cls(_ecc().import_key(pem, passphrase=passphrase or None))
 
 
 def check_public_key(public_key: bytes) -> None:

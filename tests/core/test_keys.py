@@ -11,7 +11,7 @@ import sys
 from Crypto.Hash import SHA256
 from Crypto.PublicKey import ECC
 from hypothesis import given, settings, strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from chaincore.core import keys
 from chaincore.core.errors import BadAddress, BadSignature, Malformed
@@ -324,6 +324,18 @@ class BackendChoiceTests(SynchronousTestCase):
         bad = run("nope")
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("CHAINCORE_CRYPTO='nope'", bad.stderr)
+
+
+    def test_verifying_with_libsecp256k1_leaves_pycryptodome_unloaded(self):
+        """A process that only verifies through libsecp256k1 (a worker) never imports pycryptodome."""
+        if "libsecp256k1" not in AVAILABLE:
+            raise SkipTest("the libsecp256k1 backend is not installed")
+        code = ("import sys; from chaincore.core import keys, rules; "
+                "assert rules.verify_batch([(keys._GENERATOR, bytes(32), bytes(64))]) == 0; "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] == 'Crypto'))")
+        done = subprocess.run([sys.executable, "-c", code], env=child_env(CHAINCORE_CRYPTO="libsecp256k1"),
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.stdout.strip(), "[]", done.stderr)
 
 
 class AddressTests(SynchronousTestCase):
