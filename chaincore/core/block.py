@@ -51,10 +51,14 @@ class Header:
 
     @classmethod
     def decode(cls, raw: bytes) -> "Header":
+        """The header of 120 bytes raw, which it keeps as its bytes (its hash is sha256d of raw itself)."""
         if len(raw) != HEADER_SIZE:
             raise Malformed(f"a header is {HEADER_SIZE} bytes, not {len(raw)}")
+        raw = raw if type(raw) is bytes else bytes(raw)
         v, h, prev, mr, ts, target, nonce = _HEADER.unpack(raw)
-        return cls(v, h, prev, mr, ts, int.from_bytes(target, "big"), nonce)
+        header = cls(v, h, prev, mr, ts, int.from_bytes(target, "big"), nonce)
+        header.__dict__["raw"] = raw  # every field has one encoding, so raw is what packing gives
+        return header
 
     def with_nonce(self, nonce: int) -> "Header":
         return Header(self.version, self.height, self.previous_hash, self.merkle_root,
@@ -88,11 +92,14 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes) -> "Block":
+        """The block encoded by data; it, its header and its transactions keep their slices of data as bytes."""
         r = Reader(data)
         header = Header.decode(r.take(HEADER_SIZE))
         txs = tuple(Transaction.read(r) for _ in range(r.count(MAX_BLOCK_TXS)))
         r.finish()
-        return cls(header, txs)
+        block = cls(header, txs)
+        block.__dict__["raw"] = r.since(0)
+        return block
 
     def with_nonce(self, nonce: int) -> "Block":
         return Block(self.header.with_nonce(nonce), self.transactions)

@@ -49,8 +49,17 @@ class Reader:
     __slots__ = ("_data", "_pos")
 
     def __init__(self, data: bytes):
-        self._data = data
+        self._data = data if type(data) is bytes else bytes(data)  # slices of it become objects' bytes
         self._pos = 0
+
+    @property
+    def pos(self) -> int:
+        """The offset of the next byte to read."""
+        return self._pos
+
+    def since(self, start: int) -> bytes:
+        """The bytes read from offset start up to here."""
+        return self._data[start:self._pos]
 
     def take(self, n: int) -> bytes:
         end = self._pos + n
@@ -87,6 +96,9 @@ class Reader:
         if n > limit:
             raise Malformed(f"count {n} over the limit of {limit}")
         return n
+
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
 
     def done(self) -> bool:
         return self._pos == len(self._data)

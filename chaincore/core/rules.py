@@ -8,6 +8,7 @@ last and in one batch, through a `verify_batch` function the caller may
 replace (the node hands big batches to worker processes).
 """
 
+import bisect
 from dataclasses import dataclass
 
 from . import keys
@@ -188,6 +189,15 @@ def verify_batch(checks) -> int:
     return -1
 
 
+def verify_groups(groups) -> list:
+    """For each group of (public_key, sighash, signature) checks, whether all of them verify.
+
+    What a signature worker runs for a batch of requests; it lives here, beside
+    verify_batch, so that a worker process unpickling it imports only the core.
+    """
+    return [verify_batch(checks) < 0 for checks in groups]
+
+
 def check_signatures(tx: Transaction) -> None:
     bad = verify_batch(signature_checks(tx))
     if bad >= 0:
@@ -217,7 +227,7 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
     spent = []
     fees = 0
     checks = []
-    owners = []
+    owners = []  # (index of its first check, tx), to name the transaction of a bad signature
 
     fetched: dict = {}  # chain coins already read, so get_coin (a query in a store) runs once per input
 
@@ -234,9 +244,9 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
                 outpoint = txin.outpoint
                 if created.pop(outpoint, None) is None:
                     spent.append((outpoint, fetched[outpoint]))
-            sigs = [] if tx.tx_id in verified else signature_checks(tx)
-            checks.extend(sigs)
-            owners.extend([(tx, n) for n in range(len(sigs))])
+            if tx.tx_id not in verified:
+                owners.append((len(checks), tx))
+                checks += signature_checks(tx)
         for index, out in enumerate(tx.outputs):
             created[OutPoint(tx.tx_id, index)] = Coin(out.amount, out.recipient, height, tx.is_coinbase)
     allowed = params.block_reward(height) + fees
@@ -245,6 +255,6 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
                                f"more than reward + fees ({describe_amount(allowed)})")
     bad = verify(checks) if checks else -1
     if bad >= 0:
-        tx, n = owners[bad]
-        raise BadSignature(f"input {n} of transaction {tx.tx_id.hex()} has a bad signature")
+        first, tx = owners[bisect.bisect_right(owners, bad, key=lambda owner: owner[0]) - 1]
+        raise BadSignature(f"input {bad - first} of transaction {tx.tx_id.hex()} has a bad signature")
     return BlockDelta(spent, list(created.items()), fees)

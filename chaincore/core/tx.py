@@ -101,13 +101,22 @@ class Transaction:
     @cached_property
     def sighash(self) -> bytes:
         """What every input's signature signs: the transaction with all signatures emptied."""
-        return sha256d(self._encode(False))
+        spans = self.__dict__.pop("_signature_spans", None)
+        if spans is None:
+            return sha256d(self._encode(False))
+        # decoded from bytes: splice an empty signature (one 00 byte) over each signature field
+        raw, parts, pos = self.raw, [], 0
+        for start, end in spans:
+            parts += (raw[pos:start], b"\x00")
+            pos = end
+        parts.append(raw[pos:])
+        return sha256d(b"".join(parts))
 
     @property
     def size(self) -> int:
         return len(self.raw)
 
-    @property
+    @cached_property
     def is_coinbase(self) -> bool:
         return len(self.inputs) == 1 and self.inputs[0].is_null
 
@@ -129,14 +138,25 @@ class Transaction:
 
     @classmethod
     def read(cls, r: Reader) -> "Transaction":
+        """The transaction at r's position; its bytes (for tx_id and sighash) are the slice it was read from."""
+        start = r.pos
         version = r.u32()
         inputs = []
+        spans = []
         for _ in range(r.count(MAX_TX_INPUTS)):
-            inputs.append(TxIn(r.take(32), r.u32(), r.var_bytes(65), r.var_bytes(MAX_COINBASE_DATA)))
+            prev_tx_id, index, public_key = r.take(32), r.u32(), r.var_bytes(65)
+            signature_at = r.pos - start
+            inputs.append(TxIn(prev_tx_id, index, public_key, r.var_bytes(MAX_COINBASE_DATA)))
+            spans.append((signature_at, r.pos - start))
         outputs = []
         for _ in range(r.count(MAX_TX_OUTPUTS)):
             outputs.append(TxOut(r.u64(), r.take(ADDRESS_PAYLOAD_SIZE)))
-        return cls(version, tuple(inputs), tuple(outputs), r.u32())
+        tx = cls(version, tuple(inputs), tuple(outputs), r.u32())
+        # The decoder accepts only the canonical form, so the slice is what encode() would give:
+        # keep it rather than build it again to hash.
+        tx.__dict__["raw"] = r.since(start)
+        tx.__dict__["_signature_spans"] = spans
+        return tx
 
     @classmethod
     def decode(cls, data: bytes) -> "Transaction":

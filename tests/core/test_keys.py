@@ -1,8 +1,17 @@
-"""Keys, signatures and addresses (CONTRACT 3): deterministic low-S ECDSA, 65-byte keys, Base58Check."""
+"""Keys, signatures and addresses (CONTRACT 3): deterministic low-S ECDSA, 65-byte keys, Base58Check.
+
+The signature and public-key tests run once per backend (pycryptodome and
+libsecp256k1); the agreement tests check that both give the same bytes and the
+same decisions on every case the encoding can express.
+"""
+
+import subprocess
+import sys
 
 from Crypto.Hash import SHA256
 from Crypto.PublicKey import ECC
-from twisted.trial.unittest import SynchronousTestCase
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from chaincore.core import keys
 from chaincore.core.errors import BadAddress, BadSignature, Malformed
@@ -12,6 +21,8 @@ from chaincore.core.keys import (
     verify,
 )
 from tests.support.builders import ALICE, BOB
+from tests.support.processes import child_env
+from tests.support.strategies import FAST
 
 SIGHASH = bytes(range(32))
 
@@ -33,7 +44,37 @@ def _forge_for_infinity(sighash: bytes) -> bytes:
     return _sig(r, min(s, ORDER - s))
 
 
-class SignatureTests(SynchronousTestCase):
+AVAILABLE = keys.available_backends()
+
+
+class BackendTestCase(SynchronousTestCase):
+    """Runs its tests with `backend` in use, restoring the previous one afterwards."""
+
+    backend = None
+
+    def setUp(self):
+        previous = keys.use_backend(self.backend)
+        self.addCleanup(keys.use_backend, previous)
+
+
+def for_each_backend(cls):
+    """One concrete test class per backend from a mixin, skipped where that backend is not installed."""
+    made = {}
+    for name in keys.BACKEND_NAMES:
+        attrs = {"backend": name, "__doc__": f"{cls.__doc__} ({name})"}
+        if name not in AVAILABLE:
+            attrs["skip"] = f"the {name} backend is not installed"
+        made[cls.__name__ + "_" + name] = type(cls.__name__ + "_" + name, (cls, BackendTestCase), attrs)
+    return made
+
+
+class SignatureTests:
+    """Signing and verifying."""
+
+    def test_backend_in_use(self):
+        """The class's backend is the one signing and verifying."""
+        self.assertEqual(keys.backend_name(), self.backend)
+
     def test_sign_then_verify(self):
         """A signature made by a key verifies under that key's public key."""
         signature = ALICE.sign(SIGHASH)
@@ -87,7 +128,9 @@ class SignatureTests(SynchronousTestCase):
         self.assertEqual(PrivateKey.import_pem(plain, None).public_key, ALICE.public_key)
 
 
-class PublicKeyTests(SynchronousTestCase):
+class PublicKeyTests:
+    """Public keys."""
+
     def test_uncompressed_sec1(self):
         """Public keys are 65 bytes: 0x04, then x and y big-endian."""
         key = ALICE.public_key
@@ -127,6 +170,172 @@ class PublicKeyTests(SynchronousTestCase):
         infinity = b"\x04" + bytes(64)
         self.assertRaises(Malformed, check_public_key, infinity)
         self.assertFalse(verify(infinity, SIGHASH, _forge_for_infinity(SIGHASH)))
+
+
+    def test_hybrid_prefixes_are_refused(self):
+        """SEC1 hybrid keys (prefix 06 or 07, which libsecp256k1 would parse) are refused like any other prefix."""
+        for prefix in (2, 3, 6, 7, 5, 0):
+            other = bytes((prefix,)) + ALICE.public_key[1:]
+            self.assertRaises(Malformed, check_public_key, other)
+            self.assertFalse(verify(other, SIGHASH, ALICE.sign(SIGHASH)))
+
+    def test_wrong_lengths_are_refused(self):
+        """Keys of 0, 64 or 66 bytes are refused."""
+        for bad in (b"", ALICE.public_key[:64], ALICE.public_key + b"\0"):
+            self.assertRaises(Malformed, check_public_key, bad)
+            self.assertFalse(verify(bad, SIGHASH, ALICE.sign(SIGHASH)))
+
+
+globals().update(for_each_backend(SignatureTests))
+globals().update(for_each_backend(PublicKeyTests))
+del SignatureTests, PublicKeyTests
+
+
+def edge_cases() -> list:
+    """(name, public_key, sighash, signature, expected) for every kind of input the encoding can carry."""
+    good = ALICE.sign(SIGHASH)
+    r, s = _split(good)
+    pub = ALICE.public_key
+    x = int.from_bytes(pub[1:33], "big")
+    y = int.from_bytes(pub[33:], "big")
+    return [
+        ("valid", pub, SIGHASH, good, True),
+        ("high S twin", pub, SIGHASH, _sig(r, ORDER - s), False),
+        ("r zero", pub, SIGHASH, _sig(0, s), False),
+        ("s zero", pub, SIGHASH, _sig(r, 0), False),
+        ("r = n", pub, SIGHASH, _sig(ORDER, s), False),
+        ("s = n", pub, SIGHASH, _sig(r, ORDER), False),
+        ("r = n + r", pub, SIGHASH, _sig(ORDER + r, s) if ORDER + r < 1 << 256 else _sig((1 << 256) - 1, s), False),
+        ("r all ones", pub, SIGHASH, _sig((1 << 256) - 1, s), False),
+        ("s = n/2 + 1", pub, SIGHASH, _sig(r, HALF_ORDER + 1), False),
+        ("all-zero signature", pub, SIGHASH, bytes(64), False),
+        ("63 bytes", pub, SIGHASH, good[:63], False),
+        ("65 bytes", pub, SIGHASH, good + b"\0", False),
+        ("empty signature", pub, SIGHASH, b"", False),
+        ("DER signature", pub, SIGHASH, b"\x30\x44\x02\x20" + good[:32] + b"\x02\x20" + good[32:], False),
+        ("other sighash", pub, bytes(32), good, False),
+        ("other key", BOB.public_key, SIGHASH, good, False),
+        ("infinity key with forged signature", b"\x04" + bytes(64), SIGHASH, _forge_for_infinity(SIGHASH), False),
+        ("off-curve key", pub[:-1] + bytes([pub[-1] ^ 1]), SIGHASH, good, False),
+        ("x = p", b"\x04" + FIELD_PRIME.to_bytes(32, "big") + pub[33:], SIGHASH, good, False),
+        ("y + p", pub[:33] + (y + FIELD_PRIME).to_bytes(32, "big"), SIGHASH, good, False)
+        if y + FIELD_PRIME < 1 << 256 else ("y = p", pub[:33] + FIELD_PRIME.to_bytes(32, "big"), SIGHASH, good, False),
+        ("x + p", b"\x04" + (x + FIELD_PRIME).to_bytes(32, "big") + pub[33:], SIGHASH, good, False)
+        if x + FIELD_PRIME < 1 << 256 else ("x all ones", b"\x04" + b"\xff" * 32 + pub[33:], SIGHASH, good, False),
+        ("negated key (x, p - y)", pub[:33] + (FIELD_PRIME - y).to_bytes(32, "big"), SIGHASH, good, False),
+        ("hybrid prefix", bytes((6 + (y & 1),)) + pub[1:], SIGHASH, good, False),
+        ("compressed key", bytes((2 + (y & 1),)) + pub[1:33], SIGHASH, good, False),
+        ("empty key", b"", SIGHASH, good, False),
+    ]
+
+
+AGREEMENT = settings(max_examples=300, deadline=None, database=None)
+
+
+class BackendAgreementTests(SynchronousTestCase):
+    if len(AVAILABLE) < 2:
+        skip = "only one backend is installed"
+
+    def each_backend(self, fn):
+        """fn() under each backend, as {name: result}."""
+        results = {}
+        for name in AVAILABLE:
+            previous = keys.use_backend(name)
+            try:
+                results[name] = fn()
+            finally:
+                keys.use_backend(previous)
+        return results
+
+    def test_edge_cases_decide_alike(self):
+        """Every edge case of keys and signatures gets the expected, identical decision from both backends."""
+        for name, public_key, sighash, signature, expected in edge_cases():
+            decisions = self.each_backend(lambda: verify(public_key, sighash, signature))
+            self.assertEqual(set(decisions.values()), {expected}, f"{name}: {decisions}")
+
+    def test_public_key_checks_agree(self):
+        """Both backends accept and refuse the same public keys."""
+        for name, public_key, _, _, _ in edge_cases():
+            def accepted():
+                try:
+                    check_public_key(public_key)
+                except Malformed:
+                    return False
+                return True
+            decisions = self.each_backend(accepted)
+            self.assertEqual(len(set(decisions.values())), 1, f"{name}: {decisions}")
+
+    @AGREEMENT
+    @given(st.integers(1, ORDER - 1), st.binary(min_size=32, max_size=32))
+    def test_random_signatures_are_byte_identical(self, secret, sighash):
+        """For random keys and sighashes both backends sign the same bytes, and both accept both."""
+        key = PrivateKey.from_secret(secret)
+        signatures = self.each_backend(lambda: key.sign(sighash))
+        self.assertEqual(len(set(signatures.values())), 1, signatures)
+        signature = signatures[AVAILABLE[0]]
+        self.assertEqual(set(self.each_backend(lambda: verify(key.public_key, sighash, signature)).values()),
+                         {True})
+
+    @AGREEMENT
+    @given(st.integers(1, ORDER - 1), st.binary(min_size=32, max_size=32), st.integers(0, 511), st.integers(0, 7))
+    def test_random_corruptions_decide_alike(self, secret, sighash, position, bit):
+        """A signature, key or sighash with one bit flipped gets the same decision from both backends."""
+        key = PrivateKey.from_secret(secret)
+        signature = key.sign(sighash)
+        blob = bytearray(key.public_key + sighash + signature)
+        blob[position % len(blob)] ^= 1 << bit
+        blob = bytes(blob)
+        public_key, sighash2, signature2 = blob[:65], blob[65:97], blob[97:]
+        decisions = self.each_backend(lambda: verify(public_key, sighash2, signature2))
+        self.assertEqual(len(set(decisions.values())), 1, decisions)
+
+    @FAST
+    @given(st.binary(min_size=65, max_size=65), st.binary(min_size=64, max_size=64))
+    def test_random_bytes_decide_alike(self, public_key, signature):
+        """Random 65-byte keys and 64-byte signatures get the same decision from both backends."""
+        for candidate in (public_key, b"\x04" + public_key[1:]):
+            decisions = self.each_backend(lambda: verify(candidate, SIGHASH, signature))
+            self.assertEqual(len(set(decisions.values())), 1, decisions)
+
+
+class BackendChoiceTests(SynchronousTestCase):
+    def test_pycryptodome_is_always_available(self):
+        """pycryptodome works wherever ChainCore does, and the fastest available backend is the default."""
+        self.assertIn("pycryptodome", AVAILABLE)
+        previous = keys.use_backend(None)
+        self.addCleanup(keys.use_backend, previous)
+        self.assertEqual(keys.backend_name(), AVAILABLE[0])
+
+    def test_unknown_backend_is_refused(self):
+        """An unknown backend name is a ValueError naming the known ones, and the backend in use stays."""
+        before = keys.backend_name()
+        err = self.assertRaises(ValueError, keys.use_backend, "openssl")
+        self.assertIn("pycryptodome", str(err))
+        self.assertEqual(keys.backend_name(), before)
+
+    def test_environment_forces_a_backend(self):
+        """CHAINCORE_CRYPTO names the backend a fresh process uses; an unknown name stops it with that name."""
+        def run(value):
+            env = child_env(CHAINCORE_CRYPTO=value)
+            return subprocess.run([sys.executable, "-c", "from chaincore.core import keys; print(keys.backend_name())"],
+                                  env=env, capture_output=True, text=True, timeout=60)
+        for name in AVAILABLE:
+            self.assertEqual(run(name).stdout.strip(), name)
+        bad = run("nope")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("CHAINCORE_CRYPTO='nope'", bad.stderr)
+
+
+    def test_verifying_with_libsecp256k1_leaves_pycryptodome_unloaded(self):
+        """A process that only verifies through libsecp256k1 (a worker) never imports pycryptodome."""
+        if "libsecp256k1" not in AVAILABLE:
+            raise SkipTest("the libsecp256k1 backend is not installed")
+        code = ("import sys; from chaincore.core import keys, rules; "
+                "assert rules.verify_batch([(keys._GENERATOR, bytes(32), bytes(64))]) == 0; "
+                "print(sorted(m for m in sys.modules if m.split('.')[0] == 'Crypto'))")
+        done = subprocess.run([sys.executable, "-c", code], env=child_env(CHAINCORE_CRYPTO="libsecp256k1"),
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.stdout.strip(), "[]", done.stderr)
 
 
 class AddressTests(SynchronousTestCase):

@@ -21,7 +21,7 @@ from chaincore.core.keys import ORDER
 from chaincore.core.params import COIN, MAX_MONEY, REGTEST
 from chaincore.core.rules import (
     ParentInfo, check_block_sanity, check_header_context, check_signatures, check_tx_inputs, check_tx_sanity,
-    connect_block, is_final, signature_checks, verify_batch,
+    connect_block, is_final, signature_checks, verify_batch, verify_groups,
 )
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
 from tests.support.builders import ALICE, BOB, CAROL, make_block, payload, regtest_chain, signed_tx, solve
@@ -615,6 +615,26 @@ class ConnectBlockTests(RuleTestCase):
         case = self.valid()
         err = self.assertRefused(BadSignature, connect_block, case.block, case.coins.get, REGTEST, lambda checks: 2)
         self.assertIn(case.block.transactions[3].tx_id.hex(), str(err))
+
+    def test_verify_groups(self):
+        """verify_groups answers, for each group of checks, whether every check in it verifies."""
+        good = [c for tx in self.valid().block.transactions for c in signature_checks(tx)]
+        bad = good[:1] + [(good[1][0], bytes(32), good[1][2])]
+        self.assertEqual(verify_groups([good, [], bad, good[2:]]), [True, True, False, True])
+
+    def test_every_failing_check_names_its_input(self):
+        """For whichever check `verify` reports bad, the error names that check's transaction and input number."""
+        two_inputs = pay([(FUNDING_A, ALICE), (MATURE_CB, BOB)], [(CAROL, 50 * COIN)])  # fee 100,000
+        tx3 = pay([(OutPoint(two_inputs.tx_id, 0), CAROL)], [(BOB, 50 * COIN - 1_000)])
+        block = make_block(REGTEST.genesis, [two_inputs, tx3], height=HEIGHT, fees=101_000)
+        case = replace(self.valid(), block=block)
+        self.check(case)
+        owners = [(tx, n) for tx in case.block.transactions for n in range(len(signature_checks(tx)))]
+        self.assertEqual([n for _, n in owners], [0, 1, 0])
+        for bad, (tx, n) in enumerate(owners):
+            err = self.assertRefused(BadSignature, connect_block, case.block, case.coins.get, REGTEST,
+                                     lambda checks: bad)
+            self.assertIn(f"input {n} of transaction {tx.tx_id.hex()}", str(err))
 
     def test_each_chain_coin_is_read_once(self):
         """connect_block asks get_coin once per input spending a chain coin (a store query each)."""
