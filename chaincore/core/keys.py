@@ -40,7 +40,7 @@ def _ripemd160_hashlib(data: bytes) -> bytes:
 
 
 def _ripemd160_pycryptodome(data: bytes) -> bytes:
-    from Crypto.Hash import RIPEMD160
+    from Crypto.Hash import RIPEMD160  # loaded only where OpenSSL lacks RIPEMD-160
     return RIPEMD160.new(data).digest()
 
 
@@ -146,9 +146,10 @@ class _Pycryptodome:
     name = "pycryptodome"
 
     def __init__(self):
+        # loaded only when this backend is chosen: a libsecp256k1 worker never imports pycryptodome
         from Crypto.Hash import SHA256
-        from Crypto.PublicKey import ECC
-        from Crypto.Signature import DSS
+        from Crypto.PublicKey import ECC  # (as above)
+        from Crypto.Signature import DSS  # (as above)
         self._ECC, self._DSS, self._SHA256 = ECC, DSS, SHA256
         self._verifier = functools.lru_cache(maxsize=8192)(self._load_verifier)
 
@@ -193,8 +194,8 @@ class _Libsecp256k1:
     name = "libsecp256k1"
 
     def __init__(self):
-        from coincurve._libsecp256k1 import ffi, lib
-        from coincurve.context import GLOBAL_CONTEXT
+        from coincurve._libsecp256k1 import ffi, lib  # optional: only when the fast extra is installed
+        from coincurve.context import GLOBAL_CONTEXT  # (as above)
         self._ffi, self._lib, self._ctx = ffi, lib, GLOBAL_CONTEXT.ctx
         self._pubkey = functools.lru_cache(maxsize=8192)(self._parse)
 
