@@ -186,7 +186,8 @@ class ChainState:
         return e
 
     def parent_info(self, parent: BlockEntry) -> ParentInfo:
-        return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent))
+        return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent),
+                          parent.timestamp)
 
     # -- accepting blocks ------------------------------------------------------------
 

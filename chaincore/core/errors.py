@@ -211,3 +211,11 @@ class PeerUnreachable(ChainCoreError):
     """A peer gave no usable answer (refused, timed out, cut off, too large): no rule was broken."""
 
     code = "peer-unreachable"
+
+
+# -- rules added later (kept below so the tree above stays as it is) ---------------
+
+class TimeWarp(BlockRuleError):
+    """The first block of a retarget window is timestamped too far before the last block of the previous one."""
+
+    code = "time-warp"
