@@ -16,6 +16,7 @@ changed (connected and disconnected blocks) for the mempool and relay.
 """
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import rules
@@ -222,6 +223,45 @@ class ChainState:
         return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent),
                           parent.timestamp)
 
+    # -- writing -------------------------------------------------------------------------
+
+    def _apply(self, update: ChainUpdate) -> None:
+        """Write one update; if the store fails, reload memory from it before the error goes on.
+
+        A store fault (disk full) is never a rule broken: it propagates as it is,
+        not as Invalid, so no block is marked invalid for it.  Inside a batch the
+        store may have lost earlier updates too, hence the reload, not a local undo.
+        """
+        try:
+            self.store.apply(update)
+        except BaseException:
+            self.reload()
+            raise
+
+    def reload(self) -> None:
+        """Forget cached entries and read the tip again from the store: memory agrees with disk."""
+        self._entries.clear()
+        try:
+            tip = self.entry(self.store.tip())
+        except Exception:
+            return  # the store cannot be read either; the caller sees the original error
+        if tip is not None:
+            self._tip = tip
+
+    @contextmanager
+    def batch(self):
+        """Group writes in one store transaction when the store can; memory is reloaded if the batch fails."""
+        batch = getattr(self.store, "batch", None)
+        if batch is None:
+            yield self
+            return
+        try:
+            with batch():
+                yield self
+        except BaseException:
+            self.reload()
+            raise
+
     # -- accepting blocks ------------------------------------------------------------
 
     def accept_block(self, block: Block, now: int, *, requested: bool = False, source: str | None = None):
@@ -315,7 +355,7 @@ class ChainState:
         try:
             self._connect(block, entry, store_block=True)
         except Invalid as err:
-            self.store.apply(ChainUpdate(entries=[entry.with_status(INVALID)], blocks=[(entry.hash, block.raw)]))
+            self._apply(ChainUpdate(entries=[entry.with_status(INVALID)], blocks=[(entry.hash, block.raw)]))
             self._remember(entry.with_status(INVALID))
             self._invalid_reasons[entry.hash] = err
             raise
@@ -326,7 +366,7 @@ class ChainState:
             raise InvalidAncestor(f"parent {parent.hash.hex()} is invalid")
         rules.check_header_context(block.header, self.parent_info(parent), self.params, now)
         entry = self._entry_for(block.header, parent, DATA_STORED)
-        self.store.apply(ChainUpdate(entries=[entry], blocks=[(entry.hash, block.raw)]))
+        self._apply(ChainUpdate(entries=[entry], blocks=[(entry.hash, block.raw)]))
         self._remember(entry)
         return entry
 
@@ -439,7 +479,7 @@ class ChainState:
             history_added=[(p, tx_id, height) for p, tx_id in _history(block)],
             tip=block.hash,
         )
-        self.store.apply(update)
+        self._apply(update)
         if update.entries:
             self._remember(update.entries[0])
         self._tip = self.entry(block.hash)
@@ -460,7 +500,7 @@ class ChainState:
             history_removed=list(_history(block)),
             tip=tip.parent,
         )
-        self.store.apply(update)
+        self._apply(update)
         self._tip = self.entry(tip.parent)
         return block
 
@@ -476,14 +516,14 @@ class ChainState:
                     self._invalid_reasons.setdefault(child, InvalidAncestor(
                         f"block descends from invalid block {entry.hash.hex()}: {err}"))
                     todo.append(child_entry)
-        self.store.apply(ChainUpdate(entries=marked))
+        self._apply(ChainUpdate(entries=marked))
         for e in marked:
             self._remember(e)
 
     def _write_genesis(self) -> None:
         genesis = self.params.genesis
         entry = self._entry_for(genesis.header, None, FULLY_VALID)
-        self.store.apply(ChainUpdate(
+        self._apply(ChainUpdate(
             entries=[entry], blocks=[(entry.hash, genesis.raw)], undo_put=[(entry.hash, [])],
             main_added=[(0, entry.hash)],
             txs_added=[(genesis.transactions[0].tx_id, entry.hash, 0, 0)],

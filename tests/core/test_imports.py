@@ -45,3 +45,11 @@ class CoreImportTests(SynchronousTestCase):
         self.assertEqual(violations("from socket import socket"), ["socket"])
         self.assertEqual(violations("open('x')"), ["open()"])
         self.assertEqual(violations("from . import keys"), [])
+
+
+class PureP2PImportTests(SynchronousTestCase):
+    def test_sync_planners_are_pure(self):
+        """The header tree and the download planner import no Twisted, socket or clock either (STYLE 1)."""
+        p2p = CORE.parent / "p2p"
+        for name in ("headers.py", "download.py", "peers.py"):
+            self.assertEqual(violations((p2p / name).read_text()), [], f"p2p/{name} is not pure")
