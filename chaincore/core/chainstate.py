@@ -206,11 +206,7 @@ class ChainState:
 
     def next_target(self, parent: BlockEntry) -> int:
         """The target a child of parent must carry."""
-        height = parent.height + 1
-        if not self.params.is_retarget_height(height):
-            return self.params.next_target(height, parent.target, 0, 0)
-        first = self._ancestor(parent, height - self.params.retarget_interval)
-        return self.params.next_target(height, parent.target, first.timestamp, parent.timestamp)
+        return expected_target(parent, self._ancestor, self.params)
 
     def _ancestor(self, e: BlockEntry, height: int) -> BlockEntry:
         if self.store.main_hash(e.height) == e.hash:
@@ -371,15 +367,7 @@ class ChainState:
         return entry
 
     def _entry_for(self, header: Header, parent: BlockEntry | None, status: int) -> BlockEntry:
-        stamps = [header.timestamp]
-        e = parent
-        while e is not None and len(stamps) < self.params.median_time_span:
-            stamps.append(e.timestamp)
-            e = self.entry(e.parent) if e.height > 0 else None
-        stamps.sort()
-        chainwork = (parent.chainwork if parent else 0) + block_work(header.target)
-        return BlockEntry(header.hash, header.previous_hash, header.height, header.raw, chainwork,
-                          status, header.timestamp, header.target, stamps[len(stamps) // 2])
+        return entry_for(header, parent, self.entry, self.params, status)
 
     # -- orphans ---------------------------------------------------------------------
 
@@ -529,6 +517,27 @@ class ChainState:
             txs_added=[(genesis.transactions[0].tx_id, entry.hash, 0, 0)],
             tip=entry.hash,
         ))
+
+
+def expected_target(parent: BlockEntry, ancestor, params: NetworkParams) -> int:
+    """The target a child of parent must carry; ancestor(entry, height) finds entry's ancestor at height."""
+    height = parent.height + 1
+    if not params.is_retarget_height(height):
+        return params.next_target(height, parent.target, 0, 0)
+    first = ancestor(parent, height - params.retarget_interval)
+    return params.next_target(height, parent.target, first.timestamp, parent.timestamp)
+
+
+def entry_for(header: Header, parent: BlockEntry | None, get, params: NetworkParams, status: int) -> BlockEntry:
+    """The BlockEntry of header on parent: chainwork and median time past, from the ancestors get(hash) finds."""
+    stamps, e = [header.timestamp], parent
+    while e is not None and len(stamps) < params.median_time_span:
+        stamps.append(e.timestamp)
+        e = get(e.parent) if e.height > 0 else None
+    stamps.sort()
+    chainwork = (parent.chainwork if parent else 0) + block_work(header.target)
+    return BlockEntry(header.hash, header.previous_hash, header.height, header.raw, chainwork,
+                      status, header.timestamp, header.target, stamps[len(stamps) // 2])
 
 
 def _history(block: Block):

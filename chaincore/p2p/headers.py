@@ -14,7 +14,8 @@ bytes per peer and in total; headers whose blocks are stored are pruned.
 from dataclasses import dataclass, field
 
 from ..core import rules
-from ..core.block import Header, block_work
+from ..core.block import Header
+from ..core.chainstate import entry_for, expected_target
 from ..core.errors import (
     DuplicateHeaders, Invalid, InvalidAncestor, RepeatedHeaders, UnbackedChainwork, UnconnectedHeaders,
 )
@@ -58,6 +59,8 @@ class HeaderTree:
         self._owner = {}      # hash -> the peer that introduced it
         self._peers = {}      # url -> _Peer
         self._best = None     # the BlockEntry with most chainwork in the tree (first seen on ties)
+        self._served = {}     # peer -> ((its best, generation), hashes of the tree on its branch)
+        self._generation = 0  # counts removals, which make _served stale
         self._max_bytes_per_peer, self._max_bytes = max_bytes_per_peer, max_bytes
 
     # -- reading -------------------------------------------------------------------------
@@ -101,6 +104,13 @@ class HeaderTree:
         best, target = self.peer_best(peer), self.entry(block_hash)
         if best is None or target is None:
             return False
+        if block_hash in self._nodes and best.hash in self._nodes:
+            # the planner asks this for every block of its window: walk the peer's branch once per change
+            cached = self._served.get(peer)
+            if cached is None or cached[0] != (best.hash, self._generation):
+                cached = ((best.hash, self._generation), frozenset(e.hash for e in self.path(best)))
+                self._served[peer] = cached
+            return block_hash in cached[1]
         e = best
         while e is not None and e.height > target.height:
             e = self.entry(e.parent)
@@ -174,7 +184,8 @@ class HeaderTree:
                     fresh += 1  # news from this peer, though another told us first
                 self._note_best(state, known)
                 continue
-            if self.bytes + NODE_BYTES > self._max_bytes or self.peer_bytes(peer) + NODE_BYTES > self._max_bytes_per_peer:
+            if (self.bytes + NODE_BYTES > self._max_bytes
+                    or self.peer_bytes(peer) + NODE_BYTES > self._max_bytes_per_peer):
                 report.full = True
                 return self._finish(peer, report)
             try:
@@ -227,15 +238,11 @@ class HeaderTree:
         info = ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent),
                           parent.timestamp)
         rules.check_header_context(header, info, self.params, now)
-        return node_for(header, parent, self.entry, self.params)
+        return entry_for(header, parent, self.entry, self.params, HEADER_VALID)
 
     def next_target(self, parent: BlockEntry) -> int:
         """The target a child of parent must carry, from the tree's or the chain state's ancestors."""
-        height = parent.height + 1
-        if not self.params.is_retarget_height(height):
-            return self.params.next_target(height, parent.target, 0, 0)
-        first = self._ancestor(parent, height - self.params.retarget_interval)
-        return self.params.next_target(height, parent.target, first.timestamp, parent.timestamp)
+        return expected_target(parent, self._ancestor, self.params)
 
     def _ancestor(self, e: BlockEntry, height: int) -> BlockEntry:
         while e.height > height:
@@ -258,6 +265,7 @@ class HeaderTree:
     def forget_peer(self, peer: str) -> int:
         """Drop a peer (banned or gone) and the headers only it led to; the number dropped."""
         state = self._peers.pop(peer, None)
+        self._served.pop(peer, None)
         if state is None:
             return 0
         keep = set()
@@ -275,6 +283,7 @@ class HeaderTree:
         return len(dropped)
 
     def _drop(self, block_hash: bytes) -> None:
+        self._generation += 1
         del self._nodes[block_hash]
         owner = self._peers.get(self._owner.pop(block_hash, None))
         if owner is not None:
@@ -286,14 +295,3 @@ class HeaderTree:
             if self._best is None or node.chainwork > self._best.chainwork:
                 self._best = node
 
-
-def node_for(header: Header, parent: BlockEntry, get, params: NetworkParams, status: int = HEADER_VALID) -> BlockEntry:
-    """The BlockEntry of header on parent: its chainwork and median time past, from ancestors get() finds."""
-    stamps, e = [header.timestamp], parent
-    while e is not None and len(stamps) < params.median_time_span:
-        stamps.append(e.timestamp)
-        e = get(e.parent) if e.height > 0 else None
-    stamps.sort()
-    return BlockEntry(header.hash, header.previous_hash, header.height, header.raw,
-                      parent.chainwork + block_work(header.target), status, header.timestamp, header.target,
-                      stamps[len(stamps) // 2])

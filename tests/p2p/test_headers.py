@@ -13,7 +13,7 @@ from chaincore.core.params import MAIN, REGTEST
 from chaincore.core.store import MemoryStore
 from chaincore.p2p.headers import NODE_BYTES, HeaderTree
 from chaincore.p2p.peers import penalty_for
-from tests.support.builders import make_block, regtest_chain, solve
+from tests.support.builders import make_block, regtest_chain
 
 NOW = REGTEST.genesis.header.timestamp + 1_000_000
 OURS = regtest_chain(5)                                  # what our node holds
@@ -237,3 +237,20 @@ class BoundTests(SynchronousTestCase):
         self.assertEqual(tree.best().hash, THEIRS[6].hash)
         self.assertTrue(tree.serves("http://other", THEIRS[6].hash))
         self.assertFalse(tree.serves("http://other", THEIRS[7].hash))
+
+
+class ServesTests(SynchronousTestCase):
+    def test_serves_follows_the_peers_branch(self):
+        """A peer serves the blocks of the branch it announced, and stops once it announced another."""
+        tree = new_tree()
+        tree.receive(PEER, answer(THEIRS, tree.ask(PEER)), NOW)
+        self.assertTrue(tree.serves(PEER, THEIRS[3].hash))
+        other = regtest_chain(14, extra=b"other")
+        self.assertFalse(tree.serves(PEER, other[3].hash))
+        tree.ask(PEER)
+        tree.receive(PEER, [b.header for b in other[1:]], NOW)  # the peer switched: its answer follows genesis
+        self.assertTrue(tree.serves(PEER, other[3].hash))
+        self.assertFalse(tree.serves(PEER, THEIRS[3].hash))
+        tree._chain.accept_block(other[1], NOW)
+        tree.prune()
+        self.assertTrue(tree.serves(PEER, other[2].hash))

@@ -44,7 +44,7 @@ class DiskFullTests(SynchronousTestCase):
         self.fail("the disk never filled")
 
     def test_failed_write_keeps_the_tip_and_marks_nothing_invalid(self):
-        """A block whose write fails raises StoreError (not Invalid), leaves the tip, and is taken once space returns."""
+        """A block whose write fails raises StoreError, not Invalid, keeps the tip, and is taken once space returns."""
         self.fill_disk()
         block, err = self.accept_until_full()
         self.assertIn("full", str(err))
