@@ -116,7 +116,8 @@ class DownloadPlanner:
             window += size
             if flight is not None:
                 continue
-            able = [p for p in peers if load[p] + size <= self.peer_bytes and serves(p, block.hash)]
+            # an idle peer takes one block whatever its size, so no bound can wedge the catch-up
+            able = [p for p in peers if (not load[p] or load[p] + size <= self.peer_bytes) and serves(p, block.hash)]
             if not able:
                 continue
             # keep a run going on the peer that has the block below, so one request covers it

@@ -119,12 +119,18 @@ class HeaderTree:
     # -- asking ----------------------------------------------------------------------------
 
     def locator(self, peer: str | None = None) -> list:
-        """Hashes from the peer's best header (or the best known header chain), dense near it, ending at genesis.
+        """Hashes from the peer's best header (or the best known header's parent), dense near it, ending at genesis.
 
         Starting from what the peer already told us makes it answer with what
         follows, however deep its fork: the locator is not only the active chain.
         """
-        start = (self.peer_best(peer) if peer is not None else None) or self.best()
+        start = self.peer_best(peer) if peer is not None else None
+        if start is None:
+            start = self.best()
+            if peer is not None and start.height > 0:
+                # a peer we know nothing of: start one back, so a peer on our best chain answers
+                # with its last header at least, and we learn that it can serve that chain
+                start = self.entry(start.parent)
         hashes, e, step = [], start, 1
         while e is not None:
             hashes.append(e.hash)

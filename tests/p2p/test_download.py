@@ -39,6 +39,11 @@ class WindowTests(SynchronousTestCase):
         p = planner(window_bytes=MB)
         self.assertEqual(len(p.plan(wanted(5), [A], everyone, 0)[0].hashes), 1)
 
+    def test_idle_peer_takes_a_block_larger_than_its_bound(self):
+        """A peer with nothing in flight is given one block even if its estimate is over the peer's bound."""
+        p = planner(peer_bytes=MB)
+        self.assertEqual([(r.peer, len(r.hashes)) for r in p.plan(wanted(5), [A], everyone, 0)], [(A, 1)])
+
     def test_declared_sizes_fill_the_window(self):
         """Blocks whose size is declared count at that size times the wire factor."""
         p = planner(window_bytes=10 * MB)

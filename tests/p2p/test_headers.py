@@ -254,3 +254,15 @@ class ServesTests(SynchronousTestCase):
         tree._chain.accept_block(other[1], NOW)
         tree.prune()
         self.assertTrue(tree.serves(PEER, other[2].hash))
+
+    def test_new_peer_on_the_best_chain_is_learned(self):
+        """A peer asked for the first time gets a locator one back from the best header, so it answers at least
+        that header (no misbehaviour) and is known to serve the whole best chain."""
+        tree = new_tree()
+        tree.receive(PEER, answer(THEIRS, tree.ask(PEER)), NOW)
+        locator = tree.ask("http://b")
+        self.assertEqual(locator[0], THEIRS[-2].hash)
+        report = tree.receive("http://b", answer(THEIRS, locator), NOW)
+        self.assertIsNone(report.misbehaviour)
+        self.assertEqual(report.best.hash, THEIRS[-1].hash)
+        self.assertTrue(tree.serves("http://b", THEIRS[1].hash))
