@@ -215,6 +215,10 @@ class ChainState:
             e = self.entry(e.parent)
         return e
 
+    def earliest_timestamp(self, parent: BlockEntry) -> int:
+        """The earliest timestamp a child of parent may carry (median time past, time warp)."""
+        return rules.earliest_timestamp(self.parent_info(parent), self.params)
+
     def parent_info(self, parent: BlockEntry) -> ParentInfo:
         return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent),
                           parent.timestamp)

@@ -149,6 +149,19 @@ def check_header_context(header: Header, parent: ParentInfo, params: NetworkPara
         raise TimeTooNew(f"timestamp {header.timestamp} is more than {params.max_future_s} s ahead of {now}")
 
 
+def earliest_timestamp(parent: ParentInfo, params: NetworkParams) -> int:
+    """The earliest timestamp check_header_context lets a child of parent carry.
+
+    A block template must use at least this (with the clock): at a window's
+    start, a parent dated ahead by up to 2 h would otherwise make a template
+    dated by the clock alone break the time-warp rule.
+    """
+    earliest = parent.median_time_past + 1
+    if params.is_retarget_height(parent.height + 1):
+        earliest = max(earliest, parent.timestamp - params.max_timewarp_s)
+    return earliest
+
+
 def is_mature(coin: Coin, height: int, params: NetworkParams) -> bool:
     """Whether coin may be spent in the block at height: a coinbase needs coinbase_maturity blocks."""
     return not coin.is_coinbase or height - coin.height >= params.coinbase_maturity

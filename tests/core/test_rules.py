@@ -21,7 +21,7 @@ from chaincore.core.keys import ORDER
 from chaincore.core.params import COIN, MAIN, MAX_MONEY, REGTEST
 from chaincore.core.rules import (
     ParentInfo, check_block_sanity, check_header_context, check_signatures, check_tx_inputs, check_tx_sanity,
-    connect_block, is_final, signature_checks, verify_batch,
+    connect_block, earliest_timestamp, is_final, signature_checks, verify_batch,
 )
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
 from tests.support.builders import ALICE, BOB, CAROL, make_block, payload, regtest_chain, signed_tx, solve
@@ -439,6 +439,18 @@ class TimeWarpTests(RuleTestCase):
         check_header_context(header, parent, REGTEST, NOW + 10_000)
 
     test_time_warp = refused(window_start_before_parent, TimeWarp)
+
+    def test_earliest_timestamp_at_a_window_start(self):
+        """earliest_timestamp at a window's start is the time-warp bound: it passes, one second less does not."""
+        earliest = earliest_timestamp(WINDOW_PARENT, MAIN)
+        self.assertEqual(earliest, WINDOW_PARENT.timestamp - MAIN.max_timewarp_s)
+        self.check(replace(self.valid(), timestamp=earliest))
+        self.assertRefused(TimeWarp, self.check, replace(self.valid(), timestamp=earliest - 1))
+
+    def test_earliest_timestamp_inside_a_window(self):
+        """Inside a window earliest_timestamp is one above the median time past."""
+        parent = replace(WINDOW_PARENT, height=WINDOW_PARENT.height - 1)
+        self.assertEqual(earliest_timestamp(parent, MAIN), parent.median_time_past + 1)
 
 
 def time_warp_attack(params, windows: int) -> list:
