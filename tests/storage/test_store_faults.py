@@ -1,12 +1,15 @@
 """A store that cannot write (disk full, simulated with SQLite's max_page_count) leaves the chain state's memory
 equal to what the disk holds, marks no honest block invalid, and takes the same blocks once space returns."""
 
+import os
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.chainstate import Accepted, ChainState
 from chaincore.core.params import REGTEST
 from chaincore.core.store import INVALID
 from chaincore.storage.sqlite import SqliteStore, StoreError
+from tests.core.test_chainstate_gate import big_block
 from tests.support.builders import regtest_chain
 
 NOW = REGTEST.genesis.header.timestamp + 1_000_000
@@ -95,3 +98,23 @@ class DiskFullTests(SynchronousTestCase):
         self.assertEqual(self.chain.height, 120)
         self.assertMemoryEqualsDisk()
         self.assertFalse(any(self.store.get_entry(b.hash).status == INVALID for b in BLOCKS[1:]))
+
+
+class LowWorkSpamTests(SynchronousTestCase):
+    def test_junk_children_of_genesis_do_not_grow_the_datadir(self):
+        """30 junk blocks of about 1 MB, children of genesis nobody asked for, leave the store file as it was."""
+        path = self.mktemp()
+        store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+        self.addCleanup(store.close)
+        chain = ChainState(store, REGTEST, refuse_low_work=True)
+        for block in BLOCKS[1:3]:
+            chain.accept_block(block, NOW)
+        before = _disk_bytes(path)
+        for n in range(30):
+            chain.accept_block(big_block(REGTEST.genesis, n), NOW, source="http://junk")
+        self.assertLess(_disk_bytes(path) - before, 100_000)
+        self.assertEqual(chain.height, 2)
+
+
+def _disk_bytes(path: str) -> int:
+    return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
