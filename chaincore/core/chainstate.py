@@ -5,10 +5,11 @@ unknown waits in an orphan pool bounded in bytes per source and in total.
 Nothing of a branch is written before its work could beat the tip: a block
 nobody asked for whose branch has less work than the tip is checked, then
 answered NotStored (a header-first sync passes requested=True for the blocks
-it fetched on a heavier header chain).  The gate is on with refuse_low_work.  Every stored block gets a BlockEntry
-with its cumulative work; whenever a branch has more work than the active tip,
-the chain state disconnects back to the fork point (using undo data) and
-connects the new branch block by block, each step one atomic store update.
+it fetched on a heavier header chain); the gate is on with refuse_low_work.
+Every stored block gets a BlockEntry with its cumulative work; whenever a
+branch has more work than the active tip, the chain state disconnects back
+to the fork point (using undo data) and connects the new branch block by
+block, each step one atomic store update.
 A block that breaks a rule while connecting is marked invalid with all its
 descendants, and the chain state settles on the most-work valid branch it
 knows (CONTRACT 4).  The chain state never calls outward: it returns what
