@@ -212,8 +212,8 @@ class HeaderTree:
         elif not report.more and claimed_chainwork is not None:
             backed = self.peer_best(peer)
             backed_work = backed.chainwork if backed is not None else 0
-            if not headers and backed is None:
-                backed_work = self._fork_work(asked)
+            if not headers:  # it has nothing after some hash of our locator: at best, the heaviest
+                backed_work = max(backed_work, self._fork_work(asked))
             if backed_work < claimed_chainwork:
                 report.misbehaviour = UnbackedChainwork(
                     f"claimed chainwork {claimed_chainwork:x}, its headers show {backed_work:x}")

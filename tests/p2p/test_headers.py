@@ -114,6 +114,17 @@ class BatchTests(SynchronousTestCase):
         self.assertIsInstance(tree.receive(liar, [], NOW, claimed_chainwork=10 ** 30).misbehaviour,
                               UnbackedChainwork)
 
+    def test_empty_answer_backed_by_earlier_headers(self):
+        """A peer with nothing new after its earlier headers backs a claim equal to their work."""
+        tree = new_tree()
+        tree.receive(PEER, answer(THEIRS, tree.ask(PEER)), NOW)
+        claimed = tree.peer_best(PEER).chainwork
+        self.assertIsNone(tree.receive(PEER, answer(THEIRS, tree.ask(PEER)), NOW,
+                                       claimed_chainwork=claimed).misbehaviour)
+        tree.ask(PEER)
+        self.assertIsInstance(tree.receive(PEER, [], NOW, claimed_chainwork=claimed + 1).misbehaviour,
+                              UnbackedChainwork)
+
     def test_bad_proof_of_work(self):
         """A header that does not meet its own target is reported with BadProofOfWork."""
         tree = new_tree()
