@@ -13,7 +13,7 @@ import struct
 from contextlib import contextmanager
 from importlib import resources
 
-from chaincore.core.errors import ChainCoreError
+from chaincore.core.errors import Unavailable
 from chaincore.core.store import BlockEntry, ChainUpdate
 from chaincore.core.tx import Coin, OutPoint
 
@@ -49,8 +49,12 @@ QUERIES = {
 }
 
 
-class StoreError(ChainCoreError):
-    """The store cannot be opened or written: a wrong or damaged datadir, or a write that breaks the store."""
+class StoreError(Unavailable):
+    """The store cannot be opened or written: a wrong or damaged datadir, or a write that breaks the store.
+
+    Unavailable, not Invalid: a disk that is full refuses a block with 503 and
+    no penalty for its sender, and the block is taken again once space returns.
+    """
 
     code = "store"
 

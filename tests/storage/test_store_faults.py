@@ -5,9 +5,12 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from chaincore.api.errors import status_for
 from chaincore.core.chainstate import Accepted, ChainState
+from chaincore.core.errors import Invalid, Unavailable
 from chaincore.core.params import REGTEST
 from chaincore.core.store import INVALID
+from chaincore.p2p.peers import penalty_for
 from chaincore.storage.sqlite import SqliteStore, StoreError
 from tests.core.test_chainstate_gate import big_block
 from tests.support.builders import regtest_chain
@@ -98,6 +101,16 @@ class DiskFullTests(SynchronousTestCase):
         self.assertEqual(self.chain.height, 120)
         self.assertMemoryEqualsDisk()
         self.assertFalse(any(self.store.get_entry(b.hash).status == INVALID for b in BLOCKS[1:]))
+
+
+class StoreErrorTests(SynchronousTestCase):
+    def test_store_error_is_unavailable_not_invalid(self):
+        """A store fault answers 503 and earns its sender no penalty: it is Unavailable, never Invalid."""
+        err = StoreError("write failed: database or disk is full")
+        self.assertIsInstance(err, Unavailable)
+        self.assertNotIsInstance(err, Invalid)
+        self.assertEqual(status_for(err), 503)
+        self.assertEqual(penalty_for(err.code), 0)
 
 
 class LowWorkSpamTests(SynchronousTestCase):
