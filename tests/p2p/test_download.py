@@ -1,12 +1,14 @@
 """The download planner: the byte window, per-peer bounds, learned sizes, deadlines, stalls and re-assignment,
 and blocks nobody asked for, each driven by a task.Clock."""
 
+from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.errors import StalledDownload, UnexpectedBlock
 from chaincore.p2p.download import DownloadPlanner, Wanted
 from chaincore.p2p.peers import penalty_for
+from tests.support.strategies import FAST
 
 MB = 1_000_000
 A, B, C = "http://a", "http://b", "http://c"
@@ -173,3 +175,41 @@ class UnexpectedBlockTests(SynchronousTestCase):
         [request] = p.plan(wanted(1), [A], everyone, 0)
         self.assertIsInstance(p.received(B, request.hashes[0], 1000, 0), UnexpectedBlock)
         self.assertEqual(p.in_flight(A), {request.hashes[0]})
+
+
+class PlannerPropertyTests(SynchronousTestCase):
+    @FAST
+    @given(st.lists(st.tuples(st.sampled_from(["plan", "deliver", "stall", "fail", "short"]),
+                              st.integers(0, 2), st.integers(0, 40)), max_size=40),
+           st.lists(st.integers(1_000, 3 * MB), min_size=30, max_size=30))
+    def test_bounds_hold_whatever_happens(self, events, sizes):
+        """Through any run of plans, deliveries, stalls and failures: no block is asked of two peers, only
+        announced blocks go to a peer, a peer holds one block or fits its bound, and the window fits its bound."""
+        peers = [A, B, C]
+        blocks = [Wanted(bytes([h]) * 32, h, size) for h, size in zip(range(1, 31), sizes)]
+        covered = {A: {b.hash for b in blocks[:20]}, B: {b.hash for b in blocks}, C: {b.hash for b in blocks[10:]}}
+        p = planner(window_bytes=12 * MB, peer_bytes=4 * MB)
+        now, requests = 0.0, []
+        for kind, who, n in events:
+            peer = peers[who]
+            now += n
+            if kind == "plan":
+                requests += p.plan(blocks, peers, lambda q, h: h in covered[q], now)
+            elif kind == "deliver" and p.in_flight(peer):
+                block_hash = sorted(p.in_flight(peer))[0]
+                self.assertIsNone(p.received(peer, block_hash, 1000, now))
+                blocks = [b for b in blocks if b.hash != block_hash]
+            elif kind == "stall":
+                for stall in p.stalls(now):
+                    self.assertTrue(stall.hashes)
+            elif kind == "fail":
+                p.failed(peer)
+            elif kind == "short" and requests:
+                p.answered(requests.pop(0))
+            owners = [peer for peer in peers for _ in p.in_flight(peer)]
+            self.assertEqual(len(owners), len(p.in_flight()))
+            for q in peers:
+                self.assertTrue(p.in_flight(q) <= covered[q])
+                self.assertTrue(len(p.in_flight(q)) <= 1 or p.peer_load(q) <= 4 * MB)
+            in_flight_bytes = sum(p.peer_load(q) for q in peers)
+            self.assertTrue(len(p.in_flight()) <= 1 or in_flight_bytes <= 12 * MB)
