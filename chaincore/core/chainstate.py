@@ -1,10 +1,15 @@
 """The chain state: a tree of known blocks, the most-work valid branch active, its UTXO set.
 
 Blocks enter through `accept_block(block, now)`.  A block whose parent is
-unknown waits in a bounded orphan pool.  Every stored block gets a BlockEntry
-with its cumulative work; whenever a branch has more work than the active tip,
-the chain state disconnects back to the fork point (using undo data) and
-connects the new branch block by block, each step one atomic store update.
+unknown waits in an orphan pool bounded in bytes per source and in total.
+Nothing of a branch is written before its work could beat the tip: a block
+nobody asked for whose branch has less work than the tip is checked, then
+answered NotStored (a header-first sync passes requested=True for the blocks
+it fetched on a heavier header chain); the gate is on with refuse_low_work.
+Every stored block gets a BlockEntry with its cumulative work; whenever a
+branch has more work than the active tip, the chain state disconnects back
+to the fork point (using undo data) and connects the new branch block by
+block, each step one atomic store update.
 A block that breaks a rule while connecting is marked invalid with all its
 descendants, and the chain state settles on the most-work valid branch it
 knows (CONTRACT 4).  The chain state never calls outward: it returns what
@@ -12,6 +17,7 @@ changed (connected and disconnected blocks) for the mempool and relay.
 """
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import rules
@@ -25,7 +31,9 @@ from .tx import OutPoint
 
 MAX_ORPHANS = 256
 MAX_ORPHAN_BYTES = 32_000_000
+MAX_ORPHAN_BYTES_PER_SOURCE = 16_000_000  # one source cannot push every other one's orphans out
 MAX_HEADERS = 2000
+MAX_NOT_STORED = 1024  # hashes of low-work blocks refused lately: a repeat is answered without checks
 
 
 @dataclass
@@ -55,20 +63,47 @@ class Orphan:
     status: str = "orphan"
 
 
+@dataclass
+class NotStored:
+    """Nobody asked for the block and its branch has less work than the tip: it was checked, not written.
+
+    Not a rule broken (a late block of a lost race is honest), so no penalty;
+    never "accepted" either (CONTRACT 7).
+    """
+
+    block_hash: bytes
+    reason: str
+    status: str = "not-stored"
+
+
+@dataclass(frozen=True)
+class _OrphanBlock:
+    block: Block
+    source: str | None
+    requested: bool
+
+
 class ChainState:
     """The block tree, the active chain and the UTXO set, kept in a ChainStore."""
 
     def __init__(self, store, params: NetworkParams, verify=rules.verify_batch, cache_entries: int = 20_000,
-                 sig_cache=frozenset()):
+                 sig_cache=frozenset(), max_orphan_bytes: int = MAX_ORPHAN_BYTES,
+                 max_orphan_bytes_per_source: int = MAX_ORPHAN_BYTES_PER_SOURCE, refuse_low_work: bool = False):
         self.store = store
         self.params = params
         self.verify = verify
         self.sig_cache = sig_cache  # tx_ids whose signatures were already verified (the mempool's)
         self._entries = OrderedDict()
         self._cache_entries = cache_entries
-        self._orphans = OrderedDict()   # hash -> Block
+        self._orphans = OrderedDict()   # hash -> _OrphanBlock, oldest first
         self._orphans_by_parent = {}    # parent hash -> set of hashes
         self._orphan_bytes = 0
+        self._orphan_bytes_by_source = {}  # source -> bytes of its orphans
+        self._max_orphan_bytes, self._max_orphan_bytes_per_source = max_orphan_bytes, max_orphan_bytes_per_source
+        # Off until every caller says which blocks it requested (a catch-up that does not would
+        # refuse the first blocks of a deep fork and never reorganise).
+        self.refuse_low_work = refuse_low_work
+        self._not_stored = OrderedDict()   # hash -> None: low-work blocks refused lately
         self._invalid_reasons = {}      # hash -> the error that made it invalid (this run only)
         if store.tip() is None:
             self._write_genesis()
@@ -172,11 +207,7 @@ class ChainState:
 
     def next_target(self, parent: BlockEntry) -> int:
         """The target a child of parent must carry."""
-        height = parent.height + 1
-        if not self.params.is_retarget_height(height):
-            return self.params.next_target(height, parent.target, 0, 0)
-        first = self._ancestor(parent, height - self.params.retarget_interval)
-        return self.params.next_target(height, parent.target, first.timestamp, parent.timestamp)
+        return expected_target(parent, self._ancestor, self.params)
 
     def _ancestor(self, e: BlockEntry, height: int) -> BlockEntry:
         if self.store.main_hash(e.height) == e.hash:
@@ -185,13 +216,62 @@ class ChainState:
             e = self.entry(e.parent)
         return e
 
+    def earliest_timestamp(self, parent: BlockEntry) -> int:
+        """The earliest timestamp a child of parent may carry (median time past, time warp)."""
+        return rules.earliest_timestamp(self.parent_info(parent), self.params)
+
     def parent_info(self, parent: BlockEntry) -> ParentInfo:
-        return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent))
+        return ParentInfo(parent.hash, parent.height, parent.median_time_past, self.next_target(parent),
+                          parent.timestamp)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _apply(self, update: ChainUpdate) -> None:
+        """Write one update; if the store fails, reload memory from it before the error goes on.
+
+        A store fault (disk full) is never a rule broken: it propagates as it is,
+        not as Invalid, so no block is marked invalid for it.  Inside a batch the
+        store may have lost earlier updates too, hence the reload, not a local undo.
+        """
+        try:
+            self.store.apply(update)
+        except BaseException:
+            self.reload()
+            raise
+
+    def reload(self) -> None:
+        """Forget cached entries and read the tip again from the store: memory agrees with disk."""
+        self._entries.clear()
+        try:
+            tip = self.entry(self.store.tip())
+        except Exception:
+            return  # the store cannot be read either; the caller sees the original error
+        if tip is not None:
+            self._tip = tip
+
+    @contextmanager
+    def batch(self):
+        """Group writes in one store transaction when the store can; memory is reloaded if the batch fails."""
+        batch = getattr(self.store, "batch", None)
+        if batch is None:
+            yield self
+            return
+        try:
+            with batch():
+                yield self
+        except BaseException:
+            self.reload()
+            raise
 
     # -- accepting blocks ------------------------------------------------------------
 
-    def accept_block(self, block: Block, now: int):
-        """Take a block from anyone: Accepted, Duplicate or Orphan, or raise the rule it breaks."""
+    def accept_block(self, block: Block, now: int, *, requested: bool = False, source: str | None = None):
+        """Take a block: Accepted, Duplicate, Orphan or NotStored, or raise the rule it breaks.
+
+        requested says the caller asked for this block because its header chain
+        has more work than the tip: such a block is stored whatever its own work.
+        source (a peer URL, or None) bounds the orphans each sender can park here.
+        """
         block_hash = block.hash
         known = self.entry(block_hash)
         if known is not None:
@@ -201,13 +281,24 @@ class ChainState:
             return Duplicate(block_hash)
         if block_hash in self._orphans:
             return Orphan(block_hash, self._orphan_root(block.header.previous_hash))
+        requested = requested or not self.refuse_low_work
+        if not requested and block_hash in self._not_stored:
+            return NotStored(block_hash, "its branch has less work than the tip")
         rules.check_block_sanity(block, self.params)
         parent = self.entry(block.header.previous_hash)
         if parent is None:
-            self._add_orphan(block)
+            self._add_orphan(block, source, requested)
+            if block_hash not in self._orphans:
+                return NotStored(block_hash, f"the orphan pool holds too much from {source or 'this source'}")
             return Orphan(block_hash, self._orphan_root(block.header.previous_hash))
         if parent.hash == self._tip.hash and block_hash not in self._orphans_by_parent:
             return self._extend_tip(block, now)
+        if parent.status == INVALID:
+            raise InvalidAncestor(f"parent {parent.hash.hex()} is invalid")
+        rules.check_header_context(block.header, self.parent_info(parent), self.params, now)
+        if not requested and self._branch_work(block, parent) < self._tip.chainwork:
+            self._refuse_low_work(block_hash)
+            return NotStored(block_hash, "its branch has less work than the tip")
         result = Accepted(block_hash, block.height, False)
         self._store_block(block, parent, now)
         pending = [block_hash]
@@ -215,9 +306,15 @@ class ChainState:
             child_of = pending.pop()
             for orphan_hash in sorted(self._orphans_by_parent.pop(child_of, ())):
                 orphan = self._pop_orphan(orphan_hash)
+                parent_entry = self.entry(child_of)
+                if not orphan.requested and self._branch_work(orphan.block, parent_entry) < self._tip.chainwork:
+                    self._refuse_low_work(orphan_hash)
+                    self._drop_orphan_descendants(orphan_hash)
+                    continue
                 try:
-                    self._store_block(orphan, self.entry(child_of), now)
+                    self._store_block(orphan.block, parent_entry, now)
                 except Invalid:
+                    self._drop_orphan_descendants(orphan_hash)
                     continue
                 pending.append(orphan_hash)
         self._activate_best_chain(result)
@@ -228,6 +325,30 @@ class ChainState:
         result.main_chain = self.is_main(block_hash)
         return result
 
+    def _branch_work(self, block: Block, parent: BlockEntry) -> int:
+        """The most chainwork of block or of any orphan waiting on it: the work its branch could reach."""
+        best = own = parent.chainwork + block_work(block.header.target)
+        todo = [(block.hash, own)]
+        while todo:
+            block_hash, work = todo.pop()
+            for child in self._orphans_by_parent.get(block_hash, ()):
+                child_work = work + block_work(self._orphans[child].block.header.target)
+                best = max(best, child_work)
+                todo.append((child, child_work))
+        return best
+
+    def _refuse_low_work(self, block_hash: bytes) -> None:
+        self._not_stored[block_hash] = None
+        while len(self._not_stored) > MAX_NOT_STORED:
+            self._not_stored.popitem(last=False)
+
+    def _drop_orphan_descendants(self, block_hash: bytes) -> None:
+        todo = [block_hash]
+        while todo:
+            for child in sorted(self._orphans_by_parent.pop(todo.pop(), ())):
+                self._pop_orphan(child)
+                todo.append(child)
+
     def _extend_tip(self, block: Block, now: int) -> Accepted:
         """The common case, a child of the tip: check, connect and store it in one atomic update."""
         rules.check_header_context(block.header, self.parent_info(self._tip), self.params, now)
@@ -235,7 +356,7 @@ class ChainState:
         try:
             self._connect(block, entry, store_block=True)
         except Invalid as err:
-            self.store.apply(ChainUpdate(entries=[entry.with_status(INVALID)], blocks=[(entry.hash, block.raw)]))
+            self._apply(ChainUpdate(entries=[entry.with_status(INVALID)], blocks=[(entry.hash, block.raw)]))
             self._remember(entry.with_status(INVALID))
             self._invalid_reasons[entry.hash] = err
             raise
@@ -246,45 +367,52 @@ class ChainState:
             raise InvalidAncestor(f"parent {parent.hash.hex()} is invalid")
         rules.check_header_context(block.header, self.parent_info(parent), self.params, now)
         entry = self._entry_for(block.header, parent, DATA_STORED)
-        self.store.apply(ChainUpdate(entries=[entry], blocks=[(entry.hash, block.raw)]))
+        self._apply(ChainUpdate(entries=[entry], blocks=[(entry.hash, block.raw)]))
         self._remember(entry)
         return entry
 
     def _entry_for(self, header: Header, parent: BlockEntry | None, status: int) -> BlockEntry:
-        stamps = [header.timestamp]
-        e = parent
-        while e is not None and len(stamps) < self.params.median_time_span:
-            stamps.append(e.timestamp)
-            e = self.entry(e.parent) if e.height > 0 else None
-        stamps.sort()
-        chainwork = (parent.chainwork if parent else 0) + block_work(header.target)
-        return BlockEntry(header.hash, header.previous_hash, header.height, header.raw, chainwork,
-                          status, header.timestamp, header.target, stamps[len(stamps) // 2])
+        return entry_for(header, parent, self.entry, self.params, status)
 
     # -- orphans ---------------------------------------------------------------------
 
-    def _add_orphan(self, block: Block) -> None:
-        self._orphans[block.hash] = block
+    def _add_orphan(self, block: Block, source: str | None, requested: bool) -> None:
+        """Park block until its parent comes; over a bound, drop the oldest of the source with most bytes."""
+        self._orphans[block.hash] = _OrphanBlock(block, source, requested)
         self._orphans_by_parent.setdefault(block.header.previous_hash, set()).add(block.hash)
         self._orphan_bytes += block.size
-        while len(self._orphans) > MAX_ORPHANS or self._orphan_bytes > MAX_ORPHAN_BYTES:
-            self._pop_orphan(next(iter(self._orphans)))
+        self._orphan_bytes_by_source[source] = self._orphan_bytes_by_source.get(source, 0) + block.size
+        while self._orphan_bytes_by_source.get(source, 0) > self._max_orphan_bytes_per_source:
+            self._pop_orphan(next(h for h, o in self._orphans.items() if o.source == source))
+        while len(self._orphans) > MAX_ORPHANS or self._orphan_bytes > self._max_orphan_bytes:
+            heaviest = max(self._orphan_bytes_by_source, key=self._orphan_bytes_by_source.get)
+            self._pop_orphan(next(h for h, o in self._orphans.items() if o.source == heaviest))
 
-    def _pop_orphan(self, block_hash: bytes) -> Block:
-        block = self._orphans.pop(block_hash)
+    def orphan_bytes(self, source: str | None = None) -> int:
+        """Bytes of the orphan pool, or of the orphans source sent."""
+        return self._orphan_bytes if source is None else self._orphan_bytes_by_source.get(source, 0)
+
+    def _pop_orphan(self, block_hash: bytes) -> _OrphanBlock:
+        orphan = self._orphans.pop(block_hash)
+        block = orphan.block
         self._orphan_bytes -= block.size
+        left = self._orphan_bytes_by_source[orphan.source] - block.size
+        if left:
+            self._orphan_bytes_by_source[orphan.source] = left
+        else:
+            del self._orphan_bytes_by_source[orphan.source]
         siblings = self._orphans_by_parent.get(block.header.previous_hash)
         if siblings is not None:
             siblings.discard(block_hash)
             if not siblings:
                 del self._orphans_by_parent[block.header.previous_hash]
-        return block
+        return orphan
 
     def _orphan_root(self, parent_hash: bytes) -> bytes:
         """The first missing ancestor: follow orphan parents down to one we do not hold."""
         seen = 0
         while parent_hash in self._orphans and seen <= MAX_ORPHANS:
-            parent_hash = self._orphans[parent_hash].header.previous_hash
+            parent_hash = self._orphans[parent_hash].block.header.previous_hash
             seen += 1
         return parent_hash
 
@@ -344,7 +472,7 @@ class ChainState:
             history_added=[(p, tx_id, height) for p, tx_id in _history(block)],
             tip=block.hash,
         )
-        self.store.apply(update)
+        self._apply(update)
         if update.entries:
             self._remember(update.entries[0])
         self._tip = self.entry(block.hash)
@@ -365,7 +493,7 @@ class ChainState:
             history_removed=list(_history(block)),
             tip=tip.parent,
         )
-        self.store.apply(update)
+        self._apply(update)
         self._tip = self.entry(tip.parent)
         return block
 
@@ -381,19 +509,40 @@ class ChainState:
                     self._invalid_reasons.setdefault(child, InvalidAncestor(
                         f"block descends from invalid block {entry.hash.hex()}: {err}"))
                     todo.append(child_entry)
-        self.store.apply(ChainUpdate(entries=marked))
+        self._apply(ChainUpdate(entries=marked))
         for e in marked:
             self._remember(e)
 
     def _write_genesis(self) -> None:
         genesis = self.params.genesis
         entry = self._entry_for(genesis.header, None, FULLY_VALID)
-        self.store.apply(ChainUpdate(
+        self._apply(ChainUpdate(
             entries=[entry], blocks=[(entry.hash, genesis.raw)], undo_put=[(entry.hash, [])],
             main_added=[(0, entry.hash)],
             txs_added=[(genesis.transactions[0].tx_id, entry.hash, 0, 0)],
             tip=entry.hash,
         ))
+
+
+def expected_target(parent: BlockEntry, ancestor, params: NetworkParams) -> int:
+    """The target a child of parent must carry; ancestor(entry, height) finds entry's ancestor at height."""
+    height = parent.height + 1
+    if not params.is_retarget_height(height):
+        return params.next_target(height, parent.target, 0, 0)
+    first = ancestor(parent, height - params.retarget_interval)
+    return params.next_target(height, parent.target, first.timestamp, parent.timestamp)
+
+
+def entry_for(header: Header, parent: BlockEntry | None, get, params: NetworkParams, status: int) -> BlockEntry:
+    """The BlockEntry of header on parent: chainwork and median time past, from the ancestors get(hash) finds."""
+    stamps, e = [header.timestamp], parent
+    while e is not None and len(stamps) < params.median_time_span:
+        stamps.append(e.timestamp)
+        e = get(e.parent) if e.height > 0 else None
+    stamps.sort()
+    chainwork = (parent.chainwork if parent else 0) + block_work(header.target)
+    return BlockEntry(header.hash, header.previous_hash, header.height, header.raw, chainwork,
+                      status, header.timestamp, header.target, stamps[len(stamps) // 2])
 
 
 def _history(block: Block):

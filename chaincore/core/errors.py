@@ -265,3 +265,55 @@ class InvalidAncestor(BlockRuleError):
     """The block descends from a block already known to be invalid."""
 
     code = "invalid-ancestor"
+
+
+# -- rules added later (kept below so the tree above stays as it is) ---------------
+
+class TimeWarp(BlockRuleError):
+    """The first block of a retarget window is timestamped too far before the last block of the previous one."""
+
+    code = "time-warp"
+
+
+# -- sync misbehaviour: what a peer did wrong while we caught up with it ------------
+
+class SyncMisbehaviour(Invalid):
+    """A peer broke the sync protocol (not a consensus rule): a penalty, and catch-up moves on to others."""
+
+    code = "bad-sync"
+
+
+class UnconnectedHeaders(SyncMisbehaviour):
+    """Headers that follow no hash of the locator we sent, or do not link one to the next."""
+
+    code = "unconnected-headers"
+
+
+class DuplicateHeaders(SyncMisbehaviour):
+    """The same header twice in one answer."""
+
+    code = "duplicate-headers"
+
+
+class RepeatedHeaders(SyncMisbehaviour):
+    """An answer holding only headers the peer had sent before, though our locator named them."""
+
+    code = "repeated-headers"
+
+
+class UnbackedChainwork(SyncMisbehaviour):
+    """The peer claimed more chainwork than the headers it sent add up to."""
+
+    code = "unbacked-chainwork"
+
+
+class StalledDownload(SyncMisbehaviour):
+    """Blocks asked of the peer did not come before their deadline."""
+
+    code = "stalled"
+
+
+class UnexpectedBlock(SyncMisbehaviour):
+    """A block that is not one of those we asked the peer for (it does not match the headers)."""
+
+    code = "unexpected-block"

@@ -2,7 +2,8 @@
 
 `main` starts at a difficulty the bundled CPU miner meets in seconds and
 retargets every `retarget_interval` blocks toward `target_spacing_s`, by at
-most a factor of 4 each way.  `regtest` has a fixed trivial target and no
+most a factor of 4 each way; the first block of a window may not go back
+more than `max_timewarp_s` from the last of the previous one (BIP 94).  `regtest` has a fixed trivial target and no
 retarget, so tests mine instantly.  Each network has its own genesis block,
 whose coinbase is not spendable (as in Bitcoin).
 """
@@ -42,6 +43,7 @@ class NetworkParams:
     max_money: int = MAX_MONEY
     max_future_s: int = 2 * 60 * 60
     median_time_span: int = 11
+    max_timewarp_s: int = 600  # how far the first block of a window may go back from the last of the previous
     min_fee_rate: int = 1  # base units per byte, for relay and mining
     genesis: Block = field(init=False, repr=False, compare=False)
 

@@ -1,7 +1,8 @@
 """The consensus rules of CONTRACT 4, in stages named by what they need.
 
 - check_tx_sanity / check_block_sanity: the object alone.
-- check_header_context: the parent (height, link, target, median time, clock).
+- check_header_sanity: a header alone (version, target range, proof of work).
+- check_header_context: the parent (height, link, target, median time, time warp, clock).
 - check_tx_inputs / connect_block: the coins being spent.
 Each rule raises its own error class from errors.py.  Signatures are checked
 last and in one batch, through a `verify_batch` function the caller may
@@ -18,7 +19,7 @@ from .errors import (
     BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput,
     DuplicateTx, ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, MissingInput, NoCoinbase,
-    NoInputs, NonFinal, NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TxTooLarge,
+    NoInputs, NonFinal, NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TimeWarp, TxTooLarge,
     WrongKey, BadAmount, Malformed,
 )
 from .params import NetworkParams, describe_amount
@@ -75,15 +76,20 @@ def is_final(tx: Transaction, height: int) -> bool:
     return tx.lock_time == 0 or tx.lock_time < height
 
 
-def check_block_sanity(block: Block, params: NetworkParams) -> None:
-    """Rules a block must meet on its own: proof of work, shape, merkle root, size, coinbase."""
-    header = block.header
+def check_header_sanity(header: Header, params: NetworkParams) -> None:
+    """Rules a header must meet on its own: version, a target within the network limit, proof of work."""
     if header.version != BLOCK_VERSION:
         raise BadVersion(f"block version {header.version} is not {BLOCK_VERSION}")
     if not 0 < header.target <= params.pow_limit:
         raise BadTarget(f"target {header.target:064x} is easier than the network limit")
     if not header.has_valid_pow:
         raise BadProofOfWork(f"hash {header.hash.hex()} is above target {header.target:064x}")
+
+
+def check_block_sanity(block: Block, params: NetworkParams) -> None:
+    """Rules a block must meet on its own: proof of work, shape, merkle root, size, coinbase."""
+    header = block.header
+    check_header_sanity(header, params)
     if not block.transactions:
         raise NoCoinbase("block has no transactions")
     if block.size > params.max_block_size:
@@ -121,10 +127,11 @@ class ParentInfo:
     height: int
     median_time_past: int
     expected_target: int  # the target the child must carry
+    timestamp: int        # the parent's own timestamp (the time-warp rule)
 
 
 def check_header_context(header: Header, parent: ParentInfo, params: NetworkParams, now: int) -> None:
-    """Rules that need the parent: link, height, target, median time past, and the clock."""
+    """Rules that need the parent: link, height, target, median time past, time warp, and the clock."""
     if header.previous_hash != parent.hash:
         raise BadPrevious("block does not link to its parent")
     if header.height != parent.height + 1:
@@ -134,8 +141,26 @@ def check_header_context(header: Header, parent: ParentInfo, params: NetworkPara
     if header.timestamp <= parent.median_time_past:
         raise TimeTooOld(f"timestamp {header.timestamp} is not above the median of the last "
                          f"{params.median_time_span} blocks ({parent.median_time_past})")
+    if params.is_retarget_height(header.height) and header.timestamp < parent.timestamp - params.max_timewarp_s:
+        # BIP 94: without it, a miner dates each window's last block ahead and the next window's
+        # first back again, and the retarget sees windows far longer than they took.
+        raise TimeWarp(f"timestamp {header.timestamp} of the first block of a retarget window is more than "
+                       f"{params.max_timewarp_s} s before its parent's ({parent.timestamp})")
     if header.timestamp > now + params.max_future_s:
         raise TimeTooNew(f"timestamp {header.timestamp} is more than {params.max_future_s} s ahead of {now}")
+
+
+def earliest_timestamp(parent: ParentInfo, params: NetworkParams) -> int:
+    """The earliest timestamp check_header_context lets a child of parent carry.
+
+    A block template must use at least this (with the clock): at a window's
+    start, a parent dated ahead by up to 2 h would otherwise make a template
+    dated by the clock alone break the time-warp rule.
+    """
+    earliest = parent.median_time_past + 1
+    if params.is_retarget_height(parent.height + 1):
+        earliest = max(earliest, parent.timestamp - params.max_timewarp_s)
+    return earliest
 
 
 def is_mature(coin: Coin, height: int, params: NetworkParams) -> bool:

@@ -103,6 +103,7 @@ class SqliteStore:
     def __init__(self, path, network_name: str, genesis_hash: bytes, *, durable: bool = False):
         self.path = str(path)
         self._depth = 0          # open transaction levels: 1 for BEGIN, more for SAVEPOINTs
+        self._lost = False       # SQLite rolled the whole open transaction back under a savepoint
         self._db = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -176,6 +177,9 @@ class SqliteStore:
         if db is None:
             raise StoreError(f"the store {self.path} is closed")
         level = self._depth
+        if self._lost:
+            # A SAVEPOINT now would open a fresh transaction and commit writes the batch meant to hold.
+            raise StoreError(f"write to {self.path} failed: the batch was rolled back by an earlier failure")
         try:
             db.execute("BEGIN IMMEDIATE" if level == 0 else f"SAVEPOINT level{level}")
         except sqlite3.Error as e:
@@ -188,14 +192,20 @@ class SqliteStore:
             if level == 0:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-            else:
+            elif db.in_transaction:
                 db.execute(f"ROLLBACK TO level{level}")
                 db.execute(f"RELEASE level{level}")
+            else:
+                # On SQLITE_FULL, IOERR or NOMEM SQLite may roll back the whole transaction, savepoints
+                # and all (ENGINEERING 7): everything the batch wrote so far is gone.
+                self._lost = True
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"write to {self.path} failed: {e}") from e
             raise
         finally:
             self._depth = level
+            if level == 0:
+                self._lost = False
 
     @contextmanager
     def batch(self):
@@ -203,6 +213,8 @@ class SqliteStore:
 
         An apply() that raises inside a batch undoes only itself; the batch
         still rolls back as a whole if the exception leaves the `with` block.
+        When SQLite itself rolled the whole transaction back (disk full), every
+        later write inside the batch raises StoreError until it is left.
         """
         with self._atomic():
             yield self

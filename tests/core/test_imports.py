@@ -277,3 +277,11 @@ class FlowTests(SynchronousTestCase):
     def test_transaction_flow_names_real_functions(self):
         """Every function of the doc's transaction flow exists in the code."""
         self.check_flow("flow-tx")
+
+
+class PureP2PImportTests(SynchronousTestCase):
+    def test_sync_planners_are_pure(self):
+        """The header tree and the download planner import no Twisted, socket or clock either (STYLE 1)."""
+        p2p = CORE.parent / "p2p"
+        for name in ("headers.py", "download.py", "peers.py"):
+            self.assertEqual(violations((p2p / name).read_text()), [], f"p2p/{name} is not pure")

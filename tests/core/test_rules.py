@@ -15,13 +15,13 @@ from chaincore.core.errors import (
     BadCoinbase, BadCoinbaseHeight, BadCoinbaseValue, BadHeight, BadMerkleRoot, BadPrevious,
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput, DuplicateTx,
     ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, Malformed, MissingInput, NoCoinbase, NoInputs, NonFinal,
-    NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TxTooLarge, WrongKey,
+    NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TimeWarp, TxTooLarge, WrongKey,
 )
 from chaincore.core.keys import ORDER
-from chaincore.core.params import COIN, MAX_MONEY, REGTEST
+from chaincore.core.params import COIN, MAIN, MAX_MONEY, REGTEST
 from chaincore.core.rules import (
     ParentInfo, check_block_sanity, check_header_context, check_signatures, check_tx_inputs, check_tx_sanity,
-    connect_block, is_final, signature_checks, verify_batch, verify_groups,
+    connect_block, earliest_timestamp, is_final, signature_checks, verify_batch, verify_groups,
 )
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
 from tests.support.builders import ALICE, BOB, CAROL, make_block, payload, regtest_chain, signed_tx, solve
@@ -350,7 +350,8 @@ class BlockSanityTests(RuleTestCase):
 
 # -- check_header_context -----------------------------------------------------------------------
 
-PARENT = ParentInfo(hash=b"\x44" * 32, height=10, median_time_past=1_796_000_500, expected_target=REGTEST.pow_limit)
+PARENT = ParentInfo(hash=b"\x44" * 32, height=10, median_time_past=1_796_000_500, expected_target=REGTEST.pow_limit,
+                    timestamp=1_796_000_600)
 NOW = 1_796_001_000
 
 
@@ -400,6 +401,105 @@ class HeaderContextTests(RuleTestCase):
     test_target = refused(header_wrong_target, BadTarget)
     test_time_too_old = refused(header_at_median, TimeTooOld)
     test_time_too_new = refused(header_too_far_ahead, TimeTooNew)
+
+
+# -- the time-warp rule (main) --------------------------------------------------------------------
+
+WINDOW_PARENT = ParentInfo(hash=b"\x46" * 32, height=MAIN.retarget_interval * 2 - 1, median_time_past=1_796_000_000,
+                           expected_target=MAIN.pow_limit, timestamp=1_796_009_000)
+
+
+def window_start_before_parent(h):
+    """opens a retarget window 601 s before the last block of the previous one"""
+    return replace(h, timestamp=WINDOW_PARENT.timestamp - MAIN.max_timewarp_s - 1)
+
+
+class TimeWarpTests(RuleTestCase):
+    def valid(self):
+        return Header(1, WINDOW_PARENT.height + 1, WINDOW_PARENT.hash, bytes(32),
+                      WINDOW_PARENT.timestamp - MAIN.max_timewarp_s, MAIN.pow_limit, 0)
+
+    def check(self, header):
+        check_header_context(header, WINDOW_PARENT, MAIN, NOW + 10_000)
+
+    def test_valid(self):
+        """The first block of a window may be exactly 600 s before the last block of the previous window."""
+        self.check(self.valid())
+
+    def test_only_at_window_start(self):
+        """Inside a window a block may go back further than 600 s, down to the median time past."""
+        parent = replace(WINDOW_PARENT, height=WINDOW_PARENT.height - 1)
+        header = replace(self.valid(), height=parent.height + 1, timestamp=parent.timestamp - 5000)
+        check_header_context(header, parent, MAIN, NOW + 10_000)
+
+    def test_regtest_has_no_windows(self):
+        """regtest never retargets, so the rule never applies there."""
+        parent = replace(WINDOW_PARENT, expected_target=REGTEST.pow_limit)
+        header = replace(window_start_before_parent(self.valid()), target=REGTEST.pow_limit)
+        check_header_context(header, parent, REGTEST, NOW + 10_000)
+
+    test_time_warp = refused(window_start_before_parent, TimeWarp)
+
+    def test_earliest_timestamp_at_a_window_start(self):
+        """earliest_timestamp at a window's start is the time-warp bound: it passes, one second less does not."""
+        earliest = earliest_timestamp(WINDOW_PARENT, MAIN)
+        self.assertEqual(earliest, WINDOW_PARENT.timestamp - MAIN.max_timewarp_s)
+        self.check(replace(self.valid(), timestamp=earliest))
+        self.assertRefused(TimeWarp, self.check, replace(self.valid(), timestamp=earliest - 1))
+
+    def test_earliest_timestamp_inside_a_window(self):
+        """Inside a window earliest_timestamp is one above the median time past."""
+        parent = replace(WINDOW_PARENT, height=WINDOW_PARENT.height - 1)
+        self.assertEqual(earliest_timestamp(parent, MAIN), parent.median_time_past + 1)
+
+
+def time_warp_attack(params, windows: int) -> list:
+    """Targets (relative to the first) that a miner with a fixed hash rate reaches by the time-warp attack.
+
+    It dates each window's last block as far ahead as the clock allows and every
+    other block as early as check_header_context lets it; its hash rate finds a
+    block every target_spacing_s at the starting target.
+    """
+    interval, start = params.retarget_interval, params.pow_limit >> 20
+    target, now, stamps, reached = start, 1_796_000_000, [1_796_000_000], []
+    for height in range(1, windows * interval + 1):
+        expected = target
+        if params.is_retarget_height(height):
+            expected = params.next_target(height, target, stamps[height - interval], stamps[height - 1])
+            reached.append(expected / start)
+        now += params.target_spacing_s * start // expected
+        recent = sorted(stamps[-params.median_time_span:])
+        parent = ParentInfo(bytes(32), height - 1, recent[len(recent) // 2], expected, stamps[-1])
+        header = Header(1, height, bytes(32), bytes(32), parent.median_time_past + 1, expected, 0)
+        if height % interval == interval - 1:
+            header = replace(header, timestamp=now + params.max_future_s)
+        try:
+            check_header_context(header, parent, params, now)
+        except TimeWarp:
+            header = replace(header, timestamp=parent.timestamp - params.max_timewarp_s)
+            check_header_context(header, parent, params, now)
+        stamps.append(header.timestamp)
+        target = expected
+    return reached
+
+
+class TimeWarpAttackTests(SynchronousTestCase):
+    def test_attack_without_the_rule_collapses_difficulty(self):
+        """Without the rule (an unbounded allowance) the attack makes blocks 256 times easier in 4 windows."""
+        reached = time_warp_attack(replace(MAIN, max_timewarp_s=10 ** 12), 5)
+        self.assertGreaterEqual(reached[3], 256)
+
+    def test_attack_with_the_rule_no_longer_lowers_difficulty(self):
+        """With the rule the attacker gains one 4x step from the 2 h clock allowance, then falls back to 1.5x.
+
+        Each later window can only gain max_timewarp_s (600 s of 1,800): a miner
+        with a fixed hash rate settles where its real window time plus 600 s is
+        1,800 s, and the difficulty stops falling.
+        """
+        reached = time_warp_attack(MAIN, 12)
+        self.assertLessEqual(max(reached), 4)
+        self.assertTrue(all(later <= earlier for earlier, later in zip(reached, reached[1:])))
+        self.assertLess(reached[-1], 1.51)
 
 
 # -- check_tx_inputs --------------------------------------------------------------------------------
