@@ -130,6 +130,11 @@ class Mempool:
         """The in-pool descendants of a pool transaction, itself excluded."""
         return self._walk(self._children.get(tx_id, ()), self._children)
 
+    def descendant_totals(self, tx_id: bytes) -> tuple:
+        """(count, bytes) of a pool transaction and its in-pool descendants: what the descendant limits measure."""
+        count, nbytes = self._descendants[tx_id]
+        return count, nbytes
+
     def _walk(self, start, links, stop: int | None = None) -> set:
         """Everything reachable from start through links; stops early once past `stop` transactions."""
         seen, todo = set(start), list(start)

@@ -16,7 +16,7 @@ from chaincore.core.errors import (
     AncestorsTooLarge, BadAmount, CoinbaseInMempool, DescendantsTooLarge, DoubleSpend, FeeTooLow, ImmatureCoinbase,
     Invalid, MempoolChainLimit, MempoolFull, MissingInput, NonFinal, TooManyAncestors, TooManyDescendants,
 )
-from chaincore.core.mempool import MAX_ANCESTOR_BYTES, ChainLimits, Mempool
+from chaincore.core.mempool import MAX_ANCESTOR_BYTES, MAX_ANCESTORS, ChainLimits, Mempool
 from chaincore.core.params import COIN, REGTEST
 from chaincore.core.store import MemoryStore
 from chaincore.core.tx import Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
@@ -608,3 +608,38 @@ class ScaleTests(SynchronousTestCase):
         selected = box.pool.select(REGTEST.max_block_size)
         self.assertLessEqual(box.pool.steps - steps, 3 * len(inside))
         self.assertGreater(len(selected), REGTEST.max_block_size // TX_SIZE - 2)
+
+
+class BookkeepingPropertyTests(SynchronousTestCase):
+
+    @FAST
+    @given(dags, st.integers(2, 30), st.lists(st.integers(0, 40), max_size=6), st.booleans())
+    def test_graph_stays_exact(self, draws, room, confirm, reorganise):
+        """After admissions, evictions, confirmations and a reorganisation, every stored total matches a fresh walk."""
+        txs, fresh = build_dag(draws)
+        box = Pool(fresh, max_bytes=room * TX_SIZE)
+        for tx in txs:
+            try:
+                box.accept(tx)
+            except Invalid:
+                pass
+        pool = box.pool
+        inside = pool.transactions()
+        confirmed = [inside[n] for n in sorted(set(confirm)) if n < len(inside)]
+        confirmed = [tx for tx in confirmed if not pool.ancestors(tx.tx_id) - {t.tx_id for t in confirmed}]
+        block = FakeBlock(confirmed)
+        pool.remove_for_block(block)
+        if reorganise:
+            pool.reorganise([block], [], box.coins.get, 200)
+        total = 0
+        for tx in pool.transactions():
+            t = tx.tx_id
+            below = pool.descendants(t)
+            self.assertEqual(pool.descendant_totals(t),
+                             (1 + len(below), tx.size + sum(pool.entry(d).size for d in below)))
+            self.assertLessEqual(len(pool.ancestors(t)) + 1, MAX_ANCESTORS)
+            for txin in tx.inputs:
+                self.assertEqual(pool.spender(txin.outpoint), t)
+            total += tx.size
+        self.assertEqual(pool.total_bytes, total)
+        self.assertLessEqual(total, room * TX_SIZE)
