@@ -73,12 +73,14 @@ class Mempool:
     """Unconfirmed transactions, their conflicts and dependencies, ordered by fee rate for mining."""
 
     def __init__(self, params: NetworkParams, max_bytes: int = DEFAULT_MAX_BYTES, min_fee_rate: int | None = None,
-                 sig_cache: set | None = None, limits: ChainLimits = ChainLimits()):
+                 sig_cache: set | None = None, limits: ChainLimits = ChainLimits(),
+                 check_cache: rules.SignatureCache | None = None):
         self.params = params
         self.max_bytes = max_bytes
         self.min_fee_rate = params.min_fee_rate if min_fee_rate is None else min_fee_rate
         self.sig_cache = sig_cache if sig_cache is not None else set()
         self.limits = limits
+        self.check_cache = check_cache  # verified (key, signature, sighash) checks, shared with the chain
         self._entries = {}    # tx_id -> MempoolEntry
         self._spends = {}     # OutPoint -> tx_id of the mempool tx spending it
         self._parents = {}    # tx_id -> set of in-pool tx_ids it spends from
@@ -226,7 +228,7 @@ class Mempool:
         if self._bytes + tx.size > self.max_bytes and self._by_rate:
             self._refuse_if_cheapest(tx, fee)
         if tx_id not in self.sig_cache:
-            rules.check_signatures(tx)
+            rules.check_signatures(tx, self.check_cache)
             self.sig_cache.add(tx_id)
         self._add(tx, fee)
         evicted = self._trim()

@@ -191,8 +191,10 @@ def verify_batch(checks) -> int:
     return -1
 
 
-def check_signatures(tx: Transaction) -> None:
-    bad = verify_batch(signature_checks(tx))
+def check_signatures(tx: Transaction, cache: "SignatureCache | None" = None) -> None:
+    """Raise BadSignature unless every input's signature verifies; through cache when one is given."""
+    checks = signature_checks(tx)
+    bad = verify_batch(checks) if cache is None else verify_cached(checks, cache)
     if bad >= 0:
         raise BadSignature(f"input {bad} signature does not verify")
 

@@ -13,11 +13,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.chainstate import ChainState
 from chaincore.core.errors import (
-    AncestorsTooLarge, BadAmount, CoinbaseInMempool, DescendantsTooLarge, DoubleSpend, FeeTooLow, ImmatureCoinbase,
+    AncestorsTooLarge, BadAmount, BadSignature, CoinbaseInMempool, DescendantsTooLarge, DoubleSpend, FeeTooLow, ImmatureCoinbase,
     Invalid, MempoolChainLimit, MempoolFull, MissingInput, NonFinal, TooManyAncestors, TooManyDescendants,
 )
 from chaincore.core.mempool import MAX_ANCESTOR_BYTES, MAX_ANCESTORS, ChainLimits, Mempool
 from chaincore.core.params import COIN, REGTEST
+from chaincore.core.rules import SignatureCache
 from chaincore.core.store import MemoryStore
 from chaincore.core.tx import Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
 from tests.support.builders import ALICE, BOB, CAROL, coinbase_outpoint, make_block, payload, regtest_chain, signed_tx
@@ -643,3 +644,21 @@ class BookkeepingPropertyTests(SynchronousTestCase):
             total += tx.size
         self.assertEqual(pool.total_bytes, total)
         self.assertLessEqual(total, room * TX_SIZE)
+
+
+class SignatureCacheTests(MempoolTestCase):
+
+    def test_identical_checks_verify_once(self):
+        """Inputs sharing a key and a signature are one cached check; a copy with its last signature forged is refused."""
+        cache = SignatureCache()
+        self.pool = Mempool(REGTEST, check_cache=cache)
+        spends = [(coinbase_outpoint(BASE[h]), ALICE) for h in (1, 2, 3)]
+        good = signed_tx(spends, [(BOB, 3 * REWARD - 10_000)])
+        signature = good.inputs[0].signature
+        self.assertEqual({i.signature for i in good.inputs}, {signature})
+        forged = good.with_signatures([signature, signature, BOB.sign(good.sighash)])
+        self.refused(forged, BadSignature)
+        self.assertEqual(len(cache), 1)  # the shared check verified once, before the forged one failed
+        self.assertIn((ALICE.public_key, good.sighash, signature), cache)
+        self.assertEqual(self.accept(good).status, "accepted")
+        self.assertEqual(len(cache), 1)
