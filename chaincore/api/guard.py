@@ -60,9 +60,6 @@ class _Refused(Protocol):
     def dataReceived(self, data):
         pass  # the request is not read: it was answered already
 
-    def readConnectionLost(self):
-        self.transport.loseConnection()
-
     def connectionLost(self, reason):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
