@@ -204,6 +204,12 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual(status_of(late), 503)
         self.assertEqual(self.refusals, ["total", "total"])
 
+    def test_known_peers_have_their_own_cap(self):
+        """With a classifier that knows a peer, that address gets the peer cap (3), not the stranger's (2)."""
+        factory = guarded(self.clock, classify=lambda host: PEER if host == "198.18.9.9" else STRANGER)
+        answers = [connect(factory, host="198.18.9.9")[1] for _ in range(4)]
+        self.assertEqual([t.value()[:12] for t in answers], [b"", b"", b"", b"HTTP/1.1 429"])
+
     def test_refused_connection_is_aborted_if_it_lingers(self):
         """A refused client that never closes is aborted after a second."""
         for _ in range(2):
