@@ -94,7 +94,7 @@ class ConnectionTableTests(SynchronousTestCase):
         self.assertEqual((table.count("198.18.0.1"), table.total), (2, 3))
 
     def test_strangers_leave_room_for_the_operator_and_peers(self):
-        """Strangers fill the total only up to the reserve; the operator and a peer still get in, then the total holds."""
+        """Strangers fill the total only up to the reserve; the operator and a peer still get in, then it is full."""
         table = ConnectionTable(max_total=6, per_address={LOOPBACK: 5, PEER: 5, STRANGER: 1}, reserved=2)
         for n in range(4):
             self.assertIsNone(table.open(f"198.18.0.{n}", STRANGER))

@@ -104,7 +104,7 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(self.refusals, ["header-timeout"])
 
     def test_idle_keep_alive_is_the_sites_timeout(self):
-        """A kept-alive connection that sends nothing more is closed by the idle timeout (30 s), not as a late header."""
+        """A kept-alive connection that sends nothing is closed by the idle timeout (30 s), not as a late header."""
         proto, transport = connect(self.factory)
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: node\r\n\r\n")
         transport.clear()

@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.chainstate import ChainState
 from chaincore.core.errors import (
-    AncestorsTooLarge, BadAmount, BadSignature, CoinbaseInMempool, DescendantsTooLarge, DoubleSpend, FeeTooLow, ImmatureCoinbase,
+    AncestorsTooLarge, BadAmount, BadSignature, CoinbaseInMempool, DescendantsTooLarge, DoubleSpend, FeeTooLow,
+    ImmatureCoinbase,
     Invalid, MempoolChainLimit, MempoolFull, MissingInput, NonFinal, TooManyAncestors, TooManyDescendants,
 )
 from chaincore.core.mempool import MAX_ANCESTOR_BYTES, MAX_ANCESTORS, ChainLimits, Mempool
@@ -649,7 +650,7 @@ class BookkeepingPropertyTests(SynchronousTestCase):
 class SignatureCacheTests(MempoolTestCase):
 
     def test_identical_checks_verify_once(self):
-        """Inputs sharing a key and a signature are one cached check; a copy with its last signature forged is refused."""
+        """Inputs sharing a key and a signature are one cached check; a copy with a forged last signature is refused."""
         cache = SignatureCache()
         self.pool = Mempool(REGTEST, check_cache=cache)
         spends = [(coinbase_outpoint(BASE[h]), ALICE) for h in (1, 2, 3)]
