@@ -78,6 +78,9 @@ class QuietSite(server.Site):
 
     noisy = False
 
+    def logPrefix(self):
+        return "ChainCore HTTP API"  # what twistd's "... starting on PORT" line names
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.open_channels = set()

@@ -6,7 +6,6 @@ JSON: ChainCore's own errors through api/errors.py, werkzeug's 404/405 and
 anything unexpected (500, traceback only in the log).
 """
 
-import html
 import ipaddress
 import json
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
 from ..core.errors import ChainCoreError, Forbidden, Malformed
 from .errors import json_body, json_error, status_for
+from .explorer import Explorer
 from .schema import ENDPOINTS, openapi_json, params
 
 log = logger("chaincore.api")
@@ -91,10 +91,12 @@ class NodeAPI:
 
     app = Klein()
 
-    def __init__(self, node, metrics=None, cooperate=None):
+    def __init__(self, node, metrics=None, cooperate=None, events=None):
         self._node = node
         self._metrics = metrics
         self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
+        self._events = events        # the EventHub behind /events (api/events.py)
+        self._explorer = Explorer(node)
 
     def resource(self):
         return self.app.resource()
@@ -278,8 +280,67 @@ class NodeAPI:
 
     @app.route("/history/<string:address>", methods=["GET"])
     def history(self, request, address):
-        params(request, "history", {"address": address})
-        return json_body(request, 200, {"address": address, "history": self._node.history(address)})
+        p = params(request, "history", {"address": address})
+        rows, nxt = self._node.history_page(address, p["limit"], p["cursor"])
+        return json_body(request, 200, {"address": address, "history": rows, "next": nxt})
+
+    @app.route("/fees", methods=["GET"])
+    def fees(self, request):
+        return json_body(request, 200, self._node.fee_estimate())
+
+    @app.route("/events", methods=["GET"])
+    def events(self, request):
+        if self._events is None:
+            raise RouteNotFound()
+        p = params(request, "events")
+        last_id = request.getHeader(b"Last-Event-ID") or p["last_event_id"]
+        if isinstance(last_id, bytes):
+            last_id = last_id.decode("latin-1")
+        return self._events.open(request, last_id)
+
+    # -- pages for people (api/explorer.py) --------------------------------------------
+
+    def _html(self, request, answer):
+        status, page = answer
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return page.encode()
+
+    @app.route("/search", methods=["GET"])
+    def search(self, request):
+        q = request.args.get(b"q", [b""])[0].decode("utf-8", "replace")[:200]
+        status, answer = self._explorer.search(q)
+        if status == 303:
+            request.setResponseCode(303)
+            request.setHeader(b"Location", answer.encode())
+            request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+            return b""
+        return self._html(request, (status, answer))
+
+    @app.route("/explorer/blocks", methods=["GET"])
+    def blocks_page(self, request):
+        try:
+            before = params(request, "blocks_page")["before"]
+        except Malformed as e:
+            return self._html(request, self._explorer.not_found("Bad page", str(e), status=400))
+        return self._html(request, self._explorer.blocks(before))
+
+    @app.route("/explorer/block/<string:ref>", methods=["GET"])
+    def block_page(self, request, ref):
+        return self._html(request, self._explorer.block(ref))
+
+    @app.route("/explorer/tx/<string:tx_id>", methods=["GET"])
+    def tx_page(self, request, tx_id):
+        return self._html(request, self._explorer.transaction(tx_id))
+
+    @app.route("/explorer/address/<string:address>", methods=["GET"])
+    def address_page(self, request, address):
+        cursor = request.args.get(b"cursor", [b""])[0].decode("utf-8", "replace") or None
+        return self._html(request, self._explorer.address(address, cursor))
+
+    @app.route("/explorer/mempool", methods=["GET"])
+    def mempool_page(self, request):
+        return self._html(request, self._explorer.mempool())
 
     @app.route("/mining/template", methods=["GET"])
     def template(self, request):
@@ -308,28 +369,7 @@ class NodeAPI:
 
     @app.route("/", methods=["GET"])
     def index(self, request):
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        return _index_page(self._node).encode()
-
-
-def _index_page(node) -> str:
-    s = node.status()
-    known, active = node.peer_view()
-    recent = node.chain.main_blocks(max(0, s["height"] - 9), 10)
-    rows = "".join(
-        f"<tr><td>{b.height}</td><td><a href='/block/{b.hash.hex()}'><code>{b.hash.hex()[:20]}…</code></a></td>"
-        f"<td>{len(b.transactions)}</td><td>{b.header.timestamp}</td></tr>" for b in reversed(recent))
-    peers = "".join(f"<li>{html.escape(u)}{' (active)' if u in active else ''}</li>" for u in sorted(known))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ChainCore node</title>
-<style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 10px}}</style></head><body>
-<h1>ChainCore node</h1>
-<p>Network <b>{html.escape(s['network'])}</b>, version {html.escape(s['version'])}, node {html.escape(s['node_id'][:12])}</p>
-<p>Tip: height <b>{s['height']}</b>, <code>{s['tip_hash']}</code></p>
-<p>Mempool: {s['mempool_size']} transactions. Syncing: {s['syncing']}.</p>
-<h2>Peers ({len(active)} active)</h2><ul>{peers or '<li>none</li>'}</ul>
-<h2>Recent blocks</h2><table><tr><th>height</th><th>hash</th><th>txs</th><th>time</th></tr>{rows}</table>
-<p><a href="/openapi.json">API description (OpenAPI)</a> · <a href="/metrics">metrics</a></p>
-</body></html>"""
+        return self._html(request, self._explorer.home())
 
 
 __all__ = ["NodeAPI", "ENDPOINTS"]

@@ -11,6 +11,7 @@ import argparse
 import decimal
 import http.client
 import json
+import os
 import re
 import socket
 import sys
@@ -18,11 +19,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from chaincore import __version__
 from chaincore.core.params import COIN, MAX_MONEY
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer stopped by a closed pipe
+NODE_ENV = "CHAINCORE_NODE"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _COINS_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
 
@@ -71,6 +75,37 @@ def run_main(prog: str, body, argv, stderr=None) -> int:
     except KeyboardInterrupt:
         stderr.write(f"{prog}: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and point stdout at /dev/null so the
+        # interpreter's final flush does not complain about the pipe a second time.
+        _silence_stdout()
+        return EXIT_CLOSED_PIPE
+
+
+def _silence_stdout() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """--version on parser, printing the program's name and ChainCore's version."""
+    parser.add_argument("--version", action="version", version=f"{parser.prog.split()[0]} {__version__}",
+                        help="print the version and exit")
+
+
+def add_node_option(parser: argparse.ArgumentParser, env) -> None:
+    """--node URL, defaulting to $CHAINCORE_NODE (required when that is not set)."""
+    default = (env or {}).get(NODE_ENV) or None
+    parser.add_argument("--node", required=default is None, default=default, metavar="URL",
+                        help=f"a node's base URL, e.g. http://localhost:5000 (default: ${NODE_ENV}"
+                             + (f", now {default})" if default else ", which is not set)"))
 
 
 def one_line(text: str) -> str:

@@ -22,7 +22,7 @@ from chaincore.core import errors, keys
 from chaincore.core.pow import nonce_limit, search_nonce
 
 from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
-                     node_url, run_main)
+                     add_node_option, add_version, node_url, run_main)
 
 PROG = "chaincore-miner"
 CHUNK_NONCES = 131_072
@@ -143,10 +143,12 @@ class Miner:
     """The mining loop: templates in, nonce ranges out to the pool, solved blocks back to the node."""
 
     def __init__(self, node: NodeClient, address: str, workers: int, blocks: int | None, display: Display,
-                 clock, executor, chunk: int = CHUNK_NONCES, retry_s: float = RETRY_S):
+                 clock, executor, chunk: int = CHUNK_NONCES, retry_s: float = RETRY_S, pause_s: float = 0,
+                 sleep=time.sleep):
         self.node, self.address, self.workers, self.target_blocks = node, address, workers, blocks
         self.display, self.clock, self.executor, self.chunk = display, clock, executor, chunk
         self.retry_s = retry_s
+        self.pause_s, self.sleep = pause_s, sleep  # a rest after each accepted block paces a test network
         self.blocks_found = 0
         self.hashes = 0
         self.started = clock()
@@ -219,6 +221,8 @@ class Miner:
                 self.blocks_found += 1
                 side = "" if answer.get("main_chain", True) else " (not on the main chain)"
                 self.display.log(f"block {answer.get('height', template.height)} {block_hash} accepted{side}")
+                if self.pause_s and (self.target_blocks is None or self.blocks_found < self.target_blocks):
+                    self.sleep(self.pause_s)
             else:
                 self.display.log(f"block at height {template.height} answered {status} {state}: {block_hash}")
         if self.target_blocks is None or self.blocks_found < self.target_blocks:
@@ -332,15 +336,28 @@ def _positive(text: str) -> int:
     return value
 
 
-def make_parser() -> OneLineParser:
+def make_parser(env=None) -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Mine ChainCore blocks on a node, paying the rewards to ADDRESS.")
-    parser.add_argument("--node", required=True, metavar="URL", help="the node's base URL, e.g. http://localhost:5000")
+    add_version(parser)
+    add_node_option(parser, os.environ if env is None else env)
     parser.add_argument("--address", required=True, help="the address the block rewards go to")
     parser.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes searching nonces (default: the number of CPUs)")
     parser.add_argument("--blocks", type=_positive, default=None, metavar="N",
                         help="stop after N accepted blocks (default: mine until interrupted)")
+    parser.add_argument("--pause", type=_seconds, default=0, metavar="S",
+                        help="rest S seconds after each accepted block, to pace a test network (default 0)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise UsageError(f"{text} must be between 0 and 86400 seconds")
+    return value
 
 
 class _Terminate(KeyboardInterrupt):
@@ -351,13 +368,13 @@ def _on_sigterm(signum, frame):
     raise _Terminate()
 
 
-def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_context=None) -> int:
+def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_context=None, env=None) -> int:
     """Run chaincore-miner with argv; Ctrl-C or SIGTERM stops it with a summary and exit status 0."""
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
 
     def body(argv):
-        args = make_parser().parse_args(argv)
+        args = make_parser(env).parse_args(argv)
         try:
             keys.address_payload(args.address)
         except errors.BadAddress as e:
@@ -368,7 +385,7 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
         old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
         executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=mp_context or default_mp_context(),
                                                           initializer=_init_worker, initargs=(os.getpid(),))
-        miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor)
+        miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor, pause_s=args.pause)
         try:
             miner.run()
         except KeyboardInterrupt:

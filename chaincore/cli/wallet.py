@@ -24,13 +24,16 @@ from chaincore.core.keys import PrivateKey
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Transaction, TxIn, TxOut
 
 from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
-                     format_coins, node_url, parse_coins, run_main)
+                     add_node_option, add_version, format_coins, node_url, parse_coins, run_main)
+from .events import wait_for_confirmations
 
 PROG = "chaincore-wallet"
 PASSPHRASE_ENV = "CHAINCORE_WALLET_PASSPHRASE"
 WALLET_FORMAT = "chaincore-wallet"
 WALLET_VERSION = 1
 TX_VERSION = 1
+HISTORY_PAGE = 100
+ESTIMATED_TX_BYTES = 300   # a first guess of the size, refined once the coins are chosen
 
 
 @dataclass
@@ -285,18 +288,26 @@ class WalletCommands:
         return 0
 
     def balance(self, args) -> int:
-        """Print the node's confirmed and unconfirmed balance of the wallet's address, in coins."""
+        """Print what the wallet's address owns, in coins: spendable now, immature rewards, unconfirmed."""
         wallet = load_wallet(args.wallet)
         node = NodeClient(node_url(args.node))
         answer = node.get(f"/balance/{wallet.address}")
         try:
             confirmed, unconfirmed = int(answer["confirmed"]), int(answer["unconfirmed"])
             total = int(answer.get("balance", confirmed + unconfirmed))
+            spendable = answer.get("spendable")
+            immature = answer.get("immature")
+            spendable = None if spendable is None else int(spendable)
+            immature = None if immature is None else int(immature)
         except (KeyError, TypeError, ValueError):
             raise CliError("the node's /balance answer is malformed") from None
         self.say(f"address      {wallet.address}")
-        self.say(f"confirmed    {format_coins(confirmed)}")
+        if spendable is not None:
+            self.say(f"spendable    {format_coins(spendable)}")
+        if immature is not None:
+            self.say(f"immature     {format_coins(immature)}  (mining rewards that are not spendable yet)")
         self.say(f"unconfirmed  {format_coins(unconfirmed, signed=True)}")
+        self.say(f"confirmed    {format_coins(confirmed)}")
         self.say(f"balance      {format_coins(total)}")
         waiting = [p for p in wallet.pending
                    if (node.get(f"/tx/{p['tx_id']}", missing_ok=True) or {}).get("confirmations", 0) == 0]
@@ -305,22 +316,37 @@ class WalletCommands:
         return 0
 
     def history(self, args) -> int:
-        """Print one line per transaction touching the wallet's address: id, signed amount, where."""
+        """Print one line per transaction touching the wallet's address, newest first: id, signed amount, where.
+
+        Pages are fetched as they are printed, so `| head` asks the node for
+        little.  With --limit the output stops there and says how to go on.
+        """
         wallet = load_wallet(args.wallet)
-        answer = NodeClient(node_url(args.node)).get(f"/history/{wallet.address}")
-        try:
-            entries = [(e["tx_id"], e.get("height"), int(e.get("confirmations", 0)), int(e["amount_delta"]))
-                       for e in answer["history"]]
-        except (KeyError, TypeError, ValueError):
-            raise CliError("the node's /history answer is malformed") from None
-        if not entries:
-            self.say(f"no transactions for {wallet.address}")
-        for tx_id, height, confirmations, delta in entries:
-            where = f"height {height}" if height is not None and confirmations > 0 else "unconfirmed"
-            plural = "" if confirmations == 1 else "s"
-            self.say(f"{tx_id}  {format_coins(delta, signed=True):>19}  {where} "
-                     f"({confirmations} confirmation{plural})")
-        return 0
+        node = NodeClient(node_url(args.node))
+        cursor, printed = args.cursor, 0
+        while True:
+            page = HISTORY_PAGE if args.limit is None else min(HISTORY_PAGE, args.limit - printed)
+            query = {"limit": page, **({"cursor": cursor} if cursor else {})}
+            answer = node.get(f"/history/{wallet.address}", query)
+            try:
+                entries = [(e["tx_id"], e.get("height"), int(e.get("confirmations", 0)), int(e["amount_delta"]))
+                           for e in answer["history"]]
+                cursor = answer.get("next")
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise CliError("the node's /history answer is malformed") from None
+            if not entries and not printed:
+                self.say(f"no transactions for {wallet.address}")
+            for tx_id, height, confirmations, delta in entries:
+                where = f"height {height}" if height is not None and confirmations > 0 else "unconfirmed"
+                plural = "" if confirmations == 1 else "s"
+                self.say(f"{tx_id}  {format_coins(delta, signed=True):>19}  {where} "
+                         f"({confirmations} confirmation{plural})")
+            printed += len(entries)
+            if not cursor:
+                return 0
+            if args.limit is not None and printed >= args.limit:
+                self.note(f"more transactions: add --cursor {cursor} to go on")
+                return 0
 
     def send(self, args) -> int:
         """Select coins, sign a payment with change, and broadcast it (or print it with --no-broadcast)."""
@@ -332,7 +358,7 @@ class WalletCommands:
         node = NodeClient(node_url(args.node))
         to_payload = _payload(args.to, "--to")
         amount = parse_coins(args.amount, "--amount")
-        fee = parse_coins(args.fee, "--fee", allow_zero=True)
+        fee = None if args.fee is None else parse_coins(args.fee, "--fee", allow_zero=True)
         wallet = load_wallet(args.wallet)
         passphrase = None
         if wallet.encrypted:
@@ -351,13 +377,25 @@ class WalletCommands:
         free = [u for u in utxos if u.outpoint not in reserved and not u.spent_in_mempool]
         immature = []
         spendable = self.maturity_check(node, status, immature)
-        coins = select_coins(free, amount + fee, spendable)
         change = unconfirmed_change(wallet, reserved)
-        if not coins and change:
-            # confirmed coins first; this wallet's own unconfirmed change only when they fall short
-            # (the node takes chains of unconfirmed transactions)
+        fee_rate = None
+        if fee is None:
+            fee_rate = self.fee_rate(node)
+            fee = fee_rate * ESTIMATED_TX_BYTES
+        for _ in range(5):  # with a fee rate, the fee follows the size, which follows the coins chosen
             immature.clear()
-            coins = select_coins(free + change, amount + fee, spendable)
+            coins = select_coins(free, amount + fee, spendable)
+            if not coins and change:
+                # confirmed coins first; this wallet's own unconfirmed change only when they fall short
+                # (the node takes chains of unconfirmed transactions)
+                immature.clear()
+                coins = select_coins(free + change, amount + fee, spendable)
+            if not coins or fee_rate is None:
+                break
+            needed = fee_rate * build_send(key, coins, to_payload, amount, fee).size
+            if needed == fee:
+                break
+            fee = needed  # the rate times the size of what will be signed, not the first guess
         if not coins:
             have = sum(u.amount for u in free + change) - sum(u.amount for u in immature)
             detail = []
@@ -373,6 +411,8 @@ class WalletCommands:
                            + f", need {format_coins(amount + fee)} (amount {format_coins(amount)} "
                            f"+ fee {format_coins(fee)})")
         tx = build_send(key, coins, to_payload, amount, fee)
+        if fee_rate is not None and fee < fee_rate * tx.size:
+            raise CliError(f"could not settle the fee at {fee_rate} units per byte; give --fee")
         if args.no_broadcast:
             self.say(json.dumps(tx_to_json(tx), indent=2))
             return 0
@@ -389,9 +429,25 @@ class WalletCommands:
             raise CliError(f"{e}; the node may not have received transaction {tx.tx_id.hex()}: "
                            "the wallet keeps it as unconfirmed and sends it again with the next send") from None
         state = answer.get("status", "accepted") if isinstance(answer, dict) else "accepted"
-        self.say(f"sent {format_coins(amount)} to {args.to} (fee {format_coins(fee)}, "
+        rate = f", {fee_rate} unit{'s' if fee_rate != 1 else ''}/byte from the node" if fee_rate is not None else ""
+        self.say(f"sent {format_coins(amount)} to {args.to} (fee {format_coins(fee)}{rate}, "
                  f"{len(coins)} input{'s' if len(coins) != 1 else ''}): {tx.tx_id.hex()} {state}")
+        if args.wait:
+            confirmations = wait_for_confirmations(node, tx.tx_id.hex(), args.wait, args.wait_timeout,
+                                                   progress=self.note)
+            self.say(f"{tx.tx_id.hex()} has {confirmations} confirmation{'s' if confirmations != 1 else ''}")
         return 0
+
+    def fee_rate(self, node: NodeClient) -> int:
+        """The node's fee rate estimate (units per byte) from /fees."""
+        answer = node.get("/fees")
+        try:
+            rate = answer["fee_rate"]
+        except (KeyError, TypeError):
+            raise CliError("the node's /fees answer is malformed; give --fee") from None
+        if type(rate) is not int or not 0 <= rate <= 1_000_000:
+            raise CliError("the node's /fees answer is malformed; give --fee")
+        return rate
 
     def reconcile(self, wallet: Wallet, node: NodeClient, utxos) -> bool:
         """Forget sends that are confirmed or can no longer confirm; resend those the node lost.
@@ -451,6 +507,16 @@ class WalletCommands:
         return spendable
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise UsageError(f"{text} must be at least 1")
+    return value
+
+
 def _payload(address: str, option: str) -> bytes:
     try:
         return keys.address_payload(address)
@@ -458,26 +524,37 @@ def _payload(address: str, option: str) -> bytes:
         raise UsageError(f"{option}: {e}") from None
 
 
-def make_parser() -> OneLineParser:
+def make_parser(env=None) -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="A ChainCore wallet: one key, kept on this machine.")
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name, help_text, node=False):
         p = commands.add_parser(name, help=help_text, description=help_text)
+        add_version(p)
         p.add_argument("--wallet", required=True, metavar="FILE", help="the wallet file")
         if node:
-            p.add_argument("--node", required=True, metavar="URL", help="a node's base URL, e.g. http://localhost:5000")
+            add_node_option(p, os.environ if env is None else env)
         return p
 
     command("create", "Make a new key in a new wallet file "
                       f"(encrypted with {PASSPHRASE_ENV} or a prompted passphrase).")
     command("address", "Print the wallet's address.")
-    command("balance", "Print the confirmed and unconfirmed balance, in coins.", node=True)
-    command("history", "Print one line per transaction touching the wallet's address.", node=True)
+    command("balance", "Print the spendable, immature and unconfirmed amounts, in coins.", node=True)
+    history = command("history", "Print one line per transaction touching the wallet's address, newest first.",
+                      node=True)
+    history.add_argument("--limit", type=_positive, default=None, metavar="N",
+                         help="print at most N transactions, then say how to go on (default: all)")
+    history.add_argument("--cursor", default=None, metavar="C", help="start where an earlier --limit stopped")
     send = command("send", "Sign a payment here and hand it to the node.", node=True)
     send.add_argument("--to", required=True, metavar="ADDR", help="the recipient's address")
     send.add_argument("--amount", required=True, metavar="COINS", help="coins to send, e.g. 10.5 (up to 8 decimals)")
-    send.add_argument("--fee", required=True, metavar="COINS", help="coins left to the miner, e.g. 0.0001")
+    send.add_argument("--fee", default=None, metavar="COINS",
+                      help="coins left to the miner, e.g. 0.0001 (default: the node's /fees rate for this size)")
+    send.add_argument("--wait", type=_positive, default=None, metavar="N",
+                      help="after sending, wait until the payment has N confirmations")
+    send.add_argument("--wait-timeout", type=_positive, default=3600, metavar="SECONDS",
+                      help="give up waiting after this many seconds (default 3600)")
     send.add_argument("--no-broadcast", action="store_true",
                       help="print the signed transaction JSON instead of sending it (its coins are not reserved)")
     return parser
@@ -491,7 +568,7 @@ def main(argv=None, *, env=None, prompt="terminal", stdout=None, stderr=None, cl
         prompt = getpass.getpass if sys.stdin is not None and sys.stdin.isatty() else None
 
     def body(argv):
-        args = make_parser().parse_args(argv)
+        args = make_parser(env).parse_args(argv)
         commands = WalletCommands(os.environ if env is None else env, prompt, stdout, stderr, clock)
         return getattr(commands, args.command)(args)
     return run_main(PROG, body, sys.argv[1:] if argv is None else argv, stderr)

@@ -24,7 +24,7 @@ from .errors import (
     AncestorsTooLarge, BadAmount, CoinbaseInMempool, DescendantsTooLarge, DoubleSpend, FeeTooLow, Invalid,
     MempoolFull, NonFinal, TooManyAncestors, TooManyDescendants,
 )
-from .params import NetworkParams
+from .params import NetworkParams, describe_amount
 from .tx import Coin, OutPoint, Transaction
 
 DEFAULT_MAX_BYTES = 5_000_000
@@ -173,8 +173,9 @@ class Mempool:
 
         fee = rules.check_tx_inputs(tx, lookup, next_height, self.params)
         if fee < self.min_fee_rate * tx.size:
-            raise FeeTooLow(f"fee {fee} is below the minimum of {self.min_fee_rate * tx.size} "
-                            f"({self.min_fee_rate} per byte for {tx.size} bytes)")
+            raise FeeTooLow(f"fee {describe_amount(fee)} is below the minimum of "
+                            f"{describe_amount(self.min_fee_rate * tx.size)} "
+                            f"({self.min_fee_rate} unit per byte for {tx.size} bytes)")
         self._check_limits(tx)
         return fee
 

@@ -14,6 +14,14 @@ from .tx import make_coinbase
 
 COIN = 100_000_000
 MAX_MONEY = 21_000_000 * COIN
+
+
+def describe_amount(units: int) -> str:
+    """An amount for people: coins first, base units beside them, e.g. "0.00000235 coins (235 units)"."""
+    whole, frac = divmod(abs(units), COIN)
+    sign = "-" if units < 0 else ""
+    return f"{sign}{whole}.{frac:08d} coins ({units:,} units)"
+
 UNSPENDABLE_PAYLOAD = bytes((0x1C,)) + bytes(20)
 GENESIS_TIMESTAMP = 1_796_000_000  # 2026-11-30
 GENESIS_MESSAGE = b"ChainCore genesis 2026-11-30"

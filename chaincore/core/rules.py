@@ -24,7 +24,7 @@ from .errors import (
     NoInputs, NonFinal, NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TxTooLarge,
     WrongKey, BadAmount, Invalid, Malformed,
 )
-from .params import NetworkParams
+from .params import NetworkParams, describe_amount
 from .tx import MAX_COINBASE_DATA, MIN_COINBASE_DATA, Coin, OutPoint, Transaction, TxOut
 
 TX_VERSION = 1
@@ -47,7 +47,7 @@ def check_tx_sanity(tx: Transaction, params: NetworkParams) -> None:
             # zero is valid (a coinbase once the reward has halved to nothing); the mempool refuses it
             raise BadAmount(f"output {n} amount must be a non-negative integer")
         if out.amount > params.max_money:
-            raise OutputTooLarge(f"output {n} amount {out.amount} is over the money supply")
+            raise OutputTooLarge(f"output {n} amount {describe_amount(out.amount)} is over the money supply")
         if out.recipient[0] != keys.ADDRESS_VERSION:
             raise BadAddress(f"output {n} pays an address of unknown version {out.recipient[0]}")
         total += out.amount
@@ -167,7 +167,8 @@ def check_tx_inputs(tx: Transaction, get_coin, height: int, params: NetworkParam
         total_in += coin.amount
     total_out = tx.output_total
     if total_out > total_in:
-        raise InsufficientFunds(f"outputs ({total_out}) are worth more than inputs ({total_in})")
+        raise InsufficientFunds(f"outputs ({describe_amount(total_out)}) are worth more than inputs "
+                                f"({describe_amount(total_in)})")
     return total_in - total_out
 
 
@@ -370,8 +371,8 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
             created[OutPoint(tx.tx_id, index)] = Coin(out.amount, out.recipient, height, tx.is_coinbase)
     allowed = params.block_reward(height) + fees
     if block.transactions[0].output_total > allowed:
-        raise BadCoinbaseValue(f"coinbase pays {block.transactions[0].output_total}, "
-                               f"more than reward + fees ({allowed})")
+        raise BadCoinbaseValue(f"coinbase pays {describe_amount(block.transactions[0].output_total)}, "
+                               f"more than reward + fees ({describe_amount(allowed)})")
     bad = verify(checks) if checks else -1
     if bad >= 0:
         tx, n = owners[bad]

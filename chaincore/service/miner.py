@@ -67,7 +67,7 @@ class MinerService(service.Service):
             if found is None:
                 continue
             try:
-                result = self.node.accept_block(block.with_nonce(found), local=True)
+                result = self.node.accept_block(block.with_nonce(found), local=True, mined=True)
             except ChainCoreError as e:
                 log.warn("own block refused: {e}", e=e)
                 continue

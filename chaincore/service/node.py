@@ -7,6 +7,7 @@ the chain state and mempool change, metrics and logs record it, and listeners
 """
 
 import os
+import re
 
 from twisted.internet import defer
 from ..logs import logger
@@ -15,8 +16,9 @@ from .. import __version__
 from ..core import keys, rules
 from ..core.block import Block, Header, merkle_root
 from ..core.chainstate import Accepted, ChainState, Orphan
-from ..core.errors import Invalid, NotFound, Unavailable
+from ..core.errors import Invalid, Malformed, NotFound, Unavailable
 from ..core.mempool import Mempool, TxAccepted
+from ..core.params import describe_amount
 from ..core.tx import make_coinbase
 from .workers import SignatureBatcher
 
@@ -25,6 +27,17 @@ log = logger("chaincore.node")
 TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
 OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
 OFFLOAD_BATCH_INPUTS = 250
+TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
+
+
+def parse_history_cursor(cursor: str):
+    """A /history cursor: an int (mempool rows to skip) or (height, tx_id); Malformed otherwise."""
+    m = re.fullmatch(r"m(\d{1,9})|c(\d{1,10})\.([0-9a-f]{64})", cursor)
+    if not m:
+        raise Malformed(f"cursor {cursor[:80]!r} is not one this node gave out")
+    if m.group(1) is not None:
+        return int(m.group(1))
+    return int(m.group(2)), bytes.fromhex(m.group(3))
 
 
 class SigCache(set):
@@ -65,9 +78,11 @@ class Node:
         self.block_listeners = []  # f(block, source) for each block newly stored (relay passes on tips only)
         self.tx_listeners = []     # f(tx, source) for each transaction newly in the mempool
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
+        self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
         self.peer_view = lambda: ([], [])  # () -> (known urls, active urls); set by the p2p layer
         self.add_peer = None       # f(url) -> None; set by the p2p layer
         self.peer_hint = None      # f(url): a client named itself in X-ChainCore-Peer (the API checks it)
+        self.mining_to = None      # the address --mine pays, shown on the explorer
         if metrics is not None:
             metrics.observe_chain(self)
 
@@ -76,8 +91,12 @@ class Node:
 
     # -- blocks ----------------------------------------------------------------------
 
-    def accept_block(self, block: Block, source: str | None = None, local: bool = False):
-        """Take a block from a peer, a miner or a client; Accepted, Duplicate or Orphan, or raise Invalid."""
+    def accept_block(self, block: Block, source: str | None = None, local: bool = False, mined: bool = False):
+        """Take a block from a peer, a miner or a client; Accepted, Duplicate or Orphan, or raise Invalid.
+
+        `mined` marks a block this node's own miner found (--mine); `local` one
+        that a miner on this machine submitted.  Both only change the log line.
+        """
         try:
             result = self.chain.accept_block(block, self.now())
         except Invalid as err:
@@ -96,17 +115,15 @@ class Node:
                          tip=self.chain.tip.hash.hex()[:16], height=self.chain.height, dropped=len(dropped))
                 returned = [tx for b in reversed(result.disconnected) for tx in b.transactions[1:]
                             if tx.tx_id in self.mempool]
+                for listener in list(self.reorg_listeners):
+                    listener(result.disconnected, result.connected)
                 for tx in returned:  # back in the mempool: news to peers that only saw the block
                     for listener in list(self.tx_listeners):
                         listener(tx, None)
             else:
                 for connected in result.connected:
                     self.mempool.remove_for_block(connected)
-            if local:
-                log.info("mined block {hash} at height {height}", hash=block.hash.hex()[:16], height=block.height)
-            elif result.main_chain:
-                log.debug("block {hash} at height {height} accepted", hash=block.hash.hex()[:16],
-                          height=block.height)
+            self._log_block(block, result, source, local, mined)
             for listener in list(self.block_listeners):
                 listener(block, source)
         elif isinstance(result, Orphan):
@@ -114,6 +131,25 @@ class Node:
             for listener in list(self.orphan_listeners):
                 listener(result.missing, source)
         return result
+
+    def _log_block(self, block: Block, result, source, local: bool, mined: bool) -> None:
+        """One line per block taken in, with the verb saying where it came from."""
+        short, height = block.hash.hex()[:16], block.height
+        n = len(block.transactions)
+        txs = f"{n} transaction{'s' if n != 1 else ''}"
+        if not result.main_chain:
+            log.info("stored side-chain block {hash} at height {height} (tip stays at {tip})",
+                     hash=short, height=height, tip=self.chain.height)
+        elif mined:
+            log.info("mined block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
+        elif local:
+            log.info("accepted block {hash} at height {height} from a local miner ({txs})",
+                     hash=short, height=height, txs=txs)
+        elif source:  # during catch-up the sync layer sums blocks up instead
+            (log.debug if self.syncing else log.info)("block {hash} at height {height} from {peer} ({txs})",
+                                                      hash=short, height=height, peer=source, txs=txs)
+        elif not self.syncing:
+            log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
     def accept_block_async(self, block: Block, source: str | None = None, local: bool = False) -> defer.Deferred:
         """accept_block, with the signatures of a big block verified in worker processes first."""
@@ -170,6 +206,10 @@ class Node:
             log.debug("transaction {tx_id} rejected: {reason}", tx_id=tx.tx_id.hex()[:16], reason=err)
             raise
         self._count("tx", "accepted")
+        log.info("transaction {tx_id} accepted{origin}: {value} to {n} output(s), fee {fee}",
+                 tx_id=tx.tx_id.hex()[:16], origin=f" from {source}" if source else "",
+                 value=describe_amount(tx.output_total), n=len(tx.outputs),
+                 fee=describe_amount(self.mempool.entry(tx.tx_id).fee) if tx.tx_id in self.mempool else "?")
         for listener in list(self.tx_listeners):
             listener(tx, source)
         return result
@@ -245,10 +285,18 @@ class Node:
         raise NotFound(f"no transaction {tx_id.hex()} in the chain or the mempool")
 
     def balance(self, address: str) -> dict:
+        """What address owns, in base units (CONTRACT 7): `spendable` is confirmed, mature and not
+        spent by a mempool transaction; `immature` is confirmed coinbase outputs still maturing."""
         payload = keys.address_payload(address)
-        confirmed = sum(coin.amount for _, coin in self.chain.coins_of(payload))
+        coins = self.chain.coins_of(payload)
+        confirmed = sum(coin.amount for _, coin in coins)
+        next_height = self.chain.height + 1
+        immature = sum(coin.amount for _, coin in coins if not rules.is_mature(coin, next_height, self.params))
+        spendable = sum(coin.amount for op, coin in coins
+                        if rules.is_mature(coin, next_height, self.params) and self.mempool.spender(op) is None)
         delta = self.mempool.unconfirmed_delta(payload, self.chain.get_coin)
-        return {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta}
+        return {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
+                "spendable": spendable, "immature": immature}
 
     def utxos(self, address: str) -> list:
         payload = keys.address_payload(address)
@@ -259,16 +307,44 @@ class Node:
                 for op, coin in self.chain.coins_of(payload)]
 
     def history(self, address: str, limit: int = 500) -> list:
-        """The address's main-chain transactions, newest first, with the net amount each moved for it."""
+        """The first `limit` rows of history_page (kept for callers that want no paging)."""
+        return self.history_page(address, limit)[0]
+
+    def history_page(self, address: str, limit: int = 50, cursor: str | None = None) -> tuple:
+        """(rows, next cursor or None): the address's transactions, newest first (CONTRACT 7).
+
+        Mempool transactions come first (cursor `m<n>`: skip n of them), then the
+        main chain by height down, then tx_id (cursor `c<height>.<tx_id hex>`:
+        rows after that one).  Nothing is cut silently: `next` is None only on
+        the last page.
+        """
         payload = keys.address_payload(address)
-        out = []
-        for tx_id in [t.tx_id for t in self.mempool.transactions()
-                      if any(o.recipient == payload for o in t.outputs)
-                      or any(keys.payload_of(i.public_key) == payload for i in t.inputs)]:
-            out.append(self._history_row(tx_id, payload))
-        for tx_id, _height in self.store.history_of(payload, limit):
-            out.append(self._history_row(tx_id, payload))
-        return out[:limit]
+        after = None
+        skip = 0
+        if cursor:
+            after = parse_history_cursor(cursor)
+            if isinstance(after, int):
+                skip, after = after, None
+        rows = []
+        if after is None:
+            pending = [t.tx_id for t in reversed(self.mempool.transactions())
+                       if any(o.recipient == payload for o in t.outputs)
+                       or any(keys.payload_of(i.public_key) == payload for i in t.inputs)]
+            for tx_id in pending[skip:skip + limit]:
+                rows.append(self._history_row(tx_id, payload))
+            if len(pending) > skip + limit:
+                return rows, f"m{skip + limit}"
+        chain_rows = self.store.history_of(payload, limit - len(rows) + 1, after)
+        more = len(chain_rows) > limit - len(rows)
+        chain_rows = chain_rows[:limit - len(rows)]
+        for tx_id, _height in chain_rows:
+            rows.append(self._history_row(tx_id, payload))
+        if more:
+            last_tx, last_height = chain_rows[-1] if chain_rows else (None, None)
+            if last_tx is None:  # the page filled with mempool rows exactly; the chain starts the next one
+                return rows, f"m{skip + limit}"
+            return rows, f"c{last_height}.{last_tx.hex()}"
+        return rows, None
 
     def _history_row(self, tx_id: bytes, payload: bytes) -> dict:
         found = self.transaction(tx_id)
@@ -282,6 +358,35 @@ class Node:
             sent += prev.outputs[txin.output_index].amount
         return {"tx_id": tx_id.hex(), "height": found["height"], "confirmations": found["confirmations"],
                 "amount_delta": received - sent, "coinbase": tx.is_coinbase}
+
+    def fee_estimate(self, recent_blocks: int = 6) -> dict:
+        """The fee rate (units per byte) a transaction should pay to be mined soon (CONTRACT 7).
+
+        The floor is the relay minimum.  When the mempool holds more than a
+        block, the rate is the lowest one that still makes the next block; when
+        recent blocks were nearly full, at least the median rate they paid.
+        """
+        floor = self.mempool.min_fee_rate
+        capacity = self.params.max_block_size - TEMPLATE_RESERVE_BYTES
+        mempool_rate = floor
+        if self.mempool.total_bytes > capacity:
+            chosen = self.mempool.select(capacity)
+            rates = [self.mempool.entry(tx.tx_id).fee_rate for tx in chosen]
+            if rates:
+                mempool_rate = int(min(rates)) + 1
+        paid = []
+        tip = self.chain.height
+        for block in self.chain.main_blocks(max(1, tip - recent_blocks + 1), recent_blocks):
+            body = sum(tx.size for tx in block.transactions[1:])
+            if body and block.size >= capacity * 0.9:
+                fees = block.transactions[0].output_total - self.params.block_reward(block.height)
+                paid.append(max(0, fees) // body)
+        recent_rate = sorted(paid)[len(paid) // 2] if paid else floor
+        rate = max(floor, mempool_rate, recent_rate)
+        return {"fee_rate": rate, "min_fee_rate": floor, "mempool_rate": mempool_rate,
+                "recent_blocks_rate": recent_rate, "mempool_size": len(self.mempool),
+                "mempool_bytes": self.mempool.total_bytes, "block_capacity_bytes": capacity,
+                "typical_tx_bytes": TYPICAL_TX_BYTES, "typical_fee": rate * TYPICAL_TX_BYTES}
 
     # -- mining ------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ makeService with one line and exit status 1, before twistd daemonizes.
 """
 
 import fcntl
+import ipaddress
 import os
+import re
 import socket
 
 from twisted.application import service
@@ -141,6 +143,28 @@ def open_store(datadir: str, params):
     return store, lock
 
 
+def exposure_warning(options) -> str | None:
+    """A warning when the node listens beyond loopback but advertises no URL others can reach."""
+    if options["advertise"]:
+        return None
+    endpoint = options["endpoint"]
+    if not endpoint.startswith(("tcp:", "tcp6:", "ssl:")):
+        return None
+    m = re.search(r"(?:^|:)interface=((?:\\:|[^:])*)", endpoint)
+    interface = (m.group(1).replace("\\:", ":") if m else "") or "0.0.0.0"
+    try:
+        if ipaddress.ip_address(interface).is_loopback:
+            return None
+    except ValueError:
+        if interface == "localhost":
+            return None
+    port = options["port_number"] or (re.match(r"\w+:(\d+)", endpoint) or [None, "PORT"])[1]
+    scheme = "https" if endpoint.startswith("ssl:") else "http"
+    return (f"listening on {interface}, reachable from other machines, but advertising "
+            f"{scheme}://localhost:{port} to peers: give --advertise {scheme}://HOST:{port} with a name "
+            "or address they can reach")
+
+
 def make_node_service(options, reactor=None):
     """The twistd service of one node, built from checked options."""
     if reactor is None:
@@ -172,15 +196,24 @@ def make_node_service(options, reactor=None):
     if not advertise:
         raise SystemExit(f"chaincore: cannot tell which URL to advertise for --port {options['port']!r}; "
                          "give --advertise URL")
+    warning = exposure_warning(options)
+    if warning:
+        log.warn(warning)
     store, lock = open_store(options["datadir"], params)
     metrics = NodeMetrics()
     from .workers import ProcessOffloader
     offloader = ProcessOffloader(reactor)
     node = Node(store, params, reactor, advertise_url=(advertise or "").rstrip("/"), metrics=metrics,
                 offloader=offloader)
-    site = make_site(NodeAPI(node, metrics).resource(), on_finish=metrics.observe_request)
+    from ..api.events import EventHub, HeartbeatService  # live events (/events) for pages and wallets
+    events = EventHub()
+    events.attach(node)
+    node.mining_to = options["mine"]
+    site = make_site(NodeAPI(node, metrics, events=events).resource(), on_finish=metrics.observe_request)
     top = NodeService(node, store, options["datadir"], reactor, site, lock)
     top.metrics = metrics
+    top.events = events
+    HeartbeatService(events, reactor).setServiceParent(top)
 
     http = StreamServerEndpointService(endpoint, site)
     http._raiseSynchronously = True

@@ -45,6 +45,22 @@ class Options(usage.Options):
         from .config import finish_options
         finish_options(self)
 
+    def opt_version(self):
+        """Print ChainCore's version and exit."""
+        from .. import __version__
+        import twisted
+        print(f"ChainCore {__version__} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
+
+    def parseOptions(self, options=None):
+        """Parse options; under twistd a mistake is one line and exit status 1, not the whole usage text."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise  # parsed on its own (tests, tools): the caller decides how to show it
+            raise SystemExit(f"twistd chaincore: {e} (see twistd chaincore --help)") from None
+
 
 def makeService(options):
     from .node_service import make_node_service

@@ -45,6 +45,8 @@ QUERIES = {
                 " ORDER BY height, tx_id, idx",
     "tx": "SELECT block, height, position FROM tx_index WHERE tx_id = ?",
     "history": "SELECT tx_id, height FROM history WHERE payload = ? ORDER BY height DESC, tx_id LIMIT ?",
+    "history_after": "SELECT tx_id, height FROM history WHERE payload = ? AND (height < ? OR (height = ? AND tx_id > ?)) "
+                     "ORDER BY height DESC, tx_id LIMIT ?",
     "coin_count": "SELECT value FROM store_info WHERE key = 'coin_count'",
 }
 
@@ -341,8 +343,12 @@ class SqliteStore:
         row = self._one(QUERIES["tx"], (tx_id,))
         return None if row is None else tuple(row)
 
-    def history_of(self, payload: bytes, limit: int) -> list:
-        """[(tx_id, height)] touching payload, newest first, then by tx_id, at most limit."""
+    def history_of(self, payload: bytes, limit: int, after: tuple | None = None) -> list:
+        """[(tx_id, height)] touching payload, newest first, then by tx_id, at most limit;
+        with after=(height, tx_id), only the rows that come after that one."""
+        if after is not None:
+            height, tx_id = after
+            return self._all(QUERIES["history_after"], (payload, height, height, tx_id, limit))
         return self._all(QUERIES["history"], (payload, limit))
 
     def coin_count(self) -> int:

@@ -153,6 +153,18 @@ class MinerTests(SynchronousTestCase):
         self.assertIn("answers again", err.getvalue())
 
 
+class PacedMinerTests(SynchronousTestCase):
+    def test_pause_after_each_block(self):
+        """With a pause the miner rests after every accepted block but the last, paced by its sleep function."""
+        node = MiningNode(self)
+        rests = []
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=miner.default_mp_context()) as pool:
+            mining = miner.Miner(NodeClient(node.url), ALICE.address, 1, 3, miner.Display(io.StringIO(), time.monotonic),
+                                 time.monotonic, pool, pause_s=7, sleep=rests.append)
+            mining.run()
+        self.assertEqual((len(node.accepted), rests), (3, [7, 7]))
+
+
 def mine_one_block(node) -> io.StringIO:
     """Run a one-worker Miner against node until one block is accepted, retrying every 0.05 s; its log."""
     err = io.StringIO()

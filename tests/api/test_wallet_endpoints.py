@@ -1,0 +1,155 @@
+"""The second release's answers for wallets (CONTRACT 7): the balance split, history pages and /fees.
+
+Each test starts from a fresh regtest node holding the funded chain of
+tests/support/api.py and reads the answers through StubTreq.
+"""
+
+import dataclasses
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.core.errors import FeeTooLow
+from chaincore.core.params import REGTEST
+from chaincore.service.node import Node
+from chaincore.storage.sqlite import SqliteStore
+
+from ..support.api import FUNDED_HEIGHT, MATURE_MAX, APIClient, assert_error, funded_chain, funded_node, mature_outpoint
+from ..support.builders import ALICE, BOB, make_block, signed_tx
+
+
+def pay_bob(height: int = 1, amount: int = 10_000_000, fee: int = 1_000):
+    """A valid transaction spending ALICE's coinbase at height: amount to BOB, the change back to ALICE."""
+    coin = REGTEST.block_reward(height)
+    return signed_tx([(mature_outpoint(height), ALICE)], [(BOB, amount), (ALICE, coin - amount - fee)])
+
+
+class BalanceSplitTests(SynchronousTestCase):
+    def setUp(self):
+        self.node = funded_node()
+        self.client = APIClient(self, self.node)
+
+    def test_immature_rewards_are_not_spendable(self):
+        """Coinbases younger than the maturity are `immature`, the others `spendable`, and both add to confirmed."""
+        body = self.client.get_json(f"/balance/{ALICE.address}")
+        reward = REGTEST.block_reward(1)
+        self.assertEqual(body["spendable"], MATURE_MAX * reward)
+        self.assertEqual(body["immature"], (FUNDED_HEIGHT - MATURE_MAX) * reward)
+        self.assertEqual(body["spendable"] + body["immature"], body["confirmed"])
+
+    def test_coins_spent_in_the_mempool_are_not_spendable(self):
+        """A confirmed coin that a mempool transaction spends leaves `spendable` at once."""
+        before = self.client.get_json(f"/balance/{ALICE.address}")["spendable"]
+        self.node.accept_tx(pay_bob(height=1))
+        after = self.client.get_json(f"/balance/{ALICE.address}")
+        self.assertEqual(after["spendable"], before - REGTEST.block_reward(1))
+        self.assertEqual(after["confirmed"], before + after["immature"])
+
+
+class HistoryPagingTests(SynchronousTestCase):
+    def setUp(self):
+        self.node = funded_node()
+        self.client = APIClient(self, self.node)
+
+    def pages(self, address, limit):
+        rows, cursor, pages = [], None, 0
+        while True:
+            query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            body = self.client.get_json(f"/history/{address}{query}")
+            self.assertLessEqual(len(body["history"]), limit)
+            rows += body["history"]
+            pages += 1
+            cursor = body["next"]
+            if cursor is None:
+                return rows, pages
+
+    def test_pages_cover_everything_newest_first(self):
+        """Paging 7 rows at a time yields every transaction once, mempool first, then by height down."""
+        tx = pay_bob()
+        self.node.accept_tx(tx)
+        rows, pages = self.pages(ALICE.address, 7)
+        self.assertEqual(len(rows), FUNDED_HEIGHT + 1)
+        self.assertEqual(len({r["tx_id"] for r in rows}), FUNDED_HEIGHT + 1)
+        self.assertEqual(rows[0]["tx_id"], tx.tx_id.hex())
+        heights = [r["height"] for r in rows[1:]]
+        self.assertEqual(heights, sorted(heights, reverse=True))
+        self.assertEqual(pages, -(-(FUNDED_HEIGHT + 1) // 7))
+
+    def test_mempool_rows_across_pages(self):
+        """Mempool rows that fill more than a page continue on the next page before the chain's rows."""
+        for h in (1, 2, 3):
+            self.node.accept_tx(pay_bob(height=h))
+        first = self.client.get_json(f"/history/{ALICE.address}?limit=2")
+        self.assertEqual([r["height"] for r in first["history"]], [None, None])
+        second = self.client.get_json(f"/history/{ALICE.address}?limit=2&cursor={first['next']}")
+        self.assertEqual([r["height"] for r in second["history"]], [None, FUNDED_HEIGHT])
+
+    def test_last_page_says_so(self):
+        """An address with fewer rows than the limit gets them all and `next` null."""
+        self.node.accept_tx(pay_bob())
+        body = self.client.get_json(f"/history/{BOB.address}?limit=5")
+        self.assertEqual((len(body["history"]), body["next"]), (1, None))
+
+    def test_bad_cursor_is_refused(self):
+        """A cursor the node never gave out is a JSON 400 naming the cursor."""
+        answer = self.client.get(f"/history/{ALICE.address}?cursor=zz")
+        assert_error(self, answer, 400)
+        self.assertIn("cursor", answer.json["error"])
+
+    def test_sqlite_store_pages_the_same(self):
+        """The SQLite store's history_of with `after` returns the rows after that one, like MemoryStore's."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        store = SqliteStore(os.path.join(folder, "chain.sqlite"), REGTEST.name, REGTEST.genesis_hash)
+        self.addCleanup(store.close)
+        clock = Clock()
+        clock.advance(funded_chain()[-1].header.timestamp + 60)
+        node = Node(store, REGTEST, clock, advertise_url="http://localhost:5000")
+        for block in funded_chain()[1:30]:
+            node.accept_block(block)
+        rows, cursor = node.history_page(ALICE.address, 10)
+        rest, _ = node.history_page(ALICE.address, 100, cursor)
+        self.assertEqual([r["height"] for r in rows + rest], list(range(29, 0, -1)))
+
+
+class FeeTests(SynchronousTestCase):
+    def setUp(self):
+        self.node = funded_node()
+        self.client = APIClient(self, self.node)
+
+    def test_empty_mempool_answers_the_floor(self):
+        """With room to spare in the next block, /fees answers the minimum relay fee rate."""
+        body = self.client.get_json("/fees")
+        self.assertEqual(body["fee_rate"], REGTEST.min_fee_rate)
+        self.assertEqual(body["min_fee_rate"], REGTEST.min_fee_rate)
+        self.assertEqual(body["typical_fee"], body["fee_rate"] * body["typical_tx_bytes"])
+
+    def test_full_mempool_raises_the_rate(self):
+        """When the mempool holds more than a block, the rate is one above the lowest that makes the next block."""
+        self.node.params = dataclasses.replace(REGTEST, max_block_size=2_000 + 300)  # room for one transaction
+        cheap, dear = pay_bob(height=1, fee=1_000), pay_bob(height=2, fee=50_000)
+        self.node.accept_tx(cheap)
+        self.node.accept_tx(dear)
+        body = self.client.get_json("/fees")
+        self.assertEqual(body["fee_rate"], 50_000 // dear.size + 1)
+
+    def test_fee_error_names_coins_and_units(self):
+        """A fee below the minimum is refused with both coins and base units in the message."""
+        tx = pay_bob(fee=0)
+        err = self.assertRaises(FeeTooLow, self.node.accept_tx, tx)
+        self.assertIn("0.00000000 coins (0 units)", str(err))
+        self.assertIn(f"0.00000{tx.size:03d} coins ({tx.size} units", str(err))
+
+
+class RecentBlocksFeeTests(SynchronousTestCase):
+    def test_full_recent_blocks_set_the_rate(self):
+        """Nearly full recent blocks that paid a rate above the floor lift the estimate to their median."""
+        node = funded_node()
+        small = dataclasses.replace(REGTEST, max_block_size=2_300)
+        tx = pay_bob(fee=40_000)
+        block = make_block(funded_chain()[-1], [tx], fees=40_000)
+        node.accept_block(block)
+        node.params = small
+        self.assertGreaterEqual(block.size, (small.max_block_size - 2_000) * 0.9)
+        self.assertEqual(node.fee_estimate()["fee_rate"], 40_000 // tx.size)
