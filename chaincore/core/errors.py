@@ -201,6 +201,29 @@ class CoinbaseInMempool(TxRuleError):
     code = "coinbase"
 
 
+class MempoolChainLimit(TxRuleError):
+    """The transaction would make a chain of unconfirmed transactions too long or too big (policy, as
+    Bitcoin Core's 25 transactions / 101 kB): it may enter once its ancestors are confirmed."""
+
+    code = "mempool-chain-limit"
+
+
+class TooManyAncestors(MempoolChainLimit):
+    code = "too-many-ancestors"
+
+
+class AncestorsTooLarge(MempoolChainLimit):
+    code = "ancestors-too-large"
+
+
+class TooManyDescendants(MempoolChainLimit):
+    code = "too-many-descendants"
+
+
+class DescendantsTooLarge(MempoolChainLimit):
+    code = "descendants-too-large"
+
+
 # -- block rules ------------------------------------------------------------------
 
 class BlockRuleError(Invalid):

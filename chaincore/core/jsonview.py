@@ -4,15 +4,77 @@ JSON is only a view: parsing builds the objects from their fields and
 recomputes every hash.  A supplied `tx_id` or `hash` must match what the
 contents hash to, or the object is refused.  Integers must be JSON integers
 (never floats or booleans) within their byte width; errors name the field.
+`loads` is the one way from untrusted bytes to JSON values: every failure,
+too deep a nesting included, is Malformed.
 """
 
+import json
+import math
+import re
+from itertools import accumulate
+
 from .block import Block, Header
-from .errors import BadAmount, Malformed
+from .errors import BadAmount, Malformed, TooLarge
 from .keys import address_payload
 from .tx import Transaction, TxIn, TxOut
 
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
+MAX_JSON_DEPTH = 64             # our deepest view (a block's input) is 4 deep
+MAX_JSON_BYTES = 4_000_000
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def loads(raw: bytes, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
+    """The JSON value raw holds, strictly: Malformed for anything that is not one UTF-8 JSON text
+    nested at most max_depth deep, without NaN, infinities or repeated keys; TooLarge past max_bytes.
+
+    The depth is measured before parsing, without recursion, so a 100,000-deep
+    text is refused as cheaply as it is read instead of exhausting the stack.
+    """
+    if len(raw) > max_bytes:
+        raise TooLarge(f"JSON text of {len(raw)} bytes is over {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Malformed(f"JSON text is not UTF-8 (byte {e.start})") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise Malformed(f"JSON nested {depth} deep, more than {max_depth}")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, a refused constant or key, a 4,300-digit int
+        raise Malformed(f"not valid JSON: {str(e)[:200]}") from None
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in text (strings skipped); an upper bound for broken text."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0)
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _unique_keys(pairs) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {repeated[:40]!r} appears twice in an object")
+    return obj
 
 
 def require_int(value, name: str, lo: int = 0, hi: int = U64_MAX) -> int:

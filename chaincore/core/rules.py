@@ -6,10 +6,14 @@
 - check_tx_inputs / connect_block: the coins being spent.
 Each rule raises its own error class from errors.py.  Signatures are checked
 last and in one batch, through a `verify_batch` function the caller may
-replace (the node hands big batches to worker processes).
+replace (the node hands big batches to worker processes).  SignatureCache
+and RecentRejects bound the cost of repeats: an identical check is verified
+once, and a refused transaction is not checked again until the tip moves.
 """
 
 import bisect
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import keys
@@ -20,7 +24,7 @@ from .errors import (
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput,
     DuplicateTx, ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, MissingInput, NoCoinbase,
     NoInputs, NonFinal, NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TimeWarp, TxTooLarge,
-    WrongKey, BadAmount, Malformed,
+    WrongKey, BadAmount, Invalid, Malformed,
 )
 from .params import NetworkParams, describe_amount
 from .tx import MAX_COINBASE_DATA, MIN_COINBASE_DATA, Coin, OutPoint, Transaction, TxOut
@@ -223,10 +227,136 @@ def verify_groups(groups) -> list:
     return [verify_batch(checks) < 0 for checks in groups]
 
 
-def check_signatures(tx: Transaction) -> None:
-    bad = verify_batch(signature_checks(tx))
+def check_signatures(tx: Transaction, cache: "SignatureCache | None" = None) -> None:
+    """Raise BadSignature unless every input's signature verifies; through cache when one is given."""
+    checks = signature_checks(tx)
+    bad = verify_batch(checks) if cache is None else verify_cached(checks, cache)
     if bad >= 0:
         raise BadSignature(f"input {bad} signature does not verify")
+
+
+class SignatureCache:
+    """(public_key, sighash, signature) checks that verified, so identical checks cost one verify.
+
+    Bounded, least recently used out first.  Entries are a SHA-256 of the three
+    length-prefixed fields: 32 bytes each, and no object of a dropped
+    transaction is kept alive.  Only successes are kept: a check that failed
+    is not worth remembering here (the recently-rejected set covers repeats).
+    """
+
+    def __init__(self, max_entries: int = 100_000):
+        self.max_entries = max_entries
+        self._verified = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._verified)
+
+    @staticmethod
+    def key(check) -> bytes:
+        h = hashlib.sha256()
+        for part in check:
+            h.update(len(part).to_bytes(4, "big"))
+            h.update(part)
+        return h.digest()
+
+    def __contains__(self, check) -> bool:
+        k = self.key(check)
+        if k in self._verified:
+            self._verified.move_to_end(k)
+            return True
+        return False
+
+    def add(self, check) -> None:
+        k = self.key(check)
+        self._verified[k] = None
+        self._verified.move_to_end(k)
+        while len(self._verified) > self.max_entries:
+            self._verified.popitem(last=False)
+
+    def pending(self, checks) -> list:
+        """The distinct checks not verified yet, in order of first appearance: what is left to verify."""
+        seen, out = set(), []
+        for check in checks:
+            k = self.key(check)
+            if k in seen:
+                continue
+            seen.add(k)
+            if k in self._verified:
+                self._verified.move_to_end(k)
+            else:
+                out.append(check)
+        return out
+
+    def record(self, checks, bad: int) -> None:
+        """Remember the checks that verify_batch(checks) == bad vouched for: all, or those before bad."""
+        for check in checks if bad < 0 else checks[:bad]:
+            self.add(check)
+
+
+def verify_cached(checks, cache: SignatureCache, verify=verify_batch) -> int:
+    """verify_batch with each distinct check verified at most once while cached; the first bad index, or -1.
+
+    `verify` may be a worker's batch verifier; only the distinct unverified checks reach it.
+    """
+    checks = list(checks)
+    pending = cache.pending(checks)
+    bad = verify(pending) if pending else -1
+    cache.record(pending, bad)
+    if bad < 0:
+        return -1
+    # Every check before the failing one's first appearance was cached or verified before it.
+    return checks.index(pending[bad])
+
+
+class RecentRejects:
+    """Transactions refused since the tip last changed, by tx_id, so a refusal is not paid for twice
+    (Bitcoin Core's recentRejects).
+
+    A tx_id is the hash of every byte, signatures included, so a copy with a
+    bad signature never shadows the valid transaction it imitates.  Refusals
+    that may stop holding without a new tip are not kept: a missing input (its
+    parent may arrive next).  The set is cleared whenever the tip changes and
+    is bounded (oldest out first).  Entries keep the refusal's class and
+    message, so a repeat is refused the same way, cheaply.
+    """
+
+    def __init__(self, max_entries: int = 50_000):
+        self.max_entries = max_entries
+        self._tip = None
+        self._refused = OrderedDict()  # tx_id -> (error class, message)
+
+    def __len__(self) -> int:
+        return len(self._refused)
+
+    @staticmethod
+    def remembers(error: Exception) -> bool:
+        """Whether a refusal holds until the tip changes: the sender's fault, and not a missing input."""
+        return isinstance(error, Invalid) and not isinstance(error, MissingInput)
+
+    def _at(self, tip: bytes) -> None:
+        if tip != self._tip:
+            self._refused.clear()
+            self._tip = tip
+
+    def add(self, tx_id: bytes, error: Exception, tip: bytes) -> bool:
+        """Remember that tx_id was refused with error while tip was the tip; whether it was kept."""
+        self._at(tip)
+        if not self.remembers(error):
+            return False
+        self._refused[tx_id] = (type(error), str(error)[:200])
+        self._refused.move_to_end(tx_id)
+        while len(self._refused) > self.max_entries:
+            self._refused.popitem(last=False)
+        return True
+
+    def refusal(self, tx_id: bytes, tip: bytes) -> Invalid | None:
+        """The error to refuse tx_id with again, if it was refused at this tip; else None."""
+        self._at(tip)
+        found = self._refused.get(tx_id)
+        if found is None:
+            return None
+        cls, message = found
+        return cls(f"{message} (refused recently)")
 
 
 @dataclass

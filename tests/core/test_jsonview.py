@@ -2,15 +2,17 @@
 
 import json
 
+from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.core.errors import BadAddress, BadAmount, Malformed
+from chaincore.core.errors import BadAddress, BadAmount, Malformed, TooLarge
 from chaincore.core.jsonview import (
-    block_to_json, header_to_json, parse_block, parse_header, parse_tx, tx_to_json,
+    block_to_json, header_to_json, loads, parse_block, parse_header, parse_tx, tx_to_json,
 )
 from chaincore.core.params import MAX_MONEY, REGTEST
 from chaincore.core.tx import OutPoint
 from tests.support.builders import ALICE, BOB, CAROL, make_block, signed_tx
+from tests.support.strategies import FAST
 
 FUNDING = OutPoint(bytes(range(32)), 3)
 
@@ -194,3 +196,68 @@ class BlockRefusalTests(SynchronousTestCase):
         obj["nonce"] += 1
         err = self.assertRaises(Malformed, parse_header, obj)
         self.assertIn("does not match", str(err))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=20)
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+class StrictLoadsTests(SynchronousTestCase):
+
+    @FAST
+    @given(st.binary(max_size=64))
+    def test_any_bytes_parse_or_are_malformed(self, raw):
+        """Any bytes give a value or Malformed, never another exception."""
+        try:
+            loads(raw)
+        except Malformed:
+            pass
+
+    @FAST
+    @given(st.text(alphabet='[]{}":,0-9a\\ \n', max_size=80))
+    def test_bracket_soup_parses_or_is_malformed(self, text):
+        """Text made of JSON's structural characters gives a value or Malformed, never another exception."""
+        try:
+            loads(text.encode())
+        except Malformed:
+            pass
+
+    @FAST
+    @given(json_values)
+    def test_round_trip(self, value):
+        """What json.dumps writes, loads reads back unchanged."""
+        self.assertEqual(loads(json.dumps(value).encode()), value)
+
+    def test_deep_nesting_is_malformed(self):
+        """Arrays or objects nested 100,000 deep are Malformed, not a RecursionError."""
+        for raw in (nested(100_000), b'{"a":' * 100_000 + b"1" + b"}" * 100_000, b"[" * 100_000):
+            err = self.assertRaises(Malformed, loads, raw)
+            self.assertIn("deep", str(err))
+
+    def test_depth_limit_is_exact(self):
+        """Nesting up to max_depth parses; one more level is Malformed."""
+        self.assertEqual(loads(nested(5), max_depth=5), [[[[[]]]]])
+        self.assertRaises(Malformed, loads, nested(6), max_depth=5)
+
+    def test_brackets_in_strings_do_not_count(self):
+        """Brackets and escaped quotes inside strings are not nesting."""
+        raw = json.dumps(["[" * 500 + '\\"{' * 100]).encode()
+        self.assertEqual(loads(raw, max_depth=1), ["[" * 500 + '\\"{' * 100])
+
+    def test_strictness(self):
+        """Non-UTF-8 bytes, NaN, an infinite number, a repeated key, a BOM and trailing data are Malformed."""
+        for raw in (b'"\xff"', b"[NaN]", b"[Infinity]", b"[1e999]", b'{"a": 1, "a": 2}',
+                    b'\xef\xbb\xbf{}', b"{} {}", b"", b"9" * 5000):
+            self.assertRaises(Malformed, loads, raw)
+
+    def test_too_many_bytes(self):
+        """A text over max_bytes is TooLarge before it is read."""
+        err = self.assertRaises(TooLarge, loads, b"[" + b"1," * 100 + b"1]", max_bytes=100)
+        self.assertEqual(err.code, "too-large")
