@@ -157,3 +157,38 @@ class ConnectionTable:
         self.total -= 1
         if client_class == STRANGER:
             self._strangers -= 1
+
+
+# What an expensive request costs, by endpoint: (class for the metrics, tokens).  A stranger's bucket
+# (120 tokens, 20 a second) pays for six whole chains at once and one a second after that.
+ENDPOINT_COSTS = {
+    "chain": ("bulk", 20), "blocks": ("bulk", 10), "headers": ("bulk", 5), "transactions": ("bulk", 10),
+    "block": ("block", 2),
+    "history": ("address", 5), "utxos": ("address", 5), "balance": ("address", 3),
+    "explorer": ("explorer", 3),
+    "add_transaction": ("submit", 2), "submit_block": ("submit", 5),
+}
+STRANGERS_ONLY = {"add_transaction", "submit_block"}  # the operator's and the peers' own traffic is not metered
+
+
+class RequestBudget:
+    """Charges expensive requests to their client's token bucket; `charge` answers whether it may go on.
+
+    `classify(host)` gives a client's class (loopback, peer, stranger); `clock`
+    gives the time.  Each class has its own buckets (TokenBuckets), so strangers
+    never spend what the operator or the peers are given.
+    """
+
+    def __init__(self, clock, buckets: TokenBuckets | None = None, classify=classify_host, costs=None):
+        self.clock = clock
+        self.buckets = buckets if buckets is not None else TokenBuckets()
+        self.classify = classify
+        self.costs = dict(ENDPOINT_COSTS if costs is None else costs)
+
+    def charge(self, host: str, endpoint: str) -> tuple:
+        """(endpoint class, Decision) for one request of endpoint from host; unmetered requests are allowed."""
+        endpoint_class, cost = self.costs[endpoint]
+        client_class = self.classify(host)
+        if endpoint in STRANGERS_ONLY and client_class != STRANGER:
+            return endpoint_class, Decision(True)
+        return endpoint_class, self.buckets.take(host, client_class, self.clock.seconds(), cost)

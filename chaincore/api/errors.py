@@ -8,14 +8,16 @@ that is not a ChainCoreError is a bug: 500 `{"error": "internal error"}`.
 """
 
 import json
+import math
 
-from ..core.errors import (ChainCoreError, Fault, Forbidden, Invalid, NotFound, PeerUnreachable, Refused,
-                           StoreError, TooLarge, Unavailable)
+from ..core.errors import (ChainCoreError, Fault, Forbidden, Invalid, NotFound, PeerUnreachable, RateLimited,
+                           Refused, StoreError, TooLarge, Unavailable)
 
 STATUS_FOR = [
     (NotFound, 404),
     (Forbidden, 403),
     (TooLarge, 413),
+    (RateLimited, 429),
     (Invalid, 400),
     (Refused, 400),
     (StoreError, 503),
@@ -50,9 +52,9 @@ def error_code(error: BaseException) -> str:
 
 def render_error(request, error: BaseException) -> bytes:
     """The JSON answer to error (status, body, Retry-After) from the maps above."""
-    retry_after_s = getattr(error, "retry_after_s", None) if isinstance(error, Fault) else None
+    retry_after_s = getattr(error, "retry_after_s", None) if isinstance(error, (Fault, RateLimited)) else None
     if retry_after_s is not None:
-        request.setHeader(b"Retry-After", str(int(retry_after_s)).encode())
+        request.setHeader(b"Retry-After", str(max(1, math.ceil(retry_after_s))).encode())
     return json_error(request, status_for(error), public_message(error), error_code(error))
 
 

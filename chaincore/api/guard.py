@@ -218,6 +218,9 @@ class GuardedFactory(WrappingFactory):
         self.refusals = {}
         site.requestFactory = guarded_request(site.requestFactory)
 
+    def logPrefix(self):
+        return self.wrappedFactory.logPrefix()  # twistd's "... starting on PORT" names the site
+
     def refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
         if self.on_refusal is not None:

@@ -20,7 +20,7 @@ from werkzeug.routing import RequestRedirect
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
-from ..core.errors import Fault, Forbidden, Malformed, Refused
+from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused
 from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
@@ -32,6 +32,7 @@ log = logger("chaincore.api")
 PEER_HEADER = b"X-ChainCore-Peer"
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
 STREAM_SLICE_BLOCKS = 200
+STREAM_LIST_OVER = 1_000    # /transactions and /utxos longer than this are written in slices
 
 
 def is_loopback(request) -> bool:
@@ -65,16 +66,12 @@ def read_json(request) -> dict:
         raise Malformed("Content-Type must be application/json")
     raw = request.content.read()
     try:
-        obj = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as e:
+        obj = jsonview.loads(raw, max_bytes=max(len(raw), 1))  # the site capped the body already
+    except Malformed as e:
         raise Malformed(f"body is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise Malformed("body must be a JSON object")
     return obj
-
-
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def field(obj: dict, key: str):
@@ -108,8 +105,9 @@ class NodeAPI:
 
     app = Klein()
 
-    def __init__(self, node, peers: PeerDirectory, metrics=None, cooperate=None, events=None):
+    def __init__(self, node, peers: PeerDirectory, metrics=None, cooperate=None, events=None, budget=None):
         self._node = node
+        self._budget = budget        # a RequestBudget (api/budgets.py) that expensive requests are charged to
         self._peers = peers
         self._metrics = metrics
         self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
@@ -160,6 +158,38 @@ class NodeAPI:
         self._heard_from(request)  # peers probe /status: that is how we hear of late starters
         return json_body(request, 200, status_of(self._node, self._peers))
 
+    def _charge(self, request, endpoint: str) -> None:
+        """Spend the client's tokens for one request of endpoint; RateLimited (429) when they ran out."""
+        if self._budget is None:
+            return
+        host = getattr(request.getClientAddress(), "host", None)
+        endpoint_class, decision = self._budget.charge(host if isinstance(host, str) else "unix", endpoint)
+        if not decision.allowed:
+            if self._metrics is not None:
+                self._metrics.refused("rate-limited", endpoint_class)
+            raise RateLimited(f"too many {endpoint_class} requests from {host}; try again in "
+                              f"{decision.retry_after_header} s", decision.retry_after_s)
+
+    def _stream_list(self, request, head: bytes, items: list, render, tail: bytes, per_slice: int = 200):
+        """A JSON answer `head` + items rendered + `tail`, written in slices so the reactor serves others
+        meanwhile; items is taken when the request arrives."""
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"application/json")
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def slices():
+            request.write(head)
+            for i in range(0, len(items), per_slice):
+                if gone:
+                    return
+                text = ",".join(json.dumps(render(item), separators=(",", ":")) for item in items[i:i + per_slice])
+                request.write((b"," if i else b"") + text.encode())
+                yield None
+            request.write(tail)
+
+        return (self._cooperate or task.cooperate)(slices()).whenDone().addCallback(lambda _: None)
+
     def _heard_from(self, request) -> str | None:
         """The sender's X-ChainCore-Peer URL; passed to the peer layer when it names the sender itself."""
         source = peer_url(request)
@@ -170,6 +200,7 @@ class NodeAPI:
     @app.route("/chain", methods=["GET"])
     def chain(self, request):
         p = params(request, "chain")
+        self._charge(request, "chain")
         chain = self._node.chain
         length = chain.height + 1
         if p["start"] is None and p["limit"] is None:
@@ -222,7 +253,10 @@ class NodeAPI:
 
     @app.route("/transactions", methods=["GET"])
     def transactions(self, request):
+        self._charge(request, "transactions")
         txs = self._node.mempool.transactions()
+        if len(txs) > STREAM_LIST_OVER:
+            return self._stream_list(request, b'{"transactions":[', txs, jsonview.tx_to_json, b"]}")
         return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in txs]})
 
     @app.route("/submit_block", methods=["POST"])
@@ -230,6 +264,7 @@ class NodeAPI:
         local = (request.getHeader(b"X-Local-Mining") or b"").strip().lower() == b"true"
         if local and not is_loopback(request):
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
+        self._charge(request, "submit_block")
         body = read_json(request)
         block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
         d = self._node.submit_block(block, source=self._heard_from(request), local=local)
@@ -247,6 +282,7 @@ class NodeAPI:
 
     @app.route("/add_transaction", methods=["POST"])
     def add_transaction(self, request):
+        self._charge(request, "add_transaction")
         body = read_json(request)
         tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
         d = self._node.submit_tx(tx, source=self._heard_from(request))
@@ -258,6 +294,7 @@ class NodeAPI:
     @app.route("/block/<string:block_hash>", methods=["GET"])
     def block(self, request, block_hash):
         p = params(request, "block", {"hash": block_hash})
+        self._charge(request, "block")
         block = self._node.block(bytes.fromhex(p["hash"]))
         out = jsonview.block_to_json(block)
         out["main_chain"] = self._node.chain.is_main(block.hash)
@@ -267,6 +304,7 @@ class NodeAPI:
     @app.route("/blocks", methods=["GET"])
     def blocks(self, request):
         p = params(request, "blocks")
+        self._charge(request, "blocks")
         blocks = self._node.chain.main_blocks(p["start"], p["limit"])
         return json_body(request, 200, {"blocks": [jsonview.block_to_json(b) for b in blocks],
                                         "height": self._node.chain.height})
@@ -274,6 +312,7 @@ class NodeAPI:
     @app.route("/headers", methods=["GET"])
     def headers(self, request):
         p = params(request, "headers")
+        self._charge(request, "headers")
         locator = [bytes.fromhex(h) for h in p["locator"].split(",") if h]
         headers = self._node.chain.headers_after(locator, p["limit"])
         return json_body(request, 200, {"headers": [jsonview.header_to_json(h) for h in headers],
@@ -291,16 +330,23 @@ class NodeAPI:
     @app.route("/balance/<string:address>", methods=["GET"])
     def balance(self, request, address):
         params(request, "balance", {"address": address})
+        self._charge(request, "balance")
         return json_body(request, 200, self._node.balance(address))
 
     @app.route("/utxos/<string:address>", methods=["GET"])
     def utxos(self, request, address):
         params(request, "utxos", {"address": address})
-        return json_body(request, 200, {"address": address, "utxos": self._node.utxos(address)})
+        self._charge(request, "utxos")
+        utxos = self._node.utxos(address)
+        if len(utxos) > STREAM_LIST_OVER:
+            head = b'{"address":' + json.dumps(address).encode() + b',"utxos":['
+            return self._stream_list(request, head, utxos, lambda row: row, b"]}")
+        return json_body(request, 200, {"address": address, "utxos": utxos})
 
     @app.route("/history/<string:address>", methods=["GET"])
     def history(self, request, address):
         p = params(request, "history", {"address": address})
+        self._charge(request, "history")
         rows, nxt = self._node.history_page(address, p["limit"], p["cursor"])
         return json_body(request, 200, {"address": address, "history": rows, "next": nxt})
 
@@ -328,6 +374,7 @@ class NodeAPI:
 
     @app.route("/search", methods=["GET"])
     def search(self, request):
+        self._charge(request, "explorer")
         q = request.args.get(b"q", [b""])[0].decode("utf-8", "replace")[:200]
         status, answer = self._explorer.search(q)
         if status == 303:
@@ -339,6 +386,7 @@ class NodeAPI:
 
     @app.route("/explorer/blocks", methods=["GET"])
     def blocks_page(self, request):
+        self._charge(request, "explorer")
         try:
             before = params(request, "blocks_page")["before"]
         except Malformed as e:
@@ -347,19 +395,23 @@ class NodeAPI:
 
     @app.route("/explorer/block/<string:ref>", methods=["GET"])
     def block_page(self, request, ref):
+        self._charge(request, "explorer")
         return self._html(request, self._explorer.block(ref))
 
     @app.route("/explorer/tx/<string:tx_id>", methods=["GET"])
     def tx_page(self, request, tx_id):
+        self._charge(request, "explorer")
         return self._html(request, self._explorer.transaction(tx_id))
 
     @app.route("/explorer/address/<string:address>", methods=["GET"])
     def address_page(self, request, address):
+        self._charge(request, "explorer")
         cursor = request.args.get(b"cursor", [b""])[0].decode("utf-8", "replace") or None
         return self._html(request, self._explorer.address(address, cursor))
 
     @app.route("/explorer/mempool", methods=["GET"])
     def mempool_page(self, request):
+        self._charge(request, "explorer")
         return self._html(request, self._explorer.mempool())
 
     @app.route("/mining/template", methods=["GET"])
@@ -388,6 +440,7 @@ class NodeAPI:
 
     @app.route("/", methods=["GET"])
     def index(self, request):
+        self._charge(request, "explorer")
         return self._html(request, self._explorer.home())
 
 

@@ -101,7 +101,10 @@ class QuietSite(server.Site):
     def close_connections(self) -> None:
         """Abort every open connection (keep-alive ones included)."""
         for channel in list(self.open_channels):
-            transport = getattr(channel, "transport", None)
+            # Site.buildProtocol gives a proxy (_GenericHTTPChannelProtocol) whose transport is its
+            # inner channel's; older Twisted gave the channel itself
+            transport = getattr(channel, "transport", None) or getattr(getattr(channel, "_channel", None),
+                                                                      "transport", None)
             if transport is not None:
                 transport.abortConnection()
 

@@ -46,6 +46,16 @@ class TooLarge(Refused):
     code = "too-large"
 
 
+class RateLimited(Refused):
+    """The client spent its request budget: it may try again after `retry_after_s` (a 429, no penalty)."""
+
+    code = "rate-limited"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 # -- faults: the node's own ------------------------------------------------------------
 
 class Fault(ChainCoreError):

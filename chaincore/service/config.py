@@ -2,14 +2,68 @@
 
 import os
 import re
+from dataclasses import dataclass, field
 
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
+
+from ..api import budgets, guard
 
 from ..core.errors import BadAddress, BadPeerURL
 from ..core.keys import address_payload
 from ..core.params import NETWORKS
 from ..core.peer_url import normalise_url
+
+
+@dataclass(frozen=True)
+class NodeLimits:
+    """The budgets of the node's HTTP clients (README "Limits"): connections, deadlines, request tokens."""
+
+    max_connections: int = budgets.DEFAULT_MAX_CONNECTIONS
+    per_address: dict = field(default_factory=lambda: dict(budgets.DEFAULT_PER_ADDRESS))
+    header_timeout_s: float = guard.DEFAULT_HEADER_TIMEOUT_S
+    body_grace_s: float = guard.DEFAULT_BODY_GRACE_S
+    body_min_bytes_per_s: float = guard.DEFAULT_BODY_MIN_BYTES_PER_S
+    rates: dict = field(default_factory=lambda: dict(budgets.DEFAULT_RATES))
+
+
+def parse_rate(text: str) -> budgets.Rate:
+    """A request budget from `BURST/PER_SECOND` (e.g. 120/20); ValueError otherwise."""
+    burst, slash, per_s = text.partition("/")
+    try:
+        rate = budgets.Rate(float(burst), float(per_s))
+    except ValueError:
+        raise ValueError(f"{text!r} is not BURST/PER_SECOND") from None
+    if not slash or not (1 <= rate.burst <= 1e9 and 0 < rate.per_s <= 1e9):
+        raise ValueError(f"{text!r} is not BURST/PER_SECOND (burst at least 1, a positive rate)")
+    return rate
+
+
+def _positive(options, name: str, kind=float):
+    try:
+        value = kind(options[name])
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{name} must be a positive number") from None
+    if not 0 < value <= 1e9:
+        raise usage.UsageError(f"--{name} must be a positive number")
+    return value
+
+
+def parse_limits(options) -> NodeLimits:
+    """The NodeLimits the options give (defaults for the options not given); UsageError naming a bad one."""
+    get = getattr(options, "get", None) or options.__getitem__
+    if get("max-connections") is None:  # options built without the limit options (tools, older tests)
+        return NodeLimits()
+    rates = {}
+    for cls in budgets.CLASSES:
+        try:
+            rates[cls] = parse_rate(options[f"{cls}-budget"])
+        except ValueError as e:
+            raise usage.UsageError(f"--{cls}-budget: {e}") from None
+    per_address = dict(budgets.DEFAULT_PER_ADDRESS, stranger=_positive(options, "connections-per-address", int))
+    return NodeLimits(max_connections=_positive(options, "max-connections", int), per_address=per_address,
+                      header_timeout_s=_positive(options, "header-timeout"),
+                      body_min_bytes_per_s=_positive(options, "body-min-rate"), rates=rates)
 
 
 def default_datadir(network: str, port_label: str) -> str:
@@ -72,5 +126,6 @@ def finish_options(options) -> None:
             options["advertise"] = normalise_url(options["advertise"])
         except BadPeerURL as e:
             raise usage.UsageError(f"--advertise: {e}")
+    options["limits"] = parse_limits(options)
     if options["datadir"] is None:
         options["datadir"] = default_datadir(options["network"], _port_label(options["endpoint"]))

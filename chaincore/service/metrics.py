@@ -18,6 +18,19 @@ class NodeMetrics:
                            ["outcome", "reason"], registry=r)
         self.sync_rounds = Counter("chaincore_sync_rounds", "Synchronisation rounds run, by result.",
                                    ["result"], registry=r)
+        # budgets: what the node refused to protect itself, so an operator sees an attack
+        self.connections_refused = Counter("chaincore_connections_refused", "Connections refused at once, by "
+                                           "reason (per-address or total cap).", ["reason"], registry=r)
+        self.slow_clients = Counter("chaincore_slow_clients_closed", "Connections closed for a request too slow, "
+                                    "by reason (header-timeout, body-too-slow).", ["reason"], registry=r)
+        self.rate_limited = Counter("chaincore_rate_limited", "Requests answered 429 for an empty token bucket, "
+                                    "by endpoint class.", ["endpoint_class"], registry=r)
+        self.recent_reject_hits = Counter("chaincore_recent_reject_hits", "Transactions refused again from the "
+                                          "recently-rejected set, without any check.", registry=r)
+        self.signature_cache_hits = Counter("chaincore_signature_cache_hits", "Signature checks answered by the "
+                                            "signature cache instead of a verification.", registry=r)
+        self.peer_penalties = Counter("chaincore_peer_penalties", "Penalties given to peers, by error code.",
+                                      ["code"], registry=r)
         self.latency = Histogram("chaincore_request_seconds", "HTTP request latency by endpoint.",
                                  ["endpoint", "method"], registry=r,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -35,6 +48,23 @@ class NodeMetrics:
 
     def count(self, kind: str, outcome: str, reason: str = "") -> None:
         (self.blocks if kind == "block" else self.txs).labels(outcome, reason).inc()
+
+    def refused(self, kind: str, label: str = "") -> None:
+        """Count one refusal: "connection" (label: per-address, total, header-timeout, body-too-slow),
+        "rate-limited" (label: the endpoint class), "recent-reject", "signature-cache" (a hit, not a refusal)."""
+        if kind == "connection":
+            if label in ("header-timeout", "body-too-slow"):
+                self.slow_clients.labels(label).inc()
+            else:
+                self.connections_refused.labels(label).inc()
+        elif kind == "rate-limited":
+            self.rate_limited.labels(label).inc()
+        elif kind == "recent-reject":
+            self.recent_reject_hits.inc()
+        elif kind == "signature-cache":
+            self.signature_cache_hits.inc(float(label or 1))
+        elif kind == "peer-penalty":
+            self.peer_penalties.labels(label).inc()
 
     def observe_request(self, request, seconds: float) -> None:
         path = request.path.decode("ascii", "replace").strip("/").split("/")[0] or "root"

@@ -21,6 +21,16 @@ class Options(usage.Options):
          "Local ports to probe for peers (5000-5011, 5000,5002; an empty string disables)."],
         ["advertise", None, None, "The base URL other nodes should use for this node (default http://localhost:PORT)."],
         ["mine", None, None, "Mine in the background, paying to this address."],
+        ["max-connections", None, "1024", "Open HTTP connections the node holds in all."],
+        ["connections-per-address", None, "8",
+         "Open connections one stranger's address may hold (loopback clients 256, known peers 16)."],
+        ["header-timeout", None, "10", "Seconds a request's headers may take from their first byte (then 408)."],
+        ["body-min-rate", None, "10000",
+         "Bytes a second a request body must keep up after a 10 s grace (then 408)."],
+        ["stranger-budget", None, "120/20",
+         "Request tokens of each stranger's address: BURST/PER_SECOND (expensive endpoints cost 2-20)."],
+        ["peer-budget", None, "600/100", "Request tokens of each known peer's address: BURST/PER_SECOND."],
+        ["loopback-budget", None, "2000/500", "Request tokens of each loopback address: BURST/PER_SECOND."],
     ]
 
     def __init__(self):

@@ -15,13 +15,16 @@ import ipaddress
 import os
 import re
 import socket
+from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 
+from ..api.budgets import ConnectionTable, RequestBudget, TokenBuckets, classify_host
 from ..api.events import EventHub, HeartbeatService
+from ..api.guard import guard
 from ..api.routes import NodeAPI
 from ..api.site import make_site
 from ..core.errors import StoreError
@@ -29,6 +32,7 @@ from ..core.params import NETWORKS
 from ..logs import logger
 from ..p2p.network import PeerNetwork
 from ..storage.sqlite import SqliteStore
+from .config import NodeLimits
 from .metrics import NodeMetrics
 from .miner import MinerService
 from .node import Node
@@ -44,8 +48,9 @@ class NodeService(service.MultiService):
     """The node's top service: closes the store after every child (site, timers, miner) has stopped."""
 
     def __init__(self, node, store, *, api, site, peers, metrics, miner=None, datadir=None, reactor=None,
-                 lock=None):
+                 lock=None, listening=None):
         super().__init__()
+        self.listening = listening  # the guarded factory the endpoint listens with (api/guard.py)
         self.node = node
         self.store = store
         self.api = api          # the NodeAPI behind site
@@ -70,6 +75,8 @@ class NodeService(service.MultiService):
         d = super().stopService()
 
         def close(result):
+            if self.listening is not None:
+                self.listening.close_connections()
             if self.site is not None:
                 self.site.close_connections()
             self.store.close()
@@ -187,17 +194,30 @@ def exposure_warning(options) -> str | None:
             "or address they can reach")
 
 
+def peer_hosts(directory) -> set:
+    """The hosts of the peers a directory knows: their clients get the peers' budgets."""
+    hosts = set()
+    for url in directory.known_urls():
+        host = urlsplit(url).hostname
+        if host:
+            hosts.add(host)
+    return hosts
+
+
 def build_node(store, params, clock, *, advertise_url: str, http=None, offloader=None, datadir=None,
                seeds=(), discover_ports=(), own_port=None, mine=None, make_timer=every, metrics=None,
-               verify=None, reactor=None, lock=None, endpoint=None, cooperate=None) -> NodeService:
+               verify=None, reactor=None, lock=None, endpoint=None, cooperate=None,
+               limits: NodeLimits | None = None) -> NodeService:
     """A whole node as a NodeService: Node, NodeAPI and its Site, PeerNetwork, miner, metrics, listeners.
 
     `http` is the treq HTTPClient peers are reached through (a pooled one when
     None); `offloader` runs CPU work (signature batches, --mine nonce ranges),
     None to run it inline; `clock` drives every timer; `endpoint`, when given,
     is where the site listens; `cooperate` schedules long answers (task.cooperate
-    when None).  Nothing is started.
+    when None); `limits` are the clients' budgets (connections, deadlines, request
+    tokens; NodeLimits' defaults when None).  Nothing is started.
     """
+    limits = NodeLimits() if limits is None else limits
     metrics = NodeMetrics() if metrics is None else metrics
     node = Node(store, params, clock, advertise_url=advertise_url.rstrip("/"), metrics=metrics,
                 offloader=offloader, **({"verify": verify} if verify is not None else {}))
@@ -214,15 +234,24 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     events.attach(node)
     node.mining_to = mine
 
-    api = NodeAPI(node, peers, metrics, cooperate, events=events)
+    def classify(host, _peers=peers):
+        return classify_host(host, peer_hosts(_peers))
+
+    budget = RequestBudget(clock, TokenBuckets(limits.rates), classify)
+    api = NodeAPI(node, peers, metrics, cooperate, events=events, budget=budget)
     site = make_site(api.resource(), on_finish=metrics.observe_request)
+    listening = guard(site, clock, connections=ConnectionTable(limits.max_connections, limits.per_address),
+                      classify=classify, header_timeout_s=limits.header_timeout_s, body_grace_s=limits.body_grace_s,
+                      body_min_bytes_per_s=limits.body_min_bytes_per_s,
+                      on_refusal=lambda reason: metrics.refused("connection", reason))
     miner = MinerService(node, clock, mine, offloader) if mine else None
     top = NodeService(node, store, api=api, site=site, peers=peers, metrics=metrics, miner=miner,
-                      datadir=datadir, reactor=reactor, lock=lock)
+                      datadir=datadir, reactor=reactor, lock=lock, listening=listening)
     top.events = events
+    top.budget = budget
     HeartbeatService(events, clock).setServiceParent(top)
     if endpoint is not None:  # listening first: peers that hear of us during startup can reach us
-        http_service = StreamServerEndpointService(endpoint, site)
+        http_service = StreamServerEndpointService(endpoint, listening)
         http_service._raiseSynchronously = True
         http_service.setServiceParent(top)
     peers.setServiceParent(top)
@@ -260,4 +289,5 @@ def make_node_service(options, reactor=None):
     store, lock = open_store(options["datadir"], params)
     return build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
                       datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
-                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint)
+                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint,
+                      limits=options.get("limits"))

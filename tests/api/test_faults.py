@@ -38,8 +38,10 @@ def classes(base) -> list:
 
 
 def expected_refusal_status(cls) -> int:
-    """The 4xx CONTRACT 2 gives each refusal: 404 unknown, 403 not allowed, 413 too large, else 400."""
-    for base, status in ((errors.NotFound, 404), (errors.Forbidden, 403), (errors.TooLarge, 413)):
+    """The 4xx CONTRACT 2 gives each refusal: 404 unknown, 403 not allowed, 413 too large, 429 over budget,
+    else 400."""
+    for base, status in ((errors.NotFound, 404), (errors.Forbidden, 403), (errors.TooLarge, 413),
+                         (errors.RateLimited, 429)):
         if issubclass(cls, base):
             return status
     return 400
@@ -86,7 +88,10 @@ class FaultTests(SynchronousTestCase):
             answer = self.client.get(f"/balance/{ALICE.address}")
             assert_error(self, answer, expected_refusal_status(cls), cls.code)
             self.assertEqual(answer.json["error"], f"refused with {cls.__name__}")
-            self.assertIsNone(answer.header("Retry-After"), cls)
+            if cls is errors.RateLimited:
+                self.assertEqual(answer.header("Retry-After"), "1")
+            else:
+                self.assertIsNone(answer.header("Retry-After"), cls)
 
     def test_every_fault_class_answers_5xx_with_its_public_text(self):
         """Each Fault class answers 5xx with its class's public text, never its message; Retry-After when set."""
