@@ -6,6 +6,7 @@ JSON: ChainCore's own errors through api/errors.py, werkzeug's 404/405 and
 anything unexpected (500, traceback only in the log).
 """
 
+import hashlib
 import ipaddress
 import json
 from typing import Protocol
@@ -283,9 +284,15 @@ class NodeAPI:
     @app.route("/add_transaction", methods=["POST"])
     def add_transaction(self, request):
         self._charge(request, "add_transaction")
+        # a body refused at this tip is refused again before it is parsed, whatever its size
+        digest = hashlib.sha256(request.content.read()).digest()
+        request.content.seek(0)
+        refusal = self._node.refused_recently(digest)
+        if refusal is not None:
+            raise refusal
         body = read_json(request)
         tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
-        d = self._node.submit_tx(tx, source=self._heard_from(request))
+        d = self._node.submit_tx(tx, source=self._heard_from(request), body_digest=digest)
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
 

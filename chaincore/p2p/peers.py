@@ -31,6 +31,7 @@ _PENALTY_BY_CLASS = [
     (errors.DoubleSpend, 0),
     (errors.ImmatureCoinbase, 0),
     (errors.NonFinal, 0),
+    (errors.MempoolChainLimit, 0),  # policy: valid once its ancestors are confirmed
     (errors.TxRuleError, 10),
     (errors.Malformed, 20),         # garbage JSON, a non-object, a bad field
     (errors.Invalid, 20),

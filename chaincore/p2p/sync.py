@@ -189,11 +189,12 @@ class Synchronizer:
                 result = yield self.node.submit_tx(tx, source=peer)
                 if result.status == "accepted":
                     accepted += 1
-            except Malformed as err:
-                self.discovery.report_misbehaviour(peer, err)
-                return accepted
+            except Invalid as err:  # malformed, a bad signature, ...: points by the penalty table
+                # (conflicts, missing parents and policy are normal between two mempools: no points)
+                if self.discovery.report_misbehaviour(peer, err) or isinstance(err, Malformed):
+                    return accepted
             except Refused:
-                continue  # conflicts and missing parents are normal between two mempools
+                continue
         return accepted
 
     @defer.inlineCallbacks

@@ -19,7 +19,7 @@ from .. import __version__
 from ..core import keys, rules
 from ..core.block import Block, Header, merkle_root
 from ..core.chainstate import Accepted, ChainState, Orphan
-from ..core.errors import Invalid, Malformed, NotFound, Unavailable
+from ..core.errors import BadSignature, Invalid, Malformed, NotFound, Unavailable
 from ..core.mempool import Mempool, TxAccepted
 from ..core.params import describe_amount
 from ..core.tx import make_coinbase
@@ -63,15 +63,20 @@ class Node:
                  mempool_bytes: int = 5_000_000, offloader=None):
         self.params = params
         self.offloader = offloader  # runs big signature batches in worker processes
-        self.signatures = None if offloader is None else SignatureBatcher(offloader)
         self.clock = clock
         self.store = store
         self.advertise_url = advertise_url
         self.metrics = metrics
         self.sig_cache = SigCache()
-        kwargs = {"verify": verify} if verify is not None else {}
-        self.chain = ChainState(store, params, sig_cache=self.sig_cache, **kwargs)
-        self.mempool = Mempool(params, max_bytes=mempool_bytes, sig_cache=self.sig_cache)
+        # one cache of verified (key, sighash, signature) checks for the mempool, the workers and the blocks
+        self.check_cache = rules.SignatureCache()
+        self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
+        self._verify = verify if verify is not None else rules.verify_batch
+        self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
+                                                                          on_hits=self._cache_hits)
+        self.chain = ChainState(store, params, sig_cache=self.sig_cache, verify=self._verify_cached)
+        self.mempool = Mempool(params, max_bytes=mempool_bytes, sig_cache=self.sig_cache,
+                               check_cache=self.check_cache)
         node_id = store.get_meta("node_id")
         if node_id is None:
             node_id = os.urandom(16).hex()
@@ -87,6 +92,23 @@ class Node:
 
     def now(self) -> int:
         return int(self.clock.seconds())
+
+    def _verify_cached(self, checks) -> int:
+        """The chain state's verifier: each distinct check verified once while the cache holds it."""
+        checks = list(checks)
+        verified = []
+
+        def verify(pending):
+            verified.append(len(pending))
+            return self._verify(pending)
+
+        bad = rules.verify_cached(checks, self.check_cache, verify)
+        self._cache_hits(len(checks) - sum(verified))
+        return bad
+
+    def _cache_hits(self, n: int) -> None:
+        if n > 0 and self.metrics is not None:
+            self.metrics.refused("signature-cache", str(n))
 
     # -- blocks ----------------------------------------------------------------------
 
@@ -115,7 +137,7 @@ class Node:
 
     def _submit(self, blocks: list, source, local: bool, mined: bool) -> defer.Deferred:
         """The one accept path of blocks: verify big blocks' signatures in workers, then accept in order."""
-        d = self._preverify(blocks)
+        d = self._preverify(blocks, inline_ok=local or mined)
         return d.addCallback(lambda _: self._accept_run(blocks, source, local, mined))
 
     def _accept_run(self, blocks: list, source, local: bool, mined: bool) -> tuple:
@@ -184,14 +206,15 @@ class Node:
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
-    def _preverify(self, blocks) -> defer.Deferred:
+    def _preverify(self, blocks, inline_ok: bool = False) -> defer.Deferred:
         """Verify the not yet verified signatures of blocks that pass their cheap checks in worker
         processes, in batches; fires with None.
 
         Transactions whose batch verified go into the signature cache, so the
         chain state skips them; a bad signature is left for the chain state to
-        find and report with its rule.  Few inputs are not worth the process
-        hop: they are left to the chain state.
+        find and report with its rule.  A block from this machine's miner
+        (`inline_ok`) with few inputs is not worth the process hop: it is left to
+        the chain state; anything that came over the network goes to the workers.
         """
         if self.offloader is None:
             return defer.succeed(None)
@@ -204,7 +227,8 @@ class Node:
             except Invalid:
                 break  # the chain state refuses it with its rule; the blocks after it are not taken
             pending.extend(tx for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
-        if sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS:
+        n_inputs = sum(len(tx.inputs) for tx in pending)
+        if n_inputs == 0 or (inline_ok and n_inputs < OFFLOAD_MIN_INPUTS):
             return defer.succeed(None)
         chunks, chunk, size = [], [], 0
         for tx in pending:
@@ -215,11 +239,17 @@ class Node:
                 chunk, size = [], 0
         if chunk:
             chunks.append(chunk)
-        jobs = [self.offloader.run(rules.verify_batch, [c for tx in ch for c in rules.signature_checks(tx)])
-                for ch in chunks]
+        work = []
+        for ch in chunks:
+            checks = [c for tx in ch for c in rules.signature_checks(tx)]
+            fresh = self.check_cache.pending(checks)  # identical checks travel once; verified ones stay home
+            self._cache_hits(len(checks) - len(fresh))
+            work.append(fresh)
+        jobs = [self.offloader.run(rules.verify_batch, fresh) if fresh else defer.succeed(-1) for fresh in work]
 
         def verified(results):
-            for ch, bad in zip(chunks, results):
+            for ch, fresh, bad in zip(chunks, work, results):
+                self.check_cache.record(fresh, bad)
                 if bad < 0:
                     for tx in ch:
                         self.sig_cache.add(tx.tx_id)
@@ -228,40 +258,68 @@ class Node:
 
     # -- transactions ----------------------------------------------------------------
 
-    def submit_tx(self, tx, source: str | None = None) -> defer.Deferred:
+    def refused_recently(self, key: bytes) -> Invalid | None:
+        """The refusal of a transaction (by tx_id, or the digest of the body it came in) refused at this tip,
+        or None; a hit is counted, so a repeat costs a lookup and nothing else."""
+        refusal = self.recent_rejects.refusal(key, self.chain.tip.hash)
+        if refusal is not None:
+            if self.metrics is not None:
+                self.metrics.refused("recent-reject")
+            self._count("tx", "rejected", refusal.code)
+        return refusal
+
+    def _rejected(self, tx, err: Invalid, body_digest: bytes | None = None) -> None:
+        """Remember, count and log one refusal of tx (every Invalid refusal passes here)."""
+        tip = self.chain.tip.hash
+        self.recent_rejects.add(tx.tx_id, err, tip)
+        if body_digest is not None:
+            self.recent_rejects.add(body_digest, err, tip)
+        self._count("tx", "rejected", err.code)
+        log.debug("transaction {tx_id} rejected: {reason}", tx_id=tx.tx_id.hex()[:16], reason=err)
+
+    def submit_tx(self, tx, source: str | None = None, body_digest: bytes | None = None) -> defer.Deferred:
         """Take a transaction into the mempool: fires with TxAccepted ("accepted" or "duplicate"), or fails
         with the Invalid rule it breaks.
 
         Every cheap rule is checked first, so an invalid transaction costs no
         signature work; the signatures are then verified in worker processes
         (batched with other requests), and a transaction whose signatures fail
-        is refused by the chain's own check with the precise error.
+        is refused with BadSignature, and never checked again in the reactor.
+        A transaction refused at this tip (rules.RecentRejects, by tx_id or by
+        `body_digest`, the SHA-256 of the body it came in) is refused again at
+        once, without any check.
         """
+        refusal = self.refused_recently(tx.tx_id)
+        if refusal is not None:
+            return defer.fail(refusal)
         if self.signatures is None or tx.tx_id in self.sig_cache or tx.tx_id in self.mempool:
-            return defer.maybeDeferred(self._accept_tx, tx, source)
+            return defer.maybeDeferred(self._accept_tx, tx, source, None, body_digest)
         try:
             fee = self.mempool.check(tx, self.chain.get_coin, self.chain.height + 1)
-        except Invalid:
-            return defer.maybeDeferred(self._accept_tx, tx, source)  # refuses it, with logs and metrics
+        except Invalid:  # refused with logs and metrics, and remembered
+            return defer.maybeDeferred(self._accept_tx, tx, source, None, body_digest)
         checked_against = (self.chain.tip.hash, self.mempool.removals)
 
         def verified(ok):
-            if ok:
-                self.sig_cache.add(tx.tx_id)
+            if not ok:
+                err = BadSignature("a signature of the transaction does not verify")
+                self._rejected(tx, err, body_digest)
+                raise err
+            self.sig_cache.add(tx.tx_id)
             unchanged = ok and checked_against == (self.chain.tip.hash, self.mempool.removals)
             return self._accept_tx(tx, source, checked_fee=fee if unchanged else None)
 
         return self.signatures.verify(rules.signature_checks(tx)).addCallback(verified)
 
-    def _accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None):
+    def _accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None,
+                   body_digest: bytes | None = None):
         """Hand one transaction to the mempool, then update metrics, logs and listeners."""
         if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
             return TxAccepted(tx.tx_id, "duplicate")
         try:
             result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1, checked_fee)
         except Invalid as err:
-            self._count("tx", "rejected", err.code)
-            log.debug("transaction {tx_id} rejected: {reason}", tx_id=tx.tx_id.hex()[:16], reason=err)
+            self._rejected(tx, err, body_digest)
             raise
         self._count("tx", "accepted")
         log.info("transaction {tx_id} accepted{origin}: {value} to {n} output(s), fee {fee}",

@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
-from ..core.rules import verify_batch
+from ..core.rules import verify_groups
 
 
 def defer_to_executor(reactor, executor, fn, *args) -> defer.Deferred:
@@ -89,11 +89,6 @@ class ProcessOffloader:
         return deferToThread(executor.shutdown, wait=True, cancel_futures=True)
 
 
-def verify_groups(groups) -> list:
-    """For each group of (public_key, sighash, signature) checks, whether all of them verify (in a worker)."""
-    return [verify_batch(checks) < 0 for checks in groups]
-
-
 class SignatureBatcher:
     """Verifies the signatures of many requests together, in the offloader's worker processes.
 
@@ -103,8 +98,11 @@ class SignatureBatcher:
     hop for many signatures), while the reactor goes on serving requests.
     """
 
-    def __init__(self, offloader, max_batch: int = 256, max_in_flight: int | None = None):
+    def __init__(self, offloader, cache=None, max_batch: int = 256, max_in_flight: int | None = None,
+                 on_hits=None):
         self.offloader = offloader
+        self.cache = cache        # a rules.SignatureCache: checks it holds (or repeated ones) are not sent
+        self.on_hits = on_hits    # f(n) for the checks the cache spared
         self.max_batch = max_batch
         # one batch fewer than workers: the reactor keeps a core, and batches grow while one is out
         self.max_in_flight = max_in_flight or max(1, offloader.workers - 1)
@@ -113,10 +111,25 @@ class SignatureBatcher:
 
     def verify(self, checks) -> defer.Deferred:
         """A Deferred firing True if every check verifies, False otherwise."""
+        checks = list(checks)
+        if self.cache is not None:
+            fresh = self.cache.pending(checks)
+            if self.on_hits is not None and len(fresh) < len(checks):
+                self.on_hits(len(checks) - len(fresh))
+            checks = fresh
+            if not checks:
+                return defer.succeed(True)
         d = defer.Deferred()
+        if self.cache is not None:
+            d.addCallback(self._remember, checks)
         self._queue.append((checks, d))
         self._pump()
         return d
+
+    def _remember(self, ok: bool, checks) -> bool:
+        if ok:
+            self.cache.record(checks, -1)
+        return ok
 
     def _pump(self) -> None:
         while self._queue and self._in_flight < self.max_in_flight:
