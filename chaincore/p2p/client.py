@@ -18,6 +18,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
 
+from ..core import jsonview
 from ..core.errors import Malformed, PeerUnreachable
 from .peers import normalise_url
 
@@ -263,14 +264,11 @@ def _describe(exc) -> str:
 
 
 def _parse_object(raw: bytes, what: str) -> dict:
+    """A peer's answer as a JSON object, strictly (jsonview.loads: depth, UTF-8, constants); Malformed if not."""
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError):
-        raise Malformed(f"{what}: the answer is not JSON ({raw[:40]!r})") from None
+        obj = jsonview.loads(raw, max_bytes=len(raw) + 1)  # the body was capped while it arrived
+    except Malformed as e:
+        raise Malformed(f"{what}: the answer is not JSON ({e}; {raw[:40]!r})") from None
     if not isinstance(obj, dict):
         raise Malformed(f"{what}: the answer is JSON but not an object")
     return obj
-
-
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")

@@ -457,13 +457,15 @@ class Node:
         The floor is the relay minimum.  When the mempool holds more than a
         block, the rate is the lowest one that still makes the next block; when
         recent blocks were nearly full, at least the median rate they paid.
+        Mempool rates are package rates (mempool.packages), as templates choose.
         """
         floor = self.mempool.min_fee_rate
         capacity = self.params.max_block_size - TEMPLATE_RESERVE_BYTES
         mempool_rate = floor
         if self.mempool.total_bytes > capacity:
-            chosen = self.mempool.select(capacity)
-            rates = [self.mempool.entry(tx.tx_id).fee_rate for tx in chosen]
+            # the rate of each package chosen (a cheap parent rides on the child that pays for it)
+            rates = [self.mempool.fees_of(package) / sum(tx.size for tx in package)
+                     for package in self.mempool.packages(capacity)]
             if rates:
                 mempool_rate = int(min(rates)) + 1
         paid = []
