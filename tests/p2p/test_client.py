@@ -77,6 +77,12 @@ class FakeNetworkClientTests(SynchronousTestCase):
             err = self.failureResultOf(self.client.get_json(A, "/status"), Malformed).value
             self.assertIn(A, str(err))
 
+    def test_deep_nesting_is_malformed(self):
+        """An answer nested 100,000 deep is Malformed (measured before parsing), not a RecursionError."""
+        self.peer.canned["/status"] = (200, b"[" * 100_000 + b"]" * 100_000)
+        err = self.failureResultOf(self.client.get_json(A, "/status"), Malformed).value
+        self.assertIn("nested", str(err))
+
     def test_refused_connection_is_unreachable(self):
         """Nobody listening gives PeerUnreachable naming the peer."""
         err = self.failureResultOf(self.client.get_json("http://localhost:5009", "/status"),

@@ -166,6 +166,17 @@ class DiscoveryTests(SynchronousTestCase):
         self.round(discovery)
         self.assertEqual(self.table.get(a.url).score, 20)
 
+    def test_deeply_nested_answer_is_penalised_and_the_round_goes_on(self):
+        """A /peers answer nested 100,000 deep costs that peer the malformed penalty; the others still join."""
+        deep = b'{"peers": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        a = self.network.add(FakePeer("http://localhost:5001"))
+        b = self.network.add(FakePeer("http://localhost:5002"))
+        a.canned["/peers"] = (200, deep)
+        discovery = self.discovery(seeds=[a.url, b.url])
+        self.round(discovery)
+        self.assertEqual(self.table.get(a.url).score, 20)
+        self.assertEqual(discovery.active_peers(), [a.url, b.url])
+
     def test_misbehaving_peer_is_banned_until_the_ban_expires(self):
         """Two invalid blocks ban a peer: it leaves, is not probed for an hour, then comes back."""
         a = self.network.add(FakePeer("http://localhost:5001"))

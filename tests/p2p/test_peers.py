@@ -22,6 +22,9 @@ class PenaltyTests(SynchronousTestCase):
         self.assertEqual(penalty_for(Malformed.code), 20)
         self.assertEqual(penalty_for(FeeTooLow.code), 0)
         self.assertEqual(penalty_for(TimeTooNew.code), 0)
+        for code in ("too-many-ancestors", "ancestors-too-large", "too-many-descendants", "descendants-too-large",
+                     "mempool-chain-limit", "rate-limited"):
+            self.assertEqual(penalty_for(code), 0, code)  # policy and budgets, not misbehaviour
         self.assertEqual(penalty_for("peer-unreachable"), 0)
         self.assertEqual(penalty_for("no-such-code"), 0)
 

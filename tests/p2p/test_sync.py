@@ -228,6 +228,21 @@ class MempoolExchangeTests(SyncTestCase):
         self.assertEqual(me.discovery.table.get(peer.url).score, 0)
         self.assertEqual(self.successResultOf(me.sync.exchange_mempool(peer.url)), 0)
 
+    def test_transaction_with_a_bad_signature_is_penalised(self):
+        """A mempool answer holding a transaction whose signature fails costs the peer the rule's points."""
+        peer = self.peer(5001, funded_chain())
+        coin = OutPoint(funded_chain()[1].transactions[0].tx_id, 0)
+        good = signed_tx([(coin, ALICE)], [(BOB, 49 * COIN)])
+        sig = bytearray(good.inputs[0].signature)
+        sig[7] ^= 1
+        bad = good.with_signatures([bytes(sig)])
+        peer.canned["/transactions"] = lambda request: (200, {"transactions": [jsonview.tx_to_json(bad)]})
+        me = self.me(funded_chain(), peer)
+        self.assertEqual(self.successResultOf(me.sync.exchange_mempool(peer.url)), 0)
+        self.assertEqual(me.discovery.table.get(peer.url).score, PENALTIES["bad-signature"])
+        self.assertGreater(PENALTIES["bad-signature"], 0)
+        self.assertNotIn(bad.tx_id, me.node.mempool)
+
     def test_malformed_transaction_is_penalised(self):
         """A mempool answer holding a transaction that is not one costs the peer points."""
         peer = self.peer(5001, funded_chain()[:2])
