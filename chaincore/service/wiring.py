@@ -195,9 +195,10 @@ def exposure_warning(options) -> str | None:
 
 
 def peer_hosts(directory) -> set:
-    """The hosts of the peers a directory knows: their clients get the peers' budgets."""
+    """The hosts of a directory's active peers: their clients get the peers' budgets.  Only peers that
+    answered as nodes of our network count: anyone may name itself a candidate (X-ChainCore-Peer)."""
     hosts = set()
-    for url in directory.known_urls():
+    for url in directory.active_urls():
         host = urlsplit(url).hostname
         if host:
             hosts.add(host)
