@@ -34,6 +34,7 @@ PEER_HEADER = b"X-ChainCore-Peer"
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
 STREAM_SLICE_BLOCKS = 200
 STREAM_LIST_OVER = 1_000    # /transactions and /utxos longer than this are written in slices
+STREAM_SLICE_ROWS = 200
 
 
 def is_loopback(request) -> bool:
@@ -171,13 +172,15 @@ class NodeAPI:
             raise RateLimited(f"too many {endpoint_class} requests from {host}; try again in "
                               f"{decision.retry_after_header} s", decision.retry_after_s)
 
-    def _stream_list(self, request, head: bytes, items: list, render, tail: bytes, per_slice: int = 200):
+    def _stream_list(self, request, head: bytes, items: list, render, tail: bytes):
         """A JSON answer `head` + items rendered + `tail`, written in slices so the reactor serves others
         meanwhile; items is taken when the request arrives."""
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"application/json")
         gone = []
         request.notifyFinish().addErrback(gone.append)
+
+        per_slice = STREAM_SLICE_ROWS
 
         def slices():
             request.write(head)
