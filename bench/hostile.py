@@ -14,7 +14,10 @@ client keeps its own connection cap):
               /utxos and /history of the busy address, /explorer pages);
 - tx-flood:   8 clients post distinct invalid transactions (real coins, bad signatures);
 - amplify:    2 clients post, again and again, one transaction of thousands of
-              inputs that share one signature, the last one bad.
+              inputs that share one signature, the last one bad (the mempool's
+              101 kB limit refuses it before any signature is checked);
+- amplify-sig: the same with as many inputs as fit in 101 kB, so its signatures
+              are checked (once: identical checks are verified once).
 
 Per scenario it prints p50/p99 with and without attack and their ratio, the
 node's CPU seconds (its worker processes apart) and its peak RSS, the
@@ -47,6 +50,7 @@ import time
 
 from chaincore.core import jsonview
 from chaincore.core.keys import PrivateKey, payload_of
+from chaincore.core.mempool import MAX_ANCESTOR_BYTES
 from chaincore.core.tx import Transaction, TxIn, TxOut
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -117,9 +121,16 @@ def invalid_transactions(coins, host: str, n: int) -> list:
     return out
 
 
-def amplifier(coins, host: str) -> tuple:
-    """One POST of a transaction spending every coin of BUSY (one signature shared by all inputs, the
-    last input's signature bad), and its number of inputs."""
+def amplifier(coins, host: str, max_bytes: int | None = None) -> tuple:
+    """One POST of a transaction spending the coins of BUSY (one signature shared by all inputs, the last
+    input's signature bad), and its number of inputs: all the coins, or as many as fit in max_bytes."""
+    if max_bytes is not None:
+        coins = coins[:max(1, max_bytes // 160)]  # an input takes some 170 bytes: shrink from above
+        while True:
+            post_body, n = amplifier(coins, host)
+            if _tx_size(post_body) <= max_bytes:
+                return post_body, n
+            coins = coins[:len(coins) * 19 // 20]
     total = sum(amount for _, _, amount in coins)
     tx = Transaction(1, tuple(TxIn(t, i, BUSY.public_key) for t, i, _ in coins),
                      (TxOut(total - total // 10, payload_of(SINK.public_key)),), 0)
@@ -128,6 +139,10 @@ def amplifier(coins, host: str) -> tuple:
     bad[7] ^= 1
     tx = tx.with_signatures([sig] * (len(coins) - 1) + [bytes(bad)])
     return post(host, json.dumps({"transaction": jsonview.tx_to_json(tx)}).encode()), len(coins)
+
+
+def _tx_size(post_body: bytes) -> int:
+    return jsonview.parse_tx(json.loads(post_body.split(b"\r\n\r\n", 1)[1])["transaction"]).size
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -317,7 +332,7 @@ def attack(scenario: str, port: int, stop_at: float, payload, queue) -> None:
                     stats)
     elif scenario == "tx-flood":
         job = flood(port, lambda i: cycle(payload[i::8]), 8, stop_at, stats)
-    else:  # amplify
+    else:  # amplify, amplify-sig
         job = flood(port, lambda i: cycle([payload]), 2, stop_at, stats)
     asyncio.run(job)
     queue.put(stats)
@@ -350,7 +365,7 @@ def main():
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of probing per scenario")
     parser.add_argument("--blocks", type=int, default=600, help="blocks mined before the attacks")
     parser.add_argument("--inputs", type=int, default=2000, help="inputs of the amplification transaction")
-    parser.add_argument("--scenarios", default="idle,slowloris,gets,tx-flood,amplify")
+    parser.add_argument("--scenarios", default="idle,slowloris,gets,tx-flood,amplify,amplify-sig")
     args = parser.parse_args()
 
     print(f"machine: {describe()}")
@@ -369,15 +384,22 @@ def main():
                  "/explorer/blocks", f"/explorer/address/{MINER.address}", "/transactions", "/chain"]]
         invalid = invalid_transactions(coinbases, host, 4000)
         amp, n_inputs = amplifier(busy_coins, host)
-        payloads = {"idle": None, "slowloris": None, "gets": gets, "tx-flood": invalid, "amplify": amp}
+        # the mempool takes no transaction over 101 kB (its own ancestor bytes): the biggest that reaches
+        # the signature check has some hundreds of inputs
+        amp_sig, n_sig = amplifier(busy_coins, host, max_bytes=MAX_ANCESTOR_BYTES)
+        payloads = {"idle": None, "slowloris": None, "gets": gets, "tx-flood": invalid, "amplify": amp,
+                    "amplify-sig": amp_sig}
 
-        # the first refusal of the amplifier, alone: what it costs before the node remembers it
-        cpu0 = cpu_seconds(proc.pid)
-        t0 = time.perf_counter()
-        first = call(base, "/add_transaction", json.loads(amp.split(b"\r\n\r\n", 1)[1]))
-        first_wall, first_cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
-        print(f"amplifier: {n_inputs} inputs, {len(amp) // 1024} KiB, first refusal {first[0]} "
-              f"{first[1].get('code')} in {first_wall * 1000:.0f} ms wall, {first_cpu * 1000:.0f} ms node CPU")
+        # the first refusal of each amplifier, alone: what it costs before the node remembers it
+        for body, n in ((amp, n_inputs), (amp_sig, n_sig)):
+            cpu0, workers0 = cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in children(proc.pid))
+            t0 = time.perf_counter()
+            first = call(base, "/add_transaction", json.loads(body.split(b"\r\n\r\n", 1)[1]))
+            first_wall, first_cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+            workers = sum(cpu_seconds(p) for p in children(proc.pid)) - workers0
+            print(f"amplifier: {n} inputs, {len(body) // 1024} KiB of JSON, first refusal {first[0]} "
+                  f"{first[1].get('code')} in {first_wall * 1000:.0f} ms wall, {first_cpu * 1000:.0f} ms node CPU, "
+                  f"{workers * 1000:.0f} ms workers' CPU")
 
         baseline = probe(port, args.duration, proc.pid)
         b50, b99 = percentile(baseline["latencies"], 50), percentile(baseline["latencies"], 99)
@@ -392,7 +414,7 @@ def main():
             p50, p99 = percentile(lat, 50), percentile(lat, 99)
             stats.pop("ready_at", None)
             extra = ""
-            if name == "amplify":
+            if name.startswith("amplify"):
                 refused = sum(v for k, v in stats.items() if isinstance(k, int) and k != 200)
                 extra = f"  -> {cpu / refused * 1000:.2f} ms node CPU per refusal" if refused else ""
             if name == "tx-flood":

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import __version__
+from .budgets import ENDPOINT_COSTS, STRANGERS_ONLY
 from ..core.errors import Malformed
 
 HEX32 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
@@ -273,9 +274,22 @@ def _coerce(p: Param, raw: str):
     return raw
 
 
+def _charged() -> dict:
+    """operationId -> what a request costs (api/budgets.py ENDPOINT_COSTS), for the 429 each may answer."""
+    out = {}
+    for key in ENDPOINTS:
+        name = "explorer" if key in ("index", "search") or key.endswith("_page") else key
+        if name in ENDPOINT_COSTS:
+            tokens = ENDPOINT_COSTS[name][1]
+            who = "strangers only" if name in STRANGERS_ONLY else "every client"
+            out[key] = f"{tokens} tokens, {who}"
+    return out
+
+
 def openapi(server_url: str | None = None) -> dict:
     """The OpenAPI 3 document of every endpoint."""
     paths = {}
+    costs = _charged()
     for key, ep in ENDPOINTS.items():
         op = {"operationId": key, "summary": ep.summary, "responses": {}}
         if ep.params:
@@ -287,17 +301,40 @@ def openapi(server_url: str | None = None) -> dict:
             ctype = ep.content_type if status < 300 else "application/json"
             content = {ctype: {"schema": schema}} if schema is not None else {ctype: {}}
             op["responses"][str(status)] = {"description": description, "content": content}
+        charged = costs.get(key)
+        if charged is not None and "429" not in op["responses"]:
+            op["responses"]["429"] = {
+                "description": f"the client's request budget is spent ({charged}); Retry-After says when to "
+                               "try again",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+                "content": {"application/json": {"schema": {"type": "object", "required": ["error"]}}}}
         paths.setdefault(ep.path, {})[ep.method] = op
     doc = {
         "openapi": "3.0.3",
         "info": {"title": "ChainCore node API", "version": __version__,
-                 "description": "JSON in, JSON out. Errors are {\"error\": ...} with a 4xx status for bad input."},
+                 "description": DESCRIPTION},
         "paths": paths,
         "components": {"schemas": SCHEMAS},
     }
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
+
+
+DESCRIPTION = (
+    "JSON in, JSON out. Errors are {\"error\": ..., \"code\": ...} with a 4xx status for bad input; a body "
+    "that is not strict JSON (UTF-8, no NaN, no repeated keys, nested at most 64 deep) is 400 malformed.\n\n"
+    "Limits (node options, defaults in brackets). Clients come in three classes, each with its own budgets: "
+    "loopback, active peers and strangers. Connections: at most --connections-per-address per stranger's "
+    "address [8] (loopback 256, peers 16) and --max-connections in all [1024]; over the cap 429, over the total "
+    "503, both JSON with Retry-After, then closed. A request's headers must arrive within --header-timeout of "
+    "their first byte [10 s], its body at --body-min-rate after a 10 s grace [10,000 bytes/s], else 408. "
+    "Requests: expensive endpoints cost tokens from the client address's bucket (--stranger-budget [120/20: "
+    "burst/per second], --peer-budget [600/100], --loopback-budget [2000/500]): /chain 20, /blocks and "
+    "/transactions 10, /headers, /history and /utxos 5, /balance and explorer pages 3, /block 2, and for "
+    "strangers POST /submit_block 5 and POST /add_transaction 2. An empty bucket answers 429 "
+    "{\"error\": ..., \"code\": \"rate-limited\"} with Retry-After. A transaction refused at the current tip "
+    "is refused again at once until the tip changes.")
 
 
 def openapi_json(server_url: str | None = None) -> bytes:

@@ -6,14 +6,19 @@ to be enforced while the body arrives (gotLength / handleContentChunk).
 
 import json
 import time
+from io import BytesIO
 
 from twisted.web import server
 
 DEFAULT_MAX_BODY_BYTES = 4_000_000
+# A transaction the mempool could take is at most 101 kB (its ancestor-size limit), some 240 kB as JSON:
+# a bigger body is refused from its Content-Length, before a byte of it is read.
+PATH_MAX_BODY_BYTES = {b"/add_transaction": 400_000}
 
 
 class LimitedRequest(server.Request):
     maxBody = DEFAULT_MAX_BODY_BYTES
+    path_limits = PATH_MAX_BODY_BYTES  # path -> a smaller limit for that endpoint's bodies
     _rejected = False
     _bodyBytes = 0
     on_finish = None  # callable(request, seconds) set by the site, for latency metrics
@@ -22,10 +27,17 @@ class LimitedRequest(server.Request):
         super().__init__(*args, **kwargs)
         self.started_at = time.monotonic()
 
+    def _limit(self) -> int:
+        """The body limit of this request's path (the request line is parsed before the body's length)."""
+        path = getattr(self.channel, "_path", None) or b""
+        return min(self.maxBody, self.path_limits.get(path.split(b"?", 1)[0], self.maxBody))
+
     def gotLength(self, length):
+        self.maxBody = self._limit()
         if length is not None and length > self.maxBody:
             self._reject()
-        super().gotLength(length if not self._rejected else 0)
+        # bodies are capped, so they stay in memory (twisted.web spools those over 100 kB to a temporary file)
+        self.content = BytesIO()
 
     def handleContentChunk(self, data):
         if self._rejected:

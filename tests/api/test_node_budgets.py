@@ -245,7 +245,7 @@ class ConnectionBudgetTests(SynchronousTestCase):
     def test_slow_body_gets_408_after_the_grace(self):
         """A body below 10 kB/s after the 10 s grace gets 408 and is counted."""
         proto, transport = self.connect()
-        proto.dataReceived(b"POST /add_transaction HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\n"
+        proto.dataReceived(b"POST /submit_block HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\n"
                            b"Content-Length: 1000000\r\n\r\n")
         for _ in range(11):
             proto.dataReceived(b"x" * 100)
@@ -264,6 +264,14 @@ class ConnectionBudgetTests(SynchronousTestCase):
         self.assertEqual(metric(self.service, 'chaincore_connections_refused_total{reason="per-address"}'), 1)
         self.connect("127.0.0.1")  # the operator's own places are untouched
         self.assertEqual(self.factory.connections.count("127.0.0.1"), 1)
+
+    def test_a_transaction_too_big_for_the_mempool_is_refused_from_its_length(self):
+        """POST /add_transaction declaring a body over 400 kB is answered 413 before any of it is read."""
+        proto, transport = self.connect("127.0.0.1")
+        proto.dataReceived(b"POST /add_transaction HTTP/1.1\r\nHost: n\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 768000\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413"))
+        self.assertIn(b"request body over 400000 bytes", transport.value())
 
     def test_a_complete_request_is_served_through_the_guard(self):
         """A whole request through the guarded factory reaches the API and is answered."""
