@@ -31,7 +31,7 @@ class WiredSocketTests(TestCase):
         """A wired node on the real reactor, its guarded site listening on a free loopback port."""
         limits.setdefault("per_address", {"loopback": 3, "peer": 3, "stranger": 3})
         self.port = free_port()
-        self.service = make_node(reactor, limits=NodeLimits(**limits),
+        self.service = make_node(reactor, reactor=reactor, limits=NodeLimits(**limits),
                                  endpoint=serverFromString(reactor, f"tcp:{self.port}:interface=127.0.0.1"))
         self.service.startService()
         self.addCleanup(lambda: self.service.stopService() if self.service.running else None)
@@ -64,7 +64,7 @@ class WiredSocketTests(TestCase):
         """A body trickled below the minimum rate gets 408 and a close after the grace."""
         await self.start(body_grace_s=0.3, body_min_bytes_per_s=5000)
         client = await self.client()
-        client.transport.write(b"POST /add_transaction HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+        client.transport.write(b"POST /submit_block HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
                                b"Content-Length: 1000000\r\n\r\n")
         self.trickle(client, b"x" * 10)
         await wait_until(lambda: client.done.called, 5, what="the slow body to be cut")
