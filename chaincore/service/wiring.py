@@ -15,12 +15,13 @@ import ipaddress
 import os
 import re
 import socket
+import time
 from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.task import deferLater
+from twisted.internet.task import Cooperator, deferLater
 
 from ..api.budgets import ConnectionTable, RequestBudget, TokenBuckets, classify_host
 from ..api.events import EventHub, HeartbeatService
@@ -205,6 +206,19 @@ def peer_hosts(directory) -> set:
     return hosts
 
 
+COOPERATE_SLICE_S = 0.002  # how long slices of long answers may run before the reactor serves others
+
+
+def time_sliced_cooperator(reactor, slice_s: float = COOPERATE_SLICE_S) -> Cooperator:
+    """A Cooperator that runs long answers' slices for at most slice_s in a row (task.cooperate's global one
+    runs them for 10 ms), so a request such as /status waits a slice, not a whole answer."""
+    def slice_ends():
+        end = time.monotonic() + slice_s
+        return lambda: time.monotonic() >= end
+
+    return Cooperator(terminationPredicateFactory=slice_ends, scheduler=lambda work: reactor.callLater(0, work))
+
+
 def build_node(store, params, clock, *, advertise_url: str, http=None, offloader=None, datadir=None,
                seeds=(), discover_ports=(), own_port=None, mine=None, make_timer=every, metrics=None,
                verify=None, reactor=None, lock=None, endpoint=None, cooperate=None,
@@ -214,12 +228,15 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     `http` is the treq HTTPClient peers are reached through (a pooled one when
     None); `offloader` runs CPU work (signature batches, --mine nonce ranges),
     None to run it inline; `clock` drives every timer; `endpoint`, when given,
-    is where the site listens; `cooperate` schedules long answers (task.cooperate
-    when None); `limits` are the clients' budgets (connections, deadlines, request
-    tokens; NodeLimits' defaults when None).  Nothing is started.
+    is where the site listens; `cooperate` schedules long answers (a
+    time-sliced Cooperator on reactor, or task.cooperate without a reactor);
+    `limits` are the clients' budgets (connections, deadlines, request tokens;
+    NodeLimits' defaults when None).  Nothing is started.
     """
     limits = NodeLimits() if limits is None else limits
     metrics = NodeMetrics() if metrics is None else metrics
+    if cooperate is None and reactor is not None:
+        cooperate = time_sliced_cooperator(reactor).cooperate
     node = Node(store, params, clock, advertise_url=advertise_url.rstrip("/"), metrics=metrics,
                 offloader=offloader, **({"verify": verify} if verify is not None else {}))
     peers = PeerNetwork(node, clock, make_timer=make_timer, datadir=datadir, seeds=seeds,
@@ -241,6 +258,7 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     budget = RequestBudget(clock, TokenBuckets(limits.rates), classify)
     api = NodeAPI(node, peers, metrics, cooperate, events=events, budget=budget)
     site = make_site(api.resource(), on_finish=metrics.observe_request)
+    site.reactor = clock  # connections' idle timeouts run on the node's clock, as every other timer
     listening = guard(site, clock, connections=ConnectionTable(limits.max_connections, limits.per_address),
                       classify=classify, header_timeout_s=limits.header_timeout_s, body_grace_s=limits.body_grace_s,
                       body_min_bytes_per_s=limits.body_min_bytes_per_s,

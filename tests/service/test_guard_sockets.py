@@ -34,7 +34,13 @@ class WiredSocketTests(TestCase):
         self.service = make_node(reactor, reactor=reactor, limits=NodeLimits(**limits),
                                  endpoint=serverFromString(reactor, f"tcp:{self.port}:interface=127.0.0.1"))
         self.service.startService()
-        self.addCleanup(lambda: self.service.stopService() if self.service.running else None)
+        self.addCleanup(self.stop)
+
+    async def stop(self):
+        """Stop the node and wait until the server side of every connection is gone."""
+        if self.service.running:
+            await self.service.stopService()
+        await wait_until(lambda: self.service.listening.connections.total == 0, 5, what="connections to close")
 
     async def client(self) -> Client:
         client = Client()

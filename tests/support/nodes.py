@@ -7,6 +7,7 @@ service runs.  `settled(d)` reads a Deferred that has already fired.
 """
 
 from treq.testing import StubTreq
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -17,10 +18,24 @@ from chaincore.service.wiring import build_node
 
 BASE = "http://127.0.0.1:5000"
 
+class _Done:
+    def whenDone(self):
+        return succeed(None)
+
+
+def cooperate_at_once(iterator):
+    """A cooperate() that runs the whole iterator at once, so answers written in slices arrive synchronously."""
+    for _ in iterator:
+        pass
+    return _Done()
+
+
 def make_node(clock=None, *, store=None, blocks=(), advertise_url: str = "http://localhost:5000", http=None,
               **kwargs):
-    """A NodeService from build_node on REGTEST with fakes; blocks (genesis skipped) are accepted first."""
+    """A NodeService from build_node on REGTEST with fakes; blocks (genesis skipped) are accepted first.
+    Long answers are written in one go (cooperate_at_once) unless a test passes its own `cooperate`."""
     clock = Clock() if clock is None else clock
+    kwargs.setdefault("cooperate", cooperate_at_once)
     http = StubTreq(Resource()) if http is None else http  # answers 404 to everything, no sockets
     service = build_node(MemoryStore() if store is None else store, REGTEST, clock, advertise_url=advertise_url,
                          http=http, **kwargs)
