@@ -70,10 +70,12 @@ def attacker_host(n: int) -> str:
 
 # -- the node ----------------------------------------------------------------------------
 
-def start_node(port: int, datadir: str) -> subprocess.Popen:
+def start_node(port: int, datadir: str, profile: str | None = None) -> subprocess.Popen:
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    argv = [sys.executable, twistd, "-n", "--pidfile=", "--logfile", os.path.join(datadir, "node.log"),
-            "chaincore", "--port", str(port), "--network", "regtest", "--datadir", datadir,
+    argv = [sys.executable, twistd, "-n", "--pidfile=", "--logfile", os.path.join(datadir, "node.log")]
+    if profile:
+        argv += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
+    argv += ["chaincore", "--port", str(port), "--network", "regtest", "--datadir", datadir,
             "--discover-ports", "", "--loopback-budget", "120/20"]
 
     def more_files():
@@ -365,6 +367,7 @@ def main():
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of probing per scenario")
     parser.add_argument("--blocks", type=int, default=600, help="blocks mined before the attacks")
     parser.add_argument("--inputs", type=int, default=2000, help="inputs of the amplification transaction")
+    parser.add_argument("--profile", help="run the node under cProfile, writing stats to this file")
     parser.add_argument("--scenarios", default="idle,slowloris,gets,tx-flood,amplify,amplify-sig")
     args = parser.parse_args()
 
@@ -372,7 +375,7 @@ def main():
     datadir = tempfile.mkdtemp(prefix="chaincore-hostile-")
     port = free_port()
     base, host = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
-    proc = start_node(port, datadir)
+    proc = start_node(port, datadir, args.profile)
     try:
         wait_for(base, proc)
         t0 = time.perf_counter()

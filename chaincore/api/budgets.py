@@ -168,6 +168,7 @@ ENDPOINT_COSTS = {
     "explorer": ("explorer", 3),
     "add_transaction": ("submit", 2), "submit_block": ("submit", 5),
 }
+BLOCKS_PER_TOKEN = 10  # /chain and /blocks: an answer of 600 blocks costs 60 tokens
 STRANGERS_ONLY = {"add_transaction", "submit_block"}  # the operator's and the peers' own traffic is not metered
 
 
@@ -185,9 +186,11 @@ class RequestBudget:
         self.classify = classify
         self.costs = dict(ENDPOINT_COSTS if costs is None else costs)
 
-    def charge(self, host: str, endpoint: str) -> tuple:
-        """(endpoint class, Decision) for one request of endpoint from host; unmetered requests are allowed."""
+    def charge(self, host: str, endpoint: str, blocks: int = 0) -> tuple:
+        """(endpoint class, Decision) for one request of endpoint from host; unmetered requests are allowed.
+        An answer of many blocks costs at least a token for every BLOCKS_PER_TOKEN of them."""
         endpoint_class, cost = self.costs[endpoint]
+        cost = max(cost, blocks / BLOCKS_PER_TOKEN)
         client_class = self.classify(host)
         if endpoint in STRANGERS_ONLY and client_class != STRANGER:
             return endpoint_class, Decision(True)

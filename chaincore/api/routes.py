@@ -161,12 +161,12 @@ class NodeAPI:
         self._heard_from(request)  # peers probe /status: that is how we hear of late starters
         return json_body(request, 200, status_of(self._node, self._peers))
 
-    def _charge(self, request, endpoint: str) -> None:
+    def _charge(self, request, endpoint: str, blocks: int = 0) -> None:
         """Spend the client's tokens for one request of endpoint; RateLimited (429) when they ran out."""
         if self._budget is None:
             return
         host = getattr(request.getClientAddress(), "host", None)
-        endpoint_class, decision = self._budget.charge(host if isinstance(host, str) else "unix", endpoint)
+        endpoint_class, decision = self._budget.charge(host if isinstance(host, str) else "unix", endpoint, blocks)
         if not decision.allowed:
             if self._metrics is not None:
                 self._metrics.refused("rate-limited", endpoint_class)
@@ -205,9 +205,10 @@ class NodeAPI:
     @app.route("/chain", methods=["GET"])
     def chain(self, request):
         p = params(request, "chain")
-        self._charge(request, "chain")
         chain = self._node.chain
         length = chain.height + 1
+        whole = p["start"] is None and p["limit"] is None
+        self._charge(request, "chain", length if whole else min(p["limit"] or 100, length))
         if p["start"] is None and p["limit"] is None:
             start, limit = 0, length
             if length > STREAM_CHAIN_OVER:
@@ -317,8 +318,8 @@ class NodeAPI:
     @app.route("/blocks", methods=["GET"])
     def blocks(self, request):
         p = params(request, "blocks")
-        self._charge(request, "blocks")
         chain = self._node.chain
+        self._charge(request, "blocks", max(0, min(p["limit"], chain.height + 1 - p["start"])))
         if p["limit"] > STREAM_BLOCKS_OVER:
             hashes = [h for h in (chain.main_hash(n) for n in range(p["start"], p["start"] + p["limit"]))
                       if h is not None]

@@ -128,6 +128,18 @@ class RequestBudgetTests(SynchronousTestCase):
         self.assertEqual(refused.header("Retry-After"), "20")
 
 
+class BlockCostTests(SynchronousTestCase):
+    def test_long_answers_cost_a_token_per_ten_blocks(self):
+        """A stranger's /chain of 600 blocks costs 60 tokens: two from a full bucket, then 3 s to wait."""
+        from twisted.internet.task import Clock
+        from chaincore.api.budgets import RequestBudget
+        budget = RequestBudget(Clock())
+        decisions = [budget.charge(STRANGER_HOST, "chain", blocks=600)[1] for _ in range(3)]
+        self.assertEqual([d.allowed for d in decisions], [True, True, False])
+        self.assertEqual(decisions[2].retry_after_header, "3")
+        self.assertTrue(budget.charge(STRANGER_HOST, "block")[1].allowed)  # 2 tokens: what is left pays
+
+
 class StrictJSONTests(SynchronousTestCase):
     def test_deep_nesting_is_a_400(self):
         """A body nested 100,000 deep answers 400 malformed (not a 500) and changes nothing."""
