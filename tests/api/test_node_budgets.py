@@ -133,11 +133,14 @@ class BlockCostTests(SynchronousTestCase):
         """A stranger's /chain of 600 blocks costs 60 tokens: two from a full bucket, then 3 s to wait."""
         from twisted.internet.task import Clock
         from chaincore.api.budgets import RequestBudget
-        budget = RequestBudget(Clock())
+        clock = Clock()
+        budget = RequestBudget(clock)
         decisions = [budget.charge(STRANGER_HOST, "chain", blocks=600)[1] for _ in range(3)]
         self.assertEqual([d.allowed for d in decisions], [True, True, False])
         self.assertEqual(decisions[2].retry_after_header, "3")
-        self.assertTrue(budget.charge(STRANGER_HOST, "block")[1].allowed)  # 2 tokens: what is left pays
+        clock.advance(0.1)  # two tokens back: a /block (2 tokens) passes, a short /chain (20) does not
+        self.assertTrue(budget.charge(STRANGER_HOST, "block")[1].allowed)
+        self.assertFalse(budget.charge(STRANGER_HOST, "chain", blocks=5)[1].allowed)
 
 
 class StrictJSONTests(SynchronousTestCase):
