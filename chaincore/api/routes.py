@@ -173,6 +173,19 @@ class NodeAPI:
             raise RateLimited(f"too many {endpoint_class} requests from {host}; try again in "
                               f"{decision.retry_after_header} s", decision.retry_after_s)
 
+    def _in_turn(self, fn, *args):
+        """fn(*args) run as one turn of the cooperator that writes long answers, not as the request arrives:
+        of many expensive requests that arrive together, one runs between two turns of the reactor, so a
+        cheap request (/status) waits for one of them, not for all.  Fires with fn's result (or failure)."""
+        results = []
+
+        def turn():
+            results.append(fn(*args))
+            yield None
+
+        done = (self._cooperate or task.cooperate)(turn()).whenDone()
+        return done.addCallback(lambda _: results[0])
+
     def _stream_list(self, request, head: bytes, items: list, render, tail: bytes):
         """A JSON answer `head` + items rendered + `tail`, written in slices so the reactor serves others
         meanwhile; items is taken when the request arrives."""
@@ -350,12 +363,15 @@ class NodeAPI:
     def balance(self, request, address):
         params(request, "balance", {"address": address})
         self._charge(request, "balance")
-        return json_body(request, 200, self._node.balance(address))
+        return self._in_turn(lambda: json_body(request, 200, self._node.balance(address)))
 
     @app.route("/utxos/<string:address>", methods=["GET"])
     def utxos(self, request, address):
         params(request, "utxos", {"address": address})
         self._charge(request, "utxos")
+        return self._in_turn(self._utxos_answer, request, address)
+
+    def _utxos_answer(self, request, address):
         utxos = self._node.utxos(address)
         if len(utxos) > STREAM_LIST_OVER:
             head = b'{"address":' + json.dumps(address).encode() + b',"utxos":['
@@ -366,6 +382,9 @@ class NodeAPI:
     def history(self, request, address):
         p = params(request, "history", {"address": address})
         self._charge(request, "history")
+        return self._in_turn(self._history_answer, request, address, p)
+
+    def _history_answer(self, request, address, p):
         rows, nxt = self._node.history_page(address, p["limit"], p["cursor"])
         return json_body(request, 200, {"address": address, "history": rows, "next": nxt})
 
@@ -410,7 +429,7 @@ class NodeAPI:
             before = params(request, "blocks_page")["before"]
         except Malformed as e:
             return self._html(request, self._explorer.not_found("Bad page", str(e), status=400))
-        return self._html(request, self._explorer.blocks(before))
+        return self._in_turn(lambda: self._html(request, self._explorer.blocks(before)))
 
     @app.route("/explorer/block/<string:ref>", methods=["GET"])
     def block_page(self, request, ref):
@@ -426,7 +445,7 @@ class NodeAPI:
     def address_page(self, request, address):
         self._charge(request, "explorer")
         cursor = request.args.get(b"cursor", [b""])[0].decode("utf-8", "replace") or None
-        return self._html(request, self._explorer.address(address, cursor))
+        return self._in_turn(lambda: self._html(request, self._explorer.address(address, cursor)))
 
     @app.route("/explorer/mempool", methods=["GET"])
     def mempool_page(self, request):
@@ -460,7 +479,7 @@ class NodeAPI:
     @app.route("/", methods=["GET"])
     def index(self, request):
         self._charge(request, "explorer")
-        return self._html(request, self._explorer.home())
+        return self._in_turn(lambda: self._html(request, self._explorer.home()))
 
 
 def status_of(node, peers: PeerDirectory) -> dict:
