@@ -372,11 +372,11 @@ class NodeAPI:
         return self._in_turn(self._utxos_answer, request, address)
 
     def _utxos_answer(self, request, address):
-        utxos = self._node.utxos(address)
-        if len(utxos) > STREAM_LIST_OVER:
+        coins = self._node.utxo_coins(address)
+        if len(coins) > STREAM_LIST_OVER:  # rows are built slice by slice, as they are written
             head = b'{"address":' + json.dumps(address).encode() + b',"utxos":['
-            return self._stream_list(request, head, utxos, lambda row: row, b"]}")
-        return json_body(request, 200, {"address": address, "utxos": utxos})
+            return self._stream_list(request, head, coins, lambda pair: self._node.utxo_row(*pair), b"]}")
+        return json_body(request, 200, {"address": address, "utxos": [self._node.utxo_row(*c) for c in coins]})
 
     @app.route("/history/<string:address>", methods=["GET"])
     def history(self, request, address):

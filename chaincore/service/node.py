@@ -391,12 +391,17 @@ class Node:
                 "spendable": spendable, "immature": immature}
 
     def utxos(self, address: str) -> list:
-        payload = keys.address_payload(address)
-        return [{"tx_id": op.tx_id.hex(), "output_index": op.index, "amount": coin.amount, "height": coin.height,
-                 "coinbase": coin.is_coinbase,
-                 "mature": rules.is_mature(coin, self.chain.height + 1, self.params),
-                 "spent_in_mempool": self.mempool.spender(op) is not None}
-                for op, coin in self.chain.coins_of(payload)]
+        return [self.utxo_row(op, coin) for op, coin in self.utxo_coins(address)]
+
+    def utxo_coins(self, address: str) -> list:
+        """[(OutPoint, Coin)] address owns, from the store's address index; utxo_row renders each."""
+        return self.chain.coins_of(keys.address_payload(address))
+
+    def utxo_row(self, op, coin) -> dict:
+        """One row of /utxos (CONTRACT 7)."""
+        return {"tx_id": op.tx_id.hex(), "output_index": op.index, "amount": coin.amount, "height": coin.height,
+                "coinbase": coin.is_coinbase, "mature": rules.is_mature(coin, self.chain.height + 1, self.params),
+                "spent_in_mempool": self.mempool.spender(op) is not None}
 
     def history(self, address: str, limit: int = 500) -> list:
         """The first `limit` rows of history_page (kept for callers that want no paging)."""
