@@ -331,8 +331,8 @@ DESCRIPTION = (
     "their first byte [10 s], its body at --body-min-rate after a 10 s grace [10,000 bytes/s], else 408. "
     "Requests: expensive endpoints cost tokens from the client address's bucket (--stranger-budget [120/20: "
     "burst/per second], --peer-budget [600/100], --loopback-budget [2000/500]): /chain 20, /blocks and "
-    "/transactions 10 (/chain and /blocks at least one per 10 blocks answered), /headers, /history and /utxos 5, /balance and explorer pages 3, /block 2, and for "
-    "strangers POST /submit_block 5 and POST /add_transaction 2. An empty bucket answers 429 "
+    "/transactions 10 (/chain and /blocks at least one per 10 blocks answered), /headers, /history and "
+    "/utxos 5, /balance and explorer pages 3, /block 2, and for strangers POST /submit_block 5 and POST /add_transaction 2. An empty bucket answers 429 "
     "{\"error\": ..., \"code\": \"rate-limited\"} with Retry-After. A transaction refused at the current tip "
     "is refused again at once until the tip changes.")
 
