@@ -29,8 +29,6 @@ class NodeMetrics:
                                           "recently-rejected set, without any check.", registry=r)
         self.signature_cache_hits = Counter("chaincore_signature_cache_hits", "Signature checks answered by the "
                                             "signature cache instead of a verification.", registry=r)
-        self.peer_penalties = Counter("chaincore_peer_penalties", "Penalties given to peers, by error code.",
-                                      ["code"], registry=r)
         self.latency = Histogram("chaincore_request_seconds", "HTTP request latency by endpoint.",
                                  ["endpoint", "method"], registry=r,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -63,8 +61,6 @@ class NodeMetrics:
             self.recent_reject_hits.inc()
         elif kind == "signature-cache":
             self.signature_cache_hits.inc(float(label or 1))
-        elif kind == "peer-penalty":
-            self.peer_penalties.labels(label).inc()
 
     def observe_request(self, request, seconds: float) -> None:
         path = request.path.decode("ascii", "replace").strip("/").split("/")[0] or "root"
