@@ -8,10 +8,8 @@ import json
 
 from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -21,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from chaincore.api.budgets import LOOPBACK, PEER, STRANGER, ConnectionTable
 from chaincore.api.guard import guard
 from chaincore.api.site import make_site
+from tests.support.sockets import RawClients
 from tests.support.waiting import wait_until
 
 STRANGER_HOST = "198.18.0.1"
@@ -229,21 +228,7 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual((self.factory.connections.total, len(self.factory.connections)), (0, 0))
 
 
-class Client(Protocol):
-    """A raw client that records what it receives and fires `done` when the connection closes."""
-
-    def __init__(self):
-        self.received = b""
-        self.done = Deferred()
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason):
-        self.done.callback(None)
-
-
-class SocketTests(TestCase):
+class SocketTests(RawClients, TestCase):
     """A guarded Site on a loopback port, with deadlines short enough for a test."""
 
     async def start(self, **options):
@@ -253,18 +238,6 @@ class SocketTests(TestCase):
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
-
-    async def client(self) -> Client:
-        client = Client()
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
-        self.addCleanup(lambda: None if client.done.called else client.transport.abortConnection() or client.done)
-        return client
-
-    def trickle(self, client, data: bytes, interval_s: float = 0.05):
-        loop = task.LoopingCall(client.transport.write, data)
-        loop.start(interval_s)
-        client.done.addBoth(lambda _: loop.stop() if loop.running else None)
-        self.addCleanup(lambda: loop.stop() if loop.running else None)
 
     async def test_slow_headers_are_cut(self):
         """Headers trickled over a real socket get 408 and a close at the header deadline."""

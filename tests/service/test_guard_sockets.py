@@ -1,32 +1,17 @@
 """The connection guard of a wired node (build_node) on a real loopback port: slow headers, slow bodies, the
 per-address cap, and a stopping node closing kept-alive connections."""
 
-from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
-from twisted.internet.protocol import Protocol
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
 from twisted.trial.unittest import TestCase
 
 from chaincore.service.config import NodeLimits
 from tests.support.nodes import make_node
+from tests.support.sockets import RawClients
 from tests.support.waiting import free_port, wait_until
 
 
-class Client(Protocol):
-    """A raw client that records what it receives and fires `done` when the connection closes."""
-
-    def __init__(self):
-        self.received = b""
-        self.done = Deferred()
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason):
-        self.done.callback(None)
-
-
-class WiredSocketTests(TestCase):
+class WiredSocketTests(RawClients, TestCase):
     async def start(self, **limits):
         """A wired node on the real reactor, its guarded site listening on a free loopback port."""
         limits.setdefault("per_address", {"loopback": 3, "peer": 3, "stranger": 3})
@@ -41,18 +26,6 @@ class WiredSocketTests(TestCase):
         if self.service.running:
             await self.service.stopService()
         await wait_until(lambda: self.service.listening.connections.total == 0, 5, what="connections to close")
-
-    async def client(self) -> Client:
-        client = Client()
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
-        self.addCleanup(lambda: None if client.done.called else client.transport.abortConnection() or client.done)
-        return client
-
-    def trickle(self, client, data: bytes, interval_s: float = 0.05):
-        loop = task.LoopingCall(client.transport.write, data)
-        loop.start(interval_s)
-        client.done.addBoth(lambda _: loop.stop() if loop.running else None)
-        self.addCleanup(lambda: loop.stop() if loop.running else None)
 
     async def test_slow_headers_are_cut(self):
         """Headers trickled to the node get 408 JSON and a close at the header deadline."""
