@@ -40,7 +40,7 @@ from Crypto.Signature import DSS
 from chaincore.core import jsonview
 from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.tx import Transaction, TxIn, TxOut
-from machine import describe  # bench/machine.py, beside this script
+from machine import cpu_seconds, describe  # bench/machine.py, beside this script
 
 KEYS = [PrivateKey.from_secret(7000 + i) for i in range(8)]
 FEE = 1_000
@@ -187,11 +187,6 @@ async def load(port: int, requests, clients: int, duration_s: float) -> tuple:
     return counts, time.perf_counter() - start
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measured(proc, port, requests, clients, duration_s) -> tuple:

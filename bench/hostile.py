@@ -55,7 +55,7 @@ from chaincore.core.tx import Transaction, TxIn, TxOut
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api import call, free_port, mine_one, wait_for  # noqa: E402  bench/api.py, beside this script
-from machine import describe  # noqa: E402
+from machine import children_of, cpu_seconds, describe, memory_of  # noqa: E402
 
 MINER = PrivateKey.from_secret(9100)
 BUSY = PrivateKey.from_secret(9101)   # owns the fan-out's thousands of coins: the busy address
@@ -149,36 +149,16 @@ def _tx_size(post_body: bytes) -> int:
 
 # -- measuring ---------------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def probe(port: int, duration_s: float, node_pid: int, interval_s: float = 0.005) -> dict:
     """GET /status on one keep-alive connection from 127.0.0.1 for duration_s: latencies (ms), peak RSS."""
     request = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    latencies, failures, peak = [], 0, rss_mb(node_pid)
+    latencies, failures, peak = [], 0, memory_of(node_pid)["rss"]
     sock = None
     end = time.perf_counter() + duration_s
     while time.perf_counter() < end:
@@ -211,7 +191,7 @@ def probe(port: int, duration_s: float, node_pid: int, interval_s: float = 0.005
             failures += 1
             sock.close()
             sock = None
-        peak = max(peak, rss_mb(node_pid))
+        peak = max(peak, memory_of(node_pid)["rss"])
         time.sleep(interval_s)
     if sock is not None:
         sock.close()
@@ -381,7 +361,7 @@ def run_scenario(name, port, proc, payload, duration_s, warmup_s):
     """Start the attackers, let them settle, probe /status; (probe result, attack stats, node CPU s, workers' CPU s)."""
     queue = multiprocessing.Queue()
     stop_at = time.time() + warmup_s + max(duration_s, 16 if name == "slowloris" else 0) + 1
-    workers0 = {p: cpu_seconds(p) for p in children(proc.pid)}
+    workers0 = {p: cpu_seconds(p) for p, _ in children_of(proc.pid)}
     cpu0 = cpu_seconds(proc.pid)
     attacker = multiprocessing.Process(target=attack, args=(name, port, stop_at, payload, queue))
     attacker.start()
@@ -392,7 +372,7 @@ def run_scenario(name, port, proc, payload, duration_s, warmup_s):
     stats = queue.get(timeout=duration_s + warmup_s + 60)
     attacker.join()
     cpu = cpu_seconds(proc.pid) - cpu0
-    workers = sum(cpu_seconds(p) - workers0.get(p, 0.0) for p in children(proc.pid))
+    workers = sum(cpu_seconds(p) - workers0.get(p, 0.0) for p, _ in children_of(proc.pid))
     time.sleep(1)  # connections the attackers left are closed before the next scenario
     return result, stats, cpu, workers
 
@@ -430,11 +410,11 @@ def main():
 
         # the first refusal of each amplifier, alone: what it costs before the node remembers it
         for body, n in ((amp, n_inputs), (amp_sig, n_sig)):
-            cpu0, workers0 = cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in children(proc.pid))
+            cpu0, workers0 = cpu_seconds(proc.pid), sum(cpu_seconds(p) for p, _ in children_of(proc.pid))
             t0 = time.perf_counter()
             first = send_once(port, body)
             first_wall, first_cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
-            workers = sum(cpu_seconds(p) for p in children(proc.pid)) - workers0
+            workers = sum(cpu_seconds(p) for p, _ in children_of(proc.pid)) - workers0
             print(f"amplifier: {n} inputs, {len(body) // 1024} KiB of JSON, first refusal {first[0]} "
                   f"{first[1]} in {first_wall * 1000:.0f} ms wall, {first_cpu * 1000:.0f} ms node CPU, "
                   f"{workers * 1000:.0f} ms workers' CPU")

@@ -1,4 +1,4 @@
-"""What the benchmark scripts print about the machine they ran on."""
+"""What the benchmark scripts print about the machine they ran on, and what they read of processes (/proc)."""
 
 import os
 import platform
@@ -23,3 +23,41 @@ def describe() -> str:
     except OSError:
         load = "load average unknown"
     return f"{os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}, {load}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc); 0.0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_of(pid: int) -> dict:
+    """Current and peak resident memory of a process, in MB, from /proc/PID/status."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return {"rss": values.get("VmRSS", 0.0), "peak": values.get("VmHWM", 0.0)}
+
+
+def children_of(pid: int) -> list:
+    """[(pid, command line)] of the live child processes of pid."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    out.append((int(name), f.read().replace(b"\0", b" ").decode(errors="replace").strip()))
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+    return sorted(out)

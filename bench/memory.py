@@ -14,16 +14,12 @@ twisted.internet.reactor"`: the floor every Twisted process pays.
 """
 
 import argparse
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from chaincore.core import jsonview
 from chaincore.core.block import Block, Header, merkle_root
@@ -32,7 +28,8 @@ from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import Transaction, TxIn, TxOut, make_coinbase
 from chaincore.storage.sqlite import SqliteStore
-from machine import describe  # bench/machine.py, beside this script
+from api import call, free_port  # bench/api.py, beside this script
+from machine import children_of, describe, memory_of  # bench/machine.py
 
 STORE_FILE = "chain.sqlite"  # as the node names it in its datadir
 MINER = PrivateKey.from_secret(4242)
@@ -93,32 +90,8 @@ def build_datadirs(root: str, heights: list) -> dict:
 
 # -- processes ------------------------------------------------------------------------------
 
-def memory_of(pid: int) -> dict:
-    """Current and peak resident memory of a process, in MB, from /proc/PID/status."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) / 1024
-    return {"rss": values.get("VmRSS", 0.0), "peak": values.get("VmHWM", 0.0)}
 
 
-def children_of(pid: int) -> list:
-    """[(pid, command line)] of the live child processes of pid."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    out.append((int(name), f.read().replace(b"\0", b" ").decode(errors="replace").strip()))
-        except (OSError, IndexError, ValueError):
-            continue  # it ended meanwhile
-    return sorted(out)
 
 
 def bare_reactor(idle_s: float) -> dict:
@@ -134,20 +107,8 @@ def bare_reactor(idle_s: float) -> dict:
         proc.wait(timeout=10)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def call(base: str, path: str, body=None, timeout_s: float = 30):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def wait_for_height(base: str, proc: subprocess.Popen, height: int, timeout_s: float = 120) -> None:
