@@ -25,6 +25,7 @@ log = logger("chaincore.events")
 RING_SIZE = 500
 HEARTBEAT_S = 15.0
 MAX_STREAMS = 200
+MAX_BACKLOG_BYTES = 256 * 1024  # queued for a client that stopped reading; past it the stream is cut
 
 
 class EventHub:
@@ -87,6 +88,7 @@ class EventHub:
         if len(self.streams) >= self.max_streams:
             raise Unavailable(f"too many event streams open ({self.max_streams}); try again later")
         stream = _Stream(request)
+        request.registerProducer(stream, True)  # told when the client stops reading
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
@@ -98,7 +100,7 @@ class EventHub:
 
         def gone(_):
             self.streams.discard(stream)
-            stream.closed = True
+            stream.stop()
 
         done = defer.Deferred(lambda d: gone(None))
         request.notifyFinish().addBoth(gone)
@@ -110,7 +112,7 @@ class EventHub:
         for stream in list(self.streams):
             self.streams.discard(stream)
             if not stream.closed and not stream.done.called:
-                stream.closed = True
+                stream.stop()
                 stream.done.callback(None)
 
     # -- what the node tells the hub ---------------------------------------------------
@@ -143,19 +145,56 @@ class EventHub:
 
 
 class _Stream:
-    """One open event stream: writes stop once the client is gone."""
+    """One open event stream: writes stop once the client is gone.
 
-    def __init__(self, request):
+    It is the request's push producer, so Twisted says when the client stops
+    reading (pauseProducing); what is written meanwhile queues in memory, and a
+    client that lets more than MAX_BACKLOG_BYTES queue is cut off (it can
+    reconnect with Last-Event-ID and get what it missed from the ring).
+    """
+
+    def __init__(self, request, max_backlog_bytes: int = MAX_BACKLOG_BYTES):
         self.request = request
         self.closed = False
         self.done = None
+        self.paused = False
+        self.backlog = 0
+        self.max_backlog_bytes = max_backlog_bytes
 
     def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.paused:
+            self.backlog += len(data)
+            if self.backlog > self.max_backlog_bytes:
+                log.info("event stream cut: its client read nothing while {n} bytes queued", n=self.backlog)
+                self.stop()
+                transport = getattr(self.request, "transport", None)
+                if transport is not None:
+                    transport.abortConnection()  # notifyFinish then drops it from the hub
+                return
+        try:
+            self.request.write(data)
+        except Exception:  # the transport went away between notifyFinish and now
+            self.closed = True
+
+    def stop(self) -> None:
         if not self.closed:
+            self.closed = True
             try:
-                self.request.write(data)
-            except Exception:  # the transport went away between notifyFinish and now
-                self.closed = True
+                self.request.unregisterProducer()
+            except Exception:  # already gone with its connection
+                pass
+
+    # IPushProducer
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused, self.backlog = False, 0
+
+    def stopProducing(self):
+        self.stop()
 
 
 class HeartbeatService(Service):

@@ -11,7 +11,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from chaincore.api.events import EventHub, HeartbeatService
+from chaincore.api.events import MAX_BACKLOG_BYTES, EventHub, HeartbeatService
 from chaincore.api.site import make_site
 from chaincore.api.routes import NodeAPI
 from chaincore.core.params import REGTEST
@@ -30,6 +30,18 @@ class FakeRequest:
         self.headers = {}
         self.written = b""
         self.finished = defer.Deferred()
+        self.producer = None
+        self.transport = self  # abortConnection() below is the transport's
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def abortConnection(self):
+        self.aborted = True
+        self.disconnect()
 
     def setResponseCode(self, code):
         self.code = code
@@ -57,6 +69,25 @@ class FakeRequest:
 
 
 class HubTests(SynchronousTestCase):
+    def test_client_that_stops_reading_is_cut(self):
+        """A stream whose client stops reading queues at most MAX_BACKLOG_BYTES, then is cut and dropped;
+        a client that reads again before that keeps its stream."""
+        hub, slow, reader = EventHub(run="r"), FakeRequest(), FakeRequest()
+        hub.open(slow, None)
+        hub.open(reader, None)
+        slow.producer.pauseProducing()
+        reader.producer.pauseProducing()
+        reader.producer.resumeProducing()
+        payload = {"pad": "x" * 1000}
+        for _ in range(MAX_BACKLOG_BYTES // 1000 + 10):
+            hub.publish("tx", payload)
+        self.assertTrue(getattr(slow, "aborted", False))
+        self.assertEqual(hub.streams, {s for s in hub.streams if s.request is reader})
+        self.assertEqual(len(hub.streams), 1)
+        written = len(slow.written)
+        hub.publish("tx", payload)
+        self.assertEqual(len(slow.written), written)  # nothing more for a cut stream
+
     def test_stream_gets_new_events_with_ids(self):
         """An open stream is an event-stream answer that receives each event with its id."""
         hub, request = EventHub(run="r"), FakeRequest()
