@@ -89,6 +89,7 @@ class Node:
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
         self.mining_to = None      # the address --mine pays, shown on the explorer
+        self._fee_estimate = None  # (what it was computed for, the answer): see fee_estimate
 
     def now(self) -> int:
         return int(self.clock.seconds())
@@ -463,7 +464,14 @@ class Node:
         block, the rate is the lowest one that still makes the next block; when
         recent blocks were nearly full, at least the median rate they paid.
         Mempool rates are package rates (mempool.packages), as templates choose.
+        The answer is kept until the tip or the mempool changes: the explorer's
+        home page asks for it on every render, and the recent blocks' rate
+        would otherwise decode those blocks each time.
         """
+        key = (recent_blocks, self.chain.tip.hash, len(self.mempool), self.mempool.total_bytes,
+               self.mempool.removals)
+        if self._fee_estimate is not None and self._fee_estimate[0] == key:
+            return dict(self._fee_estimate[1])
         floor = self.mempool.min_fee_rate
         capacity = self.params.max_block_size - TEMPLATE_RESERVE_BYTES
         mempool_rate = floor
@@ -482,10 +490,12 @@ class Node:
                 paid.append(max(0, fees) // body)
         recent_rate = sorted(paid)[len(paid) // 2] if paid else floor
         rate = max(floor, mempool_rate, recent_rate)
-        return {"fee_rate": rate, "min_fee_rate": floor, "mempool_rate": mempool_rate,
-                "recent_blocks_rate": recent_rate, "mempool_size": len(self.mempool),
-                "mempool_bytes": self.mempool.total_bytes, "block_capacity_bytes": capacity,
-                "typical_tx_bytes": TYPICAL_TX_BYTES, "typical_fee": rate * TYPICAL_TX_BYTES}
+        answer = {"fee_rate": rate, "min_fee_rate": floor, "mempool_rate": mempool_rate,
+                  "recent_blocks_rate": recent_rate, "mempool_size": len(self.mempool),
+                  "mempool_bytes": self.mempool.total_bytes, "block_capacity_bytes": capacity,
+                  "typical_tx_bytes": TYPICAL_TX_BYTES, "typical_fee": rate * TYPICAL_TX_BYTES}
+        self._fee_estimate = (key, answer)
+        return dict(answer)
 
     # -- mining ------------------------------------------------------------------------
 

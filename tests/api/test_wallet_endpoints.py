@@ -132,6 +132,18 @@ class FeeTests(SynchronousTestCase):
         body = self.client.get_json("/fees")
         self.assertEqual(body["fee_rate"], 50_000 // dear.size + 1)
 
+    def test_estimate_is_kept_until_something_changes(self):
+        """Asking twice reads no recent block again; a transaction entering the mempool is seen at once."""
+        reads = []
+        main_blocks = self.node.chain.main_blocks
+        self.node.chain.main_blocks = lambda *a: reads.append(a) or main_blocks(*a)
+        first = self.client.get_json("/fees")
+        self.assertEqual(self.client.get_json("/fees"), first)
+        self.assertEqual(len(reads), 1)
+        settled(self.node.submit_tx(pay_bob()))
+        self.assertEqual(self.client.get_json("/fees")["mempool_size"], first["mempool_size"] + 1)
+        self.assertEqual(len(reads), 2)
+
     def test_fee_error_names_coins_and_units(self):
         """A fee below the minimum is refused with both coins and base units in the message."""
         tx = pay_bob(fee=0)
