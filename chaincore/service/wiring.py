@@ -266,8 +266,6 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     miner = MinerService(node, clock, mine, offloader) if mine else None
     top = NodeService(node, store, api=api, site=site, peers=peers, metrics=metrics, miner=miner,
                       datadir=datadir, reactor=reactor, lock=lock, listening=listening)
-    top.events = events
-    top.budget = budget
     HeartbeatService(events, clock).setServiceParent(top)
     if endpoint is not None:  # listening first: peers that hear of us during startup can reach us
         http_service = StreamServerEndpointService(endpoint, listening)
