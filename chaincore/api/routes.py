@@ -19,19 +19,19 @@ from werkzeug.routing import RequestRedirect
 
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
-from ..core.chainstate import Accepted, Duplicate, Orphan
+from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
 from ..core.errors import Fault, Forbidden, Malformed, Refused
 from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
 from ..logs import logger
-from .schema import ENDPOINTS, openapi_json, params
+from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, TRANSACTIONS_MAX_BYTES, openapi_json, params
 
 log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
-STREAM_SLICE_BLOCKS = 200
+STREAM_SLICE_BYTES = 1_000_000  # a slice of a streamed /chain stops at about this many bytes
 
 
 def is_loopback(request) -> bool:
@@ -107,6 +107,7 @@ class NodeAPI:
     """The Klein application of one node."""
 
     app = Klein()
+    stream_slice_bytes = STREAM_SLICE_BYTES
 
     def __init__(self, node, peers: PeerDirectory, metrics=None, cooperate=None, events=None):
         self._node = node
@@ -178,11 +179,13 @@ class NodeAPI:
                 return self._stream_chain(request, [chain.main_hash(h) for h in range(length)])
         else:
             start, limit = p["start"] or 0, p["limit"] or 100
-        blocks = chain.main_blocks(start, limit)
-        return json_body(request, 200, {"chain": [jsonview.block_to_json(b) for b in blocks], "length": length})
+        items, more = _capped(_main_blocks_json(chain, start, limit), min(p["max_bytes"], BLOCKS_MAX_BYTES))
+        return _json_list_body(request, "chain", items, {"length": length, "more": more,
+                                                         "next": start + len(items) if more else None})
 
     def _stream_chain(self, request, hashes: list):
-        """The whole chain as /chain answers it, written in slices so the reactor serves others meanwhile.
+        """The whole chain as /chain answers it, written in slices of about a megabyte, paused while the
+        client does not read (the connection's producer), so neither memory nor the reactor is held.
 
         The main chain's hashes are taken when the request arrives, so a reorganisation
         during the answer cannot mix two branches.
@@ -194,17 +197,25 @@ class NodeAPI:
 
         def slices():
             request.write(b'{"chain":[')
-            for i in range(0, len(hashes), STREAM_SLICE_BLOCKS):
+            pending, first = [], True
+            for block_hash in hashes:
                 if gone:
                     return
-                text = ",".join(json.dumps(jsonview.block_to_json(self._node.chain.block(h)), separators=(",", ":"))
-                                for h in hashes[i:i + STREAM_SLICE_BLOCKS])
-                request.write((b"," if i else b"") + text.encode())
-                yield None
-            request.write(b'],"length":%d}' % len(hashes))
+                text = json.dumps(jsonview.block_to_json(self._node.chain.block(block_hash)), separators=(",", ":"))
+                pending.append(("" if first else ",") + text)
+                first = False
+                if sum(map(len, pending)) >= self.stream_slice_bytes:
+                    request.write("".join(pending).encode())
+                    pending = []
+                    yield None
+            request.write(("".join(pending) + ']').encode() + b',"length":%d,"more":false,"next":null}' % len(hashes))
 
         # Klein finishes the request when this Deferred fires
-        return (self._cooperate or task.cooperate)(slices()).whenDone().addCallback(lambda _: None)
+        work = (self._cooperate or task.cooperate)(slices())
+        if self._cooperate is None:  # a real connection: stop writing while the client's buffer is full
+            request.registerProducer(_TaskProducer(work), True)
+            work.whenDone().addBoth(lambda r: (request.unregisterProducer(), r)[1])
+        return work.whenDone().addCallbacks(lambda _: None, lambda f: f.trap(task.TaskStopped) and None)
 
     @app.route("/peers", methods=["GET"])
     def peers(self, request):
@@ -222,8 +233,10 @@ class NodeAPI:
 
     @app.route("/transactions", methods=["GET"])
     def transactions(self, request):
-        txs = self._node.mempool.transactions()
-        return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in txs]})
+        p = params(request, "transactions")
+        texts = (json.dumps(jsonview.tx_to_json(tx), separators=(",", ":")) for tx in self._node.mempool.transactions())
+        items, more = _capped(texts, min(p["max_bytes"], TRANSACTIONS_MAX_BYTES))
+        return _json_list_body(request, "transactions", items, {"more": more})
 
     @app.route("/submit_block", methods=["POST"])
     def submit_block(self, request):
@@ -241,6 +254,9 @@ class NodeAPI:
                                             "height": result.height, "main_chain": result.main_chain})
         if isinstance(result, Duplicate):
             return json_body(request, 200, {"status": "duplicate", "block_hash": result.block_hash.hex()})
+        if isinstance(result, NotStored):  # never "accepted" (CONTRACT 7): checked, not written, no penalty
+            return json_body(request, 200, {"status": "not-stored", "block_hash": result.block_hash.hex(),
+                                            "reason": result.reason})
         assert isinstance(result, Orphan)
         return json_body(request, 202, {"status": "orphan", "block_hash": result.block_hash.hex(),
                                         "missing": result.missing.hex()})
@@ -267,17 +283,23 @@ class NodeAPI:
     @app.route("/blocks", methods=["GET"])
     def blocks(self, request):
         p = params(request, "blocks")
-        blocks = self._node.chain.main_blocks(p["start"], p["limit"])
-        return json_body(request, 200, {"blocks": [jsonview.block_to_json(b) for b in blocks],
-                                        "height": self._node.chain.height})
+        chain = self._node.chain
+        items, more = _capped(_main_blocks_json(chain, p["start"], p["limit"]), min(p["max_bytes"], BLOCKS_MAX_BYTES))
+        return _json_list_body(request, "blocks", items, {"height": chain.height, "more": more,
+                                                          "next": p["start"] + len(items) if more else None})
 
     @app.route("/headers", methods=["GET"])
     def headers(self, request):
         p = params(request, "headers")
         locator = [bytes.fromhex(h) for h in p["locator"].split(",") if h]
-        headers = self._node.chain.headers_after(locator, p["limit"])
-        return json_body(request, 200, {"headers": [jsonview.header_to_json(h) for h in headers],
-                                        "height": self._node.chain.height})
+        chain = self._node.chain
+        headers = chain.headers_after(locator, p["limit"])
+        texts = (json.dumps(jsonview.header_to_json(h), separators=(",", ":")) for h in headers)
+        items, cut = _capped(texts, min(p["max_bytes"], HEADERS_MAX_BYTES))
+        # more: the tip lies beyond the last header sent (the byte cap or the limit stopped the answer)
+        last = headers[len(items) - 1].height if items else chain.fork_point(locator)
+        return _json_list_body(request, "headers", items, {"height": chain.height,
+                                                           "more": cut or last < chain.height})
 
     @app.route("/tx/<string:tx_id>", methods=["GET"])
     def tx(self, request, tx_id):
@@ -389,6 +411,56 @@ class NodeAPI:
     @app.route("/", methods=["GET"])
     def index(self, request):
         return self._html(request, self._explorer.home())
+
+
+def _main_blocks_json(chain, start: int, limit: int):
+    """The JSON texts of main-chain blocks from height start, one block read at a time."""
+    for height in range(max(start, 0), min(start + limit, chain.height + 1)):
+        yield json.dumps(jsonview.block_to_json(chain.block(chain.main_hash(height))), separators=(",", ":"))
+
+
+def _capped(texts, max_bytes: int) -> tuple:
+    """(the texts that fit in max_bytes, at least one; whether any were left out), reading no text past the cap."""
+    items, total = [], 0
+    for text in texts:
+        if items and total + len(text) + 1 > max_bytes:
+            return items, True
+        items.append(text)
+        total += len(text) + 1
+    return items, False
+
+
+def _json_list_body(request, key: str, items: list, extra: dict) -> bytes:
+    """A JSON object holding the already encoded items under key, then extra: built once, never re-encoded."""
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", b"application/json")
+    tail = json.dumps(extra, separators=(",", ":"))
+    return ('{"%s":[' % key + ",".join(items) + "]," + tail[1:]).encode()
+
+
+class _TaskProducer:
+    """A streaming producer over a CooperativeTask: the connection pauses the task while its buffer is full."""
+
+    def __init__(self, work):
+        self._work = work
+
+    def pauseProducing(self):
+        try:
+            self._work.pause()
+        except task.TaskDone:
+            pass
+
+    def resumeProducing(self):
+        try:
+            self._work.resume()
+        except (task.TaskDone, task.NotPaused):
+            pass
+
+    def stopProducing(self):
+        try:
+            self._work.stop()
+        except task.TaskDone:
+            pass
 
 
 def status_of(node, peers: PeerDirectory) -> dict:
