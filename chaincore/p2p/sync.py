@@ -17,7 +17,7 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import Fault, Malformed, PeerUnreachable, Refused
+from ..core.errors import Fault, Malformed, PeerUnreachable, Refused, RepeatedHeaders
 from .client import fetch_blocks, fetch_headers, fetch_transactions
 from .download import STALL_TIMEOUT_S, DownloadPlanner, Wanted
 from .headers import HeaderTree
@@ -79,8 +79,8 @@ class Synchronizer:
         self.clock = clock
         self.metrics = metrics
         self.tree = HeaderTree(node.params, node.chain)
-        self._planner_args = dict(max_block_size=node.params.max_block_size, window_bytes=window_bytes,
-                                  peer_bytes=peer_bytes, stall_timeout_s=stall_timeout_s)
+        # read when a catch-up starts (tests narrow them)
+        self.window_bytes, self.peer_bytes, self.stall_timeout_s = window_bytes, peer_bytes, stall_timeout_s
         self._session = None
         self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
 
@@ -132,8 +132,9 @@ class Synchronizer:
             waiter = defer.Deferred()
             session.waiters.append(waiter)
             return waiter
-        session = self._session = _CatchUp(DownloadPlanner(**self._planner_args), self.clock.seconds(),
-                                           self.node.chain.height)
+        planner = DownloadPlanner(max_block_size=self.node.params.max_block_size, window_bytes=self.window_bytes,
+                                  peer_bytes=self.peer_bytes, stall_timeout_s=self.stall_timeout_s)
+        session = self._session = _CatchUp(planner, self.clock.seconds(), self.node.chain.height)
         for url, work in peers.items():
             self._join(session, url, work)
         d = defer.Deferred.fromCoroutine(self._run(session))
@@ -188,8 +189,14 @@ class Synchronizer:
                 return
             # an answer the byte cap cut short says so (more): the tree must not take it for all there is
             limit = min(len(headers), HEADERS_PER_REQUEST) if more and headers else HEADERS_PER_REQUEST
+            before = self.tree.peer_best(peer)
             report = self.tree.receive(peer, headers, int(self.clock.seconds()), session.peers[peer],
                                        batch_limit=limit)
+            after = report.best
+            if report.misbehaviour is None and report.more and after is not None and before is not None \
+                    and after.hash == before.hash:
+                # "more" again and again with nothing beyond what it sent: it would keep us asking forever
+                report.misbehaviour = RepeatedHeaders(f"{len(headers)} headers that end where its last answer did")
             if report.misbehaviour is not None:
                 self._misbehaved(session, peer, report.misbehaviour)
                 return
@@ -249,7 +256,7 @@ class Synchronizer:
         wanted = []
         for e in self.tree.path(best):
             if e.hash in session.buffer:
-                if session.buffer_bytes >= self._planner_args["window_bytes"]:
+                if session.buffer_bytes >= session.planner.window_bytes:
                     break  # the waiting blocks fill the window: only what lies below them is asked for
                 continue
             wanted.append(Wanted(e.hash, e.height))
