@@ -179,7 +179,7 @@ class Node:
             else:
                 for connected in result.connected:
                     self.mempool.remove_for_block(connected)
-            self._log_block(block, result, source, local, mined)
+            self._log_block(block, result, source, local, mined, requested)
             for listener in list(self.block_listeners):
                 listener(block, source)
         elif isinstance(result, NotStored):
@@ -192,13 +192,13 @@ class Node:
                 listener(result.missing, source)
         return result
 
-    def _log_block(self, block: Block, result, source, local: bool, mined: bool) -> None:
-        """One line per block taken in, with the verb saying where it came from."""
+    def _log_block(self, block: Block, result, source, local: bool, mined: bool, requested: bool = False) -> None:
+        """One line per block taken in, with the verb saying where it came from (a catch-up sums its up)."""
         short, height = block.hash.hex()[:16], block.height
         n = len(block.transactions)
         txs = f"{n} transaction{'s' if n != 1 else ''}"
         if not result.main_chain:
-            log.info("stored side-chain block {hash} at height {height} (tip stays at {tip})",
+            (log.debug if requested else log.info)("stored side-chain block {hash} at height {height} (tip stays at {tip})",
                      hash=short, height=height, tip=self.chain.height)
         elif mined:
             log.info("mined block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
