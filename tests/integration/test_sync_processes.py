@@ -18,13 +18,10 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from chaincore.core import jsonview
-from chaincore.core.chainstate import ChainState
 from chaincore.core.params import REGTEST
-from chaincore.storage.sqlite import SqliteStore
-from chaincore.service.wiring import STORE_FILE
 
 from ..support.builders import make_block, regtest_chain
-from ..support.fullblocks import full_chain
+from ..support.fullblocks import full_chain, load_datadir, memory_kb
 from ..support.processes import OutputProcess, child_env
 from ..support.waiting import free_ports, wait_until
 
@@ -38,25 +35,6 @@ def quick_chain(n: int, extra: bytes) -> list:
     for _ in range(n):
         blocks.append(make_block(blocks[-1], extra=extra, timestamp=blocks[-1].header.timestamp + 1))
     return blocks
-
-
-def load_datadir(datadir: str, blocks) -> None:
-    """Write blocks (genesis first) into a fresh store in datadir, in one batch, as a node would hold them."""
-    os.makedirs(datadir, exist_ok=True)
-    store = SqliteStore(os.path.join(datadir, STORE_FILE), REGTEST.name, REGTEST.genesis_hash)
-    try:
-        chain = ChainState(store, REGTEST)
-        with chain.batch():
-            for block in blocks[1:]:
-                chain.accept_block(block, blocks[-1].header.timestamp + 60)
-    finally:
-        store.close()
-
-
-def memory_kb(pid: int) -> dict:
-    """VmRSS and VmHWM (peak) of a process, in kB."""
-    with open(f"/proc/{pid}/status") as f:
-        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
 
 
 class LyingPeer:

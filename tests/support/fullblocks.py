@@ -7,7 +7,13 @@ and makes ~1,000 more: few signatures) or spending transactions (one input and o
 4,500 signatures a block), every one signed by ALICE.
 """
 
+import os
+
+from chaincore.core.chainstate import ChainState
+from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
+from chaincore.service.wiring import STORE_FILE
+from chaincore.storage.sqlite import SqliteStore
 
 from .builders import ALICE, coinbase_outpoint, make_block, payload, regtest_chain, signed_tx
 
@@ -36,3 +42,22 @@ def full_chain(n_full: int, signatures: str = "few") -> list:
             zeros += [OutPoint(tx.tx_id, i) for tx in txs for i in range(FANOUT_OUTPUTS)]
         chain.append(make_block(chain[-1], txs))
     return chain
+
+
+def load_datadir(datadir: str, blocks) -> None:
+    """Write blocks (genesis first) into a fresh store in datadir, in one batch, as a node would hold them."""
+    os.makedirs(datadir, exist_ok=True)
+    store = SqliteStore(os.path.join(datadir, STORE_FILE), REGTEST.name, REGTEST.genesis_hash)
+    try:
+        chain = ChainState(store, REGTEST)
+        with chain.batch():
+            for block in blocks[1:]:
+                chain.accept_block(block, blocks[-1].header.timestamp + 60)
+    finally:
+        store.close()
+
+
+def memory_kb(pid: int) -> dict:
+    """VmRSS and VmHWM (the peak) of a process, in kB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
