@@ -29,6 +29,7 @@ PROGRESS_EVERY_S = 5.0
 STALL_CHECK_S = 1.0              # how often a catch-up looks for peers past their deadline
 WINDOW_BYTES = 16_000_000        # blocks in flight and waiting for the blocks below them, as JSON bytes
 PEER_BYTES = 8_000_000           # in flight from one peer
+RUN_BYTES = 2_000_000            # blocks handed to the node at once: their signature batches are built together
 MAX_TXS_PER_EXCHANGE = 5000
 
 
@@ -330,12 +331,13 @@ class Synchronizer:
     async def _deliver_runs(self, session: _CatchUp) -> None:
         """Hand the node every waiting block that follows what it holds, in height order, a run per peer."""
         while session.fault is None:
-            run = []
+            run, run_bytes = [], 0
             for e in self.tree.path(self.tree.best()):
                 item = session.buffer.get(e.hash)
-                if item is None or (run and item[1] != run[0][1]):
+                if item is None or (run and (item[1] != run[0][1] or run_bytes >= RUN_BYTES)):
                     break
                 run.append(item)
+                run_bytes += item[0].size
             if not run:
                 return
             peer = run[0][1]
