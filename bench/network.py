@@ -9,12 +9,21 @@
     blocks; the time until its start-up sync is over, and blocks per second.
 (c) In-sync round: the bytes one sync round costs per peer when all agree,
     PeerClient's body counters plus the HTTP heads measured on a raw socket.
+(d) Join sync of full blocks: two `twistd -n chaincore` processes; the server's
+    datadir holds F blocks of about 1 MB of signed transactions (about 4,500
+    signatures each), a fresh joiner is given it as a peer; the signatures per
+    second of the whole catch-up beside the bare libsecp256k1 verify rate of
+    this run on all cores (one process per core), and the peak RSS (VmHWM) of
+    both processes over what each held once started.
 
-    /tmp/venv/bin/python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000]
+    PYTHONPATH=. python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000] [--full-blocks 50]
 """
 
 import argparse
+import json
+import multiprocessing
 import os
+import sys
 import platform
 import shutil
 import socket
@@ -32,6 +41,11 @@ from chaincore.p2p.client import PEER_HEADER
 from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
 from machine import cpu_model  # bench/machine.py, beside this script
+from validation import bare_verify_rate  # bench/validation.py, beside this script
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: tests.support
+from tests.support.fullblocks import full_chain, load_datadir, memory_kb  # noqa: E402
+from tests.support.processes import OutputProcess, child_env  # noqa: E402
 
 MINER_KEY = PrivateKey.from_secret(4242)
 ADDRESS = MINER_KEY.address
@@ -195,6 +209,76 @@ class Bench:
               f"from start to the end of start-up sync, {n_blocks / elapsed:.0f} blocks/s (goal < 10 s)")
 
 
+    # -- (d) ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def full_join_sync(self, n_blocks: int):
+        from treq import get, post  # the bench's own HTTP client, only here
+        built = time.perf_counter()
+        blocks = full_chain(n_blocks, "many")
+        built = time.perf_counter() - built
+        signatures = sum(len(tx.inputs) for b in blocks[102:] for tx in b.transactions[1:])
+        megabytes = sum(b.size for b in blocks[102:]) / 1e6
+        workdir = tempfile.mkdtemp(prefix="chaincore-bench-full-")
+        procs = []
+        try:
+            load_datadir(os.path.join(workdir, "server"), blocks)
+            ports = free_ports(2)
+            for port, name in zip(ports, ("server", "joiner")):
+                proc = OutputProcess()
+                argv = [os.path.join(os.path.dirname(sys.executable), "twistd"), "-n", "--pidfile=", "chaincore",
+                        "--port", str(port), "--network", "regtest", "--datadir", os.path.join(workdir, name),
+                        "--discover-ports", ""]
+                proc.transport = self.reactor.spawnProcess(proc, argv[0], argv, env=child_env(), path=workdir)
+                procs.append(proc)
+            urls = [f"http://127.0.0.1:{p}" for p in ports]
+            statuses = [None, None]
+
+
+            @defer.inlineCallbacks
+            def status(i):
+                try:
+                    response = yield get(urls[i] + "/status", timeout=5)
+                    statuses[i] = yield response.json()
+                except Exception:  # still starting
+                    statuses[i] = None
+                return statuses[i]
+
+            for i in (0, 1):
+                while (yield status(i)) is None:
+                    yield task.deferLater(self.reactor, 0.2, lambda: None)
+            started = [memory_kb(p.transport.pid) for p in procs]
+            t0 = time.perf_counter()
+            yield post(urls[1] + "/peers", data=json.dumps({"url": urls[0]}).encode(),
+                       headers={b"Content-Type": [b"application/json"]}, timeout=5)
+            while True:
+                s = yield status(1)
+                if s is not None and s["tip_hash"] == blocks[-1].hash.hex():
+                    break
+                if time.perf_counter() - t0 > 600:
+                    raise RuntimeError("the joiner did not catch up in 600 s:\n" + procs[1].log())
+                yield task.deferLater(self.reactor, 0.1, lambda: None)
+            elapsed = time.perf_counter() - t0
+            peaks = [memory_kb(p.transport.pid) for p in procs]
+        finally:
+            for p in procs:
+                if not p.ended.called:
+                    p.transport.signalProcess("TERM")
+            for p in procs:
+                yield p.ended
+            shutil.rmtree(workdir, ignore_errors=True)
+        cores = os.cpu_count()
+        with multiprocessing.get_context("spawn").Pool(cores) as pool:
+            bare = sum(pool.starmap(bare_verify_rate, [("coincurve", 20_000)] * cores))
+        rate = signatures / elapsed
+        growth = [(peak["VmHWM"] - start["VmRSS"]) / 1024 for peak, start in zip(peaks, started)]
+        print(f"(d) join sync of {n_blocks} full blocks ({megabytes:.1f} MB, {signatures:,} signatures, built in "
+              f"{built:.0f} s): {elapsed:.1f} s, {rate:,.0f} signatures/s; bare verify on {cores} cores in this "
+              f"run {bare:,.0f}/s: {rate / bare:.2f} of it (goal >= 0.8); peak RSS over started: server "
+              f"+{growth[0]:.0f} MB (peak {peaks[0]['VmHWM'] / 1024:.0f} MB), joiner +{growth[1]:.0f} MB "
+              f"(peak {peaks[1]['VmHWM'] / 1024:.0f} MB) (goal < 100 MB)")
+
+
 def _raw_status(port: int, advertise_url: str) -> tuple:
     """(bytes sent, bytes received) of one keep-alive GET /status with PeerClient's headers."""
     request = (f"GET /status HTTP/1.1\r\nHost: localhost:{port}\r\n"
@@ -235,6 +319,8 @@ def main(reactor, argv=None):
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--join-blocks", type=int, default=5000)
+    parser.add_argument("--full-blocks", type=int, default=50)
+    parser.add_argument("--only-full", action="store_true", help="run (d) alone")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -243,11 +329,13 @@ def main(reactor, argv=None):
     @defer.inlineCallbacks
     def run():
         try:
-            nodes = yield bench.propagation(args.nodes, args.blocks)
-            yield bench.in_sync_round(nodes)
-            for service in nodes:
-                yield service.stopService()
-            yield bench.join_sync(args.join_blocks)
+            if not args.only_full:
+                nodes = yield bench.propagation(args.nodes, args.blocks)
+                yield bench.in_sync_round(nodes)
+                for service in nodes:
+                    yield service.stopService()
+                yield bench.join_sync(args.join_blocks)
+            yield bench.full_join_sync(args.full_blocks)
         finally:
             yield bench.stop()
 

@@ -20,22 +20,23 @@ from werkzeug.routing import RequestRedirect
 
 from ..core import jsonview
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
-from ..core.chainstate import Accepted, Duplicate, Orphan
+from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
 from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused
 from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
 from ..logs import logger
-from .schema import ENDPOINTS, openapi_json, params
+from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, TRANSACTIONS_MAX_BYTES, openapi_json, params
 
 log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
 STREAM_SLICE_BLOCKS = 50      # some 3 ms of work: the reactor answers others between two slices
-STREAM_BLOCKS_OVER = 50       # a /blocks answer of more blocks than this is written in slices too
+STREAM_BLOCKS_OVER = 50       # a /blocks or /chain answer of more blocks than this is written in slices too
 STREAM_LIST_OVER = 1_000    # /transactions and /utxos longer than this are written in slices
 STREAM_SLICE_ROWS = 200
+STREAM_SLICE_BYTES = 1_000_000  # a slice stops at about this many bytes, whatever its count
 
 
 def is_loopback(request) -> bool:
@@ -107,6 +108,7 @@ class NodeAPI:
     """The Klein application of one node."""
 
     app = Klein()
+    stream_slice_bytes = STREAM_SLICE_BYTES
 
     def __init__(self, node, peers: PeerDirectory, metrics=None, cooperate=None, events=None, budget=None):
         self._node = node
@@ -186,28 +188,6 @@ class NodeAPI:
         done = (self._cooperate or task.cooperate)(turn()).whenDone()
         return done.addCallback(lambda _: results[0])
 
-    def _stream_list(self, request, head: bytes, items: list, render, tail: bytes):
-        """A JSON answer `head` + items rendered + `tail`, written in slices so the reactor serves others
-        meanwhile; items is taken when the request arrives."""
-        request.setResponseCode(200)
-        request.setHeader(b"Content-Type", b"application/json")
-        gone = []
-        request.notifyFinish().addErrback(gone.append)
-
-        per_slice = STREAM_SLICE_ROWS
-
-        def slices():
-            request.write(head)
-            for i in range(0, len(items), per_slice):
-                if gone:
-                    return
-                text = ",".join(json.dumps(render(item), separators=(",", ":")) for item in items[i:i + per_slice])
-                request.write((b"," if i else b"") + text.encode())
-                yield None
-            request.write(tail)
-
-        return (self._cooperate or task.cooperate)(slices()).whenDone().addCallback(lambda _: None)
-
     def _heard_from(self, request) -> str | None:
         """The sender's X-ChainCore-Peer URL; passed to the peer layer when it names the sender itself."""
         source = peer_url(request)
@@ -222,22 +202,39 @@ class NodeAPI:
         length = chain.height + 1
         whole = p["start"] is None and p["limit"] is None
         self._charge(request, "chain", length if whole else min(p["limit"] or 100, length))
-        if p["start"] is None and p["limit"] is None:
+        if whole:
+            if length > STREAM_CHAIN_OVER:  # the whole chain is not byte-capped: it is asked for whole
+                hashes = [chain.main_hash(h) for h in range(length)]
+                return self._stream_items(request, "chain", self._blocks_json(hashes), None,
+                                          lambda count, more: {"length": length, "more": False, "next": None},
+                                          STREAM_SLICE_BLOCKS)
             start, limit = 0, length
-            if length > STREAM_CHAIN_OVER:
-                return self._stream_blocks(request, [chain.main_hash(h) for h in range(length)], b'{"chain":[',
-                                           b'],"length":%d}' % length)
         else:
             start, limit = p["start"] or 0, p["limit"] or 100
-        blocks = chain.main_blocks(start, limit)
-        return json_body(request, 200, {"chain": [jsonview.block_to_json(b) for b in blocks], "length": length})
+        cap = min(p["max_bytes"], BLOCKS_MAX_BYTES)
+        tail = (lambda count, more: {"length": length, "more": more, "next": start + count if more else None})
+        if limit > STREAM_BLOCKS_OVER:
+            return self._stream_items(request, "chain", self._blocks_json(self._main_hashes(start, limit)), cap,
+                                      tail, STREAM_SLICE_BLOCKS)
+        items, more = _capped(_main_blocks_json(chain, start, limit), cap)
+        return _json_list_body(request, "chain", items, tail(len(items), more))
 
-    def _stream_blocks(self, request, hashes: list, head: bytes, tail: bytes):
-        """Blocks as /chain and /blocks answer them (head, the blocks, tail), written in slices so the
-        reactor serves others meanwhile.
+    def _main_hashes(self, start: int, limit: int) -> list:
+        """The main chain's hashes from height start, taken now: a reorganisation during a streamed
+        answer cannot mix two branches."""
+        chain = self._node.chain
+        return [chain.main_hash(h) for h in range(max(start, 0), min(start + limit, chain.height + 1))]
 
-        The main chain's hashes are taken when the request arrives, so a reorganisation
-        during the answer cannot mix two branches.
+    def _blocks_json(self, hashes: list):
+        for block_hash in hashes:
+            yield json.dumps(jsonview.block_to_json(self._node.chain.block(block_hash)), separators=(",", ":"))
+
+    def _stream_items(self, request, key: str, texts, max_bytes, tail, per_slice: int):
+        """A JSON answer {key: [texts...], **tail(count, more)} written in slices of at most per_slice
+        items or about stream_slice_bytes, paused while the client does not read (the connection's
+        producer), so neither memory nor the reactor is held.  Texts are JSON encoded items, made
+        lazily as they are written; max_bytes (None: no cap) stops the list, at least one item sent,
+        and tail says whether any were left out.
         """
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"application/json")
@@ -245,18 +242,31 @@ class NodeAPI:
         request.notifyFinish().addErrback(gone.append)
 
         def slices():
-            request.write(head)
-            for i in range(0, len(hashes), STREAM_SLICE_BLOCKS):
+            request.write(b'{"%s":[' % key.encode())
+            pending, pending_bytes, total, count, more = [], 0, 0, 0, False
+            for text in texts:
                 if gone:
                     return
-                text = ",".join(json.dumps(jsonview.block_to_json(self._node.chain.block(h)), separators=(",", ":"))
-                                for h in hashes[i:i + STREAM_SLICE_BLOCKS])
-                request.write((b"," if i else b"") + text.encode())
-                yield None
-            request.write(tail)
+                if max_bytes is not None and count and total + len(text) + 1 > max_bytes:
+                    more = True
+                    break
+                pending.append(("," if count else "") + text)
+                count += 1
+                total += len(text) + 1
+                pending_bytes += len(text) + 1
+                if len(pending) >= per_slice or pending_bytes >= self.stream_slice_bytes:
+                    request.write("".join(pending).encode())
+                    pending, pending_bytes = [], 0
+                    yield None
+            rest = json.dumps(tail(count, more), separators=(",", ":"))
+            request.write(("".join(pending) + "]" + ("," + rest[1:] if rest != "{}" else "}")).encode())
 
         # Klein finishes the request when this Deferred fires
-        return (self._cooperate or task.cooperate)(slices()).whenDone().addCallback(lambda _: None)
+        work = (self._cooperate or task.cooperate)(slices())
+        if self._cooperate is None:  # a real connection: stop writing while the client's buffer is full
+            request.registerProducer(_TaskProducer(work), True)
+            work.whenDone().addBoth(lambda r: (request.unregisterProducer(), r)[1])
+        return work.whenDone().addCallbacks(lambda _: None, lambda f: f.trap(task.TaskStopped) and None)
 
     @app.route("/peers", methods=["GET"])
     def peers(self, request):
@@ -274,11 +284,16 @@ class NodeAPI:
 
     @app.route("/transactions", methods=["GET"])
     def transactions(self, request):
+        p = params(request, "transactions")
         self._charge(request, "transactions")
         txs = self._node.mempool.transactions()
+        texts = (json.dumps(jsonview.tx_to_json(tx), separators=(",", ":")) for tx in txs)
+        cap = min(p["max_bytes"], TRANSACTIONS_MAX_BYTES)
         if len(txs) > STREAM_LIST_OVER:
-            return self._stream_list(request, b'{"transactions":[', txs, jsonview.tx_to_json, b"]}")
-        return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in txs]})
+            return self._stream_items(request, "transactions", texts, cap, lambda count, more: {"more": more},
+                                      STREAM_SLICE_ROWS)
+        items, more = _capped(texts, cap)
+        return _json_list_body(request, "transactions", items, {"more": more})
 
     @app.route("/submit_block", methods=["POST"])
     def submit_block(self, request):
@@ -297,6 +312,9 @@ class NodeAPI:
                                             "height": result.height, "main_chain": result.main_chain})
         if isinstance(result, Duplicate):
             return json_body(request, 200, {"status": "duplicate", "block_hash": result.block_hash.hex()})
+        if isinstance(result, NotStored):  # never "accepted" (CONTRACT 7): checked, not written, no penalty
+            return json_body(request, 200, {"status": "not-stored", "block_hash": result.block_hash.hex(),
+                                            "reason": result.reason})
         assert isinstance(result, Orphan)
         return json_body(request, 202, {"status": "orphan", "block_hash": result.block_hash.hex(),
                                         "missing": result.missing.hex()})
@@ -333,22 +351,27 @@ class NodeAPI:
         p = params(request, "blocks")
         chain = self._node.chain
         self._charge(request, "blocks", max(0, min(p["limit"], chain.height + 1 - p["start"])))
+        cap, height, start = min(p["max_bytes"], BLOCKS_MAX_BYTES), chain.height, p["start"]
+        tail = (lambda count, more: {"height": height, "more": more, "next": start + count if more else None})
         if p["limit"] > STREAM_BLOCKS_OVER:
-            hashes = [h for h in (chain.main_hash(n) for n in range(p["start"], p["start"] + p["limit"]))
-                      if h is not None]
-            return self._stream_blocks(request, hashes, b'{"blocks":[', b'],"height":%d}' % chain.height)
-        blocks = chain.main_blocks(p["start"], p["limit"])
-        return json_body(request, 200, {"blocks": [jsonview.block_to_json(b) for b in blocks],
-                                        "height": self._node.chain.height})
+            return self._stream_items(request, "blocks", self._blocks_json(self._main_hashes(start, p["limit"])),
+                                      cap, tail, STREAM_SLICE_BLOCKS)
+        items, more = _capped(_main_blocks_json(chain, start, p["limit"]), cap)
+        return _json_list_body(request, "blocks", items, tail(len(items), more))
 
     @app.route("/headers", methods=["GET"])
     def headers(self, request):
         p = params(request, "headers")
         self._charge(request, "headers")
         locator = [bytes.fromhex(h) for h in p["locator"].split(",") if h]
-        headers = self._node.chain.headers_after(locator, p["limit"])
-        return json_body(request, 200, {"headers": [jsonview.header_to_json(h) for h in headers],
-                                        "height": self._node.chain.height})
+        chain = self._node.chain
+        headers = chain.headers_after(locator, p["limit"])
+        texts = (json.dumps(jsonview.header_to_json(h), separators=(",", ":")) for h in headers)
+        items, cut = _capped(texts, min(p["max_bytes"], HEADERS_MAX_BYTES))
+        # more: the tip lies beyond the last header sent (the byte cap or the limit stopped the answer)
+        last = headers[len(items) - 1].height if items else chain.fork_point(locator)
+        return _json_list_body(request, "headers", items, {"height": chain.height,
+                                                           "more": cut or last < chain.height})
 
     @app.route("/tx/<string:tx_id>", methods=["GET"])
     def tx(self, request, tx_id):
@@ -374,8 +397,9 @@ class NodeAPI:
     def _utxos_answer(self, request, address):
         coins = self._node.utxo_coins(address)
         if len(coins) > STREAM_LIST_OVER:  # rows are built slice by slice, as they are written
-            head = b'{"address":' + json.dumps(address).encode() + b',"utxos":['
-            return self._stream_list(request, head, coins, lambda pair: self._node.utxo_row(*pair), b"]}")
+            rows = (json.dumps(self._node.utxo_row(*c), separators=(",", ":")) for c in coins)
+            return self._stream_items(request, "utxos", rows, None, lambda count, more: {"address": address},
+                                      STREAM_SLICE_ROWS)
         return json_body(request, 200, {"address": address, "utxos": [self._node.utxo_row(*c) for c in coins]})
 
     @app.route("/history/<string:address>", methods=["GET"])
@@ -480,6 +504,56 @@ class NodeAPI:
     def index(self, request):
         self._charge(request, "explorer")
         return self._in_turn(lambda: self._html(request, self._explorer.home()))
+
+
+def _main_blocks_json(chain, start: int, limit: int):
+    """The JSON texts of main-chain blocks from height start, one block read at a time."""
+    for height in range(max(start, 0), min(start + limit, chain.height + 1)):
+        yield json.dumps(jsonview.block_to_json(chain.block(chain.main_hash(height))), separators=(",", ":"))
+
+
+def _capped(texts, max_bytes: int) -> tuple:
+    """(the texts that fit in max_bytes, at least one; whether any were left out), reading no text past the cap."""
+    items, total = [], 0
+    for text in texts:
+        if items and total + len(text) + 1 > max_bytes:
+            return items, True
+        items.append(text)
+        total += len(text) + 1
+    return items, False
+
+
+def _json_list_body(request, key: str, items: list, extra: dict) -> bytes:
+    """A JSON object holding the already encoded items under key, then extra: built once, never re-encoded."""
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", b"application/json")
+    tail = json.dumps(extra, separators=(",", ":"))
+    return ('{"%s":[' % key + ",".join(items) + "]," + tail[1:]).encode()
+
+
+class _TaskProducer:
+    """A streaming producer over a CooperativeTask: the connection pauses the task while its buffer is full."""
+
+    def __init__(self, work):
+        self._work = work
+
+    def pauseProducing(self):
+        try:
+            self._work.pause()
+        except task.TaskDone:
+            pass
+
+    def resumeProducing(self):
+        try:
+            self._work.resume()
+        except (task.TaskDone, task.NotPaused):
+            pass
+
+    def stopProducing(self):
+        try:
+            self._work.stop()
+        except task.TaskDone:
+            pass
 
 
 def status_of(node, peers: PeerDirectory) -> dict:

@@ -93,6 +93,20 @@ HISTORY_ROW = {"type": "object", "required": ["tx_id", "height", "confirmations"
                               "amount_delta": {"type": "integer", "description": "base units in (+) or out (-)"},
                               "coinbase": {"type": "boolean"}}}
 
+# The byte caps of answers that can grow (api/routes.py): items stop at the cap, at least one is sent,
+# and `more` says whether any were left out (`next`: where to ask from next).
+BLOCKS_MAX_BYTES, HEADERS_MAX_BYTES, TRANSACTIONS_MAX_BYTES = 16_000_000, 1_000_000, 4_000_000
+
+
+def max_bytes_param(cap: int) -> Param:
+    return Param("max_bytes", "query", {"type": "integer", "minimum": 1},
+                 f"stop adding items once the answer would pass this many bytes (at most {cap:,}, the default; "
+                 "one item is always sent)", cap, cap=cap)
+
+
+MORE = {"type": "boolean", "description": "true when the byte cap or the limit left items out"}
+NEXT = {"type": "integer", "nullable": True, "description": "the start to ask for next, or null when nothing was left out"}
+
 STATUS = {"type": "object", "required": ["node_id", "network", "genesis_hash", "height", "blockchain_length",
                                          "tip_hash", "chainwork", "target", "peer_count", "mempool_size",
                                          "coinbase_maturity", "block_reward", "url", "syncing", "version"]}
@@ -105,10 +119,13 @@ ENDPOINTS = {
     "chain": Endpoint("get", "/chain", "The main chain (the whole chain without parameters).",
                       params=(Param("start", "query", START.schema, "first height", None),
                               Param("limit", "query", {"type": "integer", "minimum": 1},
-                                    "number of blocks (more than 500 is taken as 500)", None, cap=500)),
-                      responses={200: ("blocks and chain length",
+                                    "number of blocks (more than 500 is taken as 500)", None, cap=500),
+                              max_bytes_param(BLOCKS_MAX_BYTES)),
+                      responses={200: ("blocks and chain length; with start or limit the answer stops at max_bytes "
+                                       "(more, next); the whole chain is streamed in slices",
                                        {"type": "object", "properties": {"chain": {"type": "array", "items": ref("Block")},
-                                                                         "length": {"type": "integer"}}})}),
+                                                                         "length": {"type": "integer"},
+                                                                         "more": MORE, "next": NEXT}})}),
     "peers": Endpoint("get", "/peers", "Known and active peers.",
                       responses={200: ("peer lists", {"type": "object", "properties": {
                           "peers": {"type": "array", "items": {"type": "string"}},
@@ -122,12 +139,21 @@ ENDPOINTS = {
                                     400: ("not a base URL the peer table keeps (path, user info, bad port),"
                                           " or this node's own, banned, or no room", ref("Error")),
                                     403: ("not from loopback", ref("Error"))}),
-    "transactions": Endpoint("get", "/transactions", "The mempool.",
+    "transactions": Endpoint("get", "/transactions", "The mempool in arrival order (parents first), up to max_bytes.",
+                             params=(max_bytes_param(TRANSACTIONS_MAX_BYTES),),
                              responses={200: ("mempool transactions", {"type": "object", "properties": {
-                                 "transactions": {"type": "array", "items": ref("Transaction")}}})}),
+                                 "transactions": {"type": "array", "items": ref("Transaction")},
+                                 "more": MORE}})}),
     "submit_block": Endpoint("post", "/submit_block", "Submit a solved block.",
                              body={"type": "object", "required": ["block"], "properties": {"block": ref("Block")}},
-                             responses={200: ("accepted or duplicate", {"type": "object"}),
+                             responses={200: ("accepted, duplicate, or not-stored: nobody asked for the block and "
+                                              "its branch has less work than the tip, so it was checked but not "
+                                              "written (with a reason; never accepted)",
+                                              {"type": "object", "required": ["status", "block_hash"], "properties": {
+                                                  "status": {"type": "string",
+                                                             "enum": ["accepted", "duplicate", "not-stored"]},
+                                                  "block_hash": HEX32, "height": {"type": "integer"},
+                                                  "main_chain": {"type": "boolean"}, "reason": {"type": "string"}}}),
                                         202: ("orphan: parent unknown", {"type": "object"}),
                                         400: ("invalid block", ref("Error")),
                                         403: ("X-Local-Mining from a non-loopback client", ref("Error")),
@@ -141,16 +167,21 @@ ENDPOINTS = {
                       responses={200: ("the block", ref("Block")), 404: ("unknown block", ref("Error"))}),
     "blocks": Endpoint("get", "/blocks", "Main-chain blocks by height.",
                        params=(START, Param("limit", "query", {"type": "integer", "minimum": 1},
-                                            "number of blocks (more than 500 is taken as 500)", 100, cap=500)),
-                       responses={200: ("blocks", {"type": "object", "properties": {
-                           "blocks": {"type": "array", "items": ref("Block")}}})}),
+                                            "number of blocks (more than 500 is taken as 500)", 100, cap=500),
+                               max_bytes_param(BLOCKS_MAX_BYTES)),
+                       responses={200: ("blocks, stopping at max_bytes (more, next)", {"type": "object", "properties": {
+                           "blocks": {"type": "array", "items": ref("Block")}, "height": {"type": "integer"},
+                           "more": MORE, "next": NEXT}})}),
     "headers": Endpoint("get", "/headers", "Main-chain headers after the first locator hash known.",
                         params=(Param("locator", "query", {"type": "string", "pattern": "^([0-9a-fA-F]{64},?){0,64}$"},
                                       "comma-separated block hashes, newest first", ""),
                                 Param("limit", "query", {"type": "integer", "minimum": 1},
-                                      "number of headers (more than 2000 is taken as 2000)", 2000, cap=2000)),
-                        responses={200: ("headers", {"type": "object", "properties": {
-                            "headers": {"type": "array", "items": ref("Header")}}})}),
+                                      "number of headers (more than 2000 is taken as 2000)", 2000, cap=2000),
+                                max_bytes_param(HEADERS_MAX_BYTES)),
+                        responses={200: ("headers, stopping at max_bytes; more: the tip lies beyond the last one",
+                                         {"type": "object", "properties": {
+                            "headers": {"type": "array", "items": ref("Header")}, "height": {"type": "integer"},
+                            "more": MORE}})}),
     "tx": Endpoint("get", "/tx/{tx_id}", "A transaction from the chain or the mempool, with confirmations.",
                    params=(Param("tx_id", "path", HEX32, "transaction id", required=True),),
                    responses={200: ("the transaction", ref("Transaction")), 404: ("unknown", ref("Error"))}),

@@ -20,6 +20,7 @@ from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, Re
 
 from ..core import jsonview
 from ..core.errors import Malformed, PeerUnreachable
+from ..core.jsonview import parse_block, parse_header
 from .peers import normalise_url
 
 HEALTH_TIMEOUT_S = 2.0
@@ -272,3 +273,79 @@ def _parse_object(raw: bytes, what: str) -> dict:
     if not isinstance(obj, dict):
         raise Malformed(f"{what}: the answer is JSON but not an object")
     return obj
+
+
+# -- the catch-up's requests: what each answer may hold, asked for in bytes -------------------
+
+HEADERS_ANSWER_BYTES = 1_000_000     # 2,000 headers of about 420 bytes each as JSON
+TRANSACTIONS_ANSWER_BYTES = 4_000_000
+LARGEST_ITEM_BYTES = 3_000_000       # a full block as JSON: an answer always holds at least one item
+ENVELOPE_BYTES = 4_096               # the answer's keys and counters around its items
+
+
+def _answer_cap(max_bytes: int) -> int:
+    """The body cap of an answer asked to stop at max_bytes: one item may pass it, the envelope adds a little."""
+    return max(max_bytes, LARGEST_ITEM_BYTES) + ENVELOPE_BYTES
+
+
+def _items(answer: dict, key: str, what: str) -> list:
+    value = answer.get(key)
+    if not isinstance(value, list):
+        raise Malformed(f"{what}: the answer lacks a list {key}")
+    return value
+
+
+def _more(answer: dict) -> bool:
+    return answer.get("more") is True
+
+
+async def _fetch_headers(client, peer, locator, limit, max_bytes, timeout_s):
+    params = {"locator": ",".join(h.hex() for h in locator), "limit": str(limit), "max_bytes": str(max_bytes)}
+    code, answer = await client.get_json(peer, "/headers", params, timeout_s=timeout_s,
+                                         max_bytes=max_bytes + ENVELOPE_BYTES)
+    if code != 200:
+        raise PeerUnreachable(f"peer {peer} answered /headers with HTTP {code}")
+    raw = _items(answer, "headers", f"peer {peer} /headers")
+    return [parse_header(h, f"headers[{n}]") for n, h in enumerate(raw)], _more(answer)
+
+
+async def _fetch_blocks(client, peer, start, limit, max_bytes, timeout_s):
+    params = {"start": str(start), "limit": str(limit), "max_bytes": str(max_bytes)}
+    before = client.bytes_received(peer)
+    code, answer = await client.get_json(peer, "/blocks", params, timeout_s=timeout_s, max_bytes=_answer_cap(max_bytes))
+    received = client.bytes_received(peer) - before
+    if code != 200:
+        raise PeerUnreachable(f"peer {peer} answered /blocks with HTTP {code}")
+    raw = _items(answer, "blocks", f"peer {peer} /blocks")
+    del answer
+    blocks = []
+    raw.reverse()
+    while raw:  # parsed one at a time, each JSON view dropped once its block is built
+        blocks.append(parse_block(raw.pop(), f"blocks[{len(blocks)}]"))
+    return blocks, received
+
+
+async def _fetch_transactions(client, peer, max_bytes, timeout_s):
+    code, answer = await client.get_json(peer, "/transactions", {"max_bytes": str(max_bytes)}, timeout_s=timeout_s,
+                                         max_bytes=max_bytes + ENVELOPE_BYTES + 200_000)
+    if code != 200:
+        raise PeerUnreachable(f"peer {peer} answered /transactions with HTTP {code}")
+    return _items(answer, "transactions", f"peer {peer} /transactions"), _more(answer)
+
+
+def fetch_headers(client: PeerClient, peer: str, locator: list, limit: int = 2000,
+                  max_bytes: int = HEADERS_ANSWER_BYTES, timeout_s: float = DATA_TIMEOUT_S):
+    """GET /headers after locator, asking the peer to stop at max_bytes: fires with ([Header], more)."""
+    return defer.Deferred.fromCoroutine(_fetch_headers(client, peer, locator, limit, max_bytes, timeout_s))
+
+
+def fetch_blocks(client: PeerClient, peer: str, start: int, limit: int, max_bytes: int,
+                 timeout_s: float = DATA_TIMEOUT_S):
+    """GET /blocks from height start, asking the peer to stop at max_bytes: fires with ([Block], body bytes)."""
+    return defer.Deferred.fromCoroutine(_fetch_blocks(client, peer, start, limit, max_bytes, timeout_s))
+
+
+def fetch_transactions(client: PeerClient, peer: str, max_bytes: int = TRANSACTIONS_ANSWER_BYTES,
+                       timeout_s: float = DATA_TIMEOUT_S):
+    """GET /transactions, asking the peer to stop at max_bytes: fires with ([transaction JSON], more)."""
+    return defer.Deferred.fromCoroutine(_fetch_transactions(client, peer, max_bytes, timeout_s))

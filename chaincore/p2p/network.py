@@ -118,7 +118,7 @@ class PeerNetwork(service.MultiService):
                 self._hint_call = self.reactor.callLater(0, self.discovery.run_once)
 
     def _peer_added(self, url, status):
-        log.info("peer {url} added (height {height})", url=url, height=status.get("height"))
+        # discovery logs the one "peer added" line
         if not self.node.syncing:
             d = self.sync.sync_round()
             d.addCallback(lambda _: self.sync.exchange_mempool(url))
@@ -126,8 +126,9 @@ class PeerNetwork(service.MultiService):
         return None
 
     def _peer_lost(self, url):
-        log.info("peer {url} dropped", url=url)
+        # discovery logs the one line saying why (dropped, banned, refused)
         self.relay.known.forget(url)
+        self.sync.forget_peer(url)
 
     def save(self):
         if self.path:

@@ -56,7 +56,7 @@ class Relay:
         """A block newly stored by the node: pass it on if it is the tip (not during a catch-up from source)."""
         if source:
             self.known.add(source, block.hash)
-        if self.sync is not None and source is not None and source == self.sync.catching_up:
+        if self.sync is not None and source is not None and source in self.sync.catching_up:
             return None
         if block.hash != self.node.chain.tip.hash:
             return None  # only the tip is news worth spreading

@@ -1,189 +1,464 @@
 """Synchronisation: agreeing with peers on the most-work chain, and exchanging mempools.
 
-A round asks each active peer for its /status (one small request) and
-compares chainwork; only a peer with more work than our tip triggers a
-catch-up.  Catch-up finds the fork point with our block locator
-(GET /headers), then downloads just the missing blocks in batches
-(GET /blocks), checking each against the headers it expects and handing it
-to the node, which validates it fully before the chain switches.  One
-catch-up runs at a time; a slow peer only delays itself (every request has a
-deadline) and a peer that sends invalid data is penalised.
+A round asks each active peer for its /status (one small request); every peer
+whose chainwork claim beats our tip joins one catch-up.  The claim is only a
+hint: the catch-up is headers first.  Each peer's headers are fetched from its
+fork point and checked by the HeaderTree (linking, proof of work, targets,
+time); blocks are fetched only for a header chain with more work than our tip,
+from every peer that announced them, in a window bounded in bytes (the
+DownloadPlanner), and handed to the node in height order as requested blocks,
+so a fork of any depth reorganises.  A peer that lies (bad headers, a claim its
+headers do not back, blocks that are not the ones asked for, invalid blocks)
+or stalls is penalised and dropped from the catch-up, and the others carry on
+at once.  Only one catch-up runs; peers found meanwhile join it.
 """
 
 from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from ..core.errors import Fault, Invalid, Malformed, PeerUnreachable, Refused, RepeatedHeaders
+from .client import fetch_blocks, fetch_headers, fetch_transactions
+from .download import STALL_TIMEOUT_S, DownloadPlanner, Wanted
+from .headers import HeaderTree
 
 log = logger("chaincore.p2p.sync")
 
 HEADERS_PER_REQUEST = 2000
-BLOCKS_PER_REQUEST = 100
 PROGRESS_EVERY_S = 5.0
+STALL_CHECK_S = 1.0              # how often a catch-up looks for peers past their deadline
+WINDOW_BYTES = 16_000_000        # blocks in flight and waiting for the blocks below them, as JSON bytes
+PEER_BYTES = 8_000_000           # in flight from one peer
+RUN_BYTES = 2_000_000            # blocks handed to the node at once: their signature batches are built together
 MAX_TXS_PER_EXCHANGE = 5000
 
 
-def plan_catch_up(our_chainwork: int, peer_status: dict) -> bool:
-    """Whether a peer's /status shows a chain with more work than ours."""
+def claimed_work(peer_status: dict) -> int | None:
+    """The chainwork a peer's /status claims, or None if it names none we can read."""
     try:
-        return int(peer_status.get("chainwork", "0"), 16) > our_chainwork
-    except (TypeError, ValueError):
-        return False
+        return int(peer_status.get("chainwork", "0"), 16)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def plan_catch_up(our_chainwork: int, peer_status: dict) -> bool:
+    """Whether a peer's /status claims a chain with more work than ours (a hint: its headers must show it)."""
+    work = claimed_work(peer_status)
+    return work is not None and work > our_chainwork
+
+
+class _CatchUp:
+    """One catch-up: its peers and their claims, requests in flight, blocks waiting for those below them."""
+
+    def __init__(self, planner: DownloadPlanner, started_at: float, start_height: int):
+        self.planner = planner
+        self.started_at, self.start_height = started_at, start_height
+        self.peers = {}          # url -> the chainwork its /status claimed, or None
+        self.header_tasks = {}   # url -> the Deferred of its headers loop
+        self.full = set()        # peers whose headers stopped at the tree's byte bound: asked again later
+        self.requests = {}       # download.Request -> its Deferred
+        self.buffer = {}         # hash -> (Block, peer, wire bytes): received, waiting for the blocks below it
+        self.buffer_bytes = 0
+        self.delivering = False
+        self.wake = None         # the Deferred the catch-up's loop waits on
+        self.woken = False       # something happened while the loop was not waiting: it looks again at once
+        self.received = {}       # peer -> blocks of it the node took
+        self.fault = None        # a fault of our own (the store) that ended the catch-up
+        self.waiters = []        # callers that joined a running catch-up
+        self.last_report = started_at
+        self.lowest = None       # the lowest height taken in (the fork point is below it)
 
 
 class Synchronizer:
     """Keeps the node's chain and mempool in step with its active peers."""
 
-    def __init__(self, node, client, discovery, clock, metrics=None):
+    def __init__(self, node, client, discovery, clock, metrics=None, *, window_bytes: int = WINDOW_BYTES,
+                 peer_bytes: int = PEER_BYTES, stall_timeout_s: float = STALL_TIMEOUT_S):
         self.node = node
         self.client = client
         self.discovery = discovery
         self.clock = clock
         self.metrics = metrics
-        self._catching_up = None   # the peer a catch-up is running against (relay holds back its blocks)
+        self.tree = HeaderTree(node.params, node.chain)
+        # read when a catch-up starts (tests narrow them)
+        self.window_bytes, self.peer_bytes, self.stall_timeout_s = window_bytes, peer_bytes, stall_timeout_s
+        self._session = None
         self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
 
     # -- rounds ------------------------------------------------------------------------
 
     @property
-    def catching_up(self):
-        """The peer a catch-up is running against, or None."""
-        return self._catching_up
+    def catching_up(self) -> frozenset:
+        """The peers serving the running catch-up (empty when none runs); relay holds back their blocks."""
+        return frozenset(self._session.peers) if self._session is not None else frozenset()
 
     @defer.inlineCallbacks
     def sync_round(self):
-        """Compare tips with every active peer and catch up with the one with most work; should that
-        catch-up fail, the next one that still has more work than us.  Fires with the first peer
-        caught up with, or None when every peer was in step (or none answered)."""
+        """Ask every active peer for /status and catch up with all that claim more work than our tip.
+
+        Fires with the peer that claimed most, or None when every peer was in step
+        (or none answered).
+        """
         peers = self.discovery.active_peers()
         if not peers:
             return None
         answers = yield defer.DeferredList([self.client.status(url) for url in peers], consumeErrors=True)
-        ahead = []
+        ahead = {}
         for url, (ok, status) in zip(peers, answers):
             if not ok:
                 self.discovery.report_failure(url, _reason(status))
             elif plan_catch_up(self.node.chain.tip.chainwork, status):
-                ahead.append((-int(status["chainwork"], 16), url))
+                ahead[url] = claimed_work(status)
         self._count("round")
-        first = None
-        for negative_work, url in sorted(ahead):
-            if -negative_work <= self.node.chain.tip.chainwork:
-                continue  # an earlier catch-up this round got us there already
-            first = first or url
-            yield self.catch_up(url)
+        if not ahead:
+            return None
+        first = min(ahead, key=lambda url: (-ahead[url], url))
+        yield self.catch_up_with(ahead)
         return first
 
-    @defer.inlineCallbacks
-    def catch_up(self, peer: str):
-        """Download and hand to the node every block the peer has on a heavier chain; fires with the count.
+    def catch_up(self, peer: str, claimed_chainwork: int | None = None):
+        """Catch up with one peer (it joins the running catch-up, if any); fires with the blocks taken."""
+        return self.catch_up_with({peer: claimed_chainwork})
 
-        A peer that answers with an invalid block is penalised; one that does not
-        answer is reported as failed; one whose chain moved under us (its /blocks
-        no longer match its /headers) is left alone until the next round.
+    def catch_up_with(self, peers: dict):
+        """Catch up with peers ({url: claimed chainwork or None}); fires with the number of blocks the node took.
+
+        Never fails: what goes wrong with a peer is reported to discovery (a failure
+        or a penalty) and the others carry on.
         """
-        if self._catching_up is not None:
-            return 0
-        self._catching_up = peer
-        received, started_at, last_report = 0, self.clock.seconds(), self.clock.seconds()
+        session = self._session
+        if session is not None:
+            for url, work in peers.items():
+                self._join(session, url, work)
+            waiter = defer.Deferred()
+            session.waiters.append(waiter)
+            return waiter
+        planner = DownloadPlanner(max_block_size=self.node.params.max_block_size, window_bytes=self.window_bytes,
+                                  peer_bytes=self.peer_bytes, stall_timeout_s=self.stall_timeout_s)
+        session = self._session = _CatchUp(planner, self.clock.seconds(), self.node.chain.height)
+        for url, work in peers.items():
+            self._join(session, url, work)
+        d = defer.Deferred.fromCoroutine(self._run(session))
+        d.addErrback(lambda f: (log.failure("catch-up failed", f), 0)[1])
+        return d
+
+    def forget_peer(self, peer: str) -> None:
+        """A peer left the active set: drop it from any catch-up and forget the headers only it led to."""
+        if self._session is not None and peer in self._session.peers:
+            self._drop(self._session, peer)
+        else:
+            self.tree.forget_peer(peer)
+
+    # -- one catch-up -----------------------------------------------------------------------
+
+    def _join(self, session: _CatchUp, peer: str, claimed: int | None) -> None:
+        if peer in session.peers:
+            if claimed is not None:
+                session.peers[peer] = claimed
+            return
+        session.peers[peer] = claimed
+        session.planner.allow(peer)
+        self._fetch_headers(session, peer)
+
+    def _fetch_headers(self, session: _CatchUp, peer: str) -> None:
+        d = defer.Deferred.fromCoroutine(self._headers_from(session, peer))
+        session.header_tasks[peer] = d
+        d.addErrback(lambda f: log.failure("headers from {peer} failed", f, peer=peer))
+
+        def over(_):
+            if session.header_tasks.get(peer) is d:
+                del session.header_tasks[peer]
+            self._wake(session)
+
+        d.addBoth(over)
+
+    async def _headers_from(self, session: _CatchUp, peer: str) -> None:
+        """Ask peer for headers from its fork point until it has no more, misbehaves or fills its bound."""
+        while peer in session.peers:
+            locator = self.tree.ask(peer)
+            try:
+                headers, more = await fetch_headers(self.client, peer, locator, HEADERS_PER_REQUEST)
+            except PeerUnreachable as err:
+                if peer in session.peers:
+                    self._failed(session, peer, str(err))
+                return
+            except Malformed as err:
+                if peer in session.peers:
+                    self._misbehaved(session, peer, err)
+                return
+            if peer not in session.peers:
+                return
+            # an answer the byte cap cut short says so (more): the tree must not take it for all there is
+            limit = min(len(headers), HEADERS_PER_REQUEST) if more and headers else HEADERS_PER_REQUEST
+            before = self.tree.peer_best(peer)
+            report = self.tree.receive(peer, headers, int(self.clock.seconds()), session.peers[peer],
+                                       batch_limit=limit)
+            after = report.best
+            if report.misbehaviour is None and report.more and after is not None and before is not None \
+                    and after.hash == before.hash:
+                # "more" again and again with nothing beyond what it sent: it would keep us asking forever
+                report.misbehaviour = RepeatedHeaders(f"{len(headers)} headers that end where its last answer did")
+            if report.misbehaviour is not None:
+                self._misbehaved(session, peer, report.misbehaviour)
+                return
+            if report.full:
+                session.full.add(peer)
+                return
+            self._wake(session)  # blocks of these headers can be fetched while more headers come
+            if not report.more:
+                return
+
+    async def _run(self, session: _CatchUp) -> int:
         try:
             while True:
-                locator = ",".join(h.hex() for h in self.node.chain.locator())
-                status, answer = yield self.client.get_json(
-                    peer, "/headers", {"locator": locator, "limit": str(HEADERS_PER_REQUEST)})
-                if status != 200:
-                    raise PeerUnreachable(f"{peer} answered /headers with {status}")
-                headers = [jsonview.parse_header(h, "header") for h in _list(answer, "headers")]
-                if not headers:
-                    break
-                target_height = answer.get("height") if isinstance(answer.get("height"), int) else headers[-1].height
-                position = 0
-                while position < len(headers):
-                    # a peer may answer with fewer blocks than asked: ask again from where it stopped
-                    blocks = yield self._fetch_blocks(peer, headers[position:position + BLOCKS_PER_REQUEST])
-                    position += len(blocks)
-                    results, error = yield self.node.submit_blocks(blocks, source=peer)
-                    received += len(results)
-                    if error is not None:
-                        raise error
-                    now = self.clock.seconds()
-                    if now - last_report >= PROGRESS_EVERY_S:
-                        last_report = now
-                        height = self.node.chain.height
-                        rate = received / max(now - started_at, 1e-9)
-                        log.info("catching up with {peer}: height {height} of {target} ({pct:.0f}%), "
-                                 "{rate:.0f} blocks/s", peer=peer, height=height, target=target_height,
-                                 pct=100.0 * height / max(target_height, 1), rate=rate)
-                if len(headers) < HEADERS_PER_REQUEST:
-                    break
-            if received:
-                elapsed = self.clock.seconds() - started_at
-                log.info("caught up with {peer}: {n} blocks in {s:.1f} s, tip height {height}",
-                         peer=peer, n=received, s=elapsed, height=self.node.chain.height)
-            self._count("caught-up" if received else "in-sync")
-            return received
-        except _ChainMoved as err:
-            log.info("{err}; trying again next round", err=err)
-            self._count("moved")
-            return received
-        except Invalid as err:
-            log.warn("peer {peer} sent invalid data during sync: {err}", peer=peer, err=err)
-            self.discovery.report_misbehaviour(peer, err)
-            self._count("invalid")
-            return received
-        except PeerUnreachable as err:
-            self.discovery.report_failure(peer, str(err))
-            self._count("failed")
-            return received
+                self._check_stalls(session)
+                planned = self._plan(session) if session.fault is None else 0
+                running = session.header_tasks or session.requests or session.delivering
+                if planned and not running:
+                    continue  # answered at once (a fake network, a local peer): plan the next part
+                if not running:
+                    again = [p for p in session.full if p in session.peers] if session.fault is None else []
+                    session.full.clear()
+                    if not again:
+                        break
+                    for peer in again:  # the tree made room as blocks were stored: ask for what follows
+                        self._fetch_headers(session, peer)
+                    continue
+                await self._wait(session)
         finally:
-            self._catching_up = None
-            if received:
-                for listener in list(self.caught_up_listeners):
-                    listener(peer, received)
+            self._session = None
+            for peer in list(session.peers):
+                session.planner.failed(peer)
+            total = self._summarise(session)
+        return total
 
-    @defer.inlineCallbacks
-    def _fetch_blocks(self, peer: str, headers: list):
-        status, answer = yield self.client.get_json(
-            peer, "/blocks", {"start": str(headers[0].height), "limit": str(len(headers))},
-            max_bytes=64_000_000)
-        if status != 200:
-            raise PeerUnreachable(f"{peer} answered /blocks with {status}")
-        blocks = [jsonview.parse_block(b, "block") for b in _list(answer, "blocks")]
-        if [b.hash for b in blocks] != [h.hash for h in headers[:len(blocks)]] or not blocks:
-            raise _ChainMoved(f"{peer} changed its chain during sync")
-        return blocks
+    def _wait(self, session: _CatchUp) -> defer.Deferred:
+        if session.woken:
+            session.woken = False
+            return defer.succeed(None)
+        session.wake = defer.Deferred()
+        tick = self.clock.callLater(STALL_CHECK_S, self._wake, session)
+        session.wake.addBoth(lambda r: (tick.cancel() if tick.active() else None, r)[1])
+        return session.wake
+
+    def _wake(self, session: _CatchUp) -> None:
+        if session.wake is None:
+            session.woken = True
+            return
+        wake, session.wake = session.wake, None
+        wake.callback(None)
+
+    def _plan(self, session: _CatchUp) -> int:
+        """Send the /blocks requests the planner gives for the best header chain, if it beats our tip;
+        how many were sent."""
+        best = self.tree.best()
+        if best.chainwork <= self.node.chain.tip.chainwork:
+            return 0
+        wanted = []
+        for e in self.tree.path(best):
+            if e.hash in session.buffer:
+                if session.buffer_bytes >= session.planner.window_bytes:
+                    break  # the waiting blocks fill the window: only what lies below them is asked for
+                continue
+            wanted.append(Wanted(e.hash, e.height))
+        if not wanted:
+            return 0
+        now = self.clock.seconds()
+        requests = session.planner.plan(wanted, list(session.peers), self.tree.serves, now)
+        for request in requests:
+            # the planner's deadline is what counts (a stall, penalised); the client's own comes later
+            timeout_s = max(request.deadline - now, 0) + 3 * STALL_CHECK_S
+            d = fetch_blocks(self.client, request.peer, request.start_height, len(request.hashes),
+                             request.max_bytes, timeout_s)
+            session.requests[request] = d
+            d.addCallbacks(self._blocks_answered, self._blocks_failed, callbackArgs=(session, request),
+                           errbackArgs=(session, request))
+            d.addErrback(lambda f: log.failure("handling a /blocks answer failed", f))
+        return len(requests)
+
+    def _blocks_failed(self, failure, session: _CatchUp, request) -> None:
+        if session.requests.pop(request, None) is None:
+            return None  # cancelled: the peer was dropped already
+        if failure.check(Malformed):
+            self._misbehaved(session, request.peer, failure.value)
+        elif failure.check(PeerUnreachable):
+            self._failed(session, request.peer, str(failure.value))
+        else:
+            return failure
+        self._wake(session)
+        return None
+
+    def _blocks_answered(self, answer, session: _CatchUp, request) -> None:
+        if session.requests.pop(request, None) is None:
+            return  # cancelled: the peer was dropped already
+        blocks, wire_bytes = answer
+        peer, planner, now = request.peer, session.planner, self.clock.seconds()
+        if not blocks:
+            # it announced these blocks and now has none of them: its chain moved; no rule broken
+            log.info("peer {peer} no longer serves the blocks it announced from height {height}",
+                     peer=peer, height=request.start_height)
+            self._drop(session, peer)
+            self._wake(session)
+            return
+        raw_total = sum(b.size for b in blocks)
+        for block in blocks:
+            size = max(1, wire_bytes * block.size // raw_total)
+            wrong = planner.received(peer, block.hash, size, now)
+            if wrong is not None:
+                self._misbehaved(session, peer, wrong)
+                self._wake(session)
+                return
+            if block.hash not in session.buffer:
+                session.buffer[block.hash] = (block, peer, size)
+                session.buffer_bytes += size
+        planner.answered(request)  # a short answer (the peer's byte cap) frees the rest for the next plan
+        self._deliver(session)
+        self._wake(session)
+
+    def _deliver(self, session: _CatchUp) -> None:
+        if session.delivering or session.fault is not None:
+            return
+        session.delivering = True
+        d = defer.Deferred.fromCoroutine(self._deliver_runs(session))
+        d.addErrback(lambda f: log.failure("handing blocks to the node failed", f))
+
+        def over(_):
+            session.delivering = False
+            self._wake(session)
+
+        d.addBoth(over)
+
+    async def _deliver_runs(self, session: _CatchUp) -> None:
+        """Hand the node every waiting block that follows what it holds, in height order, a run per peer."""
+        while session.fault is None:
+            run, run_bytes = [], 0
+            for e in self.tree.path(self.tree.best()):
+                item = session.buffer.get(e.hash)
+                if item is None or (run and (item[1] != run[0][1] or run_bytes >= RUN_BYTES)):
+                    break
+                run.append(item)
+                run_bytes += item[0].size
+            if not run:
+                return
+            peer = run[0][1]
+            for block, _, size in run:
+                del session.buffer[block.hash]
+                session.buffer_bytes -= size
+            try:
+                results, error = await self.node.submit_blocks([b for b, _, _ in run], source=peer, requested=True)
+            except Fault as err:  # our own trouble (a full disk): no peer is to blame; try again next round
+                session.fault = err
+                log.warn("catch-up paused: {err}", err=err)
+                return
+            if results:
+                session.received[peer] = session.received.get(peer, 0) + len(results)
+                low = run[0][0].height
+                session.lowest = low if session.lowest is None else min(session.lowest, low)
+            self.tree.prune()
+            if error is not None:
+                if peer in session.peers:
+                    self._misbehaved(session, peer, error)
+                else:
+                    self.discovery.report_misbehaviour(peer, error)
+            self._progress(session)
+
+    def _check_stalls(self, session: _CatchUp) -> None:
+        for stall in session.planner.stalls(self.clock.seconds()):
+            if stall.peer in session.peers:
+                self._misbehaved(session, stall.peer, stall.error)
+
+    # -- what went wrong with a peer ----------------------------------------------------------
+
+    def _misbehaved(self, session: _CatchUp, peer: str, error) -> None:
+        """peer broke a rule or the protocol: penalise it and go on without it."""
+        log.warn("peer {peer} dropped from catch-up: {code}: {err}", peer=peer, code=error.code, err=error)
+        self._count("stalled" if error.code == "stalled" else "invalid")
+        self._drop(session, peer)
+        self.discovery.report_misbehaviour(peer, error)
+
+    def _failed(self, session: _CatchUp, peer: str, reason: str) -> None:
+        """peer gave no usable answer: no penalty, but it leaves the active set and the catch-up goes on."""
+        self._count("failed")
+        self._drop(session, peer)
+        self.discovery.report_failure(peer, reason)
+
+    def _drop(self, session: _CatchUp, peer: str) -> None:
+        session.peers.pop(peer, None)
+        session.full.discard(peer)
+        session.planner.failed(peer)
+        for request, d in list(session.requests.items()):
+            if request.peer == peer:
+                del session.requests[request]
+                d.cancel()
+        task = session.header_tasks.pop(peer, None)
+        if task is not None:
+            task.cancel()
+        if self.tree.forget_peer(peer):
+            # the best header chain changed: a peer that had nothing after the dropped peer's headers
+            # may well have something after ours, so every idle peer is asked again from there
+            for other in list(session.peers):
+                if other not in session.header_tasks:
+                    self._fetch_headers(session, other)
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def _progress(self, session: _CatchUp) -> None:
+        now = self.clock.seconds()
+        if now - session.last_report < PROGRESS_EVERY_S:
+            return
+        session.last_report = now
+        taken = sum(session.received.values())
+        target = max(self.tree.best().height, 1)
+        height = self.node.chain.height
+        log.info("catching up: height {height} of {target} ({pct:.0f}%), {n} blocks from {p} peer(s), "
+                 "{rate:.0f} blocks/s", height=height, target=target, pct=100.0 * height / target, n=taken,
+                 p=len(session.received), rate=taken / max(now - session.started_at, 1e-9))
+
+    def _summarise(self, session: _CatchUp) -> int:
+        """Log one line that adds up, count the result, tell the listeners and waiters; the blocks taken."""
+        total = sum(session.received.values())
+        height = self.node.chain.height
+        if total:
+            elapsed = self.clock.seconds() - session.started_at
+            by_peer = ", ".join(f"{n} from {peer}" for peer, n in sorted(session.received.items()))
+            fork = ""
+            if session.lowest is not None and session.lowest <= session.start_height:
+                fork = f", reorganised from height {session.lowest - 1}"
+            log.info("catch-up over: height {start} -> {height}, {n} blocks downloaded ({by_peer}) in {s:.1f} s"
+                     "{fork}", start=session.start_height, height=height, n=total, by_peer=by_peer, s=elapsed,
+                     fork=fork)
+        self._count("caught-up" if total else ("fault" if session.fault is not None else "in-sync"))
+        if total:
+            top = max(session.received, key=session.received.get)
+            for listener in list(self.caught_up_listeners):
+                listener(top, total)
+        for waiter in session.waiters:
+            waiter.callback(total)
+        return total
 
     # -- orphans ---------------------------------------------------------------------------
 
     def on_orphan(self, missing: bytes, source: str | None):
         """A block arrived whose ancestors we lack: catch up with whoever sent it."""
         if source and source in self.discovery.active_peers():
-            d = self.catch_up(source)
-            d.addErrback(lambda f: log.failure("catch-up after an orphan failed", f))
+            self.catch_up(source)
 
     # -- mempool exchange ------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def exchange_mempool(self, peer: str):
-        """Fetch a peer's mempool and take in what is valid; fires with the number accepted."""
+        """Fetch a peer's mempool (as much as one bounded answer holds) and take in what is valid;
+        fires with the number accepted."""
         try:
-            status, answer = yield self.client.get_json(peer, "/transactions", max_bytes=32_000_000)
+            raw_txs, _more = yield fetch_transactions(self.client, peer)
         except PeerUnreachable as err:
             self.discovery.report_failure(peer, str(err))
             return 0
         except Malformed as err:
             self.discovery.report_misbehaviour(peer, err)
             return 0
-        if status != 200:
-            return 0
         accepted = 0
-        try:
-            txs = _list(answer, "transactions")[:MAX_TXS_PER_EXCHANGE]
-        except Malformed as err:
-            self.discovery.report_misbehaviour(peer, err)
-            return 0
-        for raw in txs:
+        for raw in raw_txs[:MAX_TXS_PER_EXCHANGE]:
             try:
                 tx = jsonview.parse_tx(raw)
                 result = yield self.node.submit_tx(tx, source=peer)
@@ -206,17 +481,6 @@ class Synchronizer:
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.sync_rounds.labels(result).inc()
-
-
-class _ChainMoved(Exception):
-    """The peer's /blocks no longer match its /headers: its chain moved between the two requests."""
-
-
-def _list(answer: dict, key: str) -> list:
-    value = answer.get(key)
-    if not isinstance(value, list):
-        raise Malformed(f"peer answer lacks a list {key}")
-    return value
 
 
 def _reason(failure) -> str:

@@ -18,8 +18,8 @@ from ..logs import logger
 from .. import __version__
 from ..core import keys, rules
 from ..core.block import Block, Header, merkle_root
-from ..core.chainstate import Accepted, ChainState, Orphan
-from ..core.errors import BadSignature, Invalid, Malformed, NotFound, Unavailable
+from ..core.chainstate import Accepted, ChainState, NotStored, Orphan
+from ..core.errors import BadSignature, Invalid, Malformed, NotFound, StoreError, Unavailable
 from ..core.mempool import Mempool, TxAccepted
 from ..core.params import describe_amount
 from ..core.tx import make_coinbase
@@ -74,7 +74,11 @@ class Node:
         self._verify = verify if verify is not None else rules.verify_batch
         self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
                                                                           on_hits=self._cache_hits)
-        self.chain = ChainState(store, params, sig_cache=self.sig_cache, verify=self._verify_cached)
+        # the work gate is on: every caller says which blocks it requested (a catch-up on a heavier
+        # header chain), so a branch that could not beat the tip is never written
+        self.chain = ChainState(store, params, sig_cache=self.sig_cache, verify=self._verify_cached,
+                                refuse_low_work=True)
+        self.store_failing = False  # a store write failed (disk full) and none has worked since
         self.mempool = Mempool(params, max_bytes=mempool_bytes, sig_cache=self.sig_cache,
                                check_cache=self.check_cache)
         node_id = store.get_meta("node_id")
@@ -115,13 +119,14 @@ class Node:
 
     def submit_block(self, block: Block, source: str | None = None, local: bool = False,
                      mined: bool = False) -> defer.Deferred:
-        """Take a block from a peer, a miner or a client: fires with Accepted, Duplicate or Orphan, or fails
-        with the Invalid rule it breaks (or a Fault of the node).
+        """Take a block from a peer, a miner or a client: fires with Accepted, Duplicate, Orphan or NotStored
+        (nobody asked for it and its branch has less work than the tip), or fails with the Invalid rule it
+        breaks (or a Fault of the node: StoreError when the store cannot write).
 
         `mined` marks a block this node's own miner found (--mine); `local` one
         that a miner on this machine submitted.  Both only change the log line.
         """
-        d = self._submit([block], source, local, mined)
+        d = self._submit([block], source, local, mined, False)
 
         def single(outcome):
             results, error = outcome
@@ -131,30 +136,49 @@ class Node:
 
         return d.addCallback(single)
 
-    def submit_blocks(self, blocks: list, source: str | None = None) -> defer.Deferred:
+    def submit_blocks(self, blocks: list, source: str | None = None, requested: bool = False) -> defer.Deferred:
         """Take a run of blocks (a catch-up batch) in one store batch: fires with (results of the blocks
-        taken, the Invalid error that stopped the run or None).  The blocks before an invalid one stay."""
-        return self._submit(list(blocks), source, False, False)
+        taken, the Invalid error that stopped the run or None).  The blocks before an invalid one stay.
 
-    def _submit(self, blocks: list, source, local: bool, mined: bool) -> defer.Deferred:
+        requested says a catch-up asked source for them on a header chain with more
+        work than our tip: they are stored even before their branch outweighs it.
+        A store fault fails the Deferred with StoreError; memory then equals disk.
+        """
+        return self._submit(list(blocks), source, False, False, requested)
+
+    def _submit(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> defer.Deferred:
         """The one accept path of blocks: verify big blocks' signatures in workers, then accept in order."""
         d = self._preverify(blocks, inline_ok=local or mined)
-        return d.addCallback(lambda _: self._accept_run(blocks, source, local, mined))
+        return d.addCallback(lambda _: self._accept_run(blocks, source, local, mined, requested))
 
-    def _accept_run(self, blocks: list, source, local: bool, mined: bool) -> tuple:
+    def _accept_run(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> tuple:
         results = []
-        with self.store.batch():
-            for block in blocks:
-                try:
-                    results.append(self._accept_block(block, source, local, mined))
-                except Invalid as err:
-                    return results, err
+        try:
+            with self.chain.batch():  # reloads the chain state from the store if the batch is lost
+                for block in blocks:
+                    try:
+                        results.append(self._accept_block(block, source, local, mined, requested))
+                    except Invalid as err:
+                        return results, err
+        except StoreError as err:
+            if not self.store_failing:  # one line per outage, not one per refused block
+                self.store_failing = True
+                log.error("the store cannot write ({err}): refusing new blocks with 503 until it can; "
+                          "tip stays {tip} at height {height}", err=err, tip=self.chain.tip.hash.hex()[:16],
+                          height=self.chain.height)
+            self._count("block", "rejected", err.code)
+            raise
+        if self.store_failing and any(isinstance(r, Accepted) for r in results):
+            self.store_failing = False
+            log.info("the store writes again: taking blocks, tip {tip} at height {height}",
+                     tip=self.chain.tip.hash.hex()[:16], height=self.chain.height)
         return results, None
 
-    def _accept_block(self, block: Block, source: str | None, local: bool, mined: bool = False):
+    def _accept_block(self, block: Block, source: str | None, local: bool, mined: bool = False,
+                      requested: bool = False):
         """Hand one block to the chain state, then update the mempool, metrics, logs and listeners."""
         try:
-            result = self.chain.accept_block(block, self.now())
+            result = self.chain.accept_block(block, self.now(), requested=requested, source=source)
         except Invalid as err:
             self._count("block", "rejected", err.code)
             log.info("block {hash} at height {height} rejected: {reason}",
@@ -179,22 +203,26 @@ class Node:
             else:
                 for connected in result.connected:
                     self.mempool.remove_for_block(connected)
-            self._log_block(block, result, source, local, mined)
+            self._log_block(block, result, source, local, mined, requested)
             for listener in list(self.block_listeners):
                 listener(block, source)
+        elif isinstance(result, NotStored):
+            self._count("block", "not-stored")
+            log.debug("block {hash} at height {height} not stored: {reason}",
+                      hash=block.hash.hex()[:16], height=block.height, reason=result.reason)
         elif isinstance(result, Orphan):
             self._count("block", "orphan")
             for listener in list(self.orphan_listeners):
                 listener(result.missing, source)
         return result
 
-    def _log_block(self, block: Block, result, source, local: bool, mined: bool) -> None:
-        """One line per block taken in, with the verb saying where it came from."""
+    def _log_block(self, block: Block, result, source, local: bool, mined: bool, requested: bool = False) -> None:
+        """One line per block taken in, with the verb saying where it came from (a catch-up sums its up)."""
         short, height = block.hash.hex()[:16], block.height
         n = len(block.transactions)
         txs = f"{n} transaction{'s' if n != 1 else ''}"
         if not result.main_chain:
-            log.info("stored side-chain block {hash} at height {height} (tip stays at {tip})",
+            (log.debug if requested else log.info)("stored side-chain block {hash} at height {height} (tip stays at {tip})",
                      hash=short, height=height, tip=self.chain.height)
         elif mined:
             log.info("mined block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
@@ -510,6 +538,7 @@ class Node:
         fees = self.mempool.fees_of(txs)
         coinbase = make_coinbase(height, [(payload, self.params.block_reward(height) + fees)], os.urandom(8))
         all_txs = (coinbase,) + tuple(txs)
+        # the earliest timestamp the rules allow (median time past, and main's time-warp rule)
         header = Header(1, height, tip.hash, merkle_root([t.tx_id for t in all_txs]),
-                        max(self.now(), tip.median_time_past + 1), self.chain.next_target(tip), 0)
+                        max(self.now(), self.chain.earliest_timestamp(tip)), self.chain.next_target(tip), 0)
         return Block(header, all_txs)

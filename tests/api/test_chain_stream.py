@@ -30,6 +30,7 @@ class ChainStreamTests(SynchronousTestCase):
         cooperator = Cooperator(scheduler=self.schedule, terminationPredicateFactory=lambda: lambda: True)
         service = make_node(self.clock, blocks=self.blocks, cooperate=cooperator.cooperate)
         self.node = service.node
+        service.api.stream_slice_bytes = 20_000  # about 50 coinbase-only blocks a slice
         self.stub = StubTreq(service.api.resource())
 
     def schedule(self, tick):
@@ -58,7 +59,7 @@ class ChainStreamTests(SynchronousTestCase):
         response.content().addCallback(got.append)
         while not got:
             turn()
-        self.assertGreaterEqual(turns, LENGTH // routes.STREAM_SLICE_BLOCKS)
+        self.assertGreaterEqual(turns, LENGTH // 60)
         body = json.loads(got.pop())
         self.assertEqual(body["length"], LENGTH)
         self.assertEqual(body["chain"], [jsonview.block_to_json(b) for b in self.blocks])

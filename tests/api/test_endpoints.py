@@ -188,10 +188,10 @@ class TransactionTests(APITestCase):
 
     def test_transactions_is_the_mempool(self):
         """/transactions lists the mempool's transactions as JSON."""
-        self.assertEqual(self.client.get_json("/transactions"), {"transactions": []})
+        self.assertEqual(self.client.get_json("/transactions"), {"transactions": [], "more": False})
         tx = pay_bob()
         settled(self.node.submit_tx(tx))
-        self.assertEqual(self.client.get_json("/transactions"), {"transactions": [jsonview.tx_to_json(tx)]})
+        self.assertEqual(self.client.get_json("/transactions"), {"transactions": [jsonview.tx_to_json(tx)], "more": False})
 
     def test_add_transaction_reasons(self):
         """Refused transactions are JSON 400s whose code names the rule."""
@@ -317,7 +317,7 @@ class SubmitBlockTests(APITestCase):
         settled(self.node.submit_tx(tx))
         block = make_block(self.tip, [tx], pay_to=BOB, fees=1_000)
         self.assertEqual(self.submit(block).status, 200)
-        self.assertEqual(self.client.get_json("/transactions"), {"transactions": []})
+        self.assertEqual(self.client.get_json("/transactions"), {"transactions": [], "more": False})
         self.assertEqual(self.client.get_json(f"/tx/{tx.tx_id.hex()}")["confirmations"], 1)
 
 

@@ -52,4 +52,4 @@ class ListStreamTests(SynchronousTestCase):
         self.assertGreater(len(txs), 5)
         turns, body = self.fetch("/transactions")
         self.assertGreaterEqual(turns, len(txs) // 3)
-        self.assertEqual(body, {"transactions": [jsonview.tx_to_json(tx) for tx in txs]})
+        self.assertEqual(body, {"transactions": [jsonview.tx_to_json(tx) for tx in txs], "more": False})

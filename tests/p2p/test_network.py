@@ -47,15 +47,17 @@ class PeerNetworkStartupTests(SyncTestCase):
         peer.held.add("/blocks")
         me = self.me(main_chain()[:11], [peer.url])
         svc = self.service(me)
-        for batch in range(3):  # 250 blocks: three /blocks answers, each released by hand
-            self.assertTrue(me.node.syncing)
+        heights = []
+        while me.node.syncing:  # each held /blocks answer is released by hand
             self.assertNoResult(svc.startup_done)
             self.assertEqual(self.template_status(me), 503)
             self.assertRaises(Unavailable, me.node.block_template, ALICE.address)
-            self.assertEqual(me.node.chain.height, 10 + 100 * batch)
-            self.assertEqual(peer.release(), 1)
+            heights.append(me.node.chain.height)
+            self.assertGreater(peer.release(), 0)
             self.network.flush()
-        self.assertEqual(peer.release(), 0)
+        self.assertEqual(heights[0], 10)
+        self.assertGreaterEqual(len(heights), 2)
+        self.assertEqual(heights, sorted(set(heights)))
         self.assertFalse(me.node.syncing)
         self.assertIsNone(self.successResultOf(svc.startup_done))
         self.assertEqual(me.tip(), peer.tip())
