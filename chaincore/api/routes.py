@@ -17,10 +17,10 @@ from twisted.internet import task
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
-from ..core import jsonview
+from ..core import jsonview, wire
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, Orphan
-from ..core.errors import Fault, Forbidden, Malformed, Refused
+from ..core.errors import Fault, Forbidden, Malformed, Refused, TooLarge
 from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
@@ -75,6 +75,80 @@ def read_json(request) -> dict:
 
 def _refuse_constant(name):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def media_type(request) -> str:
+    """The request's Content-Type without parameters, lower case ("" when there is none)."""
+    ctype = request.getHeader(b"content-type") or ""
+    if isinstance(ctype, bytes):
+        ctype = ctype.decode("latin-1")
+    return ctype.split(";")[0].strip().lower()
+
+
+def wants_binary(request) -> bool:
+    """Whether the request's Accept ranks application/octet-stream above JSON (CONTRACT 7).
+
+    Only an explicit `application/octet-stream` with a q-value above 0 asks for
+    binary, and only when JSON (`application/json`, `application/*` or `*/*`)
+    is ranked strictly lower: `*/*` alone, a tie or a malformed header get JSON.
+    """
+    accept = request.getHeader(b"accept") or ""
+    if isinstance(accept, bytes):
+        accept = accept.decode("latin-1")
+    binary = json_q = 0.0
+    for part in accept[:1000].split(","):
+        fields = [f.strip() for f in part.split(";")]
+        media, q = fields[0].lower(), 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        if media == wire.MEDIA_TYPE:
+            binary = max(binary, q)
+        elif media in ("application/json", "application/*", "*/*"):
+            json_q = max(json_q, q)
+    return binary > 0 and binary > json_q
+
+
+HEIGHT_HEADER = b"X-ChainCore-Height"  # the tip height, which the JSON lists carry as "height"
+
+
+def binary_body(request, data: bytes, height: int | None = None) -> bytes:
+    """A 200 answer carrying canonical bytes (docs/protocol.md 11), and the tip height beside a list."""
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", wire.MEDIA_TYPE.encode())
+    if height is not None:
+        request.setHeader(HEIGHT_HEADER, b"%d" % height)
+    return data
+
+
+def read_block(request, params):
+    """The block a POST carries: canonical bytes (octet-stream) or {"block": ...} (JSON).
+
+    Bytes over the block size limit are refused unread (TooLarge, 413); bytes
+    that are not exactly one block are Malformed.  A decoded block hashes the
+    bytes received; a JSON one is re-encoded by parse_block.
+    """
+    if media_type(request) == wire.MEDIA_TYPE:
+        return wire.decode_block(_read_binary(request, params.max_block_size, "block"), params.max_block_size)
+    return jsonview.parse_block(field(read_json(request), "block"), "block", params.max_money)
+
+
+def read_tx(request, params):
+    """The transaction a POST carries: canonical bytes (octet-stream) or {"transaction": ...} (JSON)."""
+    if media_type(request) == wire.MEDIA_TYPE:
+        return wire.decode_tx(_read_binary(request, params.max_block_size, "transaction"), params.max_block_size)
+    return jsonview.parse_tx(field(read_json(request), "transaction"), "transaction", params.max_money)
+
+
+def _read_binary(request, max_bytes: int, what: str) -> bytes:
+    raw = request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise TooLarge(f"a {what} is at most {max_bytes} bytes")
+    return raw
 
 
 def field(obj: dict, key: str):
@@ -230,8 +304,7 @@ class NodeAPI:
         local = (request.getHeader(b"X-Local-Mining") or b"").strip().lower() == b"true"
         if local and not is_loopback(request):
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
-        body = read_json(request)
-        block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
+        block = read_block(request, self._node.params)
         d = self._node.submit_block(block, source=self._heard_from(request), local=local)
         return d.addCallback(self._block_answer, request)
 
@@ -247,8 +320,7 @@ class NodeAPI:
 
     @app.route("/add_transaction", methods=["POST"])
     def add_transaction(self, request):
-        body = read_json(request)
-        tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
+        tx = read_tx(request, self._node.params)
         d = self._node.submit_tx(tx, source=self._heard_from(request))
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
@@ -259,6 +331,9 @@ class NodeAPI:
     def block(self, request, block_hash):
         p = params(request, "block", {"hash": block_hash})
         block = self._node.block(bytes.fromhex(p["hash"]))
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):
+            return binary_body(request, block.raw)
         out = jsonview.block_to_json(block)
         out["main_chain"] = self._node.chain.is_main(block.hash)
         out["confirmations"] = (self._node.chain.height - block.height + 1) if out["main_chain"] else 0
@@ -268,6 +343,9 @@ class NodeAPI:
     def blocks(self, request):
         p = params(request, "blocks")
         blocks = self._node.chain.main_blocks(p["start"], p["limit"])
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):
+            return binary_body(request, wire.encode_blocks(blocks), height=self._node.chain.height)
         return json_body(request, 200, {"blocks": [jsonview.block_to_json(b) for b in blocks],
                                         "height": self._node.chain.height})
 
@@ -276,6 +354,9 @@ class NodeAPI:
         p = params(request, "headers")
         locator = [bytes.fromhex(h) for h in p["locator"].split(",") if h]
         headers = self._node.chain.headers_after(locator, p["limit"])
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):
+            return binary_body(request, wire.encode_headers(headers), height=self._node.chain.height)
         return json_body(request, 200, {"headers": [jsonview.header_to_json(h) for h in headers],
                                         "height": self._node.chain.height})
 
