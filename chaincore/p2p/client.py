@@ -5,6 +5,10 @@ on the body, the `X-ChainCore-Peer` header and a place in two semaphores (per
 peer and in total).  treq's own `timeout=` stops at the headers and cancelling
 a body read leaves the socket open (ENGINEERING 5), so the body is read with
 `deliverBody` and a protocol that aborts the transport at the cap or deadline.
+Blocks, headers and transactions travel as canonical bytes where the peer
+takes them (docs/protocol.md 11): `get_binary` asks for them and still reads
+a JSON answer, `blocks_from_answer` and `headers_from_answer` turn either
+into objects, and `post_binary` sends them.
 """
 
 import json
@@ -18,6 +22,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
 
+from ..core import jsonview, wire
 from ..core.errors import Malformed, PeerUnreachable
 from .peers import normalise_url
 
@@ -41,6 +46,14 @@ class PeerTraffic:
     requests: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+
+
+@dataclass(frozen=True)
+class BinaryAnswer:
+    """A 200 answer in canonical bytes, and the tip height the peer sent beside a list (None if not)."""
+
+    data: bytes
+    height: int | None = None
 
 
 class _BodyTooLarge(Exception):
@@ -159,6 +172,19 @@ class PeerClient:
         return defer.Deferred.fromCoroutine(
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes))
 
+    def get_binary(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
+                   max_bytes: int = None):
+        """GET peer_url+path asking for canonical bytes; fires with (200, BinaryAnswer), or with
+        (status_code, dict) when the peer answers JSON (an error, or a peer that sends only JSON)."""
+        return defer.Deferred.fromCoroutine(
+            self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes, binary=True))
+
+    def post_binary(self, peer_url: str, path: str, data: bytes, timeout_s: float = DATA_TIMEOUT_S,
+                    max_bytes: int = None):
+        """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)."""
+        return defer.Deferred.fromCoroutine(
+            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True))
+
     def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S):
         """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200."""
         return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s))
@@ -189,7 +215,7 @@ class PeerClient:
             raise PeerUnreachable(f"peer {normalise_url(peer_url)} answered /status with HTTP {code}")
         return obj
 
-    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes):
+    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes, binary=False):
         if self.closed:
             raise PeerUnreachable(f"not asking {peer_url}: this node is stopping")
         try:
@@ -204,7 +230,7 @@ class PeerClient:
             await self._total.acquire()
             try:
                 return await self._exchange_now(method, peer, path, params, data, timeout_s,
-                                                self._max_body_bytes if max_bytes is None else max_bytes)
+                                                self._max_body_bytes if max_bytes is None else max_bytes, binary)
             finally:
                 self._total.release()
         finally:
@@ -212,13 +238,14 @@ class PeerClient:
             if sem.tokens == sem.limit and not sem.waiting:
                 self._per_peer.pop(peer, None)
 
-    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes):
+    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes, binary=False):
         what = f"peer {peer} {method} {path}"
         traffic = self._traffic.setdefault(peer, PeerTraffic())
         traffic.requests += 1
-        headers = {PEER_HEADER: [self._peer_header], b"Accept": [b"application/json"]}
+        headers = {PEER_HEADER: [self._peer_header], b"Accept": [_BINARY_ACCEPT if binary and method == "GET"
+                                                                  else b"application/json"]}
         if data is not None:
-            headers[b"Content-Type"] = [b"application/json"]
+            headers[b"Content-Type"] = [_OCTETS if binary else b"application/json"]
             traffic.bytes_sent += len(data)
         deadline = _Deadline(self._clock, timeout_s)
         try:
@@ -253,7 +280,50 @@ class PeerClient:
                 raise PeerUnreachable(f"{what}: {_describe(e)}") from None
         finally:
             deadline.stop()
+        if binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:
+            return response.code, BinaryAnswer(raw, _height(response))
         return response.code, _parse_object(raw, what)
+
+
+_OCTETS = wire.MEDIA_TYPE.encode()
+_BINARY_ACCEPT = _OCTETS + b", application/json;q=0.5"  # a peer that sends only JSON still answers
+
+
+def _media_type(response) -> str:
+    value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    return value.decode("latin-1").split(";")[0].strip().lower()
+
+
+def _height(response) -> int | None:
+    value = (response.headers.getRawHeaders(b"x-chaincore-height") or [b""])[0]
+    return int(value) if value.isdigit() and len(value) < 20 else None
+
+
+def blocks_from_answer(answer, max_block_bytes: int) -> list:
+    """The blocks of a /blocks answer, binary (hashed over the bytes received) or JSON; Malformed if bad."""
+    if isinstance(answer, BinaryAnswer):
+        return wire.decode_blocks(answer.data, max_block_bytes)
+    return [jsonview.parse_block(b, "block") for b in _answer_list(answer, "blocks")]
+
+
+def headers_from_answer(answer) -> list:
+    """The headers of a /headers answer, binary or JSON; Malformed if bad."""
+    if isinstance(answer, BinaryAnswer):
+        return wire.decode_headers(answer.data)
+    return [jsonview.parse_header(h, "header") for h in _answer_list(answer, "headers")]
+
+
+def answer_height(answer) -> int | None:
+    """The tip height a /blocks or /headers answer names, binary or JSON; None when it names none."""
+    height = answer.height if isinstance(answer, BinaryAnswer) else answer.get("height")
+    return height if isinstance(height, int) and not isinstance(height, bool) else None
+
+
+def _answer_list(answer: dict, key: str) -> list:
+    value = answer.get(key)
+    if not isinstance(value, list):
+        raise Malformed(f"peer answer lacks a list {key}")
+    return value
 
 
 def _describe(exc) -> str:

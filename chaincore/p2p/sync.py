@@ -15,6 +15,7 @@ from ..logs import logger
 
 from ..core import jsonview
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from .client import answer_height, blocks_from_answer, headers_from_answer
 
 log = logger("chaincore.p2p.sync")
 
@@ -90,14 +91,14 @@ class Synchronizer:
         try:
             while True:
                 locator = ",".join(h.hex() for h in self.node.chain.locator())
-                status, answer = yield self.client.get_json(
+                status, answer = yield self.client.get_binary(
                     peer, "/headers", {"locator": locator, "limit": str(HEADERS_PER_REQUEST)})
                 if status != 200:
                     raise PeerUnreachable(f"{peer} answered /headers with {status}")
-                headers = [jsonview.parse_header(h, "header") for h in _list(answer, "headers")]
+                headers = headers_from_answer(answer)
                 if not headers:
                     break
-                target_height = answer.get("height") if isinstance(answer.get("height"), int) else headers[-1].height
+                target_height = answer_height(answer) or headers[-1].height
                 position = 0
                 while position < len(headers):
                     # a peer may answer with fewer blocks than asked: ask again from where it stopped
@@ -144,12 +145,12 @@ class Synchronizer:
 
     @defer.inlineCallbacks
     def _fetch_blocks(self, peer: str, headers: list):
-        status, answer = yield self.client.get_json(
+        status, answer = yield self.client.get_binary(
             peer, "/blocks", {"start": str(headers[0].height), "limit": str(len(headers))},
             max_bytes=64_000_000)
         if status != 200:
             raise PeerUnreachable(f"{peer} answered /blocks with {status}")
-        blocks = [jsonview.parse_block(b, "block") for b in _list(answer, "blocks")]
+        blocks = blocks_from_answer(answer, self.node.params.max_block_size)
         if [b.hash for b in blocks] != [h.hash for h in headers[:len(blocks)]] or not blocks:
             raise _ChainMoved(f"{peer} changed its chain during sync")
         return blocks
