@@ -13,6 +13,7 @@ import os
 import re
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from ..logs import logger
 
 from .. import __version__
@@ -114,11 +115,45 @@ class Node:
         return self._submit(list(blocks), source, False, False)
 
     def _submit(self, blocks: list, source, local: bool, mined: bool) -> defer.Deferred:
-        """The one accept path of blocks: verify big blocks' signatures in workers, then accept in order."""
-        d = self._preverify(blocks)
-        return d.addCallback(lambda _: self._accept_run(blocks, source, local, mined))
+        """The one accept path of blocks: send big blocks' signatures to the workers, then accept the
+        blocks in order, each run of blocks as soon as the signatures of all of them are back.
+
+        The workers verify later blocks while the reactor connects earlier ones.
+        Fires with (results of the blocks taken, the Invalid error that stopped
+        the run or None).
+        """
+        ready = self._preverify(blocks)
+        results, done = [], defer.Deferred()
+        state = {"next": 0, "error": None}
+
+        def advance(_=None):
+            if done.called:
+                return
+            start = state["next"]
+            end = start
+            while end < len(blocks) and ready[end].called:
+                end += 1
+            if end > start:
+                state["next"] = end
+                try:
+                    taken, error = self._accept_run(blocks[start:end], source, local, mined)
+                except BaseException:
+                    done.errback()
+                    return
+                results.extend(taken)
+                if error is not None:
+                    done.callback((results, error))
+                    return
+            if state["next"] == len(blocks):
+                done.callback((results, None))
+            else:
+                ready[state["next"]].addBoth(advance)
+
+        advance()
+        return done
 
     def _accept_run(self, blocks: list, source, local: bool, mined: bool) -> tuple:
+        """Accept blocks in order in one store batch: (results, the Invalid error that stopped them or None)."""
         results = []
         with self.store.batch():
             for block in blocks:
@@ -184,47 +219,59 @@ class Node:
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
-    def _preverify(self, blocks) -> defer.Deferred:
-        """Verify the not yet verified signatures of blocks that pass their cheap checks in worker
-        processes, in batches; fires with None.
+    def _preverify(self, blocks) -> list:
+        """Send the not yet verified signatures of blocks that pass their cheap checks to the worker
+        processes, in batches; for each block, a Deferred that fires (with None) once its batches are back.
 
         Transactions whose batch verified go into the signature cache, so the
-        chain state skips them; a bad signature is left for the chain state to
-        find and report with its rule.  Few inputs are not worth the process
-        hop: they are left to the chain state.
+        chain state skips them; a bad signature, or a batch lost with its
+        worker, is left for the chain state to find and report with its rule.
+        Few inputs are not worth the process hop: they are left to the chain
+        state, and their Deferreds have fired already.
         """
+        ready = [defer.succeed(None) for _ in blocks]
         if self.offloader is None:
-            return defer.succeed(None)
-        pending = []
-        for block in blocks:
+            return ready
+        pending = []  # (index of the block, transaction)
+        for n, block in enumerate(blocks):
             if self.chain.has_block(block.hash):
                 continue
             try:
                 rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
             except Invalid:
                 break  # the chain state refuses it with its rule; the blocks after it are not taken
-            pending.extend(tx for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
-        if sum(len(tx.inputs) for tx in pending) < OFFLOAD_MIN_INPUTS:
-            return defer.succeed(None)
+            pending.extend((n, tx) for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
+        if sum(len(tx.inputs) for _, tx in pending) < OFFLOAD_MIN_INPUTS:
+            return ready
+        # batches of about OFFLOAD_BATCH_INPUTS inputs, in block order, a batch may span blocks
         chunks, chunk, size = [], [], 0
-        for tx in pending:
-            chunk.append(tx)
-            size += len(tx.inputs)
+        for item in pending:
+            chunk.append(item)
+            size += len(item[1].inputs)
             if size >= OFFLOAD_BATCH_INPUTS:
                 chunks.append(chunk)
                 chunk, size = [], 0
         if chunk:
             chunks.append(chunk)
-        jobs = [self.offloader.run(rules.verify_batch, [c for tx in ch for c in rules.signature_checks(tx)])
-                for ch in chunks]
+        waits = {}  # block index -> the jobs holding its transactions
+        for ch in chunks:
+            job = self.offloader.run(rules.verify_batch, [c for _, tx in ch for c in rules.signature_checks(tx)])
+            job.addBoth(self._verified, [tx for _, tx in ch])
+            for n in {n for n, _ in ch}:
+                waits.setdefault(n, []).append(job)
+        for n, jobs in waits.items():
+            ready[n] = defer.gatherResults(jobs).addCallback(lambda _: None)
+        return ready
 
-        def verified(results):
-            for ch, bad in zip(chunks, results):
-                if bad < 0:
-                    for tx in ch:
-                        self.sig_cache.add(tx.tx_id)
-
-        return defer.gatherResults(jobs, consumeErrors=True).addCallback(verified)
+    def _verified(self, bad, txs) -> None:
+        """One worker batch is back: its transactions are verified if none of its signatures was bad."""
+        if isinstance(bad, Failure):
+            log.warn("a signature batch failed in a worker ({error}); the chain state verifies it",
+                     error=bad.getErrorMessage())
+        elif bad < 0:
+            for tx in txs:
+                self.sig_cache.add(tx.tx_id)
+        return None
 
     # -- transactions ----------------------------------------------------------------
 
