@@ -44,12 +44,16 @@ def parse_history_cursor(cursor: str):
     return int(m.group(2)), bytes.fromhex(m.group(3))
 
 
-class SigCache(set):
-    """tx_ids whose signatures verified; cleared when it grows past its bound."""
+SIG_CACHE_BYTES = 6_000_000
+SIG_CACHE_ENTRY_BYTES = 105  # measured: a 32-byte tx_id and its slot in the set
 
-    def __init__(self, bound: int = 200_000):
+
+class SigCache(set):
+    """tx_ids whose signatures verified; cleared when it grows past its bound (max_bytes of entries)."""
+
+    def __init__(self, max_bytes: int = SIG_CACHE_BYTES):
         super().__init__()
-        self.bound = bound
+        self.bound = max_bytes // SIG_CACHE_ENTRY_BYTES
 
     def add(self, item):
         if len(self) >= self.bound:
