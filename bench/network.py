@@ -9,29 +9,46 @@
     blocks; the time until its start-up sync is over, and blocks per second.
 (c) In-sync round: the bytes one sync round costs per peer when all agree,
     PeerClient's body counters plus the HTTP heads measured on a raw socket.
+(d) Join sync of full blocks: a fresh node joining a peer that holds blocks of
+    signed one-input transactions (each spending a coin of a distinct key);
+    signatures per second beside the bare verify rate of the backend in the
+    same run (goal: >= 0.8 of the 2-core limit, twice the bare rate), and the
+    bytes the joiner received beside the blocks' canonical bytes (binary
+    transfer; goal <= 1.05x) and beside what the same blocks weigh as JSON.
 
-    /tmp/venv/bin/python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000]
+Every figure is measured once per installed signature backend: the script
+runs itself once per backend, with CHAINCORE_CRYPTO set (the nodes' worker
+processes take the backend from it).
+
+    PYTHONPATH=. python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000] \
+        [--full-blocks 20 --txs 1000] [--backend NAME]
 """
 
 import argparse
+import json
 import os
 import platform
+import random
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 from twisted.internet import defer, task, threads
 
+from chaincore.core import jsonview, keys
 from chaincore.core.block import Block, Header, merkle_root
 from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.params import REGTEST
-from chaincore.core.tx import make_coinbase
+from chaincore.core.tx import Transaction, TxIn, TxOut, make_coinbase
 from chaincore.p2p.client import PEER_HEADER
 from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
 from machine import cpu_model  # bench/machine.py, beside this script
+from validation import bare_verify_rate  # bench/validation.py, beside this script
 
 MINER_KEY = PrivateKey.from_secret(4242)
 ADDRESS = MINER_KEY.address
@@ -72,6 +89,45 @@ def coinbase_chain(n: int, payload: bytes) -> list:
         parent = solve(header)
         blocks.append(Block(parent, (coinbase,)))
     return blocks
+
+
+def full_chain(n_blocks: int, txs_per_block: int, fan_out: int = 1000, seed: int = 3) -> list:
+    """Blocks on genesis: coinbases to maturity, one block of fan-out transactions paying fan_out coins
+    each to distinct keys, then n_blocks blocks of txs_per_block signed 1-in 1-out transactions."""
+    rng = random.Random(seed)
+    funder = payload_of(MINER_KEY.public_key)
+    n_fans = -(-n_blocks * txs_per_block // fan_out)
+    blocks = coinbase_chain(n_fans + REGTEST.coinbase_maturity, funder)
+    coins, fans = [], []
+    for height in range(1, n_fans + 1):
+        reward = REGTEST.block_reward(height)
+        owners = [PrivateKey.from_secret(rng.randrange(1, keys.ORDER)) for _ in range(fan_out)]
+        share = (reward - 100_000) // fan_out
+        coinbase_id = blocks[height - 1].transactions[0].tx_id
+        tx = Transaction(1, (TxIn(coinbase_id, 0, MINER_KEY.public_key),),
+                         tuple(TxOut(share, payload_of(k.public_key)) for k in owners), 0)
+        tx = tx.with_signatures([MINER_KEY.sign(tx.sighash)])
+        fans.append(tx)
+        coins += [(tx.tx_id, i, share, k) for i, k in enumerate(owners)]
+    blocks.append(_block(blocks[-1], fans, sum(REGTEST.block_reward(h) for h in range(1, n_fans + 1))
+                         - sum(t.output_total for t in fans)))
+    fee = 1_000
+    for b in range(n_blocks):
+        txs = []
+        for tx_id, index, amount, key in coins[b * txs_per_block:(b + 1) * txs_per_block]:
+            tx = Transaction(1, (TxIn(tx_id, index, key.public_key),), (TxOut(amount - fee, funder),), 0)
+            txs.append(tx.with_signatures([key.sign(tx.sighash)]))
+        blocks.append(_block(blocks[-1], txs, fee * len(txs)))
+    return blocks
+
+
+def _block(parent: Block, txs: list, fees: int) -> Block:
+    height = parent.height + 1
+    coinbase = make_coinbase(height, [(payload_of(MINER_KEY.public_key), REGTEST.block_reward(height) + fees)], b"")
+    all_txs = (coinbase,) + tuple(txs)
+    header = Header(1, height, parent.hash, merkle_root([t.tx_id for t in all_txs]), parent.header.timestamp + 1,
+                    REGTEST.pow_limit, 0)
+    return Block(solve(header), all_txs)
 
 
 class Bench:
@@ -195,6 +251,40 @@ class Bench:
               f"from start to the end of start-up sync, {n_blocks / elapsed:.0f} blocks/s (goal < 10 s)")
 
 
+    # -- (d) ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def join_full(self, n_blocks: int, txs_per_block: int):
+        built = time.perf_counter()
+        blocks = full_chain(n_blocks, txs_per_block)
+        built = time.perf_counter() - built
+        signatures = sum(len(tx.inputs) for b in blocks for tx in b.transactions[1:])
+        holder_port, joiner_port = free_ports(2)
+        holder = self.start(holder_port)
+        yield holder.peers.startup_done
+        for i in range(0, len(blocks), 100):
+            yield holder.node.submit_blocks(blocks[i:i + 100])
+        assert holder.node.chain.height == len(blocks), "the holder did not take the chain"
+        bare = bare_verify_rate(keys.backend_name(), 4000)
+        started = time.perf_counter()
+        joiner = self.start(joiner_port, [holder.node.advertise_url])
+        yield joiner.peers.startup_done
+        elapsed = time.perf_counter() - started
+        assert joiner.node.chain.tip.hash == holder.node.chain.tip.hash, "the joiner did not catch up"
+        received = joiner.peers.client.traffic(holder.node.advertise_url).bytes_received
+        canonical = sum(len(b.raw) for b in blocks)
+        as_json = sum(len(json.dumps({"blocks": [jsonview.block_to_json(b) for b in blocks[i:i + 100]]},
+                                     separators=(",", ":"))) for i in range(0, len(blocks), 100))
+        rate = signatures / elapsed
+        print(f"(d) join sync of {len(blocks)} blocks holding {signatures:,} signatures (built in {built:.1f} s), "
+              f"backend {keys.backend_name()}:")
+        print(f"    {elapsed:.2f} s, {rate:,.0f} signatures/s; bare verify {bare:,.0f}/s on 1 core: "
+              f"{rate / bare:.2f}x one core, {rate / (2 * bare):.2f} of the 2-core limit (goal >= 0.8)")
+        print(f"    bytes received from the peer (bodies) {received:,} for {canonical:,} canonical block bytes: "
+              f"{received / canonical:.3f}x (goal <= 1.05); the same blocks as JSON: {as_json:,} B "
+              f"({as_json / canonical:.2f}x)")
+
+
 def _raw_status(port: int, advertise_url: str) -> tuple:
     """(bytes sent, bytes received) of one keep-alive GET /status with PeerClient's headers."""
     request = (f"GET /status HTTP/1.1\r\nHost: localhost:{port}\r\n"
@@ -235,9 +325,13 @@ def main(reactor, argv=None):
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--join-blocks", type=int, default=5000)
+    parser.add_argument("--full-blocks", type=int, default=20, help="blocks of signed transactions for (d)")
+    parser.add_argument("--txs", type=int, default=1000, help="transactions per full block")
+    parser.add_argument("--backend", choices=keys.BACKEND_NAMES, help="measure this backend only (in this process)")
     args = parser.parse_args(argv)
+    keys.use_backend(args.backend)
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}; signature backend {keys.backend_name()}", flush=True)
     bench = Bench(reactor)
 
     @defer.inlineCallbacks
@@ -248,11 +342,24 @@ def main(reactor, argv=None):
             for service in nodes:
                 yield service.stopService()
             yield bench.join_sync(args.join_blocks)
+            if args.full_blocks:
+                yield bench.join_full(args.full_blocks, args.txs)
         finally:
             yield bench.stop()
 
     return run()
 
 
+def each_backend(argv) -> None:
+    """Run this script once per installed backend, CHAINCORE_CRYPTO set for the nodes and their workers."""
+    for backend in keys.available_backends():
+        print(f"=== {backend} ===", flush=True)
+        env = dict(os.environ, CHAINCORE_CRYPTO=backend)
+        subprocess.run([sys.executable, __file__, "--backend", backend] + argv, env=env, check=True)
+
+
 if __name__ == "__main__":
-    task.react(main)
+    if "--backend" in sys.argv:
+        task.react(main)
+    else:
+        each_backend(sys.argv[1:])
