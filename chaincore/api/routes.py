@@ -330,10 +330,10 @@ class NodeAPI:
     @app.route("/block/<string:block_hash>", methods=["GET"])
     def block(self, request, block_hash):
         p = params(request, "block", {"hash": block_hash})
-        block = self._node.block(bytes.fromhex(p["hash"]))
         request.setHeader(b"Vary", b"Accept")
-        if wants_binary(request):
-            return binary_body(request, block.raw)
+        if wants_binary(request):  # the stored bytes go out as they are, never decoded
+            return binary_body(request, self._node.block_bytes(bytes.fromhex(p["hash"])))
+        block = self._node.block(bytes.fromhex(p["hash"]))
         out = jsonview.block_to_json(block)
         out["main_chain"] = self._node.chain.is_main(block.hash)
         out["confirmations"] = (self._node.chain.height - block.height + 1) if out["main_chain"] else 0
@@ -342,10 +342,11 @@ class NodeAPI:
     @app.route("/blocks", methods=["GET"])
     def blocks(self, request):
         p = params(request, "blocks")
-        blocks = self._node.chain.main_blocks(p["start"], p["limit"])
         request.setHeader(b"Vary", b"Accept")
-        if wants_binary(request):
-            return binary_body(request, wire.encode_blocks(blocks), height=self._node.chain.height)
+        if wants_binary(request):  # the stored bytes, framed, never decoded
+            raws = self._node.main_block_bytes(p["start"], p["limit"])
+            return binary_body(request, wire.frame_list(raws), height=self._node.chain.height)
+        blocks = self._node.chain.main_blocks(p["start"], p["limit"])
         return json_body(request, 200, {"blocks": [jsonview.block_to_json(b) for b in blocks],
                                         "height": self._node.chain.height})
 

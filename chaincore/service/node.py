@@ -358,6 +358,19 @@ class Node:
             raise NotFound(f"no block {block_hash.hex()}")
         return block
 
+    def block_bytes(self, block_hash: bytes) -> bytes:
+        """The canonical bytes of a stored block, as stored (nothing decoded); NotFound if unknown."""
+        raw = self.store.get_block(block_hash)
+        if raw is None:
+            raise NotFound(f"no block {block_hash.hex()}")
+        return raw
+
+    def main_block_bytes(self, start: int, limit: int) -> list:
+        """The canonical bytes of main-chain blocks from height start, at most limit of them, as stored."""
+        chain = self.chain
+        return [self.store.get_block(chain.main_hash(height))
+                for height in range(max(start, 0), min(start + limit, chain.height + 1))]
+
     def transaction(self, tx_id: bytes) -> dict:
         """A transaction from the chain or the mempool, with its confirmations (0 in the mempool)."""
         found = self.chain.transaction(tx_id)

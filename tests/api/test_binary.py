@@ -204,3 +204,14 @@ class DocumentTests(SynchronousTestCase):
                         self.assertEqual(list(response["content"]), ["application/json"])
         self.assertEqual(binary, {("get", "/block/{hash}"), ("get", "/blocks"), ("get", "/headers"),
                                   ("post", "/submit_block"), ("post", "/add_transaction")})
+
+
+class StoredBytesTests(SynchronousTestCase):
+    def test_binary_answers_are_the_stored_bytes(self):
+        """Binary /block and /blocks answers are the store's bytes as they are, never a re-encoding."""
+        service = funded_node()
+        node = service.node
+        block = funded_chain()[9]
+        self.assertEqual(node.block_bytes(block.hash), node.store.get_block(block.hash))
+        self.assertEqual(node.main_block_bytes(8, 3), [node.store.get_block(b.hash) for b in funded_chain()[8:11]])
+        self.assertEqual(node.main_block_bytes(FUNDED_HEIGHT, 10), [funded_chain()[-1].raw])
