@@ -9,6 +9,7 @@ for `*/*`, ties and lower q-values; every error stays JSON.
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.api.routes import wants_binary
+from chaincore.api.schema import openapi
 from chaincore.core import wire
 from chaincore.core.block import HEADER_SIZE
 from chaincore.core.encoding import compact_size
@@ -190,7 +191,6 @@ class BinaryPostTests(SynchronousTestCase):
 class DocumentTests(SynchronousTestCase):
     def test_openapi_names_the_binary_forms(self):
         """The OpenAPI document offers octet-stream on the five operations that take or give bytes, and no other."""
-        from chaincore.api.schema import openapi
         doc = openapi()
         binary = set()
         for path, ops in doc["paths"].items():
