@@ -229,6 +229,8 @@ class PeerClient:
         try:
             await self._total.acquire()
             try:
+                if self.closed:  # closed while this request waited for its turn: it must not start now
+                    raise PeerUnreachable(f"not asking {peer}: this node is stopping")
                 return await self._exchange_now(method, peer, path, params, data, timeout_s,
                                                 self._max_body_bytes if max_bytes is None else max_bytes, binary)
             finally:

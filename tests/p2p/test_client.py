@@ -375,3 +375,19 @@ class BinaryTransferTests(SynchronousTestCase):
         self.assertEqual((code, answer), (200, {"status": "accepted"}))
         self.assertEqual(types, [(wire.MEDIA_TYPE, block.raw)])
         self.assertEqual(client.traffic(A).bytes_sent, len(block.raw))
+
+
+class CloseTests(SynchronousTestCase):
+    def test_requests_waiting_their_turn_never_start_after_close(self):
+        """A request queued behind the per-peer cap when the client closes fails unsent, so nothing is left open."""
+        clock, network = Clock(), FakeNetwork()
+        peer = network.add(FakePeer(A))
+        peer.stalled.add("/slow")
+        client = PeerClient(network.client(), clock, ME, max_per_peer=1)
+        first = client.get_json(A, "/slow")
+        waiting = client.get_binary(A, "/blocks")
+        self.assertEqual([path for _, path, _, _ in peer.requests], ["/slow"])
+        client.close()
+        self.failureResultOf(first, PeerUnreachable)
+        self.failureResultOf(waiting, PeerUnreachable)
+        self.assertEqual([path for _, path, _, _ in peer.requests], ["/slow"])
