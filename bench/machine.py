@@ -36,14 +36,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def memory_of(pid: int) -> dict:
-    """Current and peak resident memory of a process, in MB, from /proc/PID/status."""
+    """Current and peak resident memory of a process and its proportional share, in MB, from /proc/PID."""
     values = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) / 1024
-    return {"rss": values.get("VmRSS", 0.0), "peak": values.get("VmHWM", 0.0)}
+    try:  # proportional set size: shared pages (a forkserver's, with its workers) counted once in all
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            pss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        pss = float("nan")
+    return {"rss": values.get("VmRSS", 0.0), "peak": values.get("VmHWM", 0.0), "pss": pss}
 
 
 def children_of(pid: int) -> list:

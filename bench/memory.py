@@ -153,11 +153,17 @@ def measure_node(datadir: str, height: int, idle_s: float, workers: bool) -> lis
             spend_first_coinbase(base)
             time.sleep(idle_s)
             rows.append(("node, after one transaction", memory_of(proc.pid)))
-            for pid, cmdline in children_of(proc.pid):
-                kind = "worker" if "spawn_main" in cmdline else "helper"
+            # workers are children of the node (spawn) or of its forkserver: walk the whole tree
+            tree = [(pid, cmdline, "") for pid, cmdline in children_of(proc.pid)]
+            tree += [(child, line, "  ") for pid, cmdline, _ in list(tree) if "forkserver" in cmdline
+                     for child, line in children_of(pid)]
+            for pid, cmdline, indent in tree:
+                kind = "worker" if "spawn_main" in cmdline or indent else "helper"
                 if "resource_tracker" in cmdline:
                     kind = "resource tracker"
-                rows.append((f"  its {kind} process {pid}", memory_of(pid)))
+                elif "forkserver" in cmdline and not indent:
+                    kind = "forkserver"
+                rows.append((f"  {indent}its {kind} process {pid}", memory_of(pid)))
         return rows
     finally:
         proc.terminate()
@@ -192,9 +198,9 @@ def main():
             shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(f"{'process':48}{'RSS MB':>9}{'peak MB':>9}{'RSS - bare':>12}")
+    print(f"{'process':48}{'RSS MB':>9}{'peak MB':>9}{'PSS MB':>9}{'RSS - bare':>12}")
     for what, mem in rows:
-        print(f"{what:48}{mem['rss']:9.1f}{mem['peak']:9.1f}{mem['rss'] - bare['rss']:+12.1f}")
+        print(f"{what:48}{mem['rss']:9.1f}{mem['peak']:9.1f}{mem['pss']:9.1f}{mem['rss'] - bare['rss']:+12.1f}")
     print("goals: node <= bare + 15 MB idle, flat from 10,000 to 50,000 blocks; worker <= 25 MB")
 
 

@@ -16,27 +16,38 @@
     this run on all cores (one process per core), and the peak RSS (VmHWM) of
     both processes over what each held once started.
 
-    PYTHONPATH=. python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000] [--full-blocks 50]
+(e) Join sync of binary blocks, in process: a fresh node joining a peer that
+    holds blocks of signed one-input transactions (each spending a coin of a
+    distinct key); signatures per second beside the bare verify rate of the
+    backend in the same run, and the bytes the joiner received beside the
+    blocks' canonical bytes (binary transfer; goal <= 1.05x) and beside what
+    the same blocks weigh as JSON.
+
+    PYTHONPATH=. python bench/network.py [--nodes 8] [--blocks 30] [--join-blocks 5000] [--full-blocks 50] \
+        [--binary-blocks 20 --txs 1000] [--backend NAME] [--only-full]
 """
 
 import argparse
 import json
 import multiprocessing
 import os
-import sys
 import platform
+import random
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 from twisted.internet import defer, task, threads
 
+from chaincore.core import jsonview, keys
 from chaincore.core.block import Block, Header, merkle_root
 from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.params import REGTEST
-from chaincore.core.tx import make_coinbase
+from chaincore.core.tx import Transaction, TxIn, TxOut, make_coinbase
 from chaincore.p2p.client import PEER_HEADER
 from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
@@ -86,6 +97,45 @@ def coinbase_chain(n: int, payload: bytes) -> list:
         parent = solve(header)
         blocks.append(Block(parent, (coinbase,)))
     return blocks
+
+
+def signed_chain(n_blocks: int, txs_per_block: int, fan_out: int = 1000, seed: int = 3) -> list:
+    """Blocks on genesis: coinbases to maturity, one block of fan-out transactions paying fan_out coins
+    each to distinct keys, then n_blocks blocks of txs_per_block signed 1-in 1-out transactions."""
+    rng = random.Random(seed)
+    funder = payload_of(MINER_KEY.public_key)
+    n_fans = -(-n_blocks * txs_per_block // fan_out)
+    blocks = coinbase_chain(n_fans + REGTEST.coinbase_maturity, funder)
+    coins, fans = [], []
+    for height in range(1, n_fans + 1):
+        reward = REGTEST.block_reward(height)
+        owners = [PrivateKey.from_secret(rng.randrange(1, keys.ORDER)) for _ in range(fan_out)]
+        share = (reward - 100_000) // fan_out
+        coinbase_id = blocks[height - 1].transactions[0].tx_id
+        tx = Transaction(1, (TxIn(coinbase_id, 0, MINER_KEY.public_key),),
+                         tuple(TxOut(share, payload_of(k.public_key)) for k in owners), 0)
+        tx = tx.with_signatures([MINER_KEY.sign(tx.sighash)])
+        fans.append(tx)
+        coins += [(tx.tx_id, i, share, k) for i, k in enumerate(owners)]
+    blocks.append(_block(blocks[-1], fans, sum(REGTEST.block_reward(h) for h in range(1, n_fans + 1))
+                         - sum(t.output_total for t in fans)))
+    fee = 1_000
+    for b in range(n_blocks):
+        txs = []
+        for tx_id, index, amount, key in coins[b * txs_per_block:(b + 1) * txs_per_block]:
+            tx = Transaction(1, (TxIn(tx_id, index, key.public_key),), (TxOut(amount - fee, funder),), 0)
+            txs.append(tx.with_signatures([key.sign(tx.sighash)]))
+        blocks.append(_block(blocks[-1], txs, fee * len(txs)))
+    return blocks
+
+
+def _block(parent: Block, txs: list, fees: int) -> Block:
+    height = parent.height + 1
+    coinbase = make_coinbase(height, [(payload_of(MINER_KEY.public_key), REGTEST.block_reward(height) + fees)], b"")
+    all_txs = (coinbase,) + tuple(txs)
+    header = Header(1, height, parent.hash, merkle_root([t.tx_id for t in all_txs]), parent.header.timestamp + 1,
+                    REGTEST.pow_limit, 0)
+    return Block(solve(header), all_txs)
 
 
 class Bench:
@@ -269,7 +319,7 @@ class Bench:
             shutil.rmtree(workdir, ignore_errors=True)
         cores = os.cpu_count()
         with multiprocessing.get_context("spawn").Pool(cores) as pool:
-            bare = sum(pool.starmap(bare_verify_rate, [("coincurve", 20_000)] * cores))
+            bare = sum(pool.starmap(bare_verify_rate, [(keys.backend_name(), 20_000)] * cores))
         rate = signatures / elapsed
         growth = [(peak["VmHWM"] - start["VmRSS"]) / 1024 for peak, start in zip(peaks, started)]
         print(f"(d) join sync of {n_blocks} full blocks ({megabytes:.1f} MB, {signatures:,} signatures, built in "
@@ -277,6 +327,39 @@ class Bench:
               f"run {bare:,.0f}/s: {rate / bare:.2f} of it (goal >= 0.8); peak RSS over started: server "
               f"+{growth[0]:.0f} MB (peak {peaks[0]['VmHWM'] / 1024:.0f} MB), joiner +{growth[1]:.0f} MB "
               f"(peak {peaks[1]['VmHWM'] / 1024:.0f} MB) (goal < 100 MB)")
+
+    # -- (e) ---------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def join_binary(self, n_blocks: int, txs_per_block: int):
+        built = time.perf_counter()
+        blocks = signed_chain(n_blocks, txs_per_block)
+        built = time.perf_counter() - built
+        signatures = sum(len(tx.inputs) for b in blocks for tx in b.transactions[1:])
+        holder_port, joiner_port = free_ports(2)
+        holder = self.start(holder_port)
+        yield holder.peers.startup_done
+        for i in range(0, len(blocks), 100):
+            yield holder.node.submit_blocks(blocks[i:i + 100])
+        assert holder.node.chain.height == len(blocks), "the holder did not take the chain"
+        bare = bare_verify_rate(keys.backend_name(), 4000)
+        started = time.perf_counter()
+        joiner = self.start(joiner_port, [holder.node.advertise_url])
+        yield joiner.peers.startup_done
+        elapsed = time.perf_counter() - started
+        assert joiner.node.chain.tip.hash == holder.node.chain.tip.hash, "the joiner did not catch up"
+        received = joiner.peers.client.traffic(holder.node.advertise_url).bytes_received
+        canonical = sum(len(b.raw) for b in blocks)
+        as_json = sum(len(json.dumps({"blocks": [jsonview.block_to_json(b) for b in blocks[i:i + 100]]},
+                                     separators=(",", ":"))) for i in range(0, len(blocks), 100))
+        rate = signatures / elapsed
+        print(f"(e) join sync of {len(blocks)} blocks holding {signatures:,} signatures (built in {built:.1f} s), "
+              f"backend {keys.backend_name()}:")
+        print(f"    {elapsed:.2f} s, {rate:,.0f} signatures/s; bare verify {bare:,.0f}/s on 1 core: "
+              f"{rate / bare:.2f}x one core, {rate / (2 * bare):.2f} of the 2-core limit (goal >= 0.8)")
+        print(f"    bytes received from the peer (bodies) {received:,} for {canonical:,} canonical block bytes: "
+              f"{received / canonical:.3f}x (goal <= 1.05); the same blocks as JSON: {as_json:,} B "
+              f"({as_json / canonical:.2f}x)")
 
 
 def _raw_status(port: int, advertise_url: str) -> tuple:
@@ -320,10 +403,14 @@ def main(reactor, argv=None):
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--join-blocks", type=int, default=5000)
     parser.add_argument("--full-blocks", type=int, default=50)
-    parser.add_argument("--only-full", action="store_true", help="run (d) alone")
+    parser.add_argument("--only-full", action="store_true", help="run (d) and (e) alone")
+    parser.add_argument("--binary-blocks", type=int, default=20, help="blocks of signed transactions for (e)")
+    parser.add_argument("--txs", type=int, default=1000, help="transactions per block for (e)")
+    parser.add_argument("--backend", choices=keys.BACKEND_NAMES, help="measure this backend only (in this process)")
     args = parser.parse_args(argv)
+    keys.use_backend(args.backend)
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}; signature backend {keys.backend_name()}", flush=True)
     bench = Bench(reactor)
 
     @defer.inlineCallbacks
@@ -335,12 +422,26 @@ def main(reactor, argv=None):
                 for service in nodes:
                     yield service.stopService()
                 yield bench.join_sync(args.join_blocks)
-            yield bench.full_join_sync(args.full_blocks)
+            if args.full_blocks:
+                yield bench.full_join_sync(args.full_blocks)
+            if args.binary_blocks:
+                yield bench.join_binary(args.binary_blocks, args.txs)
         finally:
             yield bench.stop()
 
     return run()
 
 
+def each_backend(argv) -> None:
+    """Run this script once per installed backend, CHAINCORE_CRYPTO set for the nodes and their workers."""
+    for backend in keys.available_backends():
+        print(f"=== {backend} ===", flush=True)
+        env = dict(os.environ, CHAINCORE_CRYPTO=backend)
+        subprocess.run([sys.executable, __file__, "--backend", backend] + argv, env=env, check=True)
+
+
 if __name__ == "__main__":
-    task.react(main)
+    if "--backend" in sys.argv:
+        task.react(main)
+    else:
+        each_backend(sys.argv[1:])

@@ -18,7 +18,6 @@ batches come back (what a node catching up can do).
 import argparse
 import concurrent.futures
 import hashlib
-import multiprocessing
 import random
 import time
 
@@ -32,6 +31,7 @@ from chaincore.core.keys import PrivateKey, payload_of
 from chaincore.core.params import REGTEST
 from chaincore.core.rules import check_block_sanity, connect_block, signature_checks, verify_batch
 from chaincore.core.tx import Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
+from chaincore.service.workers import starting_workers, worker_context
 from machine import describe  # bench/machine.py, beside this script
 
 MIN_BATCH = 250
@@ -168,10 +168,11 @@ def measure(backend: str, coins: dict, raw_blocks: list, n_sigs: int, rounds: in
     ratios = sorted(i / b for i, b in zip(inlines, bares))
     result = {"bare": max(bares), "inline": max(inlines), "inline_median": ratios[len(ratios) // 2]}
     if workers:
-        context = multiprocessing.get_context("spawn")  # as the node starts its workers
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=keys.use_backend,
-                                                    initargs=(backend,)) as executor:
-            list(executor.map(abs, range(workers * 4)))  # start the workers before timing
+        # as the node starts its workers: forked by a forkserver that imported only the core
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context(),
+                                                    initializer=keys.use_backend, initargs=(backend,)) as executor:
+            with starting_workers():
+                list(executor.map(abs, range(workers * 4)))  # start the workers before timing
             verify = PoolVerifier(executor, workers)
             pooled, ahead = [], []
             for _ in range(rounds):

@@ -18,10 +18,10 @@ from twisted.internet import task
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
-from ..core import jsonview
+from ..core import jsonview, wire
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
-from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused
+from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused, TooLarge
 from ..core.peer_url import normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
@@ -76,6 +76,83 @@ def read_json(request) -> dict:
     if not isinstance(obj, dict):
         raise Malformed("body must be a JSON object")
     return obj
+
+
+def media_type(request) -> str:
+    """The request's Content-Type without parameters, lower case ("" when there is none)."""
+    ctype = request.getHeader(b"content-type") or ""
+    if isinstance(ctype, bytes):
+        ctype = ctype.decode("latin-1")
+    return ctype.split(";")[0].strip().lower()
+
+
+def wants_binary(request) -> bool:
+    """Whether the request's Accept ranks application/octet-stream above JSON (CONTRACT 7).
+
+    Only an explicit `application/octet-stream` with a q-value above 0 asks for
+    binary, and only when JSON (`application/json`, `application/*` or `*/*`)
+    is ranked strictly lower: `*/*` alone, a tie or a malformed header get JSON.
+    """
+    accept = request.getHeader(b"accept") or ""
+    if isinstance(accept, bytes):
+        accept = accept.decode("latin-1")
+    binary = json_q = 0.0
+    for part in accept[:1000].split(","):
+        fields = [f.strip() for f in part.split(";")]
+        media, q = fields[0].lower(), 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        if media == wire.MEDIA_TYPE:
+            binary = max(binary, q)
+        elif media in ("application/json", "application/*", "*/*"):
+            json_q = max(json_q, q)
+    return binary > 0 and binary > json_q
+
+
+HEIGHT_HEADER = b"X-ChainCore-Height"  # the tip height, which the JSON lists carry as "height"
+MORE_HEADER = b"X-ChainCore-More"      # "true" when a byte cap left items out ("more" in JSON)
+
+
+def binary_body(request, data: bytes, height: int | None = None, more: bool | None = None) -> bytes:
+    """A 200 answer carrying canonical bytes (docs/protocol.md 11), and the tip height beside a list."""
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", wire.MEDIA_TYPE.encode())
+    if height is not None:
+        request.setHeader(HEIGHT_HEADER, b"%d" % height)
+    if more is not None:
+        request.setHeader(MORE_HEADER, b"true" if more else b"false")
+    return data
+
+
+def read_block(request, params):
+    """The block a POST carries: canonical bytes (octet-stream) or {"block": ...} (JSON).
+
+    Bytes over the block size limit are refused unread (TooLarge, 413); bytes
+    that are not exactly one block are Malformed.  A decoded block hashes the
+    bytes received; a JSON one is re-encoded by parse_block.
+    """
+    if media_type(request) == wire.MEDIA_TYPE:
+        return wire.decode_block(_read_binary(request, params.max_block_size, "block"), params.max_block_size)
+    return jsonview.parse_block(field(read_json(request), "block"), "block", params.max_money)
+
+
+def read_tx(request, params):
+    """The transaction a POST carries: canonical bytes (octet-stream) or {"transaction": ...} (JSON)."""
+    if media_type(request) == wire.MEDIA_TYPE:
+        return wire.decode_tx(_read_binary(request, params.max_block_size, "transaction"), params.max_block_size)
+    return jsonview.parse_tx(field(read_json(request), "transaction"), "transaction", params.max_money)
+
+
+def _read_binary(request, max_bytes: int, what: str) -> bytes:
+    raw = request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise TooLarge(f"a {what} is at most {max_bytes} bytes")
+    return raw
 
 
 def field(obj: dict, key: str):
@@ -301,8 +378,7 @@ class NodeAPI:
         if local and not is_loopback(request):
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         self._charge(request, "submit_block")
-        body = read_json(request)
-        block = jsonview.parse_block(field(body, "block"), "block", self._node.params.max_money)
+        block = read_block(request, self._node.params)
         d = self._node.submit_block(block, source=self._heard_from(request), local=local)
         return d.addCallback(self._block_answer, request)
 
@@ -328,8 +404,7 @@ class NodeAPI:
         refusal = self._node.refused_recently(digest)
         if refusal is not None:
             raise refusal
-        body = read_json(request)
-        tx = jsonview.parse_tx(field(body, "transaction"), "transaction", self._node.params.max_money)
+        tx = read_tx(request, self._node.params)
         d = self._node.submit_tx(tx, source=self._heard_from(request), body_digest=digest)
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
@@ -340,6 +415,9 @@ class NodeAPI:
     def block(self, request, block_hash):
         p = params(request, "block", {"hash": block_hash})
         self._charge(request, "block")
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):  # the stored bytes go out as they are, never decoded
+            return binary_body(request, self._node.block_bytes(bytes.fromhex(p["hash"])))
         block = self._node.block(bytes.fromhex(p["hash"]))
         out = jsonview.block_to_json(block)
         out["main_chain"] = self._node.chain.is_main(block.hash)
@@ -352,6 +430,10 @@ class NodeAPI:
         chain = self._node.chain
         self._charge(request, "blocks", max(0, min(p["limit"], chain.height + 1 - p["start"])))
         cap, height, start = min(p["max_bytes"], BLOCKS_MAX_BYTES), chain.height, p["start"]
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):  # the stored bytes, framed, never decoded; read one by one up to the cap
+            raws, more = _capped(self._node.iter_main_block_bytes(start, p["limit"]), cap)
+            return binary_body(request, wire.frame_list(raws), height=height, more=more)
         tail = (lambda count, more: {"height": height, "more": more, "next": start + count if more else None})
         if p["limit"] > STREAM_BLOCKS_OVER:
             return self._stream_items(request, "blocks", self._blocks_json(self._main_hashes(start, p["limit"])),
@@ -366,6 +448,10 @@ class NodeAPI:
         locator = [bytes.fromhex(h) for h in p["locator"].split(",") if h]
         chain = self._node.chain
         headers = chain.headers_after(locator, p["limit"])
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):  # a header is 120 bytes: 2,000 of them stay below any cap
+            last = headers[-1].height if headers else chain.fork_point(locator)
+            return binary_body(request, wire.encode_headers(headers), height=chain.height, more=last < chain.height)
         texts = (json.dumps(jsonview.header_to_json(h), separators=(",", ":")) for h in headers)
         items, cut = _capped(texts, min(p["max_bytes"], HEADERS_MAX_BYTES))
         # more: the tip lies beyond the last header sent (the byte cap or the limit stopped the answer)

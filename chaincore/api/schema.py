@@ -55,6 +55,10 @@ BLOCK = {"type": "object", "properties": {**HEADER_PROPS, "transactions": {"type
          "required": HEADER["required"] + ["transactions"]}
 
 SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR}
+OCTETS = {"type": "string", "format": "binary"}
+BINARY_MEDIA = "application/octet-stream"
+ONE_BLOCK = "the block's canonical bytes (docs/protocol.md 11)"
+ONE_TX = "the transaction's canonical bytes (docs/protocol.md 11)"
 
 
 def ref(name: str) -> dict:
@@ -81,6 +85,7 @@ class Endpoint:
     body: dict | None = None
     responses: dict = field(default_factory=dict)  # status -> (description, schema or None)
     content_type: str = "application/json"
+    binary: str | None = None  # what the application/octet-stream form is (CONTRACT 7), when there is one
 
 
 HASH_PARAM = Param("hash", "path", HEX32, "block hash, hex", required=True)
@@ -144,7 +149,8 @@ ENDPOINTS = {
                              responses={200: ("mempool transactions", {"type": "object", "properties": {
                                  "transactions": {"type": "array", "items": ref("Transaction")},
                                  "more": MORE}})}),
-    "submit_block": Endpoint("post", "/submit_block", "Submit a solved block.",
+    "submit_block": Endpoint("post", "/submit_block", "Submit a solved block (JSON, or its canonical bytes as "
+                                                      "application/octet-stream).", binary=ONE_BLOCK,
                              body={"type": "object", "required": ["block"], "properties": {"block": ref("Block")}},
                              responses={200: ("accepted, duplicate, or not-stored: nobody asked for the block and "
                                               "its branch has less work than the tip, so it was checked but not "
@@ -156,23 +162,36 @@ ENDPOINTS = {
                                                   "main_chain": {"type": "boolean"}, "reason": {"type": "string"}}}),
                                         202: ("orphan: parent unknown", {"type": "object"}),
                                         400: ("invalid block", ref("Error")),
+                                        413: ("over the block size limit", ref("Error")),
                                         403: ("X-Local-Mining from a non-loopback client", ref("Error")),
                                         503: ("the node cannot store blocks now (Retry-After)", ref("Error"))}),
-    "add_transaction": Endpoint("post", "/add_transaction", "Submit a signed transaction to the mempool.",
+    "add_transaction": Endpoint("post", "/add_transaction", "Submit a signed transaction to the mempool (JSON, or "
+                                "its canonical bytes as application/octet-stream).", binary=ONE_TX,
                                 body={"type": "object", "required": ["transaction"],
                                       "properties": {"transaction": ref("Transaction")}},
                                 responses={200: ("accepted or duplicate", {"type": "object"}),
-                                           400: ("invalid transaction", ref("Error"))}),
-    "block": Endpoint("get", "/block/{hash}", "One block by hash.", params=(HASH_PARAM,),
+                                           400: ("invalid transaction", ref("Error")),
+                                           413: ("over the size limit", ref("Error"))}),
+    "block": Endpoint("get", "/block/{hash}", "One block by hash (its canonical bytes with "
+                                              "Accept: application/octet-stream).", params=(HASH_PARAM,),
+                      binary=ONE_BLOCK,
                       responses={200: ("the block", ref("Block")), 404: ("unknown block", ref("Error"))}),
-    "blocks": Endpoint("get", "/blocks", "Main-chain blocks by height.",
+    "blocks": Endpoint("get", "/blocks", "Main-chain blocks by height (a framed list of canonical blocks with "
+                                         "Accept: application/octet-stream, the tip height in X-ChainCore-Height).",
+                       binary="compact(count), then each block as compact(length) || its bytes "
+                              "(docs/protocol.md 11)",
                        params=(START, Param("limit", "query", {"type": "integer", "minimum": 1},
                                             "number of blocks (more than 500 is taken as 500)", 100, cap=500),
                                max_bytes_param(BLOCKS_MAX_BYTES)),
-                       responses={200: ("blocks, stopping at max_bytes (more, next)", {"type": "object", "properties": {
+                       responses={200: ("blocks, stopping at max_bytes (more, next; in binary the header "
+                                        "X-ChainCore-More)", {"type": "object", "properties": {
                            "blocks": {"type": "array", "items": ref("Block")}, "height": {"type": "integer"},
                            "more": MORE, "next": NEXT}})}),
-    "headers": Endpoint("get", "/headers", "Main-chain headers after the first locator hash known.",
+    "headers": Endpoint("get", "/headers", "Main-chain headers after the first locator hash known (a framed list of "
+                                           "120-byte headers with Accept: application/octet-stream, the tip height "
+                                           "in X-ChainCore-Height, more in X-ChainCore-More).",
+                        binary="compact(count), then each header as compact(120) || its 120 bytes "
+                               "(docs/protocol.md 11)",
                         params=(Param("locator", "query", {"type": "string", "pattern": "^([0-9a-fA-F]{64},?){0,64}$"},
                                       "comma-separated block hashes, newest first", ""),
                                 Param("limit", "query", {"type": "integer", "minimum": 1},
@@ -328,9 +347,13 @@ def openapi(server_url: str | None = None) -> dict:
                                  "description": p.description, "schema": p.schema} for p in ep.params]
         if ep.body:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ep.body}}}
+            if ep.binary:
+                op["requestBody"]["content"][BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
         for status, (description, schema) in sorted(ep.responses.items()):
             ctype = ep.content_type if status < 300 else "application/json"
             content = {ctype: {"schema": schema}} if schema is not None else {ctype: {}}
+            if ep.binary and ep.method == "get" and status == 200:
+                content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
             op["responses"][str(status)] = {"description": description, "content": content}
         charged = costs.get(key)
         if charged is not None and "429" not in op["responses"]:
@@ -354,7 +377,9 @@ def openapi(server_url: str | None = None) -> dict:
 
 DESCRIPTION = (
     "JSON in, JSON out. Errors are {\"error\": ..., \"code\": ...} with a 4xx status for bad input; a body "
-    "that is not strict JSON (UTF-8, no NaN, no repeated keys, nested at most 64 deep) is 400 malformed.\n\n"
+    "that is not strict JSON (UTF-8, no NaN, no repeated keys, nested at most 64 deep) is 400 malformed. "
+    "Peers may send and ask for canonical bytes instead (application/octet-stream) where an operation lists "
+    "that media type; errors stay JSON.\n\n"
     "Limits (node options, defaults in brackets). Clients come in three classes, each with its own budgets: "
     "loopback, active peers and strangers. Connections: at most --connections-per-address per stranger's "
     "address [8] (loopback 256, peers 16) and --max-connections in all [1024]; over the cap 429, over the total "

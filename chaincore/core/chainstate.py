@@ -34,6 +34,8 @@ MAX_ORPHAN_BYTES = 32_000_000
 MAX_ORPHAN_BYTES_PER_SOURCE = 16_000_000  # one source cannot push every other one's orphans out
 MAX_HEADERS = 2000
 MAX_NOT_STORED = 1024  # hashes of low-work blocks refused lately: a repeat is answered without checks
+ENTRY_CACHE_BYTES = 8_000_000  # block entries kept in memory, in bytes: it does not grow with the chain
+ENTRY_BYTES = 720  # measured: a BlockEntry read from SQLite, its hashes and integers, and its cache link
 
 
 @dataclass
@@ -86,7 +88,8 @@ class _OrphanBlock:
 class ChainState:
     """The block tree, the active chain and the UTXO set, kept in a ChainStore."""
 
-    def __init__(self, store, params: NetworkParams, verify=rules.verify_batch, cache_entries: int = 20_000,
+    def __init__(self, store, params: NetworkParams, verify=rules.verify_batch,
+                 cache_entries: int = ENTRY_CACHE_BYTES // ENTRY_BYTES,
                  sig_cache=frozenset(), max_orphan_bytes: int = MAX_ORPHAN_BYTES,
                  max_orphan_bytes_per_source: int = MAX_ORPHAN_BYTES_PER_SOURCE, refuse_low_work: bool = False):
         self.store = store

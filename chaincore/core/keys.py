@@ -31,6 +31,13 @@ _ZERO32 = bytes(32)
 _ORDER_BYTES = ORDER.to_bytes(32, "big")
 _HALF_ORDER_BYTES = HALF_ORDER.to_bytes(32, "big")
 
+# Caches are bounded in bytes: each holds at most its budget, at the measured size of one entry
+# (tracemalloc, Python 3.11), so what the node keeps does not grow with the chain or the key set.
+ADDRESS_CACHE_BYTES = 2_000_000   # each way
+_ADDRESS_ENTRY_BYTES = 220        # a 21-byte payload, a 34-character address and the cache's link
+KEY_CACHE_BYTES = 4_000_000       # parsed public keys of the backend in use
+_KEY_ENTRY_BYTES = {"pycryptodome": 500, "libsecp256k1": 200}  # an EccKey and its DSS / a secp256k1_pubkey
+
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
@@ -78,7 +85,7 @@ def b58decode(text: str) -> bytes:
     return b"\0" * pad + body
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=ADDRESS_CACHE_BYTES // _ADDRESS_ENTRY_BYTES)
 def address_from_payload(payload: bytes) -> str:
     """The Base58Check text of a 21-byte address payload."""
     check = hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
@@ -92,7 +99,7 @@ def address_payload(address: str) -> bytes:
     return _decode_address(address)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=ADDRESS_CACHE_BYTES // _ADDRESS_ENTRY_BYTES)
 def _decode_address(address: str) -> bytes:
     raw = b58decode(address)
     if len(raw) != ADDRESS_PAYLOAD_SIZE + 4:
@@ -151,7 +158,8 @@ class _Pycryptodome:
         from Crypto.PublicKey import ECC  # (as above)
         from Crypto.Signature import DSS  # (as above)
         self._ECC, self._DSS, self._SHA256 = ECC, DSS, SHA256
-        self._verifier = functools.lru_cache(maxsize=8192)(self._load_verifier)
+        self._verifier = functools.lru_cache(maxsize=KEY_CACHE_BYTES // _KEY_ENTRY_BYTES[self.name])(
+            self._load_verifier)
 
     def _load_verifier(self, public_key: bytes):
         x, y = _coordinates(public_key)
@@ -197,7 +205,7 @@ class _Libsecp256k1:
         from coincurve._libsecp256k1 import ffi, lib  # optional: only when the fast extra is installed
         from coincurve.context import GLOBAL_CONTEXT  # (as above)
         self._ffi, self._lib, self._ctx = ffi, lib, GLOBAL_CONTEXT.ctx
-        self._pubkey = functools.lru_cache(maxsize=8192)(self._parse)
+        self._pubkey = functools.lru_cache(maxsize=KEY_CACHE_BYTES // _KEY_ENTRY_BYTES[self.name])(self._parse)
 
     def _parse(self, public_key: bytes):
         _coordinates(public_key)  # libsecp256k1 also takes hybrid keys (06, 07): the protocol does not

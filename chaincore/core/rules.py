@@ -244,7 +244,10 @@ class SignatureCache:
     is not worth remembering here (the recently-rejected set covers repeats).
     """
 
-    def __init__(self, max_entries: int = 100_000):
+    MAX_BYTES = 8_000_000
+    ENTRY_BYTES = 140  # measured: a 32-byte key and its OrderedDict link
+
+    def __init__(self, max_entries: int = MAX_BYTES // ENTRY_BYTES):
         self.max_entries = max_entries
         self._verified = OrderedDict()
 

@@ -5,6 +5,10 @@ on the body, the `X-ChainCore-Peer` header and a place in two semaphores (per
 peer and in total).  treq's own `timeout=` stops at the headers and cancelling
 a body read leaves the socket open (ENGINEERING 5), so the body is read with
 `deliverBody` and a protocol that aborts the transport at the cap or deadline.
+Blocks, headers and transactions travel as canonical bytes where the peer
+takes them (docs/protocol.md 11): `get_binary` asks for them and still reads
+a JSON answer, `blocks_from_answer` and `headers_from_answer` turn either
+into objects, and `post_binary` sends them.
 """
 
 import json
@@ -18,7 +22,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
 
-from ..core import jsonview
+from ..core import jsonview, wire
 from ..core.errors import Malformed, PeerUnreachable
 from ..core.jsonview import parse_block, parse_header
 from .peers import normalise_url
@@ -43,6 +47,16 @@ class PeerTraffic:
     requests: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+
+
+@dataclass(frozen=True)
+class BinaryAnswer:
+    """A 200 answer in canonical bytes, the tip height the peer sent beside a list, and whether its byte
+    cap left items out (None where the peer said neither)."""
+
+    data: bytes
+    height: int | None = None
+    more: bool | None = None
 
 
 class _BodyTooLarge(Exception):
@@ -161,6 +175,19 @@ class PeerClient:
         return defer.Deferred.fromCoroutine(
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes))
 
+    def get_binary(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
+                   max_bytes: int = None):
+        """GET peer_url+path asking for canonical bytes; fires with (200, BinaryAnswer), or with
+        (status_code, dict) when the peer answers JSON (an error, or a peer that sends only JSON)."""
+        return defer.Deferred.fromCoroutine(
+            self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes, binary=True))
+
+    def post_binary(self, peer_url: str, path: str, data: bytes, timeout_s: float = DATA_TIMEOUT_S,
+                    max_bytes: int = None):
+        """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)."""
+        return defer.Deferred.fromCoroutine(
+            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True))
+
     def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S):
         """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200."""
         return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s))
@@ -191,7 +218,7 @@ class PeerClient:
             raise PeerUnreachable(f"peer {normalise_url(peer_url)} answered /status with HTTP {code}")
         return obj
 
-    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes):
+    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes, binary=False):
         if self.closed:
             raise PeerUnreachable(f"not asking {peer_url}: this node is stopping")
         try:
@@ -205,8 +232,10 @@ class PeerClient:
         try:
             await self._total.acquire()
             try:
+                if self.closed:  # closed while this request waited for its turn: it must not start now
+                    raise PeerUnreachable(f"not asking {peer}: this node is stopping")
                 return await self._exchange_now(method, peer, path, params, data, timeout_s,
-                                                self._max_body_bytes if max_bytes is None else max_bytes)
+                                                self._max_body_bytes if max_bytes is None else max_bytes, binary)
             finally:
                 self._total.release()
         finally:
@@ -214,13 +243,14 @@ class PeerClient:
             if sem.tokens == sem.limit and not sem.waiting:
                 self._per_peer.pop(peer, None)
 
-    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes):
+    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes, binary=False):
         what = f"peer {peer} {method} {path}"
         traffic = self._traffic.setdefault(peer, PeerTraffic())
         traffic.requests += 1
-        headers = {PEER_HEADER: [self._peer_header], b"Accept": [b"application/json"]}
+        headers = {PEER_HEADER: [self._peer_header], b"Accept": [_BINARY_ACCEPT if binary and method == "GET"
+                                                                  else b"application/json"]}
         if data is not None:
-            headers[b"Content-Type"] = [b"application/json"]
+            headers[b"Content-Type"] = [_OCTETS if binary else b"application/json"]
             traffic.bytes_sent += len(data)
         deadline = _Deadline(self._clock, timeout_s)
         try:
@@ -255,7 +285,65 @@ class PeerClient:
                 raise PeerUnreachable(f"{what}: {_describe(e)}") from None
         finally:
             deadline.stop()
+        if binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:
+            return response.code, BinaryAnswer(raw, _height(response), _more_header(response))
         return response.code, _parse_object(raw, what)
+
+
+_OCTETS = wire.MEDIA_TYPE.encode()
+_BINARY_ACCEPT = _OCTETS + b", application/json;q=0.5"  # a peer that sends only JSON still answers
+
+
+def _media_type(response) -> str:
+    value = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    return value.decode("latin-1").split(";")[0].strip().lower()
+
+
+def _height(response) -> int | None:
+    value = (response.headers.getRawHeaders(b"x-chaincore-height") or [b""])[0]
+    return int(value) if value.isdigit() and len(value) < 20 else None
+
+
+def _more_header(response) -> bool | None:
+    value = (response.headers.getRawHeaders(b"x-chaincore-more") or [b""])[0].strip().lower()
+    return {b"true": True, b"false": False}.get(value)
+
+
+def blocks_from_answer(answer, max_block_bytes: int) -> list:
+    """The blocks of a /blocks answer, binary (hashed over the bytes received) or JSON; Malformed if bad."""
+    if isinstance(answer, BinaryAnswer):
+        return wire.decode_blocks(answer.data, max_block_bytes)
+    raw = _answer_list(answer, "blocks")
+    blocks = []
+    raw.reverse()
+    while raw:  # parsed one at a time, each JSON view dropped once its block is built
+        blocks.append(parse_block(raw.pop(), f"blocks[{len(blocks)}]"))
+    return blocks
+
+
+def headers_from_answer(answer) -> list:
+    """The headers of a /headers answer, binary or JSON; Malformed if bad."""
+    if isinstance(answer, BinaryAnswer):
+        return wire.decode_headers(answer.data)
+    return [parse_header(h, f"headers[{n}]") for n, h in enumerate(_answer_list(answer, "headers"))]
+
+
+def answer_height(answer) -> int | None:
+    """The tip height a /blocks or /headers answer names, binary or JSON; None when it names none."""
+    height = answer.height if isinstance(answer, BinaryAnswer) else answer.get("height")
+    return height if isinstance(height, int) and not isinstance(height, bool) else None
+
+
+def answer_more(answer) -> bool:
+    """Whether a list answer, binary or JSON, says its byte cap left items out."""
+    return (answer.more if isinstance(answer, BinaryAnswer) else answer.get("more")) is True
+
+
+def _answer_list(answer: dict, key: str) -> list:
+    value = answer.get(key)
+    if not isinstance(value, list):
+        raise Malformed(f"peer answer lacks a list {key}")
+    return value
 
 
 def _describe(exc) -> str:
@@ -277,9 +365,9 @@ def _parse_object(raw: bytes, what: str) -> dict:
 
 # -- the catch-up's requests: what each answer may hold, asked for in bytes -------------------
 
-HEADERS_ANSWER_BYTES = 1_000_000     # 2,000 headers of about 420 bytes each as JSON
+HEADERS_ANSWER_BYTES = 1_000_000     # 2,000 headers of about 420 bytes each as JSON (120 in binary)
 TRANSACTIONS_ANSWER_BYTES = 4_000_000
-LARGEST_ITEM_BYTES = 3_000_000       # a full block as JSON: an answer always holds at least one item
+LARGEST_ITEM_BYTES = 3_000_000       # a full block as JSON (1 MB in binary): an answer holds at least one item
 ENVELOPE_BYTES = 4_096               # the answer's keys and counters around its items
 
 
@@ -288,41 +376,30 @@ def _answer_cap(max_bytes: int) -> int:
     return max(max_bytes, LARGEST_ITEM_BYTES) + ENVELOPE_BYTES
 
 
-def _items(answer: dict, key: str, what: str) -> list:
-    value = answer.get(key)
-    if not isinstance(value, list):
-        raise Malformed(f"{what}: the answer lacks a list {key}")
-    return value
-
-
-def _more(answer: dict) -> bool:
-    return answer.get("more") is True
-
-
 async def _fetch_headers(client, peer, locator, limit, max_bytes, timeout_s):
     params = {"locator": ",".join(h.hex() for h in locator), "limit": str(limit), "max_bytes": str(max_bytes)}
-    code, answer = await client.get_json(peer, "/headers", params, timeout_s=timeout_s,
-                                         max_bytes=max_bytes + ENVELOPE_BYTES)
+    code, answer = await client.get_binary(peer, "/headers", params, timeout_s=timeout_s,
+                                           max_bytes=max_bytes + ENVELOPE_BYTES)
     if code != 200:
         raise PeerUnreachable(f"peer {peer} answered /headers with HTTP {code}")
-    raw = _items(answer, "headers", f"peer {peer} /headers")
-    return [parse_header(h, f"headers[{n}]") for n, h in enumerate(raw)], _more(answer)
+    try:
+        return headers_from_answer(answer), answer_more(answer)
+    except Malformed as err:
+        raise Malformed(f"peer {peer} /headers: {err}") from None
 
 
-async def _fetch_blocks(client, peer, start, limit, max_bytes, timeout_s):
+async def _fetch_blocks(client, peer, start, limit, max_bytes, timeout_s, max_block_bytes):
     params = {"start": str(start), "limit": str(limit), "max_bytes": str(max_bytes)}
     before = client.bytes_received(peer)
-    code, answer = await client.get_json(peer, "/blocks", params, timeout_s=timeout_s, max_bytes=_answer_cap(max_bytes))
+    code, answer = await client.get_binary(peer, "/blocks", params, timeout_s=timeout_s,
+                                           max_bytes=_answer_cap(max_bytes))
     received = client.bytes_received(peer) - before
     if code != 200:
         raise PeerUnreachable(f"peer {peer} answered /blocks with HTTP {code}")
-    raw = _items(answer, "blocks", f"peer {peer} /blocks")
-    del answer
-    blocks = []
-    raw.reverse()
-    while raw:  # parsed one at a time, each JSON view dropped once its block is built
-        blocks.append(parse_block(raw.pop(), f"blocks[{len(blocks)}]"))
-    return blocks, received
+    try:
+        return blocks_from_answer(answer, max_block_bytes), received
+    except Malformed as err:
+        raise Malformed(f"peer {peer} /blocks: {err}") from None
 
 
 async def _fetch_transactions(client, peer, max_bytes, timeout_s):
@@ -330,7 +407,10 @@ async def _fetch_transactions(client, peer, max_bytes, timeout_s):
                                          max_bytes=max_bytes + ENVELOPE_BYTES + 200_000)
     if code != 200:
         raise PeerUnreachable(f"peer {peer} answered /transactions with HTTP {code}")
-    return _items(answer, "transactions", f"peer {peer} /transactions"), _more(answer)
+    try:
+        return _answer_list(answer, "transactions"), answer_more(answer)
+    except Malformed as err:
+        raise Malformed(f"peer {peer} /transactions: {err}") from None
 
 
 def fetch_headers(client: PeerClient, peer: str, locator: list, limit: int = 2000,
@@ -340,9 +420,11 @@ def fetch_headers(client: PeerClient, peer: str, locator: list, limit: int = 200
 
 
 def fetch_blocks(client: PeerClient, peer: str, start: int, limit: int, max_bytes: int,
-                 timeout_s: float = DATA_TIMEOUT_S):
-    """GET /blocks from height start, asking the peer to stop at max_bytes: fires with ([Block], body bytes)."""
-    return defer.Deferred.fromCoroutine(_fetch_blocks(client, peer, start, limit, max_bytes, timeout_s))
+                 timeout_s: float = DATA_TIMEOUT_S, max_block_bytes: int = LARGEST_ITEM_BYTES):
+    """GET /blocks from height start, in canonical bytes where the peer sends them, asking it to stop at
+    max_bytes: fires with ([Block], body bytes)."""
+    return defer.Deferred.fromCoroutine(_fetch_blocks(client, peer, start, limit, max_bytes, timeout_s,
+                                                      max_block_bytes))
 
 
 def fetch_transactions(client: PeerClient, peer: str, max_bytes: int = TRANSACTIONS_ANSWER_BYTES,

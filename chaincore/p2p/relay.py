@@ -4,7 +4,8 @@ The node fires its listeners only for items it did not know, so an item is
 relayed at most once by each node.  Each peer's known items (what it sent
 us, what we sent it) are remembered in a bounded set, so an item does not go
 back to a peer that already has it.  Blocks connected in bulk during a
-catch-up are not relayed one by one; only the new tip is.
+catch-up are not relayed one by one; only the new tip is.  Items travel as
+their canonical bytes (docs/protocol.md 11).
 """
 
 from collections import OrderedDict
@@ -12,7 +13,6 @@ from collections import OrderedDict
 from twisted.internet import defer
 from ..logs import logger
 
-from ..core import jsonview
 from ..core.errors import Invalid, PeerUnreachable
 
 log = logger("chaincore.p2p.relay")
@@ -60,22 +60,22 @@ class Relay:
             return None
         if block.hash != self.node.chain.tip.hash:
             return None  # only the tip is news worth spreading
-        return self._send(block.hash, "/submit_block", lambda: {"block": jsonview.block_to_json(block)}, source)
+        return self._send(block.hash, "/submit_block", lambda: block.raw, source)
 
     def on_caught_up(self, peer, received):
         """A catch-up from peer connected blocks without relaying them: announce the new tip once."""
         tip = self.node.chain.block(self.node.chain.tip.hash)
         self.known.add(peer, tip.hash)
-        return self._send(tip.hash, "/submit_block", lambda: {"block": jsonview.block_to_json(tip)}, peer)
+        return self._send(tip.hash, "/submit_block", lambda: tip.raw, peer)
 
     def on_tx(self, tx, source):
         """A transaction newly in the mempool: pass it on to every peer not known to have it."""
         if source:
             self.known.add(source, tx.tx_id)
-        return self._send(tx.tx_id, "/add_transaction", lambda: {"transaction": jsonview.tx_to_json(tx)}, source)
+        return self._send(tx.tx_id, "/add_transaction", lambda: tx.raw, source)
 
     def _send(self, item: bytes, path: str, make_body, source):
-        """POST make_body() to every active peer but source that is not known to have item."""
+        """POST make_body() (canonical bytes) to every active peer but source that is not known to have item."""
         peers = [p for p in self.discovery.active_peers() if p != source and not self.known.has(p, item)]
         if not peers:
             return None
@@ -83,7 +83,7 @@ class Relay:
         sends = []
         for peer in peers:
             self.known.add(peer, item)
-            d = self.client.post_json(peer, path, body)
+            d = self.client.post_binary(peer, path, body)
             d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, path), errbackArgs=(peer,))
             sends.append(d)
         self.sent += len(sends)

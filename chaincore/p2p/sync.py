@@ -269,7 +269,7 @@ class Synchronizer:
             # the planner's deadline is what counts (a stall, penalised); the client's own comes later
             timeout_s = max(request.deadline - now, 0) + 3 * STALL_CHECK_S
             d = fetch_blocks(self.client, request.peer, request.start_height, len(request.hashes),
-                             request.max_bytes, timeout_s)
+                             request.max_bytes, timeout_s, self.node.params.max_block_size)
             session.requests[request] = d
             d.addCallbacks(self._blocks_answered, self._blocks_failed, callbackArgs=(session, request),
                            errbackArgs=(session, request))

@@ -13,6 +13,7 @@ import os
 import re
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from ..logs import logger
 
 from .. import __version__
@@ -43,12 +44,16 @@ def parse_history_cursor(cursor: str):
     return int(m.group(2)), bytes.fromhex(m.group(3))
 
 
-class SigCache(set):
-    """tx_ids whose signatures verified; cleared when it grows past its bound."""
+SIG_CACHE_BYTES = 6_000_000
+SIG_CACHE_ENTRY_BYTES = 105  # measured: a 32-byte tx_id and its slot in the set
 
-    def __init__(self, bound: int = 200_000):
+
+class SigCache(set):
+    """tx_ids whose signatures verified; cleared when it grows past its bound (max_bytes of entries)."""
+
+    def __init__(self, max_bytes: int = SIG_CACHE_BYTES):
         super().__init__()
-        self.bound = bound
+        self.bound = max_bytes // SIG_CACHE_ENTRY_BYTES
 
     def add(self, item):
         if len(self) >= self.bound:
@@ -146,12 +151,46 @@ class Node:
         """
         return self._submit(list(blocks), source, False, False, requested)
 
-    def _submit(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> defer.Deferred:
-        """The one accept path of blocks: verify big blocks' signatures in workers, then accept in order."""
-        d = self._preverify(blocks, inline_ok=local or mined)
-        return d.addCallback(lambda _: self._accept_run(blocks, source, local, mined, requested))
+    def _submit(self, blocks: list, source, local: bool, mined: bool, requested: bool = False) -> defer.Deferred:
+        """The one accept path of blocks: send big blocks' signatures to the workers, then accept the
+        blocks in order, each run of blocks as soon as the signatures of all of them are back.
+
+        The workers verify later blocks while the reactor connects earlier ones.
+        Fires with (results of the blocks taken, the Invalid error that stopped
+        the run or None).
+        """
+        ready = self._preverify(blocks, inline_ok=local or mined)
+        results, done = [], defer.Deferred()
+        state = {"next": 0}
+
+        def advance(_=None):
+            if done.called:
+                return
+            start = state["next"]
+            end = start
+            while end < len(blocks) and ready[end].called:
+                end += 1
+            if end > start:
+                state["next"] = end
+                try:
+                    taken, error = self._accept_run(blocks[start:end], source, local, mined, requested)
+                except BaseException:
+                    done.errback()
+                    return
+                results.extend(taken)
+                if error is not None:
+                    done.callback((results, error))
+                    return
+            if state["next"] == len(blocks):
+                done.callback((results, None))
+            else:
+                ready[state["next"]].addBoth(advance)
+
+        advance()
+        return done
 
     def _accept_run(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> tuple:
+        """Accept blocks in order in one store batch: (results, the Invalid error that stopped them or None)."""
         results = []
         try:
             with self.chain.batch():  # reloads the chain state from the store if the batch is lost
@@ -235,55 +274,66 @@ class Node:
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
-    def _preverify(self, blocks, inline_ok: bool = False) -> defer.Deferred:
-        """Verify the not yet verified signatures of blocks that pass their cheap checks in worker
-        processes, in batches; fires with None.
+    def _preverify(self, blocks, inline_ok: bool = False) -> list:
+        """Send the not yet verified signatures of blocks that pass their cheap checks to the worker
+        processes, in batches; for each block, a Deferred that fires (with None) once its batches are back.
 
         Transactions whose batch verified go into the signature cache, so the
-        chain state skips them; a bad signature is left for the chain state to
-        find and report with its rule.  A block from this machine's miner
-        (`inline_ok`) with few inputs is not worth the process hop: it is left to
-        the chain state; anything that came over the network goes to the workers.
+        chain state skips them; a bad signature, or a batch lost with its
+        worker, is left for the chain state to find and report with its rule.
+        A block from this machine's miner (`inline_ok`) with few inputs is not
+        worth the process hop: it is left to the chain state, and its Deferred
+        has fired already; anything that came over the network goes to the workers.
         """
+        ready = [defer.succeed(None) for _ in blocks]
         if self.offloader is None:
-            return defer.succeed(None)
-        pending = []
-        for block in blocks:
+            return ready
+        pending = []  # (index of the block, transaction)
+        for n, block in enumerate(blocks):
             if self.chain.has_block(block.hash):
                 continue
             try:
                 rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
             except Invalid:
                 break  # the chain state refuses it with its rule; the blocks after it are not taken
-            pending.extend(tx for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
-        n_inputs = sum(len(tx.inputs) for tx in pending)
+            pending.extend((n, tx) for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
+        n_inputs = sum(len(tx.inputs) for _, tx in pending)
         if n_inputs == 0 or (inline_ok and n_inputs < OFFLOAD_MIN_INPUTS):
-            return defer.succeed(None)
+            return ready
+        # batches of about OFFLOAD_BATCH_INPUTS inputs, in block order, a batch may span blocks
         chunks, chunk, size = [], [], 0
-        for tx in pending:
-            chunk.append(tx)
-            size += len(tx.inputs)
+        for item in pending:
+            chunk.append(item)
+            size += len(item[1].inputs)
             if size >= OFFLOAD_BATCH_INPUTS:
                 chunks.append(chunk)
                 chunk, size = [], 0
         if chunk:
             chunks.append(chunk)
-        work = []
+        waits = {}  # block index -> the jobs holding its transactions
         for ch in chunks:
-            checks = [c for tx in ch for c in rules.signature_checks(tx)]
+            checks = [c for _, tx in ch for c in rules.signature_checks(tx)]
             fresh = self.check_cache.pending(checks)  # identical checks travel once; verified ones stay home
             self._cache_hits(len(checks) - len(fresh))
-            work.append(fresh)
-        jobs = [self.offloader.run(rules.verify_batch, fresh) if fresh else defer.succeed(-1) for fresh in work]
+            job = self.offloader.run(rules.verify_batch, fresh) if fresh else defer.succeed(-1)
+            job.addBoth(self._verified, [tx for _, tx in ch], fresh)
+            for n in {n for n, _ in ch}:
+                waits.setdefault(n, []).append(job)
+        for n, jobs in waits.items():
+            ready[n] = defer.gatherResults(jobs).addCallback(lambda _: None)
+        return ready
 
-        def verified(results):
-            for ch, fresh, bad in zip(chunks, work, results):
-                self.check_cache.record(fresh, bad)
-                if bad < 0:
-                    for tx in ch:
-                        self.sig_cache.add(tx.tx_id)
-
-        return defer.gatherResults(jobs, consumeErrors=True).addCallback(verified)
+    def _verified(self, bad, txs, checks) -> None:
+        """One worker batch is back: its transactions are verified if none of its signatures was bad."""
+        if isinstance(bad, Failure):
+            log.warn("a signature batch failed in a worker ({error}); the chain state verifies it",
+                     error=bad.getErrorMessage())
+            return None
+        self.check_cache.record(checks, bad)
+        if bad < 0:
+            for tx in txs:
+                self.sig_cache.add(tx.tx_id)
+        return None
 
     # -- transactions ----------------------------------------------------------------
 
@@ -393,6 +443,23 @@ class Node:
         if block is None:
             raise NotFound(f"no block {block_hash.hex()}")
         return block
+
+    def block_bytes(self, block_hash: bytes) -> bytes:
+        """The canonical bytes of a stored block, as stored (nothing decoded); NotFound if unknown."""
+        raw = self.store.get_block(block_hash)
+        if raw is None:
+            raise NotFound(f"no block {block_hash.hex()}")
+        return raw
+
+    def main_block_bytes(self, start: int, limit: int) -> list:
+        """The canonical bytes of main-chain blocks from height start, at most limit of them, as stored."""
+        return list(self.iter_main_block_bytes(start, limit))
+
+    def iter_main_block_bytes(self, start: int, limit: int):
+        """main_block_bytes read one block at a time, so a caller that stops early reads no more."""
+        chain = self.chain
+        for height in range(max(start, 0), min(start + limit, chain.height + 1)):
+            yield self.store.get_block(chain.main_hash(height))
 
     def transaction(self, tx_id: bytes) -> dict:
         """A transaction from the chain or the mempool, with its confirmations (0 in the mempool)."""

@@ -2,13 +2,19 @@
 
 `ProcessOffloader.run(fn, *args)` returns a Deferred that fires in the
 reactor thread; `InlineOffloader` runs fn at once, for tests and for work too
-small to be worth a process hop.
+small to be worth a process hop.  Workers are lean: they are forked from a
+forkserver that imported only the consensus core, the functions they run
+live in the core (`rules.verify_batch`, `rules.verify_groups`, `pow`), their
+initializer in `workerproc` (standard library only), and the node's main
+script (twistd) is not re-run in them, so no Twisted, web or TLS module is
+ever imported in a worker.
 """
 
+import contextlib
 import multiprocessing
 import os
-import threading
-import time
+import sys
+import types
 from concurrent.futures import ProcessPoolExecutor
 
 from twisted.internet import defer
@@ -16,6 +22,9 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from ..core.rules import verify_groups
+from .workerproc import exit_with_parent
+
+WORKER_PRELOAD = ["chaincore.core.rules"]  # what the forkserver imports once, for every worker it forks
 
 
 def defer_to_executor(reactor, executor, fn, *args) -> defer.Deferred:
@@ -49,25 +58,52 @@ class InlineOffloader:
         return defer.succeed(None)
 
 
-def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
-    """Worker initializer: end this worker soon after the node that started it is gone.
+def worker_context():
+    """The multiprocessing context workers start in: forkserver (a fresh interpreter that imported only
+    WORKER_PRELOAD forks each worker; the reactor's state is never forked), else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WORKER_PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
 
-    A pool's workers block on a pipe that other workers also hold, so they
-    would outlive a node killed with SIGKILL (keeping its stdout open, too).
+
+_CHAINCORE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@contextlib.contextmanager
+def starting_workers():
+    """While workers start, show multiprocessing an empty __main__ and this chaincore first on sys.path.
+
+    A spawned or forkserver-forked worker re-runs the parent's main script
+    (`twistd`: twisted.scripts.twistd and the application machinery, about
+    10 MB a worker) so that functions defined in it can be unpickled; workers
+    only ever run functions of the core, so there is nothing to re-run.  And
+    a worker takes the parent's sys.path (the forkserver of Python 3.11 only
+    its environment), whose relative entries it resolves from its own
+    directory: this chaincore's root first makes it import the node's code.
     """
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(interval_s)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    main, path, python_path = sys.modules["__main__"], list(sys.path), os.environ.get("PYTHONPATH")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    sys.path.insert(0, _CHAINCORE_ROOT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CHAINCORE_ROOT, python_path) if p)
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+        sys.path[:] = path
+        if python_path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = python_path
 
 
 class ProcessOffloader:
-    """A lazily started pool of worker processes, children of the node.
+    """A lazily started pool of worker processes, started through worker_context().
 
-    They are started with `spawn` (a fresh interpreter: the reactor's state is
-    never forked) and end by themselves if the node dies.
+    Workers start when work first arrives and end by themselves if the node
+    dies.  fn must be a function of a module the worker can import without
+    Twisted (the core's): workers import it when they unpickle it.
     """
 
     def __init__(self, reactor, workers: int | None = None):
@@ -77,9 +113,10 @@ class ProcessOffloader:
 
     def run(self, fn, *args) -> defer.Deferred:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=worker_context(),
                                                  initializer=exit_with_parent, initargs=(os.getpid(),))
-        return defer_to_executor(self.reactor, self._executor, fn, *args)
+        with starting_workers():  # the pool starts a worker inside submit when none is idle
+            return defer_to_executor(self.reactor, self._executor, fn, *args)
 
     def shutdown(self) -> defer.Deferred:
         executor, self._executor = self._executor, None

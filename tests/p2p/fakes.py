@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from chaincore.core import jsonview, wire
 from chaincore.core.params import REGTEST
 from tests.support.nodes import make_node
 
@@ -48,7 +49,7 @@ class FakePeer:
         self.reachable = reachable
         self.probes = 0           # GET /status attempts, refused ones included (counted by FakeNetwork)
         self.requests = []        # (method, path, X-ChainCore-Peer header, body bytes) of answered requests
-        self.canned = {}          # path -> (code, raw bytes) answered instead of the normal route
+        self.canned = {}          # path -> (code, raw bytes[, {header: value}]) answered instead of the normal route
         self.stalled = set()      # paths that never answer
 
     @property
@@ -67,8 +68,10 @@ class FakePeer:
                 return defer.Deferred()
             request.setHeader("Content-Type", "application/json")
             if path in self.canned:
-                code, raw = self.canned[path]
+                code, raw, *media = self.canned[path]
                 request.setResponseCode(code)
+                for name, value in (media[0] if media else {}).items():
+                    request.setHeader(name, value)
                 return raw
             if path == "/status":
                 return json.dumps(self.status).encode()
@@ -157,7 +160,7 @@ class NodePeer:
         self.probes = 0
         self.requests = []        # (method, path) of every request that reached the node
         self.queries = []         # (path, {name: value}) of every request's query
-        self.posted = []          # (path, JSON body) of every POST
+        self.posted = []          # (path, JSON body) of every POST (bytes as the same item's JSON)
         self.canned = {}          # path -> f(request) -> (code, obj)
         self.stalled = set()
         self.held = set()
@@ -183,6 +186,16 @@ class NodePeer:
         return len(held)
 
 
+def _posted_json(path: str, request):
+    """A POST's body as JSON; canonical bytes (what relay sends) in the JSON form the same item has."""
+    raw = request.content.read()
+    if (request.getHeader(b"content-type") or b"").startswith(wire.MEDIA_TYPE.encode()):
+        if path == "/submit_block":
+            return {"block": jsonview.block_to_json(wire.decode_block(raw, REGTEST.max_block_size))}
+        return {"transaction": jsonview.tx_to_json(wire.decode_tx(raw, REGTEST.max_block_size))}
+    return json.loads(raw or b"null")
+
+
 class _NodeResource(Resource):
     isLeaf = True
 
@@ -196,7 +209,7 @@ class _NodeResource(Resource):
         self._peer.requests.append((request.method.decode(), path))
         self._peer.queries.append((path, {k.decode(): v[0].decode() for k, v in request.args.items()}))
         if request.method == b"POST":
-            self._peer.posted.append((path, json.loads(request.content.read() or b"null")))
+            self._peer.posted.append((path, _posted_json(path, request)))
             request.content.seek(0)
         if path in self._peer.stalled:
             return NOT_DONE_YET

@@ -14,8 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from chaincore.core import jsonview, wire
 from chaincore.core.errors import Malformed, PeerUnreachable
-from chaincore.p2p.client import PeerClient, pooled_http_client
+from chaincore.core.params import REGTEST
+from chaincore.p2p.client import (
+    BinaryAnswer, PeerClient, answer_height, blocks_from_answer, headers_from_answer, pooled_http_client,
+)
+from tests.support.builders import regtest_chain
 
 from .fakes import FakeNetwork, FakePeer
 from tests.support.waiting import wait_until
@@ -295,3 +300,100 @@ class LoopbackClientTests(TestCase):
             code, answer = yield client.get_json(url, "/x")
             self.assertEqual((code, answer), (200, {"x": "xx"}))
         self.assertEqual(client.traffic(url).requests, 2)
+
+
+class BinaryTransferTests(SynchronousTestCase):
+    """get_binary and post_binary: canonical bytes where the peer takes them, JSON where it does not."""
+
+    def setUp(self):
+        self.clock, self.network = Clock(), FakeNetwork()
+        self.peer = self.network.add(FakePeer(A))
+        self.client = PeerClient(self.network.client(), self.clock, ME)
+        self.chain = regtest_chain(3)
+
+    def test_binary_answer_is_decoded_from_the_bytes(self):
+        """An octet-stream /blocks answer fires as a BinaryAnswer whose blocks hash the bytes received."""
+        framed = wire.encode_blocks(self.chain[1:])
+        self.peer.canned["/blocks"] = (200, framed, {"Content-Type": wire.MEDIA_TYPE, "X-ChainCore-Height": "3"})
+        code, answer = self.successResultOf(self.client.get_binary(A, "/blocks", {"start": "1"}))
+        self.assertEqual((code, answer), (200, BinaryAnswer(framed, 3)))
+        blocks = blocks_from_answer(answer, REGTEST.max_block_size)
+        self.assertEqual([b.hash for b in blocks], [b.hash for b in self.chain[1:]])
+        self.assertEqual(answer_height(answer), 3)
+
+    def test_asks_for_bytes_and_still_takes_json(self):
+        """get_binary sends Accept octet-stream (JSON at a lower q); a JSON answer fires as its dict."""
+        accepts = []
+
+        class Recorder(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                accepts.append(request.getHeader("Accept"))
+                request.setHeader("Content-Type", "application/json")
+                return json.dumps({"headers": [jsonview.header_to_json(b.header) for b in chain[1:]],
+                                   "height": 3}).encode()
+
+        chain = self.chain
+        network = FakeNetwork()
+        peer = FakePeer(A)
+        peer.resource = Recorder
+        network.add(peer)
+        client = PeerClient(network.client(), self.clock, ME)
+        code, answer = self.successResultOf(client.get_binary(A, "/headers"))
+        self.assertEqual(accepts, ["application/octet-stream, application/json;q=0.5"])
+        self.assertIsInstance(answer, dict)
+        self.assertEqual([h.hash for h in headers_from_answer(answer)], [b.hash for b in chain[1:]])
+        self.assertEqual(answer_height(answer), 3)
+
+    def test_json_error_stays_json(self):
+        """A 404 JSON error to a binary request fires with (404, the error dict)."""
+        code, answer = self.successResultOf(self.client.get_binary(A, "/nowhere"))
+        self.assertEqual(code, 404)
+        self.assertIn("error", answer)
+
+    def test_bad_bytes_are_malformed(self):
+        """Framed bytes that are cut short are Malformed when turned into blocks."""
+        framed = wire.encode_blocks(self.chain[1:])[:-1]
+        self.peer.canned["/blocks"] = (200, framed, {"Content-Type": wire.MEDIA_TYPE})
+        _, answer = self.successResultOf(self.client.get_binary(A, "/blocks"))
+        self.assertRaises(Malformed, blocks_from_answer, answer, REGTEST.max_block_size)
+
+    def test_post_binary_sends_the_bytes(self):
+        """post_binary sends the bytes unchanged with Content-Type octet-stream and reads the JSON answer."""
+        types = []
+
+        class Recorder(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                types.append((request.getHeader("Content-Type"), request.content.read()))
+                request.setHeader("Content-Type", "application/json")
+                return b'{"status": "accepted"}'
+
+        network = FakeNetwork()
+        peer = FakePeer(A)
+        peer.resource = Recorder
+        network.add(peer)
+        client = PeerClient(network.client(), self.clock, ME)
+        block = self.chain[2]
+        code, answer = self.successResultOf(client.post_binary(A, "/submit_block", block.raw))
+        self.assertEqual((code, answer), (200, {"status": "accepted"}))
+        self.assertEqual(types, [(wire.MEDIA_TYPE, block.raw)])
+        self.assertEqual(client.traffic(A).bytes_sent, len(block.raw))
+
+
+class CloseTests(SynchronousTestCase):
+    def test_requests_waiting_their_turn_never_start_after_close(self):
+        """A request queued behind the per-peer cap when the client closes fails unsent, so nothing is left open."""
+        clock, network = Clock(), FakeNetwork()
+        peer = network.add(FakePeer(A))
+        peer.stalled.add("/slow")
+        client = PeerClient(network.client(), clock, ME, max_per_peer=1)
+        first = client.get_json(A, "/slow")
+        waiting = client.get_binary(A, "/blocks")
+        self.assertEqual([path for _, path, _, _ in peer.requests], ["/slow"])
+        client.close()
+        self.failureResultOf(first, PeerUnreachable)
+        self.failureResultOf(waiting, PeerUnreachable)
+        self.assertEqual([path for _, path, _, _ in peer.requests], ["/slow"])

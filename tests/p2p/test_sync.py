@@ -98,6 +98,20 @@ class RoundTests(SyncTestCase):
                      for h in range(int(q["start"]), int(q["start"]) + int(q["limit"]))]
             self.assertEqual(asked, list(range(11, 11 + n)))
 
+    def test_catch_up_downloads_canonical_bytes(self):
+        """A catch-up of 150 blocks receives them as framed canonical bytes: the /blocks bodies are within
+        1% of the blocks' own bytes."""
+        peer = self.peer(5001, main_chain()[:161])
+        me = self.me(main_chain()[:11], peer)
+        before = me.client.traffic(peer.url).bytes_received
+        self.round(me)
+        self.assertEqual(me.tip(), peer.tip())
+        canonical = sum(len(b.raw) for b in main_chain()[11:161])
+        received = me.client.traffic(peer.url).bytes_received - before
+        headers_and_status = 1 + 150 * 121 + 1000  # the /headers list, and a /status answer at most
+        self.assertLessEqual(received - headers_and_status, canonical * 1.01)
+        self.assertGreaterEqual(received, canonical)
+
     def test_peer_on_heavier_fork_wins_by_reorganisation(self):
         """A peer on a heavier branch: our locator finds the fork point, we fetch only its branch and switch."""
         ours = main_chain()[:21]

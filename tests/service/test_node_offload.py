@@ -98,6 +98,42 @@ class OffloadTests(SynchronousTestCase):
         self.assertEqual(error.code, "time-too-old")
         self.assertEqual(node.chain.tip.hash, good.hash)
 
+    def test_blocks_connect_as_their_batches_return(self):
+        """In a run of two big blocks, the first is connected as soon as its own batches are back, while the
+        second's are still out; the run ends with both."""
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = HeldOffloader()
+        node = make_node(clock, offloader=offloader, blocks=self.chain).node
+        spends = [(OutPoint(self.fan.tx_id, i), KEYS[1]) for i in range(500)]
+        first_txs = [signed_tx(spends[i:i + 10], [(KEYS[2], 10 * self.each - 5000)]) for i in range(0, 500, 10)]
+        first = make_block(self.chain[-1], first_txs, fees=5000 * 50)
+        second_txs = [signed_tx([(OutPoint(tx.tx_id, 0), KEYS[2])], [(KEYS[3], 10 * self.each - 10_000)])
+                      for tx in first_txs]
+        second = make_block(first, second_txs, fees=5000 * 50)
+        d = node.submit_blocks([first, second])
+        self.assertEqual(len(offloader.held), 3)  # 250 + 250 inputs of the first block, 50 of the second
+        offloader.release(2)
+        self.assertNoResult(d)
+        self.assertEqual(node.chain.tip.hash, first.hash)
+        offloader.release()
+        results, error = self.successResultOf(d)
+        self.assertIsNone(error)
+        self.assertEqual([r.block_hash for r in results], [first.hash, second.hash])
+        self.assertEqual(node.chain.tip.hash, second.hash)
+
+    def test_lost_batch_is_verified_by_the_chain_state(self):
+        """A batch lost with its worker leaves its block to the chain state, which verifies and takes it."""
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = HeldOffloader()
+        node = make_node(clock, offloader=offloader, blocks=self.chain).node
+        block = self.big_block(node)
+        d = node.submit_block(block)
+        offloader.fail()
+        self.assertEqual(self.successResultOf(d).block_hash, block.hash)
+        self.assertEqual(node.chain.tip.hash, block.hash)
+
     def test_small_local_block_stays_inline(self):
         """A block of this machine's miner with few inputs is accepted without the offloader."""
         node, offloader = self.node()
@@ -132,10 +168,18 @@ class HeldOffloader(InlineOffloader):
         self.held.append((d, fn, args))
         return d
 
-    def release(self):
-        held, self.held = self.held, []
+    def release(self, n: int | None = None):
+        """Run the first n held jobs (all when None) and fire their Deferreds."""
+        n = len(self.held) if n is None else n
+        held, self.held = self.held[:n], self.held[n:]
         for d, fn, args in held:
             d.callback(fn(*args))
+
+    def fail(self):
+        """Fail every held job, as a worker that died would."""
+        held, self.held = self.held, []
+        for d, _, _ in held:
+            d.errback(RuntimeError("worker lost"))
 
 
 class TransactionIntakeTests(SynchronousTestCase):

@@ -1,0 +1,34 @@
+"""Caches that would grow with the chain or the key set are bounded in bytes (at each entry's measured size)."""
+
+import inspect
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.core import chainstate, keys, rules
+from chaincore.service.node import SIG_CACHE_ENTRY_BYTES, SigCache
+
+
+class CacheBoundTests(SynchronousTestCase):
+    def test_sig_cache_keeps_to_its_bytes(self):
+        """The node's verified-transaction cache never holds more entries than its byte budget allows."""
+        cache = SigCache(max_bytes=10 * SIG_CACHE_ENTRY_BYTES)
+        for _ in range(100):
+            cache.add(os.urandom(32))
+            self.assertLessEqual(len(cache) * SIG_CACHE_ENTRY_BYTES, 10 * SIG_CACHE_ENTRY_BYTES)
+
+    def test_key_and_address_caches_fit_their_budgets(self):
+        """The address caches and the backend's key cache hold at most their byte budgets' worth of entries."""
+        for cache in (keys.address_from_payload, keys._decode_address):
+            self.assertLessEqual(cache.cache_info().maxsize * keys._ADDRESS_ENTRY_BYTES, keys.ADDRESS_CACHE_BYTES)
+        for name in keys.available_backends():
+            backend = keys._load(name)
+            cached = getattr(backend, "_verifier", None) or backend._pubkey
+            self.assertLessEqual(cached.cache_info().maxsize * keys._KEY_ENTRY_BYTES[name], keys.KEY_CACHE_BYTES)
+
+    def test_entry_and_signature_caches_fit_their_budgets(self):
+        """The chain state's block entries and the verified-check cache default to their byte budgets."""
+        self.assertLessEqual(rules.SignatureCache().max_entries * rules.SignatureCache.ENTRY_BYTES,
+                             rules.SignatureCache.MAX_BYTES)
+        default = inspect.signature(chainstate.ChainState).parameters["cache_entries"].default
+        self.assertLessEqual(default * chainstate.ENTRY_BYTES, chainstate.ENTRY_CACHE_BYTES)
