@@ -8,7 +8,7 @@ from chaincore.core.tx import OutPoint
 from chaincore.service.node import OFFLOAD_MIN_INPUTS
 from chaincore.service.workers import InlineOffloader
 from tests.support.builders import KEYS, make_block, regtest_chain, signed_tx
-from tests.support.nodes import make_node
+from tests.support.nodes import make_node, settled
 
 
 class CountingOffloader(InlineOffloader):
@@ -46,6 +46,13 @@ class OffloadTests(SynchronousTestCase):
         clock.advance(self.chain[-1].header.timestamp + 60)
         offloader = CountingOffloader()
         return make_node(clock, offloader=offloader, blocks=self.chain).node, offloader
+
+    def held_node(self, clock, offloader):
+        """A node on the fixture chain, its blocks taken as this machine's (inline), then offloader held."""
+        node = make_node(clock, offloader=offloader).node
+        for block in self.chain[1:]:
+            settled(node.submit_block(block, local=True))
+        return node
 
     def big_block(self, node, tamper: bool = False):
         spends = [(OutPoint(self.fan.tx_id, i), KEYS[1]) for i in range(OFFLOAD_MIN_INPUTS + 10)]
@@ -104,7 +111,7 @@ class OffloadTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(self.chain[-1].header.timestamp + 60)
         offloader = HeldOffloader()
-        node = make_node(clock, offloader=offloader, blocks=self.chain).node
+        node = self.held_node(clock, offloader)
         spends = [(OutPoint(self.fan.tx_id, i), KEYS[1]) for i in range(500)]
         first_txs = [signed_tx(spends[i:i + 10], [(KEYS[2], 10 * self.each - 5000)]) for i in range(0, 500, 10)]
         first = make_block(self.chain[-1], first_txs, fees=5000 * 50)
@@ -127,7 +134,7 @@ class OffloadTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(self.chain[-1].header.timestamp + 60)
         offloader = HeldOffloader()
-        node = make_node(clock, offloader=offloader, blocks=self.chain).node
+        node = self.held_node(clock, offloader)
         block = self.big_block(node)
         d = node.submit_block(block)
         offloader.fail()
