@@ -91,6 +91,26 @@ class BinaryAnswerTests(SynchronousTestCase):
         self.assertEqual([b.hash for b in decoded], [b.hash for b in expected])
         self.assertEqual(answer.header("X-ChainCore-Height"), str(FUNDED_HEIGHT))
 
+    def test_blocks_stop_at_max_bytes_and_say_more(self):
+        """A binary /blocks answer stops before max_bytes (one block at least) and says so in X-ChainCore-More."""
+        one = len(self.chain[3].raw)
+        answer = self.get_bytes(f"/blocks?start=3&limit=10&max_bytes={2 * one + 10}")
+        decoded = wire.decode_blocks(answer.body, REGTEST.max_block_size)
+        self.assertEqual([b.hash for b in decoded], [b.hash for b in self.chain[3:5]])
+        self.assertEqual(answer.header("X-ChainCore-More"), "true")
+        tiny = self.get_bytes("/blocks?start=3&limit=10&max_bytes=1")
+        self.assertEqual(len(wire.decode_blocks(tiny.body, REGTEST.max_block_size)), 1)
+        whole = self.get_bytes("/blocks?start=3&limit=4")
+        self.assertEqual(whole.header("X-ChainCore-More"), "false")
+
+    def test_headers_say_whether_the_tip_lies_beyond(self):
+        """A binary /headers answer cut by its limit says more; one that reaches the tip does not."""
+        cut = self.get_bytes(f"/headers?locator={self.chain[100].hash.hex()}&limit=1")
+        self.assertEqual(len(wire.decode_headers(cut.body)), 1)
+        self.assertEqual(cut.header("X-ChainCore-More"), "true")
+        whole = self.get_bytes(f"/headers?locator={self.chain[100].hash.hex()}")
+        self.assertEqual(whole.header("X-ChainCore-More"), "false")
+
     def test_headers_are_framed(self):
         """GET /headers in binary is a framed list of 120-byte headers after the locator's hash."""
         answer = self.get_bytes(f"/headers?locator={self.chain[100].hash.hex()}")

@@ -18,7 +18,8 @@ from chaincore.core import jsonview, wire
 from chaincore.core.errors import Malformed, PeerUnreachable
 from chaincore.core.params import REGTEST
 from chaincore.p2p.client import (
-    BinaryAnswer, PeerClient, answer_height, blocks_from_answer, headers_from_answer, pooled_http_client,
+    BinaryAnswer, PeerClient, answer_height, blocks_from_answer, fetch_blocks, fetch_headers, headers_from_answer,
+    pooled_http_client,
 )
 from tests.support.builders import regtest_chain
 
@@ -320,6 +321,22 @@ class BinaryTransferTests(SynchronousTestCase):
         blocks = blocks_from_answer(answer, REGTEST.max_block_size)
         self.assertEqual([b.hash for b in blocks], [b.hash for b in self.chain[1:]])
         self.assertEqual(answer_height(answer), 3)
+
+    def test_catch_up_reads_binary_headers_and_their_more(self):
+        """fetch_headers takes an octet-stream answer, and X-ChainCore-More says whether the peer has more."""
+        framed = wire.encode_headers(b.header for b in self.chain[1:])
+        for said, more in (("true", True), ("false", False), (None, False)):
+            extra = {"X-ChainCore-More": said} if said else {}
+            self.peer.canned["/headers"] = (200, framed, {"Content-Type": wire.MEDIA_TYPE, **extra})
+            headers, got = self.successResultOf(fetch_headers(self.client, A, [self.chain[0].hash]))
+            self.assertEqual([h.hash for h in headers], [b.hash for b in self.chain[1:]])
+            self.assertIs(got, more)
+
+    def test_catch_up_refuses_bad_binary_blocks_as_malformed(self):
+        """fetch_blocks turns cut-short framed bytes into Malformed naming the peer, so it is penalised."""
+        self.peer.canned["/blocks"] = (200, wire.encode_blocks(self.chain[1:])[:-1], {"Content-Type": wire.MEDIA_TYPE})
+        err = self.failureResultOf(fetch_blocks(self.client, A, 1, 3, 1_000_000), Malformed).value
+        self.assertIn(A, str(err))
 
     def test_asks_for_bytes_and_still_takes_json(self):
         """get_binary sends Accept octet-stream (JSON at a lower q); a JSON answer fires as its dict."""
