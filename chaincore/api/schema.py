@@ -53,7 +53,15 @@ HEADER = {"type": "object", "properties": HEADER_PROPS,
 BLOCK = {"type": "object", "properties": {**HEADER_PROPS, "transactions": {"type": "array", "items": TRANSACTION}},
          "required": HEADER["required"] + ["transactions"]}
 
-SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR}
+COMPACT = {"type": "object", "required": ["header", "short_ids", "prefilled"], "properties": {
+    "header": HEADER,
+    "short_ids": {"type": "string", "pattern": "^([0-9a-fA-F]{12})*$",
+                  "description": "6-byte short ids, concatenated: BLAKE2b-48 of each tx_id keyed with the block "
+                                 "hash's first 16 bytes, for every transaction not prefilled, in order"},
+    "prefilled": {"type": "array", "items": {"type": "object", "required": ["index", "transaction"],
+                                             "properties": {"index": U32, "transaction": TRANSACTION}}}}}
+
+SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR, "Compact": COMPACT}
 
 
 def ref(name: str) -> dict:
@@ -136,6 +144,37 @@ ENDPOINTS = {
                                       "properties": {"transaction": ref("Transaction")}},
                                 responses={200: ("accepted or duplicate", {"type": "object"}),
                                            400: ("invalid transaction", ref("Error"))}),
+    "announce": Endpoint("post", "/announce",
+                         "A peer announces a block: its header, and maybe its compact form (header, 6-byte short "
+                         "ids keyed by the block, the coinbase prefilled); the node fetches what it lacks from the "
+                         "sender named in X-ChainCore-Peer.",
+                         body={"type": "object", "required": ["block"],
+                               "properties": {"block": ref("Header"), "compact": ref("Compact")}},
+                         responses={200: ("known, or fetching", {"type": "object", "properties": {
+                             "status": {"type": "string", "enum": ["known", "fetching"]},
+                             "block_hash": HEX32}})}),
+    "announce_txs": Endpoint("post", "/announce_txs", "A peer announces transactions by id; the node fetches "
+                                                      "those it lacks from the sender (X-ChainCore-Peer).",
+                             body={"type": "object", "required": ["tx_ids"], "properties": {
+                                 "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
+                             responses={200: ("how many it will fetch", {"type": "object", "properties": {
+                                 "wanted": {"type": "integer"}}})}),
+    "compact": Endpoint("get", "/compact/{hash}", "A block in compact form (as BIP 152).", params=(HASH_PARAM,),
+                        responses={200: ("the compact block", ref("Compact")), 404: ("unknown block", ref("Error"))}),
+    "block_txs": Endpoint("post", "/block_txs", "Transactions of a block by index (what a compact block lacked).",
+                          body={"type": "object", "required": ["block_hash", "indexes"], "properties": {
+                              "block_hash": HEX32,
+                              "indexes": {"type": "array", "items": U32, "maxItems": 5000}}},
+                          responses={200: ("the transactions, in the order asked",
+                                           {"type": "object", "properties": {
+                                               "block_hash": HEX32,
+                                               "transactions": {"type": "array", "items": ref("Transaction")}}}),
+                                     404: ("unknown block", ref("Error"))}),
+    "txs": Endpoint("post", "/txs", "Mempool transactions by id (those the node holds).",
+                    body={"type": "object", "required": ["tx_ids"], "properties": {
+                        "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
+                    responses={200: ("the transactions found", {"type": "object", "properties": {
+                        "transactions": {"type": "array", "items": ref("Transaction")}}})}),
     "block": Endpoint("get", "/block/{hash}", "One block by hash.", params=(HASH_PARAM,),
                       responses={200: ("the block", ref("Block")), 404: ("unknown block", ref("Error"))}),
     "blocks": Endpoint("get", "/blocks", "Main-chain blocks by height.",
