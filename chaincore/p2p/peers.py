@@ -381,6 +381,10 @@ class PollSchedule:
         interval = max(interval, self.min_s)
         self._next[url] = (now + interval, interval)
 
+    def retry(self, url: str) -> None:
+        """Poll url again at the next round (we are still behind it)."""
+        self._next[url] = (0.0, self.min_s)
+
     def forget(self, url: str) -> None:
         self._next.pop(url, None)
 

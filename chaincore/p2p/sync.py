@@ -15,6 +15,7 @@ from ..logs import logger
 
 from ..core import jsonview
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from .peers import PollSchedule
 
 log = logger("chaincore.p2p.sync")
 
@@ -43,6 +44,8 @@ class Synchronizer:
         self.metrics = metrics
         self._catching_up = None   # the peer a catch-up is running against (relay holds back its blocks)
         self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
+        self.poll = PollSchedule()     # when each outbound peer's tip is polled next
+        self._tips = {}                # peer -> the tip_hash it last showed
 
     # -- rounds ------------------------------------------------------------------------
 
@@ -56,12 +59,17 @@ class Synchronizer:
         """Compare tips with every active peer and catch up with the one with most work; should that
         catch-up fail, the next one that still has more work than us.  Fires with the first peer
         caught up with, or None when every peer was in step (or none answered)."""
-        peers = self.discovery.active_peers()
+        # only outbound peers whose poll is due: inbound ones poll us, and announcements bring news
+        peers = self.poll.due(self.discovery.outbound_peers(), self.clock.seconds())
         if not peers:
             return None
         answers = yield defer.DeferredList([self.client.status(url) for url in peers], consumeErrors=True)
         ahead = []
         for url, (ok, status) in zip(peers, answers):
+            if ok:
+                changed = self._tips.get(url) != status.get("tip_hash")
+                self._tips[url] = status.get("tip_hash")
+                self.poll.polled(url, self.clock.seconds(), changed)
             if not ok:
                 self.discovery.report_failure(url, _reason(status))
             elif plan_catch_up(self.node.chain.tip.chainwork, status):
@@ -73,6 +81,8 @@ class Synchronizer:
                 continue  # an earlier catch-up this round got us there already
             first = first or url
             yield self.catch_up(url)
+            if -negative_work > self.node.chain.tip.chainwork:
+                self.poll.retry(url)  # still behind it: ask again next round, whatever the backoff says
         return first
 
     @defer.inlineCallbacks
