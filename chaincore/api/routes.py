@@ -299,6 +299,8 @@ class NodeAPI:
         header = jsonview.parse_header(field(body, "block"), "block")
         compact = None
         if body.get("compact") is not None:
+            if isinstance(body["compact"], dict) and "header" not in body["compact"]:
+                body["compact"]["header"] = body["block"]  # sent once, beside the compact form's ids
             compact = compact_blocks.parse_compact(body["compact"], self._node.params.max_money)
             if compact.hash != header.hash:
                 raise Malformed("compact.header is not the announced block's header")

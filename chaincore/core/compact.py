@@ -85,13 +85,14 @@ class Reconstruction:
     collision: bool
 
 
-def reconstruct(compact: CompactBlock, candidates) -> Reconstruction:
-    """Fill compact's slots from candidates (transactions, e.g. the mempool's); pure."""
+def reconstruct(compact: CompactBlock, candidates, sid_of=short_id) -> Reconstruction:
+    """Fill compact's slots from candidates (transactions, e.g. the mempool's); pure.  sid_of(key, tx_id)
+    is the short-id function (a parameter so tests can make collisions happen)."""
     key = block_key(compact.hash)
     wanted = {s for s in compact.slots if isinstance(s, bytes)}
     by_id, collided = {}, set()
     for tx in candidates:
-        sid = short_id(key, tx.tx_id)
+        sid = sid_of(key, tx.tx_id)
         if sid not in wanted:
             continue
         if sid in by_id and by_id[sid].tx_id != tx.tx_id:

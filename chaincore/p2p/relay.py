@@ -133,7 +133,10 @@ class Relay:
         if not peers:
             return None
         header = jsonview.header_to_json(block.header)
-        compact = compact_to_json(block) if self.compact_push > 0 else None
+        compact = None
+        if self.compact_push > 0:
+            compact = compact_to_json(block)
+            del compact["header"]  # the announcement carries it once, as "block"
         sends, pushed = [], 0
         for peer in peers:
             self.known.add(peer, block.hash)
