@@ -154,7 +154,8 @@ def accept_times(bed: Testbed, block_hash: str) -> dict:
             for line in f:
                 if short in line and line.startswith("{"):
                     record = json.loads(line)
-                    if record["msg"].endswith("accepted") or record["msg"].startswith("mined block"):
+                    msg = record["msg"]
+                    if msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg:
                         times[h.name] = record["t"]
                         break
     return times
