@@ -222,3 +222,14 @@ def _reason(reason) -> str:
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
     return str(reason) or type(reason).__name__
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 from a command-line option; UsageError otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise UsageError(f"{text} must be at least 1")
+    return value

@@ -22,7 +22,7 @@ from chaincore.core import errors, keys
 from chaincore.core.mining import NonceRanges, is_stale
 from chaincore.core.pow import search_nonce
 
-from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
+from .common import (CliError, positive_int, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
                      add_node_option, add_version, node_url, run_main)
 
 PROG = "chaincore-miner"
@@ -327,24 +327,14 @@ def format_rate(hashes_per_s: float) -> str:
     return f"{hashes_per_s:.0f} H/s"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise UsageError(f"{text} must be at least 1")
-    return value
-
-
 def make_parser(env=None) -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Mine ChainCore blocks on a node, paying the rewards to ADDRESS.")
     add_version(parser)
     add_node_option(parser, os.environ if env is None else env)
     parser.add_argument("--address", required=True, help="the address the block rewards go to")
-    parser.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes searching nonces (default: the number of CPUs)")
-    parser.add_argument("--blocks", type=_positive, default=None, metavar="N",
+    parser.add_argument("--blocks", type=positive_int, default=None, metavar="N",
                         help="stop after N accepted blocks (default: mine until interrupted)")
     parser.add_argument("--pause", type=_seconds, default=0, metavar="S",
                         help="rest S seconds after each accepted block, to pace a test network (default 0)")

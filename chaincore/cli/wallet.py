@@ -23,7 +23,7 @@ from chaincore.core.jsonview import parse_tx, tx_to_json
 from chaincore.core.keys import PrivateKey
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Transaction, TxIn, TxOut
 
-from .common import (CliError, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
+from .common import (CliError, positive_int, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
                      add_node_option, add_version, format_coins, node_url, parse_coins, run_main)
 from .events import wait_for_confirmations
 
@@ -507,16 +507,6 @@ class WalletCommands:
         return spendable
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise UsageError(f"{text} must be at least 1")
-    return value
-
-
 def _payload(address: str, option: str) -> bytes:
     try:
         return keys.address_payload(address)
@@ -543,7 +533,7 @@ def make_parser(env=None) -> OneLineParser:
     command("balance", "Print the spendable, immature and unconfirmed amounts, in coins.", node=True)
     history = command("history", "Print one line per transaction touching the wallet's address, newest first.",
                       node=True)
-    history.add_argument("--limit", type=_positive, default=None, metavar="N",
+    history.add_argument("--limit", type=positive_int, default=None, metavar="N",
                          help="print at most N transactions, then say how to go on (default: all)")
     history.add_argument("--cursor", default=None, metavar="C", help="start where an earlier --limit stopped")
     send = command("send", "Sign a payment here and hand it to the node.", node=True)
@@ -551,9 +541,9 @@ def make_parser(env=None) -> OneLineParser:
     send.add_argument("--amount", required=True, metavar="COINS", help="coins to send, e.g. 10.5 (up to 8 decimals)")
     send.add_argument("--fee", default=None, metavar="COINS",
                       help="coins left to the miner, e.g. 0.0001 (default: the node's /fees rate for this size)")
-    send.add_argument("--wait", type=_positive, default=None, metavar="N",
+    send.add_argument("--wait", type=positive_int, default=None, metavar="N",
                       help="after sending, wait until the payment has N confirmations")
-    send.add_argument("--wait-timeout", type=_positive, default=3600, metavar="SECONDS",
+    send.add_argument("--wait-timeout", type=positive_int, default=3600, metavar="SECONDS",
                       help="give up waiting after this many seconds (default 3600)")
     send.add_argument("--no-broadcast", action="store_true",
                       help="print the signed transaction JSON instead of sending it (its coins are not reserved)")

@@ -15,14 +15,9 @@ from chaincore.core.params import REGTEST
 from chaincore.storage.sqlite import SqliteStore
 
 from ..support.nodes import make_node, settled
-from ..support.api import FUNDED_HEIGHT, MATURE_MAX, APIClient, assert_error, funded_chain, funded_node, mature_outpoint
-from ..support.builders import ALICE, BOB, make_block, signed_tx
-
-
-def pay_bob(height: int = 1, amount: int = 10_000_000, fee: int = 1_000):
-    """A valid transaction spending ALICE's coinbase at height: amount to BOB, the change back to ALICE."""
-    coin = REGTEST.block_reward(height)
-    return signed_tx([(mature_outpoint(height), ALICE)], [(BOB, amount), (ALICE, coin - amount - fee)])
+from .test_endpoints import pay_bob
+from ..support.api import FUNDED_HEIGHT, MATURE_MAX, APIClient, assert_error, funded_chain, funded_node
+from ..support.builders import ALICE, BOB, make_block
 
 
 class BalanceSplitTests(SynchronousTestCase):
