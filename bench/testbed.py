@@ -14,7 +14,7 @@ counters, until every tip matched plus SETTLE_S) beside the block's canonical
 size.  Last, the bytes the idle network carries per minute per peer link.
 
     sudo python bench/testbed.py [--hosts 10] [--delay 40] [--jitter 0] [--loss 0]
-                                 [--blocks 3] [--txs 100] [--idle 60]
+                                 [--blocks 3] [--txs 100] [--idle 60] [--idle-warmup 160]
 """
 
 import argparse
@@ -264,7 +264,7 @@ def run(args) -> None:
             print(f"{'':>8}  bytes received per node per block {statistics.mean(ratio):.2f}x the block's canonical size "
                   f"(blocks of {statistics.mean(b.size for _, b, _, _ in mine):,.0f} B)")
 
-        time.sleep(5)
+        time.sleep(args.idle_warmup)  # polls back off from 5 s to their 2-minute pace after the last block
         before = bed.traffic()
         time.sleep(args.idle)
         idle = bed.traffic() - before
@@ -287,6 +287,8 @@ def main(argv) -> None:
     parser.add_argument("--blocks", type=int, default=3, help="blocks per mode")
     parser.add_argument("--txs", type=int, default=100, help="signed transactions per block")
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle network measured")
+    parser.add_argument("--idle-warmup", type=float, default=160,
+                        help="seconds of quiet before the idle measurement starts")
     parser.add_argument("--discovery-s", type=float, default=60, help="at most this long for peers to find each other")
     args = parser.parse_args(argv)
     reason = unavailable_reason()

@@ -14,6 +14,7 @@ to an announcement predates it and gets whole items (/submit_block,
 so nothing is announced back to a peer that has it.
 """
 
+import hashlib
 from collections import OrderedDict
 
 from twisted.internet import defer
@@ -137,16 +138,19 @@ class Relay:
         if self.compact_push > 0:
             compact = compact_to_json(block)
             del compact["header"]  # the announcement carries it once, as "block"
-        sends, pushed = [], 0
+        # the compact form goes to compact_push peers, a different few for each block, so no peer
+        # always waits for the extra trip
+        pushed_to = set(sorted(peers, key=lambda p: hashlib.blake2b(p.encode() + block.hash,
+                                                                    digest_size=8).digest())[:self.compact_push])
+        sends = []
         for peer in peers:
             self.known.add(peer, block.hash)
             if peer in self.legacy:
                 sends.append(self._post_block(peer, block))
                 continue
             body = {"block": header}
-            if pushed < self.compact_push:
+            if peer in pushed_to:
                 body["compact"] = compact
-                pushed += 1
             d = self.client.post_json(peer, "/announce", body)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block))
             d.addErrback(self._failed, peer)

@@ -38,6 +38,7 @@ from .workers import ProcessOffloader
 log = logger("chaincore.service")
 
 STORE_FILE = "chain.sqlite"
+IDLE_CONNECTION_S = 300.0
 
 
 class NodeService(service.MultiService):
@@ -215,7 +216,9 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     node.mining_to = mine
 
     api = NodeAPI(node, peers, metrics, cooperate, events=events)
-    site = make_site(api.resource(), on_finish=metrics.observe_request)
+    # kept-alive connections outlive the peers' slowest polls (p2p.peers.POLL_MAX_S), so an idle network
+    # sends no handshakes and an announcement leaves on an open connection
+    site = make_site(api.resource(), on_finish=metrics.observe_request, timeout_s=IDLE_CONNECTION_S)
     miner = MinerService(node, clock, mine, offloader) if mine else None
     top = NodeService(node, store, api=api, site=site, peers=peers, metrics=metrics, miner=miner,
                       datadir=datadir, reactor=reactor, lock=lock)
