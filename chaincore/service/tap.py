@@ -21,6 +21,8 @@ class Options(usage.Options):
          "Local ports to probe for peers (5000-5011, 5000,5002; an empty string disables)."],
         ["advertise", None, None, "The base URL other nodes should use for this node (default http://localhost:PORT)."],
         ["mine", None, None, "Mine in the background, paying to this address."],
+        ["outbound", None, 8, "Peers this node polls and announces to, chosen across subnets (inbound peers "
+                              "are served besides).", int],
     ]
 
     def __init__(self):

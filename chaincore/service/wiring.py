@@ -190,7 +190,7 @@ def exposure_warning(options) -> str | None:
 
 def build_node(store, params, clock, *, advertise_url: str, http=None, offloader=None, datadir=None,
                seeds=(), discover_ports=(), own_port=None, mine=None, make_timer=every, metrics=None,
-               verify=None, reactor=None, lock=None, endpoint=None, cooperate=None) -> NodeService:
+               verify=None, reactor=None, lock=None, endpoint=None, cooperate=None, outbound=None) -> NodeService:
     """A whole node as a NodeService: Node, NodeAPI and its Site, PeerNetwork, miner, metrics, listeners.
 
     `http` is the treq HTTPClient peers are reached through (a pooled one when
@@ -203,7 +203,8 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     node = Node(store, params, clock, advertise_url=advertise_url.rstrip("/"), metrics=metrics,
                 offloader=offloader, **({"verify": verify} if verify is not None else {}))
     peers = PeerNetwork(node, clock, make_timer=make_timer, datadir=datadir, seeds=seeds,
-                        discover_ports=discover_ports, own_port=own_port, metrics=metrics, http=http)
+                        discover_ports=discover_ports, own_port=own_port, metrics=metrics, http=http,
+                        **({"degree": outbound} if outbound else {}))
     # who hears what: the node tells relay and sync; sync tells relay when a catch-up brought blocks
     node.block_listeners.append(peers.relay.on_block)
     node.tx_listeners.append(peers.relay.on_tx)
@@ -263,4 +264,5 @@ def make_node_service(options, reactor=None):
     store, lock = open_store(options["datadir"], params)
     return build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
                       datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
-                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint)
+                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint,
+                      outbound=options.get("outbound"))
