@@ -128,7 +128,8 @@ class Network:
         urls = {h.url: h.name for h in self.bed.hosts}
         graph = {h.name: set() for h in self.bed.hosts}
         for h in self.bed.hosts:
-            for url in wait_for(lambda: try_json(h.url + "/peers"), 60, f"{h.name}'s /peers")["active_peers"]:
+            answer = wait_for(lambda: try_json(h.url + "/peers"), 60, f"{h.name}'s /peers")
+            for url in answer.get("relay_peers", answer["active_peers"]):  # whom blocks go to
                 if url in urls:
                     graph[h.name].add(urls[url])
                     graph[urls[url]].add(h.name)

@@ -121,6 +121,12 @@ class PeerDirectory(Protocol):
     def hint(self, url: str) -> None:
         """A client named itself in X-ChainCore-Peer (the API has checked it names the sender)."""
 
+    def relay_urls(self) -> list:
+        """The peers this node polls and announces to (outbound) and those that chose it (inbound)."""
+
+    def inbound(self, url: str) -> None:
+        """Peer url (checked to be the sender) polls or announces to us as one of its outbound peers."""
+
     def announced(self, url: str, header, compact=None) -> str:
         """Peer url (checked to be the sender) announced a block (its header, maybe its compact form):
         "known", or "fetching" while the peer layer gets what it lacks from url."""
@@ -183,7 +189,9 @@ class NodeAPI:
 
     @app.route("/status", methods=["GET"])
     def status(self, request):
-        self._heard_from(request)  # peers probe /status: that is how we hear of late starters
+        source = self._heard_from(request)  # peers probe /status: that is how we hear of late starters
+        if source and request.args.get(b"outbound") and names_sender(request, source):
+            self._peers.inbound(source)  # a peer polling us as one of its outbound peers
         return conditional_json(request, status_of(self._node, self._peers))
 
     def _heard_from(self, request) -> str | None:
@@ -240,8 +248,9 @@ class NodeAPI:
             listed = [u for u in active if not is_loopback_url(u)]
         else:
             listed = active
+        relay = [u for u in self._peers.relay_urls() if is_loopback(request) or not is_loopback_url(u)]
         return conditional_json(request, {"peers": sorted(known), "active_peers": sorted(listed),
-                                          "peer_count": len(active)})
+                                          "relay_peers": sorted(relay), "peer_count": len(active)})
 
     @app.route("/peers", methods=["POST"])
     def add_peer(self, request):
@@ -297,6 +306,7 @@ class NodeAPI:
         body = read_json(request)
         source = self._announcer(request)
         header = jsonview.parse_header(field(body, "block"), "block")
+        self._peers.inbound(source)
         compact = None
         if body.get("compact") is not None:
             if isinstance(body["compact"], dict) and "header" not in body["compact"]:
@@ -313,6 +323,7 @@ class NodeAPI:
         body = read_json(request)
         source = self._announcer(request)
         ids = _hex_ids(field(body, "tx_ids"), "tx_ids")
+        self._peers.inbound(source)
         self._peers.hint(source)
         return json_body(request, 200, {"wanted": self._peers.announced_txs(source, ids)})
 

@@ -191,9 +191,10 @@ class PeerClient:
         for key in [k for k in self._cached if k[0] == peer_url]:
             del self._cached[key]
 
-    def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S):
-        """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200."""
-        return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s))
+    def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S, as_outbound: bool = False):
+        """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200.
+        as_outbound tells the peer we poll it as one of our outbound peers (it then announces to us)."""
+        return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s, as_outbound))
 
     def traffic(self, peer_url: str) -> PeerTraffic:
         """A copy of the counters for one peer (zeros for a peer never contacted)."""
@@ -215,8 +216,9 @@ class PeerClient:
             total.bytes_received += t.bytes_received
         return total
 
-    async def _status(self, peer_url, timeout_s):
-        code, obj, _ = await self._get_cached(peer_url, "/status", timeout_s, STATUS_MAX_BYTES)
+    async def _status(self, peer_url, timeout_s, as_outbound=False):
+        path = "/status?outbound=1" if as_outbound else "/status"
+        code, obj, _ = await self._get_cached(peer_url, path, timeout_s, STATUS_MAX_BYTES)
         if code != 200:
             raise PeerUnreachable(f"peer {normalise_url(peer_url)} answered /status with HTTP {code}")
         return obj

@@ -123,9 +123,15 @@ class PeerNetwork(service.MultiService):
     def _heard_news(self, url: str) -> None:
         self.sync.poll.heard(url, self.reactor.seconds())
 
-    def hint(self, url: str) -> None:
-        """A request named its sender's URL: an inbound peer; probe it soon if it is new or was thought down."""
+    def relay_urls(self) -> list:
+        return self.discovery.relay_peers()
+
+    def inbound(self, url: str) -> None:
+        """A peer polls or announces to us as one of its outbound peers: we announce to it too."""
         self.discovery.heard_from(url)
+
+    def hint(self, url: str) -> None:
+        """A request named its sender's URL: probe it soon if it is new or was thought down."""
         if self.discovery.remember(url, "header") and self.running and not self.node.syncing:
             if self._hint_call is None or not self._hint_call.active():
                 self._hint_call = self.reactor.callLater(0, self.discovery.run_once)

@@ -63,7 +63,8 @@ class Synchronizer:
         peers = self.poll.due(self.discovery.outbound_peers(), self.clock.seconds())
         if not peers:
             return None
-        answers = yield defer.DeferredList([self.client.status(url) for url in peers], consumeErrors=True)
+        answers = yield defer.DeferredList([self.client.status(url, as_outbound=True) for url in peers],
+                                           consumeErrors=True)
         ahead = []
         for url, (ok, status) in zip(peers, answers):
             if ok:

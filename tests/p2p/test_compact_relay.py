@@ -225,3 +225,22 @@ class IdleCostTests(SyncTestCase):
 def _clock():
     from twisted.internet.task import Clock  # one per test, as SyncTestCase has
     return Clock()
+
+
+class InboundTests(SyncTestCase):
+    def test_only_peers_that_chose_us_are_inbound(self):
+        """A discovery probe does not make a peer inbound; a poll as an outbound peer does, and then we
+        announce to it although it is not among our own outbound peers."""
+        chain = funded_chain()[:11]
+        a = self.network.add(NodePeer(url(5001), self.clock, chain, network=self.network, seeds=[url(5002)]))
+        b = self.network.add(NodePeer(url(5002), self.clock, chain, network=self.network, seeds=[url(5001)]))
+        b.discovery.degree = 0  # b chooses nobody: a reaches it only as a's outbound peer
+        self.successResultOf(b.discovery.run_once())  # b probes a, and a probes b back (the hint)
+        self.assertEqual(b.discovery.active_peers(), [a.url])
+        self.assertEqual((b.discovery.outbound_peers(), b.discovery.inbound_peers()), ([], []))
+        self.successResultOf(a.discovery.run_once())  # a takes b as outbound and polls it (GET /status?outbound=1)
+        self.assertIn(("/status", {"outbound": "1"}), b.queries)
+        self.assertEqual(b.discovery.inbound_peers(), [a.url])
+        block = make_block(chain[-1], pay_to=BOB)
+        settled(b.node.submit_block(block, local=True))
+        self.assertEqual(a.tip(), block.hash)
