@@ -14,7 +14,7 @@ counters, until every tip matched plus SETTLE_S) beside the block's canonical
 size.  Last, the bytes the idle network carries per minute per peer link.
 
     sudo python bench/testbed.py [--hosts 10] [--delay 40] [--jitter 0] [--loss 0]
-                                 [--blocks 3] [--txs 100] [--idle 60]
+                                 [--blocks 3] [--txs 100] [--idle 60] [--idle-warmup 160]
 """
 
 import argparse
@@ -128,7 +128,8 @@ class Network:
         urls = {h.url: h.name for h in self.bed.hosts}
         graph = {h.name: set() for h in self.bed.hosts}
         for h in self.bed.hosts:
-            for url in wait_for(lambda: try_json(h.url + "/peers"), 60, f"{h.name}'s /peers")["active_peers"]:
+            answer = wait_for(lambda: try_json(h.url + "/peers"), 60, f"{h.name}'s /peers")
+            for url in answer.get("relay_peers", answer["active_peers"]):  # whom blocks go to
                 if url in urls:
                     graph[h.name].add(urls[url])
                     graph[urls[url]].add(h.name)
@@ -154,7 +155,8 @@ def accept_times(bed: Testbed, block_hash: str) -> dict:
             for line in f:
                 if short in line and line.startswith("{"):
                     record = json.loads(line)
-                    if record["msg"].endswith("accepted") or record["msg"].startswith("mined block"):
+                    msg = record["msg"]
+                    if msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg:
                         times[h.name] = record["t"]
                         break
     return times
@@ -263,7 +265,7 @@ def run(args) -> None:
             print(f"{'':>8}  bytes received per node per block {statistics.mean(ratio):.2f}x the block's canonical size "
                   f"(blocks of {statistics.mean(b.size for _, b, _, _ in mine):,.0f} B)")
 
-        time.sleep(5)
+        time.sleep(args.idle_warmup)  # polls back off from 5 s to their 2-minute pace after the last block
         before = bed.traffic()
         time.sleep(args.idle)
         idle = bed.traffic() - before
@@ -286,6 +288,8 @@ def main(argv) -> None:
     parser.add_argument("--blocks", type=int, default=3, help="blocks per mode")
     parser.add_argument("--txs", type=int, default=100, help="signed transactions per block")
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle network measured")
+    parser.add_argument("--idle-warmup", type=float, default=160,
+                        help="seconds of quiet before the idle measurement starts")
     parser.add_argument("--discovery-s", type=float, default=60, help="at most this long for peers to find each other")
     args = parser.parse_args(argv)
     reason = unavailable_reason()

@@ -167,9 +167,12 @@ ENDPOINT_COSTS = {
     "history": ("address", 5), "utxos": ("address", 5), "balance": ("address", 3),
     "explorer": ("explorer", 3),
     "add_transaction": ("submit", 2), "submit_block": ("submit", 5),
+    # relay between nodes: an announcement makes the node fetch from its sender; /compact and /block_txs
+    # read a block as /block does; /txs looks up to 5,000 ids
+    "announce": ("submit", 2), "announce_txs": ("submit", 2), "txs": ("bulk", 5),
 }
 BLOCKS_PER_TOKEN = 10  # /chain and /blocks: an answer of 600 blocks costs 60 tokens
-STRANGERS_ONLY = {"add_transaction", "submit_block"}  # the operator's and the peers' own traffic is not metered
+STRANGERS_ONLY = {"add_transaction", "submit_block", "announce", "announce_txs"}  # the operator's and the peers' own traffic is not metered
 
 
 class RequestBudget:

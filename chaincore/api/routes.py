@@ -18,11 +18,11 @@ from twisted.internet import task
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
-from ..core import jsonview, wire
+from ..core import compact as compact_blocks, jsonview, wire
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
 from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused, TooLarge
-from ..core.peer_url import normalise_url
+from ..core.peer_url import is_loopback_url, normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
 from ..logs import logger
@@ -37,6 +37,7 @@ STREAM_BLOCKS_OVER = 50       # a /blocks or /chain answer of more blocks than t
 STREAM_LIST_OVER = 1_000    # /transactions and /utxos longer than this are written in slices
 STREAM_SLICE_ROWS = 200
 STREAM_SLICE_BYTES = 1_000_000  # a slice stops at about this many bytes, whatever its count
+MAX_ANNOUNCED_TXS = 5000    # tx ids in one POST /announce_txs, /txs or /block_txs
 
 
 def is_loopback(request) -> bool:
@@ -59,6 +60,23 @@ def names_sender(request, url: str) -> bool:
         except ValueError:
             return False
     return host == getattr(request.getClientAddress(), "host", None)
+
+
+def conditional_json(request, obj) -> bytes:
+    """A 200 JSON answer with an ETag of its body, or 304 with no body when If-None-Match names that tag,
+    so a peer polling an unchanged answer gets a few header bytes back."""
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    etag = b'"' + hashlib.blake2b(body, digest_size=10).hexdigest().encode() + b'"'
+    request.setHeader(b"ETag", etag)
+    asked = request.getHeader(b"If-None-Match") or b""
+    if isinstance(asked, str):
+        asked = asked.encode("latin-1")
+    if etag in [t.strip() for t in asked.split(b",")]:
+        request.setResponseCode(304)
+        return b""
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", b"application/json")
+    return body
 
 
 def read_json(request) -> dict:
@@ -180,6 +198,19 @@ class PeerDirectory(Protocol):
     def hint(self, url: str) -> None:
         """A client named itself in X-ChainCore-Peer (the API has checked it names the sender)."""
 
+    def relay_urls(self) -> list:
+        """The peers this node polls and announces to (outbound) and those that chose it (inbound)."""
+
+    def inbound(self, url: str) -> None:
+        """Peer url (checked to be the sender) polls or announces to us as one of its outbound peers."""
+
+    def announced(self, url: str, header, compact=None) -> str:
+        """Peer url (checked to be the sender) announced a block (its header, maybe its compact form):
+        "known", or "fetching" while the peer layer gets what it lacks from url."""
+
+    def announced_txs(self, url: str, tx_ids: list) -> int:
+        """Peer url announced transactions by id; how many this node will fetch."""
+
 
 class NodeAPI:
     """The Klein application of one node."""
@@ -237,8 +268,10 @@ class NodeAPI:
 
     @app.route("/status", methods=["GET"])
     def status(self, request):
-        self._heard_from(request)  # peers probe /status: that is how we hear of late starters
-        return json_body(request, 200, status_of(self._node, self._peers))
+        source = self._heard_from(request)  # peers probe /status: that is how we hear of late starters
+        if source and request.args.get(b"outbound") and names_sender(request, source):
+            self._peers.inbound(source)  # a peer polling us as one of its outbound peers
+        return conditional_json(request, status_of(self._node, self._peers))
 
     def _charge(self, request, endpoint: str, blocks: int = 0) -> None:
         """Spend the client's tokens for one request of endpoint; RateLimited (429) when they ran out."""
@@ -348,8 +381,14 @@ class NodeAPI:
     @app.route("/peers", methods=["GET"])
     def peers(self, request):
         known, active = self._peers.known_urls(), self._peers.active_urls()
-        return json_body(request, 200, {"peers": sorted(known), "active_peers": sorted(active),
-                                        "peer_count": len(active)})
+        if not is_loopback(request):  # another host cannot reach our loopback peers: never pass them on
+            known = [u for u in known if not is_loopback_url(u)]
+            listed = [u for u in active if not is_loopback_url(u)]
+        else:
+            listed = active
+        relay = [u for u in self._peers.relay_urls() if is_loopback(request) or not is_loopback_url(u)]
+        return conditional_json(request, {"peers": sorted(known), "active_peers": sorted(listed),
+                                          "relay_peers": sorted(relay), "peer_count": len(active)})
 
     @app.route("/peers", methods=["POST"])
     def add_peer(self, request):
@@ -408,6 +447,67 @@ class NodeAPI:
         d = self._node.submit_tx(tx, source=self._heard_from(request), body_digest=digest)
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
+
+    # -- announce, then fetch (compact blocks, transactions by id) --------------------------
+
+    def _announcer(self, request) -> str:
+        source = peer_url(request)
+        if not source or not names_sender(request, source):
+            raise Malformed("an announcement needs an X-ChainCore-Peer header naming the sender")
+        return source
+
+    @app.route("/announce", methods=["POST"])
+    def announce(self, request):
+        self._charge(request, "announce")
+        body = read_json(request)
+        source = self._announcer(request)
+        header = jsonview.parse_header(field(body, "block"), "block")
+        self._peers.inbound(source)
+        compact = None
+        if body.get("compact") is not None:
+            if isinstance(body["compact"], dict) and "header" not in body["compact"]:
+                body["compact"]["header"] = body["block"]  # sent once, beside the compact form's ids
+            compact = compact_blocks.parse_compact(body["compact"], self._node.params.max_money)
+            if compact.hash != header.hash:
+                raise Malformed("compact.header is not the announced block's header")
+        self._peers.hint(source)
+        status = self._peers.announced(source, header, compact)
+        return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})
+
+    @app.route("/announce_txs", methods=["POST"])
+    def announce_txs(self, request):
+        self._charge(request, "announce_txs")
+        body = read_json(request)
+        source = self._announcer(request)
+        ids = _hex_ids(field(body, "tx_ids"), "tx_ids")
+        self._peers.inbound(source)
+        self._peers.hint(source)
+        return json_body(request, 200, {"wanted": self._peers.announced_txs(source, ids)})
+
+    @app.route("/compact/<string:block_hash>", methods=["GET"])
+    def compact(self, request, block_hash):
+        p = params(request, "compact", {"hash": block_hash})
+        self._charge(request, "block")
+        return json_body(request, 200, compact_blocks.compact_to_json(self._node.block(bytes.fromhex(p["hash"]))))
+
+    @app.route("/block_txs", methods=["POST"])
+    def block_txs(self, request):
+        self._charge(request, "block")
+        body = read_json(request)
+        block = self._node.block(jsonview.require_hex(field(body, "block_hash"), "block_hash", 32))
+        indexes = jsonview.require_list(field(body, "indexes"), "indexes", MAX_ANNOUNCED_TXS)
+        txs = []
+        for n, index in enumerate(indexes):
+            index = jsonview.require_int(index, f"indexes[{n}]", hi=len(block.transactions) - 1)
+            txs.append(jsonview.tx_to_json(block.transactions[index]))
+        return json_body(request, 200, {"block_hash": block.hash.hex(), "transactions": txs})
+
+    @app.route("/txs", methods=["POST"])
+    def txs(self, request):
+        self._charge(request, "txs")
+        ids = _hex_ids(field(read_json(request), "tx_ids"), "tx_ids")
+        found = [self._node.mempool.get(tx_id) for tx_id in ids]
+        return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in found if tx is not None]})
 
     # -- further endpoints ----------------------------------------------------------------
 
@@ -640,6 +740,12 @@ class _TaskProducer:
             self._work.stop()
         except task.TaskDone:
             pass
+
+
+def _hex_ids(value, name: str) -> list:
+    """A list of 32-byte hex ids (at most MAX_ANNOUNCED_TXS); Malformed naming the field otherwise."""
+    items = jsonview.require_list(value, name, MAX_ANNOUNCED_TXS)
+    return [jsonview.require_hex(v, f"{name}[{n}]", 32) for n, v in enumerate(items)]
 
 
 def status_of(node, peers: PeerDirectory) -> dict:

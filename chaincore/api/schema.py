@@ -54,11 +54,19 @@ HEADER = {"type": "object", "properties": HEADER_PROPS,
 BLOCK = {"type": "object", "properties": {**HEADER_PROPS, "transactions": {"type": "array", "items": TRANSACTION}},
          "required": HEADER["required"] + ["transactions"]}
 
-SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR}
 OCTETS = {"type": "string", "format": "binary"}
 BINARY_MEDIA = "application/octet-stream"
 ONE_BLOCK = "the block's canonical bytes (docs/protocol.md 11)"
 ONE_TX = "the transaction's canonical bytes (docs/protocol.md 11)"
+COMPACT = {"type": "object", "required": ["header", "short_ids", "prefilled"], "properties": {
+    "header": HEADER,
+    "short_ids": {"type": "string", "pattern": "^([0-9a-fA-F]{12})*$",
+                  "description": "6-byte short ids, concatenated: BLAKE2b-48 of each tx_id keyed with the block "
+                                 "hash's first 16 bytes, for every transaction not prefilled, in order"},
+    "prefilled": {"type": "array", "items": {"type": "object", "required": ["index", "transaction"],
+                                             "properties": {"index": U32, "transaction": TRANSACTION}}}}}
+
+SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR, "Compact": COMPACT}
 
 
 def ref(name: str) -> dict:
@@ -172,6 +180,37 @@ ENDPOINTS = {
                                 responses={200: ("accepted or duplicate", {"type": "object"}),
                                            400: ("invalid transaction", ref("Error")),
                                            413: ("over the size limit", ref("Error"))}),
+    "announce": Endpoint("post", "/announce",
+                         "A peer announces a block: its header, and maybe its compact form (header, 6-byte short "
+                         "ids keyed by the block, the coinbase prefilled); the node fetches what it lacks from the "
+                         "sender named in X-ChainCore-Peer.",
+                         body={"type": "object", "required": ["block"],
+                               "properties": {"block": ref("Header"), "compact": ref("Compact")}},
+                         responses={200: ("known, or fetching", {"type": "object", "properties": {
+                             "status": {"type": "string", "enum": ["known", "fetching"]},
+                             "block_hash": HEX32}})}),
+    "announce_txs": Endpoint("post", "/announce_txs", "A peer announces transactions by id; the node fetches "
+                                                      "those it lacks from the sender (X-ChainCore-Peer).",
+                             body={"type": "object", "required": ["tx_ids"], "properties": {
+                                 "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
+                             responses={200: ("how many it will fetch", {"type": "object", "properties": {
+                                 "wanted": {"type": "integer"}}})}),
+    "compact": Endpoint("get", "/compact/{hash}", "A block in compact form (as BIP 152).", params=(HASH_PARAM,),
+                        responses={200: ("the compact block", ref("Compact")), 404: ("unknown block", ref("Error"))}),
+    "block_txs": Endpoint("post", "/block_txs", "Transactions of a block by index (what a compact block lacked).",
+                          body={"type": "object", "required": ["block_hash", "indexes"], "properties": {
+                              "block_hash": HEX32,
+                              "indexes": {"type": "array", "items": U32, "maxItems": 5000}}},
+                          responses={200: ("the transactions, in the order asked",
+                                           {"type": "object", "properties": {
+                                               "block_hash": HEX32,
+                                               "transactions": {"type": "array", "items": ref("Transaction")}}}),
+                                     404: ("unknown block", ref("Error"))}),
+    "txs": Endpoint("post", "/txs", "Mempool transactions by id (those the node holds).",
+                    body={"type": "object", "required": ["tx_ids"], "properties": {
+                        "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
+                    responses={200: ("the transactions found", {"type": "object", "properties": {
+                        "transactions": {"type": "array", "items": ref("Transaction")}}})}),
     "block": Endpoint("get", "/block/{hash}", "One block by hash (its canonical bytes with "
                                               "Accept: application/octet-stream).", params=(HASH_PARAM,),
                       binary=ONE_BLOCK,
@@ -329,6 +368,7 @@ def _charged() -> dict:
     out = {}
     for key in ENDPOINTS:
         name = "explorer" if key in ("index", "search") or key.endswith("_page") else key
+        name = "block" if key in ("compact", "block_txs") else name  # they read a block as /block does
         if name in ENDPOINT_COSTS:
             tokens = ENDPOINT_COSTS[name][1]
             who = "strangers only" if name in STRANGERS_ONLY else "every client"
@@ -387,8 +427,10 @@ DESCRIPTION = (
     "their first byte [10 s], its body at --body-min-rate after a 10 s grace [10,000 bytes/s], else 408. "
     "Requests: expensive endpoints cost tokens from the client address's bucket (--stranger-budget [120/20: "
     "burst/per second], --peer-budget [600/100], --loopback-budget [2000/500]): /chain 20, /blocks and "
-    "/transactions 10 (/chain and /blocks at least one per 10 blocks answered), /headers, /history and "
-    "/utxos 5, /balance and explorer pages 3, /block 2, and for strangers POST /submit_block 5 and POST /add_transaction 2. An empty bucket answers 429 "
+    "/transactions 10 (/chain and /blocks at least one per 10 blocks answered), /headers, /history, "
+    "/utxos and POST /txs 5, /balance and explorer pages 3, /block, /compact and POST /block_txs 2, and for "
+    "strangers POST /submit_block 5, POST /add_transaction, /announce and /announce_txs 2. An empty bucket "
+    "answers 429 "
     "{\"error\": ..., \"code\": \"rate-limited\"} with Retry-After. A transaction refused at the current tip "
     "is refused again at once until the tip changes.")
 

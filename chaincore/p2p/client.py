@@ -25,6 +25,7 @@ from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, Re
 from ..core import jsonview, wire
 from ..core.errors import Malformed, PeerUnreachable
 from ..core.jsonview import parse_block, parse_header
+from ..core.peer_url import is_loopback_url
 from .peers import normalise_url
 
 HEALTH_TIMEOUT_S = 2.0
@@ -148,6 +149,8 @@ class PeerClient:
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         self._http, self._clock = http, clock
         self._peer_header = advertise_url.encode("ascii")
+        self._own_loopback = is_loopback_url(advertise_url)  # then never named to a peer on another host
+        self._cached = {}  # (peer, path) -> (ETag, answer) of conditional GETs
         self._max_per_peer = max_per_peer
         self._max_body_bytes = max_body_bytes
         self._total = defer.DeferredSemaphore(max_total)
@@ -188,9 +191,39 @@ class PeerClient:
         return defer.Deferred.fromCoroutine(
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True))
 
-    def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S):
-        """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200."""
-        return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s))
+    def get_cached(self, peer_url: str, path: str, timeout_s: float = DATA_TIMEOUT_S, max_bytes: int = None):
+        """A conditional GET: the last answer's ETag goes in If-None-Match and a 304 gives that answer back;
+        fires with (status_code, dict, changed), where changed is False for a 304."""
+        return defer.Deferred.fromCoroutine(self._get_cached(peer_url, path, timeout_s, max_bytes))
+
+    async def _get_cached(self, peer_url, path, timeout_s, max_bytes):
+        try:
+            key = (normalise_url(peer_url), path)
+        except Malformed as e:
+            raise PeerUnreachable(str(e)) from None
+        etag, cached = self._cached.get(key, (None, None))
+        meta = {}
+        code, obj = await self._exchange("GET", peer_url, path, None, None, timeout_s, max_bytes,
+                                         headers={b"If-None-Match": [etag]} if etag else None, meta=meta)
+        if code == 304 and cached is not None:
+            return 200, cached, False
+        if code == 200 and meta.get("etag"):
+            if len(self._cached) > 4096:
+                self._cached.clear()
+            self._cached[key] = (meta["etag"], obj)
+        else:
+            self._cached.pop(key, None)
+        return code, obj, True
+
+    def forget_cached(self, peer_url: str) -> None:
+        """Drop the cached answers of a peer (it went away; the next request asks afresh)."""
+        for key in [k for k in self._cached if k[0] == peer_url]:
+            del self._cached[key]
+
+    def status(self, peer_url: str, timeout_s: float = HEALTH_TIMEOUT_S, as_outbound: bool = False):
+        """GET /status with the health timeout; fires with the status dict, PeerUnreachable unless 200.
+        as_outbound tells the peer we poll it as one of our outbound peers (it then announces to us)."""
+        return defer.Deferred.fromCoroutine(self._status(peer_url, timeout_s, as_outbound))
 
     def traffic(self, peer_url: str) -> PeerTraffic:
         """A copy of the counters for one peer (zeros for a peer never contacted)."""
@@ -212,13 +245,15 @@ class PeerClient:
             total.bytes_received += t.bytes_received
         return total
 
-    async def _status(self, peer_url, timeout_s):
-        code, obj = await self._exchange("GET", peer_url, "/status", None, None, timeout_s, STATUS_MAX_BYTES)
+    async def _status(self, peer_url, timeout_s, as_outbound=False):
+        path = "/status?outbound=1" if as_outbound else "/status"
+        code, obj, _ = await self._get_cached(peer_url, path, timeout_s, STATUS_MAX_BYTES)
         if code != 200:
             raise PeerUnreachable(f"peer {normalise_url(peer_url)} answered /status with HTTP {code}")
         return obj
 
-    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes, binary=False):
+    async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes, binary=False,
+                        headers=None, meta=None):
         if self.closed:
             raise PeerUnreachable(f"not asking {peer_url}: this node is stopping")
         try:
@@ -235,7 +270,8 @@ class PeerClient:
                 if self.closed:  # closed while this request waited for its turn: it must not start now
                     raise PeerUnreachable(f"not asking {peer}: this node is stopping")
                 return await self._exchange_now(method, peer, path, params, data, timeout_s,
-                                                self._max_body_bytes if max_bytes is None else max_bytes, binary)
+                                                self._max_body_bytes if max_bytes is None else max_bytes,
+                                                binary, headers, meta)
             finally:
                 self._total.release()
         finally:
@@ -243,12 +279,15 @@ class PeerClient:
             if sem.tokens == sem.limit and not sem.waiting:
                 self._per_peer.pop(peer, None)
 
-    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes, binary=False):
+    async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes, binary=False,
+                            extra=None, meta=None):
         what = f"peer {peer} {method} {path}"
         traffic = self._traffic.setdefault(peer, PeerTraffic())
         traffic.requests += 1
-        headers = {PEER_HEADER: [self._peer_header], b"Accept": [_BINARY_ACCEPT if binary and method == "GET"
-                                                                  else b"application/json"]}
+        headers = {b"Accept": [_BINARY_ACCEPT if binary and method == "GET" else b"application/json"]}
+        if not self._own_loopback or is_loopback_url(peer):  # a loopback URL means nothing to another host
+            headers[PEER_HEADER] = [self._peer_header]
+        headers.update(extra or {})
         if data is not None:
             headers[b"Content-Type"] = [_OCTETS if binary else b"application/json"]
             traffic.bytes_sent += len(data)
@@ -285,6 +324,10 @@ class PeerClient:
                 raise PeerUnreachable(f"{what}: {_describe(e)}") from None
         finally:
             deadline.stop()
+        if meta is not None:
+            meta["etag"] = (response.headers.getRawHeaders(b"etag") or [None])[0]
+        if response.code == 304 and not raw:
+            return 304, {}
         if binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:
             return response.code, BinaryAnswer(raw, _height(response), _more_header(response))
         return response.code, _parse_object(raw, what)
@@ -405,6 +448,8 @@ async def _fetch_blocks(client, peer, start, limit, max_bytes, timeout_s, max_bl
 async def _fetch_transactions(client, peer, max_bytes, timeout_s):
     code, answer = await client.get_json(peer, "/transactions", {"max_bytes": str(max_bytes)}, timeout_s=timeout_s,
                                          max_bytes=max_bytes + ENVELOPE_BYTES + 200_000)
+    if 400 <= code < 500:  # it keeps its mempool to itself (or is busy: 429): nothing to take, nothing wrong
+        return [], False
     if code != 200:
         raise PeerUnreachable(f"peer {peer} answered /transactions with HTTP {code}")
     try:

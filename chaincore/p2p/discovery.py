@@ -16,11 +16,16 @@ from twisted.logger import LogLevel
 from ..logs import logger
 
 from ..core.errors import Malformed, PeerUnreachable
+from ..core.peer_url import is_loopback_url
 from .client import DATA_TIMEOUT_S
-from .peers import normalise_url
+from .peers import OUTBOUND_DEGREE, choose_outbound, normalise_url
 
 EXCHANGE_LIMIT = 32        # new URLs taken from one peer's /peers answer per round
 PEERS_MAX_BYTES = 256_000
+EXCHANGE_MIN_S = 4.0       # a peer whose list grew is asked again this soon ...
+EXCHANGE_MAX_S = 600.0     # ... one whose list stays the same at most this rarely (conditional GETs)
+MAX_INBOUND = 32           # peers that chose us, relayed to besides our own outbound choice
+INBOUND_TTL_S = 600.0      # an inbound peer silent this long is no longer one
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,23 @@ class Discovery:
 
     def __init__(self, client, table, clock, identity: NodeIdentity, *, discover_ports=(), seeds=(),
                  own_port: int = None, exchange_limit: int = EXCHANGE_LIMIT,
-                 on_peer_added=None, on_peer_lost=None):
+                 on_peer_added=None, on_peer_lost=None, degree: int = OUTBOUND_DEGREE,
+                 max_inbound: int = MAX_INBOUND):
         self.client, self.table, self._clock, self.identity = client, table, clock, identity
         self._seeds = [normalise_url(u) for u in seeds]
         table.own_node_id = identity.node_id
         table.mark_self(identity.advertise_url)
         if own_port is None:
             own_port = urlsplit(identity.advertise_url).port
-        self._port_urls = [f"http://localhost:{p}" for p in discover_ports if p != own_port]
+        # a node others reach on another address learns peers by exchange: probing its own machine's
+        # ports would find nodes at loopback URLs that mean nothing to its peers
+        self.on_loopback = is_loopback_url(identity.advertise_url)
+        self._port_urls = ([f"http://localhost:{p}" for p in discover_ports if p != own_port]
+                           if self.on_loopback else [])
+        self.degree, self.max_inbound = degree, max_inbound
+        self._outbound = []
+        self._inbound = {}        # url -> when it last contacted us
+        self._exchange_at = {}    # url -> (next exchange time, interval)
         self._exchange_limit = exchange_limit
         self.on_peer_added = on_peer_added
         self.on_peer_lost = on_peer_lost
@@ -65,6 +79,38 @@ class Discovery:
     def active_peers(self) -> list:
         """URLs of the active peers, sorted."""
         return self.table.active_urls()
+
+    def outbound_peers(self) -> list:
+        """The peers this node polls and relays to: at most `degree` active peers, kept while they stay
+        active, chosen from different subnets and hosts first (PeerTable is pure; choose_outbound too)."""
+        self._outbound = choose_outbound(self._outbound, self.table.active_urls(), self.degree)
+        return list(self._outbound)
+
+    def inbound_peers(self) -> list:
+        """Active peers that contacted us within INBOUND_TTL_S, newest first up to max_inbound, sorted."""
+        now = self._clock.seconds()
+        for url in [u for u, t in self._inbound.items() if now - t > INBOUND_TTL_S]:
+            del self._inbound[url]
+        recent = sorted((u for u in self._inbound if self.table.is_active(u)), key=self._inbound.get, reverse=True)
+        return sorted(recent[:self.max_inbound])
+
+    def relay_peers(self) -> list:
+        """Whom news goes to: the outbound peers and the inbound ones."""
+        return sorted(set(self.outbound_peers()) | set(self.inbound_peers()))
+
+    def heard_from(self, url: str) -> None:
+        """url (checked to name the sender) contacted us: an inbound peer, up to the cap."""
+        try:
+            url = normalise_url(url)
+        except Malformed:
+            return
+        if url in self._inbound or len(self._inbound) < self.max_inbound:
+            self._inbound[url] = self._clock.seconds()
+        else:  # full: the one silent longest makes room
+            oldest = min(self._inbound, key=self._inbound.get)
+            if self._clock.seconds() - self._inbound[oldest] > INBOUND_TTL_S / 2:
+                del self._inbound[oldest]
+                self._inbound[url] = self._clock.seconds()
 
     def remember(self, url: str, source: str = "told") -> bool:
         """Take url (from POST /peers or an X-ChainCore-Peer header) as a candidate for the next round;
@@ -127,8 +173,10 @@ class Discovery:
             self.table.add(url, now, "seed")
         for url in self._port_urls:
             self.table.add(url, now, "port")
-        reached = await self._probe_due()
-        learnt = await defer.gatherResults([defer.Deferred.fromCoroutine(self._exchange(url)) for url in reached],
+        await self._probe_due()
+        now = self._clock.seconds()
+        due = [u for u in self.table.active_urls() if self._exchange_at.get(u, (0.0, 0.0))[0] <= now]
+        learnt = await defer.gatherResults([defer.Deferred.fromCoroutine(self._exchange(url)) for url in due],
                                            consumeErrors=True)
         if any(learnt):
             await self._probe_due()
@@ -176,8 +224,8 @@ class Discovery:
     async def _exchange(self, url: str) -> int:
         """Ask url for its peers and add up to the limit of new ones as candidates; how many were added."""
         try:
-            code, answer = await self.client.get_json(url, "/peers", timeout_s=DATA_TIMEOUT_S,
-                                                      max_bytes=PEERS_MAX_BYTES)
+            code, answer, changed = await self.client.get_cached(url, "/peers", timeout_s=DATA_TIMEOUT_S,
+                                                                 max_bytes=PEERS_MAX_BYTES)
             if code != 200:
                 raise PeerUnreachable(f"peer {url} answered /peers with HTTP {code}")
             offered = [u for key in ("active_peers", "peers") for u in _url_list(answer, key, url)]
@@ -188,10 +236,15 @@ class Discovery:
             self.report_misbehaviour(url, e)
             return 0
         added = 0
-        for candidate in offered:
+        for candidate in offered if changed else ():
             if added >= self._exchange_limit:
                 break
+            if not self.on_loopback and is_loopback_url(candidate):
+                continue  # a loopback URL from another host names that host, not one we can reach
             added += self.remember(candidate, source="exchange")
+        _, interval = self._exchange_at.get(url, (0.0, 0.0))
+        interval = EXCHANGE_MIN_S if added else min(EXCHANGE_MAX_S, max(EXCHANGE_MIN_S, 2 * interval))
+        self._exchange_at[url] = (self._clock.seconds() + interval, interval)
         return added
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -211,6 +264,9 @@ class Discovery:
             self._lost(url)
 
     def _lost(self, url):
+        self._exchange_at.pop(url, None)
+        self._inbound.pop(url, None)
+        self.client.forget_cached(url)
         self._notify(self.on_peer_lost, url)
 
     def _notify(self, callback, *args):

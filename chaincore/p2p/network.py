@@ -19,15 +19,15 @@ from ..logs import logger
 from .client import PeerClient, pooled_http_client
 from .discovery import Discovery, NodeIdentity
 from .peerfile import load_table, save_table
-from .peers import PeerTable, normalise_url
-from .relay import Relay
+from .peers import OUTBOUND_DEGREE, PeerTable, normalise_url
+from .relay import COMPACT_PUSH, Relay
 from .sync import Synchronizer
 
 log = logger("chaincore.p2p")
 
 DISCOVERY_INTERVAL_S = 2.0   # a round probes only peers that are due, so it is cheap
-SYNC_INTERVAL_S = 5.0
-MEMPOOL_INTERVAL_S = 30.0
+SYNC_INTERVAL_S = 5.0        # a round polls only the outbound peers whose poll is due (peers.PollSchedule)
+MEMPOOL_INTERVAL_S = 600.0   # transactions are announced; the whole-mempool exchange is a slow safety net
 SAVE_INTERVAL_S = 60.0
 STARTUP_RETRIES = 2
 STARTUP_RETRY_DELAY_S = 2.0
@@ -37,7 +37,7 @@ class PeerNetwork(service.MultiService):
     """Discovery, Synchronizer and Relay of one node over one PeerClient, started and stopped as a service."""
 
     def __init__(self, node, reactor, *, make_timer, datadir, seeds=(), discover_ports=(), own_port=None,
-                 metrics=None, http=None):
+                 metrics=None, http=None, degree: int = OUTBOUND_DEGREE, compact_push: int = COMPACT_PUSH):
         super().__init__()
         self.make_timer = make_timer  # (interval_s, fn, clock, now) -> a child IService; the wiring chooses it
         self.node = node
@@ -53,9 +53,10 @@ class PeerNetwork(service.MultiService):
             table = PeerTable(node.node_id, (node.advertise_url,))
         self.discovery = Discovery(self.client, table, reactor, identity, discover_ports=discover_ports,
                                    seeds=seeds, own_port=own_port, on_peer_added=self._peer_added,
-                                   on_peer_lost=self._peer_lost)
+                                   on_peer_lost=self._peer_lost, degree=degree)
         self.sync = Synchronizer(node, self.client, self.discovery, reactor, metrics)
-        self.relay = Relay(node, self.client, self.discovery, self.sync)
+        self.relay = Relay(node, self.client, self.discovery, self.sync, reactor, compact_push=compact_push,
+                           on_heard=self._heard_news)
         self._hint_call = None
         self.startup_done = None  # a Deferred that fires when startup sync is over
 
@@ -111,6 +112,24 @@ class PeerNetwork(service.MultiService):
         self.discovery.run_once()
         return "added"
 
+    def announced(self, url: str, header, compact=None) -> str:
+        """A peer announced a block (api.routes.PeerDirectory): relay fetches it if we lack it."""
+        return self.relay.announced(normalise_url(url), header, compact)
+
+    def announced_txs(self, url: str, tx_ids: list) -> int:
+        """A peer announced transactions by id: relay fetches those we lack."""
+        return self.relay.announced_txs(normalise_url(url), tx_ids)
+
+    def _heard_news(self, url: str) -> None:
+        self.sync.poll.heard(url, self.reactor.seconds())
+
+    def relay_urls(self) -> list:
+        return self.discovery.relay_peers()
+
+    def inbound(self, url: str) -> None:
+        """A peer polls or announces to us as one of its outbound peers: we announce to it too."""
+        self.discovery.heard_from(url)
+
     def hint(self, url: str) -> None:
         """A request named its sender's URL: probe it soon if it is new or was thought down."""
         if self.discovery.remember(url, "header") and self.running and not self.node.syncing:
@@ -129,6 +148,7 @@ class PeerNetwork(service.MultiService):
         # discovery logs the one line saying why (dropped, banned, refused)
         self.relay.known.forget(url)
         self.sync.forget_peer(url)
+        self.sync.poll.forget(url)
 
     def save(self):
         if self.path:
@@ -136,6 +156,7 @@ class PeerNetwork(service.MultiService):
 
     def stopService(self):
         d = defer.maybeDeferred(super().stopService)
+        self.relay.stop()
         self.client.close()
         if self.startup_done is not None and not self.startup_done.called:
             self.startup_done.cancel()

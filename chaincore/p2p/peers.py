@@ -6,17 +6,18 @@ Discovery drives it; sync and relay report failures and misbehaviour to it.
 Peer penalties by error code live here, in PENALTIES (STYLE 3).
 """
 
+import hashlib
 from dataclasses import dataclass
 
 from ..core import errors
 from ..core.errors import Malformed
-from ..core.peer_url import normalise_url  # the one peer URL check (re-exported for p2p modules)
+from ..core.peer_url import normalise_url, subnet_of  # the one peer URL check (re-exported for p2p modules)
 
 MAX_KNOWN = 256
 MAX_BANS = 1024
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 300.0
-RECHECK_S = 30.0           # an active peer is probed again this long after its last good probe
+RECHECK_S = 300.0          # an active peer is probed again this long after its last good probe (sync polls between)
 REFUSED_RETRY_S = 3600.0   # a node of another network or genesis, or not a ChainCore node
 BAN_THRESHOLD = 100
 BAN_S = 3600.0
@@ -322,6 +323,71 @@ class PeerTable:
                     source=str(entry.get("source") or "saved"))
         peer.next_probe_at = float(entry.get("next_probe_at") or now) if peer.refused else now
         self._peers[url] = peer
+
+
+OUTBOUND_DEGREE = 8
+POLL_MIN_S = 5.0            # a peer whose tip moved is polled again this soon
+POLL_MAX_S = 120.0          # an idle peer at most this rarely (Bitcoin Core pings every 2 minutes)
+
+
+def choose_outbound(current, candidates, degree: int = OUTBOUND_DEGREE) -> list:
+    """The outbound peers: those of current still among candidates, then candidates from the subnets
+    (and hosts) least represented so far, so one network cannot fill every slot; sorted, at most degree."""
+    candidates = sorted(set(candidates))
+    chosen = [u for u in sorted(set(current)) if u in candidates][:degree]
+    by_subnet, by_host = {}, {}
+    for url in chosen:
+        by_subnet[subnet_of(url)] = by_subnet.get(subnet_of(url), 0) + 1
+        host = url.partition("://")[2].rpartition(":")[0]
+        by_host[host] = by_host.get(host, 0) + 1
+    rest = [u for u in candidates if u not in chosen]
+    while len(chosen) < degree and rest:
+        def crowding(url):
+            host = url.partition("://")[2].rpartition(":")[0]
+            return by_subnet.get(subnet_of(url), 0), by_host.get(host, 0), _spread(url)
+        best = min(rest, key=crowding)
+        rest.remove(best)
+        chosen.append(best)
+        by_subnet[subnet_of(best)] = by_subnet.get(subnet_of(best), 0) + 1
+        host = best.partition("://")[2].rpartition(":")[0]
+        by_host[host] = by_host.get(host, 0) + 1
+    return sorted(chosen)
+
+
+def _spread(url: str) -> bytes:
+    """A stable, well-mixed order among equals, so nodes do not all pick the same first peers."""
+    return hashlib.blake2b(url.encode(), digest_size=8).digest()
+
+
+class PollSchedule:
+    """When to poll each peer's tip: soon after it changed, backing off to POLL_MAX_S while nothing
+    changes, and not at all while the peer's announcements show it is alive and talking. Pure."""
+
+    def __init__(self, min_s: float = POLL_MIN_S, max_s: float = POLL_MAX_S):
+        self.min_s, self.max_s = min_s, max_s
+        self._next = {}       # url -> (next poll time, current interval)
+
+    def due(self, urls, now: float) -> list:
+        """The urls whose poll is due at now (a url never seen is due at once)."""
+        return [u for u in urls if self._next.get(u, (0.0, 0.0))[0] <= now]
+
+    def polled(self, url: str, now: float, changed: bool) -> None:
+        """A poll answered: next one after min_s if it showed news, else after twice the last interval."""
+        interval = self.min_s if changed else min(self.max_s, max(self.min_s, 2 * self._next.get(url, (0, 0))[1]))
+        self._next[url] = (now + interval, interval)
+
+    def heard(self, url: str, now: float) -> None:
+        """url announced something: it is alive and tells us its news, so its next poll moves back."""
+        _, interval = self._next.get(url, (0.0, self.min_s))
+        interval = max(interval, self.min_s)
+        self._next[url] = (now + interval, interval)
+
+    def retry(self, url: str) -> None:
+        """Poll url again at the next round (we are still behind it)."""
+        self._next[url] = (0.0, self.min_s)
+
+    def forget(self, url: str) -> None:
+        self._next.pop(url, None)
 
 
 def _try_normalise(url) -> str:

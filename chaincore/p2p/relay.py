@@ -1,23 +1,37 @@
-"""Relay: pass newly accepted blocks and transactions on to the active peers.
+"""Relay: announce new blocks and transactions to the relay peers; fetch what peers announce and we lack.
 
-The node fires its listeners only for items it did not know, so an item is
-relayed at most once by each node.  Each peer's known items (what it sent
-us, what we sent it) are remembered in a bounded set, so an item does not go
-back to a peer that already has it.  Blocks connected in bulk during a
-catch-up are not relayed one by one; only the new tip is.  Items travel as
-their canonical bytes (docs/protocol.md 11).
+A new tip is announced with its header (POST /announce); the first
+`compact_push` peers also get its compact form (BIP 152's high-bandwidth
+mode: one trip when their mempools hold the transactions).  A peer that lacks
+the block fetches the compact form (GET /compact/<hash>), rebuilds it from
+its mempool, asks only for the transactions it lacks (POST /block_txs), and
+falls back to the whole block (GET /block/<hash>) on a short-id collision or
+a root that does not fit; the block then goes through Node.submit_block like
+any other.  Transactions are announced by id in small batches
+(POST /announce_txs) and fetched by id (POST /txs).  A peer that answers 404
+to an announcement predates it and gets whole items as JSON (/submit_block,
+/add_transaction), which every version takes.  Each peer's known items are remembered in a bounded set,
+so nothing is announced back to a peer that has it.
 """
 
+import hashlib
 from collections import OrderedDict
 
 from twisted.internet import defer
 from ..logs import logger
 
-from ..core.errors import Invalid, PeerUnreachable
+from ..core import jsonview
+from ..core.compact import compact_to_json, fill, parse_compact, reconstruct
+from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
 
 log = logger("chaincore.p2p.relay")
 
 KNOWN_PER_PEER = 5000
+COMPACT_PUSH = 3              # peers that get the compact form with the announcement (BIP 152 uses 3)
+TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
+TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
+MAX_TX_BATCH = 1000
+BLOCK_MAX_BYTES = 64_000_000
 
 
 class KnownItems:
@@ -41,53 +55,152 @@ class KnownItems:
         self._by_peer.pop(peer, None)
 
 
-class Relay:
-    """Announces the node's new blocks and transactions to its active peers."""
+class RelayCounts:
+    """What relay did, for tests, logs and benchmarks."""
 
-    def __init__(self, node, client, discovery, sync=None):
+    def __init__(self):
+        self.announced = 0        # announcements sent (blocks and transaction batches)
+        self.compact_rebuilt = 0  # blocks rebuilt from a compact form (some transactions fetched or not)
+        self.txs_fetched = 0      # transactions fetched for a compact block
+        self.full_fallbacks = 0   # blocks fetched whole after a compact form did not fit
+        self.legacy_sends = 0     # whole items posted to peers without /announce
+
+
+class Relay:
+    """Announces the node's new blocks and transactions, and fetches what its peers announce."""
+
+    def __init__(self, node, client, discovery, sync=None, clock=None, *, compact_push: int = COMPACT_PUSH,
+                 on_heard=None):
         self.node = node
         self.client = client
         self.discovery = discovery
         self.sync = sync
+        self.clock = clock if clock is not None else node.clock
+        self.compact_push = compact_push
+        self.on_heard = on_heard          # f(url): a peer told us news (sync polls it less)
         self.known = KnownItems()
+        self.counts = RelayCounts()
+        self.legacy = set()               # peers that answered 404 to /announce: they get whole items
+        self.fetching = {}                # block hash -> Deferred of its fetch
+        self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
+        self._tx_call = None
+        self._asked = OrderedDict()       # tx_id -> when it was asked of a peer
         self.sent = 0  # the wiring subscribes on_block, on_tx and on_caught_up
 
+    def stop(self) -> None:
+        """Cancel the pending transaction announcement (the node is stopping)."""
+        if self._tx_call is not None and self._tx_call.active():
+            self._tx_call.cancel()
+
+    # -- what the node tells us ------------------------------------------------------------
+
     def on_block(self, block, source):
-        """A block newly stored by the node: pass it on if it is the tip (not during a catch-up from source)."""
+        """A block newly stored by the node: announce it if it is the tip (not during a catch-up from source)."""
         if source:
             self.known.add(source, block.hash)
         if self.sync is not None and source is not None and source in self.sync.catching_up:
             return None
         if block.hash != self.node.chain.tip.hash:
             return None  # only the tip is news worth spreading
-        return self._send(block.hash, "/submit_block", lambda: block.raw, source)
+        return self._announce_block(block, source)
 
     def on_caught_up(self, peer, received):
         """A catch-up from peer connected blocks without relaying them: announce the new tip once."""
         tip = self.node.chain.block(self.node.chain.tip.hash)
         self.known.add(peer, tip.hash)
-        return self._send(tip.hash, "/submit_block", lambda: tip.raw, peer)
+        return self._announce_block(tip, peer)
 
     def on_tx(self, tx, source):
-        """A transaction newly in the mempool: pass it on to every peer not known to have it."""
+        """A transaction newly in the mempool: queue its id for every relay peer not known to have it."""
         if source:
             self.known.add(source, tx.tx_id)
-        return self._send(tx.tx_id, "/add_transaction", lambda: tx.raw, source)
+        for peer in self._targets(tx.tx_id, source):
+            self.known.add(peer, tx.tx_id)
+            self._tx_queue.setdefault(peer, []).append(tx.tx_id)
+        if self._tx_queue and (self._tx_call is None or not self._tx_call.active()):
+            self._tx_call = self.clock.callLater(TX_BATCH_S, self.flush_txs)
+        return None
 
-    def _send(self, item: bytes, path: str, make_body, source):
-        """POST make_body() (canonical bytes) to every active peer but source that is not known to have item."""
-        peers = [p for p in self.discovery.active_peers() if p != source and not self.known.has(p, item)]
+    # -- sending ---------------------------------------------------------------------------
+
+    def _targets(self, item: bytes, source) -> list:
+        """Relay peers but source that are not known to have item: outbound ones first."""
+        outbound = self.discovery.outbound_peers()
+        peers = outbound + [p for p in self.discovery.relay_peers() if p not in outbound]
+        return [p for p in peers if p != source and not self.known.has(p, item)]
+
+    def _announce_block(self, block, source):
+        peers = self._targets(block.hash, source)
         if not peers:
             return None
-        body = make_body()  # built only when someone will receive it
+        header = jsonview.header_to_json(block.header)
+        compact = None
+        if self.compact_push > 0:
+            compact = compact_to_json(block)
+            del compact["header"]  # the announcement carries it once, as "block"
+        # the compact form goes to compact_push peers, a different few for each block, so no peer
+        # always waits for the extra trip
+        pushed_to = set(sorted(peers, key=lambda p: hashlib.blake2b(p.encode() + block.hash,
+                                                                    digest_size=8).digest())[:self.compact_push])
         sends = []
         for peer in peers:
-            self.known.add(peer, item)
-            d = self.client.post_binary(peer, path, body)
-            d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, path), errbackArgs=(peer,))
+            self.known.add(peer, block.hash)
+            if peer in self.legacy:
+                sends.append(self._post_block(peer, block))
+                continue
+            body = {"block": header}
+            if peer in pushed_to:
+                body["compact"] = compact
+            d = self.client.post_json(peer, "/announce", body)
+            d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block))
+            d.addErrback(self._failed, peer)
             sends.append(d)
         self.sent += len(sends)
-        return defer.DeferredList(sends, consumeErrors=True) if sends else None
+        self.counts.announced += len(sends)
+        return defer.DeferredList(sends, consumeErrors=True)
+
+    def _post_block(self, peer, block):
+        self.counts.legacy_sends += 1
+        d = self.client.post_json(peer, "/submit_block", {"block": jsonview.block_to_json(block)})
+        return d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, "/submit_block"), errbackArgs=(peer,))
+
+    def flush_txs(self):
+        """Announce the queued transaction ids, one request per peer; fires when every peer answered."""
+        queue, self._tx_queue = self._tx_queue, OrderedDict()
+        sends = []
+        for peer, ids in queue.items():
+            for start in range(0, len(ids), MAX_TX_BATCH):
+                batch = ids[start:start + MAX_TX_BATCH]
+                if peer in self.legacy:
+                    sends.extend(self._post_txs(peer, batch))
+                    continue
+                d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]})
+                d.addCallback(self._announced, peer, lambda peer=peer, batch=batch: self._post_txs(peer, batch))
+                d.addErrback(self._failed, peer)
+                sends.append(d)
+        self.sent += len(sends)
+        self.counts.announced += len(sends)
+        return defer.DeferredList(sends, consumeErrors=True)
+
+    def _post_txs(self, peer, tx_ids) -> list:
+        sends = []
+        for tx_id in tx_ids:
+            tx = self.node.mempool.get(tx_id)
+            if tx is None:
+                continue  # mined or evicted meanwhile
+            self.counts.legacy_sends += 1
+            d = self.client.post_json(peer, "/add_transaction", {"transaction": jsonview.tx_to_json(tx)})
+            sends.append(d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, "/add_transaction"),
+                                        errbackArgs=(peer,)))
+        return sends
+
+    def _announced(self, result, peer, legacy_send):
+        status, answer = result
+        if status in (404, 405):  # a node from before announcements: it takes whole items
+            self.legacy.add(peer)
+            sends = legacy_send()
+            return defer.DeferredList(sends if isinstance(sends, list) else [sends], consumeErrors=True)
+        return self._answered(result, peer, "/announce")
 
     def _answered(self, result, peer, path):
         status, answer = result
@@ -103,3 +216,111 @@ class Relay:
         else:
             log.failure("relay to {peer} failed", failure, peer=peer)
         return None
+
+    # -- what peers announce ---------------------------------------------------------------
+
+    def announced(self, peer: str, header, compact=None) -> str:
+        """peer announced a block: "known" if we hold it or fetch it already, else start fetching it."""
+        self.known.add(peer, header.hash)
+        if self.on_heard is not None:
+            self.on_heard(peer)
+        if self.node.chain.has_block(header.hash) or header.hash in self.fetching:
+            return "known"
+        if not header.has_valid_pow:
+            self.discovery.report_misbehaviour(peer, "bad-pow")
+            return "known"
+        d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
+        self.fetching[header.hash] = d
+        d.addErrback(self._fetch_failed, peer)
+        d.addBoth(self._fetched, header.hash)
+        return "fetching"
+
+    def _fetched(self, result, block_hash):
+        self.fetching.pop(block_hash, None)
+        return result
+
+    async def _fetch_block(self, peer, header, compact):
+        """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
+        block_hash = header.hash.hex()
+        if compact is None:
+            code, answer = await self.client.get_json(peer, f"/compact/{block_hash}")
+            if code != 200:
+                raise PeerUnreachable(f"{peer} answered /compact with {code}")
+            compact = parse_compact(answer, self.node.params.max_money)
+            if compact.hash != header.hash:
+                raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
+        block = None
+        rebuilt = reconstruct(compact, self.node.mempool.transactions())
+        if not rebuilt.collision:
+            delivered = []
+            if rebuilt.missing:
+                code, answer = await self.client.post_json(
+                    peer, "/block_txs", {"block_hash": block_hash, "indexes": list(rebuilt.missing)},
+                    max_bytes=BLOCK_MAX_BYTES)
+                if code != 200:
+                    raise PeerUnreachable(f"{peer} answered /block_txs with {code}")
+                delivered = [jsonview.parse_tx(t, "transaction", self.node.params.max_money)
+                             for t in jsonview.require_list(answer.get("transactions"), "transactions", 100_000)]
+                self.counts.txs_fetched += len(delivered)
+            block = fill(compact, rebuilt.txs, delivered)
+        if block is None:
+            self.counts.full_fallbacks += 1
+            log.debug("compact block {hash} did not fit: fetching it whole from {peer}", hash=block_hash[:16],
+                      peer=peer)
+            code, answer = await self.client.get_json(peer, f"/block/{block_hash}", max_bytes=BLOCK_MAX_BYTES)
+            if code != 200:
+                raise PeerUnreachable(f"{peer} answered /block with {code}")
+            block = jsonview.parse_block(answer, "block", self.node.params.max_money)
+            if block.hash != header.hash:
+                raise Malformed(f"{peer} answered /block/{block_hash[:16]} with another block")
+        else:
+            self.counts.compact_rebuilt += 1
+        return await self.node.submit_block(block, source=peer)
+
+    def _fetch_failed(self, failure, peer):
+        if failure.check(PeerUnreachable):
+            self.discovery.report_failure(peer, str(failure.value))
+        elif failure.check(Invalid):
+            log.info("block announced by {peer} refused: {err}", peer=peer, err=failure.value)
+            self.discovery.report_misbehaviour(peer, failure.value)
+        elif failure.check(Refused):
+            log.info("block announced by {peer} not taken: {err}", peer=peer, err=failure.value)
+        elif failure.check(defer.CancelledError):
+            pass
+        else:
+            log.warn("fetching a block announced by {peer} failed: {err}", peer=peer, err=failure.value)
+        return None
+
+    def announced_txs(self, peer: str, tx_ids: list) -> int:
+        """peer announced transactions by id: fetch those we lack and did not just ask for; how many."""
+        now = self.clock.seconds()
+        while self._asked and next(iter(self._asked.values())) < now - TX_ASKED_S:
+            self._asked.popitem(last=False)
+        wanted = []
+        for tx_id in tx_ids:
+            self.known.add(peer, tx_id)
+            if tx_id in self.node.mempool or tx_id in self._asked or self.node.store.tx_location(tx_id) is not None:
+                continue
+            self._asked[tx_id] = now
+            wanted.append(tx_id)
+        if self.on_heard is not None:
+            self.on_heard(peer)
+        if wanted:
+            d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, wanted))
+            d.addErrback(self._fetch_failed, peer)
+        return len(wanted)
+
+    async def _fetch_txs(self, peer, tx_ids):
+        code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
+                                                   max_bytes=BLOCK_MAX_BYTES)
+        if code != 200:
+            raise PeerUnreachable(f"{peer} answered /txs with {code}")
+        accepted = 0
+        for raw in jsonview.require_list(answer.get("transactions"), "transactions", len(tx_ids)):
+            tx = jsonview.parse_tx(raw, "transaction", self.node.params.max_money)
+            try:
+                result = await self.node.submit_tx(tx, source=peer)
+            except Refused:
+                continue  # conflicts and missing parents are normal between two mempools
+            accepted += result.status == "accepted"
+        return accepted

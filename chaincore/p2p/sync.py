@@ -21,6 +21,7 @@ from ..core.errors import Fault, Invalid, Malformed, PeerUnreachable, Refused, R
 from .client import fetch_blocks, fetch_headers, fetch_transactions
 from .download import STALL_TIMEOUT_S, DownloadPlanner, Wanted
 from .headers import HeaderTree
+from .peers import PollSchedule
 
 log = logger("chaincore.p2p.sync")
 
@@ -84,6 +85,8 @@ class Synchronizer:
         self.window_bytes, self.peer_bytes, self.stall_timeout_s = window_bytes, peer_bytes, stall_timeout_s
         self._session = None
         self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
+        self.poll = PollSchedule()     # when each outbound peer's tip is polled next
+        self._tips = {}                # peer -> the tip_hash it last showed
 
     # -- rounds ------------------------------------------------------------------------
 
@@ -94,17 +97,23 @@ class Synchronizer:
 
     @defer.inlineCallbacks
     def sync_round(self):
-        """Ask every active peer for /status and catch up with all that claim more work than our tip.
+        """Ask the outbound peers whose poll is due for /status and catch up with all that claim more work
+        than our tip (inbound peers poll us, and announcements bring news between polls).
 
         Fires with the peer that claimed most, or None when every peer was in step
         (or none answered).
         """
-        peers = self.discovery.active_peers()
+        peers = self.poll.due(self.discovery.outbound_peers(), self.clock.seconds())
         if not peers:
             return None
-        answers = yield defer.DeferredList([self.client.status(url) for url in peers], consumeErrors=True)
+        answers = yield defer.DeferredList([self.client.status(url, as_outbound=True) for url in peers],
+                                           consumeErrors=True)
         ahead = {}
         for url, (ok, status) in zip(peers, answers):
+            if ok:
+                changed = self._tips.get(url) != status.get("tip_hash")
+                self._tips[url] = status.get("tip_hash")
+                self.poll.polled(url, self.clock.seconds(), changed)
             if not ok:
                 self.discovery.report_failure(url, _reason(status))
             elif plan_catch_up(self.node.chain.tip.chainwork, status):
@@ -114,6 +123,9 @@ class Synchronizer:
             return None
         first = min(ahead, key=lambda url: (-ahead[url], url))
         yield self.catch_up_with(ahead)
+        for url, work in ahead.items():
+            if work is not None and work > self.node.chain.tip.chainwork:
+                self.poll.retry(url)  # still behind it: ask again next round, whatever the backoff says
         return first
 
     def catch_up(self, peer: str, claimed_chainwork: int | None = None):

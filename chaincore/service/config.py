@@ -112,6 +112,8 @@ def finish_options(options) -> None:
         options["discover_ports"] = parse_ports(options["discover-ports"])
     except ValueError as e:
         raise usage.UsageError(f"--discover-ports: {e}")
+    if not 1 <= options["outbound"] <= 64:
+        raise usage.UsageError(f"--outbound must be 1-64, not {options['outbound']}")
     if options["mine"] is not None:
         try:
             address_payload(options["mine"])

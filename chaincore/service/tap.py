@@ -31,6 +31,8 @@ class Options(usage.Options):
          "Request tokens of each stranger's address: BURST/PER_SECOND (expensive endpoints cost 2-20)."],
         ["peer-budget", None, "600/100", "Request tokens of each known peer's address: BURST/PER_SECOND."],
         ["loopback-budget", None, "2000/500", "Request tokens of each loopback address: BURST/PER_SECOND."],
+        ["outbound", None, 8, "Peers this node polls and announces to, chosen across subnets (inbound peers "
+                              "are served besides).", int],
     ]
 
     def __init__(self):

@@ -43,6 +43,7 @@ from .workers import ProcessOffloader
 log = logger("chaincore.service")
 
 STORE_FILE = "chain.sqlite"
+IDLE_CONNECTION_S = 300.0
 
 
 class NodeService(service.MultiService):
@@ -222,7 +223,7 @@ def time_sliced_cooperator(reactor, slice_s: float = COOPERATE_SLICE_S) -> Coope
 def build_node(store, params, clock, *, advertise_url: str, http=None, offloader=None, datadir=None,
                seeds=(), discover_ports=(), own_port=None, mine=None, make_timer=every, metrics=None,
                verify=None, reactor=None, lock=None, endpoint=None, cooperate=None,
-               limits: NodeLimits | None = None) -> NodeService:
+               limits: NodeLimits | None = None, outbound=None) -> NodeService:
     """A whole node as a NodeService: Node, NodeAPI and its Site, PeerNetwork, miner, metrics, listeners.
 
     `http` is the treq HTTPClient peers are reached through (a pooled one when
@@ -240,7 +241,8 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     node = Node(store, params, clock, advertise_url=advertise_url.rstrip("/"), metrics=metrics,
                 offloader=offloader, **({"verify": verify} if verify is not None else {}))
     peers = PeerNetwork(node, clock, make_timer=make_timer, datadir=datadir, seeds=seeds,
-                        discover_ports=discover_ports, own_port=own_port, metrics=metrics, http=http)
+                        discover_ports=discover_ports, own_port=own_port, metrics=metrics, http=http,
+                        **({"degree": outbound} if outbound else {}))
     # who hears what: the node tells relay and sync; sync tells relay when a catch-up brought blocks
     node.block_listeners.append(peers.relay.on_block)
     node.tx_listeners.append(peers.relay.on_tx)
@@ -257,7 +259,9 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
 
     budget = RequestBudget(clock, TokenBuckets(limits.rates), classify)
     api = NodeAPI(node, peers, metrics, cooperate, events=events, budget=budget)
-    site = make_site(api.resource(), on_finish=metrics.observe_request)
+    # kept-alive connections outlive the peers' slowest polls (p2p.peers.POLL_MAX_S), so an idle network
+    # sends no handshakes and an announcement leaves on an open connection
+    site = make_site(api.resource(), on_finish=metrics.observe_request, timeout_s=IDLE_CONNECTION_S)
     site.reactor = clock  # connections' idle timeouts run on the node's clock, as every other timer
     listening = guard(site, clock, connections=ConnectionTable(limits.max_connections, limits.per_address),
                       classify=classify, header_timeout_s=limits.header_timeout_s, body_grace_s=limits.body_grace_s,
@@ -307,4 +311,4 @@ def make_node_service(options, reactor=None):
     return build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
                       datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
                       own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint,
-                      limits=options.get("limits"))
+                      limits=options.get("limits"), outbound=options.get("outbound"))

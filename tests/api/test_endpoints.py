@@ -121,13 +121,13 @@ class StatusAndChainTests(APITestCase):
 
 class PeerTests(APITestCase):
     def test_peers_lists(self):
-        """/peers lists the peer table's known and active peers with the active count."""
+        """/peers lists the peer table's known and active peers, the relay peers and the active count."""
         table = self.service.peers.discovery.table
         table.add("http://b:1", 0)
         table.mark_alive("http://a:1", "node-a", 0)
         body = self.client.get_json("/peers")
         self.assertEqual(body, {"peers": ["http://a:1", "http://b:1"], "active_peers": ["http://a:1"],
-                                "peer_count": 1})
+                                "relay_peers": ["http://a:1"], "peer_count": 1})
         self.assertEqual(self.client.get_json("/status")["peer_count"], 1)
 
     def test_add_peer_from_loopback(self):

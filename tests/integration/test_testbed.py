@@ -398,3 +398,90 @@ class NodeTests(_BedMixin, TestCase):
 
 async def _all_equal(tips_coroutine, tip) -> bool:
     return set(await tips_coroutine) == {tip}
+
+
+class MeshTests(_BedMixin, TestCase):
+    """Ten hosts at 40 +- 10 ms with 1 % loss: discovery by exchange, partitions that heal, and no loopback
+    URL ever handed to another host."""
+
+    hosts = 10
+    link = {"delay_ms": 40, "jitter_ms": 10, "loss": 0.01}
+    timeout = 240
+    setUp, get_json, answers, mine_on, tips = (NodeTests.setUp, NodeTests.get_json, NodeTests.answers,
+                                               NodeTests.mine_on, NodeTests.tips)
+
+    async def everyone_knows_everyone(self, bed) -> bool:
+        urls = {h.url for h in bed.hosts}
+        for h in bed.hosts:
+            peers = await self.answers(h.url, "/peers")
+            if not peers or not set(peers["peers"]) >= urls - {h.url}:
+                return False
+        return True
+
+    async def test_hosts_find_each_other_and_a_partition_heals(self):
+        """Each host seeded with one other finds all nine by peer exchange and lists no loopback URL; a
+        partition into two mining groups heals to the heavier tip with the losing branch's transaction back
+        in its group's mempools; a killed host rejoins at the same tip."""
+        from chaincore.core.jsonview import tx_to_json
+        from chaincore.core.tx import OutPoint
+        from ..support.builders import BOB, signed_tx
+
+        bed = self.make_bed()
+        for i in range(self.hosts):  # the observer mines 101 blocks from another host: it gets a miner's budget
+            bed.start_node(i, peers=[(i + 1) % self.hosts], extra=["--stranger-budget", "2000/500"])
+        await wait_until(lambda: self.everyone_knows_everyone(bed), timeout_s=60, interval_s=0.5,
+                         what="every host knowing all others")
+        for h in bed.hosts:
+            answer = await self.get_json(h.url + "/peers")
+            listed = answer["peers"] + answer["active_peers"]
+            self.assertFalse([u for u in listed if "localhost" in u or "127.0.0.1" in u], listed)
+
+        first, other = bed.hosts[0], bed.hosts[5]
+        coinbases = []
+        for _ in range(101):  # one coinbase matures
+            template = await self.get_json(f"{first.url}/mining/template?address={ALICE.address}")
+            block = parse_block(template["block"])
+            block = block.with_nonce(solve(block.header).nonce)
+            coinbases.append(block.transactions[0])
+            response = await self.http.post(first.url + "/submit_block", json={"block": block_to_json(block)},
+                                            timeout=5)
+            self.assertEqual((await response.json())["status"], "accepted")
+        tip = block.hash.hex()
+        await wait_until(lambda: _all_equal(self.tips(bed.hosts), tip), timeout_s=60, interval_s=0.5,
+                         what="every host at the funded tip")
+
+        group_a, group_b = bed.hosts[:5], bed.hosts[5:]
+        bed.partition(group_a, group_b)
+        coinbase = coinbases[0]
+        tx = signed_tx([(OutPoint(coinbase.tx_id, 0), ALICE)], [(BOB, coinbase.output_total - 100_000)])
+        response = await self.http.post(other.url + "/add_transaction", json={"transaction": tx_to_json(tx)},
+                                        timeout=5)
+        self.assertEqual((await response.json())["status"], "accepted")
+        losing = await self.mine_on(other)
+        await wait_until(lambda: _all_equal(self.tips(group_b), losing), timeout_s=20, interval_s=0.3,
+                         what="group B on its own tip")
+        for _ in range(2):
+            winning = await self.mine_on(first)
+        await wait_until(lambda: _all_equal(self.tips(group_a), winning), timeout_s=20, interval_s=0.3,
+                         what="group A on its own tip")
+        bed.heal()
+        await wait_until(lambda: _all_equal(self.tips(bed.hosts), winning), timeout_s=90, interval_s=0.5,
+                         what="every host on the heavier tip after the heal")
+
+        async def back_in_mempools():
+            for h in group_b:
+                found = await self.answers(h.url, f"/tx/{tx.tx_id.hex()}")
+                if not found or found.get("confirmations") != 0:
+                    return False
+            return True
+
+        await wait_until(back_in_mempools, timeout_s=20, interval_s=0.5,
+                         what="the losing branch's transaction back in group B's mempools")
+
+        victim = bed.hosts[9]
+        bed.kill(victim)
+        for _ in range(2):
+            tip = await self.mine_on(first)
+        bed.restart(victim)
+        await wait_until(lambda: _all_equal(self.tips(bed.hosts), tip), timeout_s=60, interval_s=0.5,
+                         what="every host, the restarted one too, at the new tip")

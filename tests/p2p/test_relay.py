@@ -15,8 +15,8 @@ COIN = 100_000_000
 
 
 def submissions(peer: NodePeer) -> list:
-    """Hashes of the blocks POSTed to peer's /submit_block, in order."""
-    return [body["block"]["hash"] for path, body in peer.posted if path == "/submit_block"]
+    """Hashes of the blocks announced (POST /announce) or posted whole (POST /submit_block) to peer, in order."""
+    return [body["block"]["hash"] for path, body in peer.posted if path in ("/announce", "/submit_block")]
 
 
 class RelayTests(SyncTestCase):
@@ -66,8 +66,10 @@ class RelayTests(SyncTestCase):
         tx = signed_tx([(OutPoint(coinbase.tx_id, 0), ALICE)],
                        [(BOB, COIN), (ALICE, coinbase.output_total - COIN - 10_000)])
         settled(c.node.submit_tx(tx))
+        self.clock.pump([0.05] * 3)  # each hop's announcement waits for its batch
         self.assertTrue(all(tx.tx_id in p.node.mempool for p in (a, b, c)))
-        self.assertEqual([p.count("/add_transaction", "POST") for p in (a, b, c)], [1, 1, 0])
+        self.assertEqual([p.count("/announce_txs", "POST") for p in (a, b, c)], [1, 1, 0])
+        self.assertEqual([p.count("/txs", "POST") for p in (a, b, c)], [0, 1, 1])
 
     def test_orphan_block_triggers_catch_up_with_its_sender(self):
         """A block whose parent we lack is answered 202 and makes the node fetch the missing blocks from the

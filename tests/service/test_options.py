@@ -128,3 +128,14 @@ class PeerMineNetworkTests(SynchronousTestCase):
             line = next((ln for ln in text.splitlines() if option + "=" in ln or option + " " in ln), None)
             self.assertIsNotNone(line, option)
             self.assertGreater(len(line.split(option, 1)[1].strip()), 10, line)
+
+
+class OutboundOptionTests(SynchronousTestCase):
+    def test_outbound_degree(self):
+        """--outbound defaults to 8, takes 1-64, refuses anything else, and sets the node's outbound degree."""
+        from tests.support.nodes import make_node  # the wiring's side of the option
+        self.assertEqual(parse()["outbound"], 8)
+        self.assertEqual(parse("--outbound", "3")["outbound"], 3)
+        for bad in ("0", "65", "many"):
+            self.assertRaises(usage.UsageError, parse, "--outbound", bad)
+        self.assertEqual(make_node(outbound=3).peers.discovery.degree, 3)

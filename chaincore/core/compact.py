@@ -1,0 +1,132 @@
+"""Compact blocks (as BIP 152): a header, 6-byte short ids of its transactions and the coinbase in full.
+
+A node that holds most of a block's transactions in its mempool rebuilds the
+block from this form and asks only for the ones it lacks.  Short ids are a
+keyed hash (BLAKE2b, keyed with the block's hash) of each tx_id, so nobody
+can make two transactions collide in every block; a collision in our mempool,
+or a rebuilt block whose merkle root is wrong, means "fetch the full block".
+Pure: values in, values out.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+from . import jsonview
+from .block import Block, merkle_root
+from .errors import Malformed
+
+SHORT_ID_BYTES = 6
+MAX_COMPACT_TXS = 100_000
+
+
+def short_id(key: bytes, tx_id: bytes) -> bytes:
+    """The 6-byte short id of tx_id in the block whose key is key."""
+    return hashlib.blake2b(tx_id, key=key, digest_size=SHORT_ID_BYTES).digest()
+
+
+def block_key(block_hash: bytes) -> bytes:
+    """The short-id key of a block: the first 16 bytes of its hash."""
+    return block_hash[:16]
+
+
+def compact_to_json(block: Block) -> dict:
+    """The compact form of block as JSON: header, short ids (one hex string) and the prefilled coinbase."""
+    key = block_key(block.hash)
+    return {"header": jsonview.header_to_json(block.header),
+            "short_ids": b"".join(short_id(key, tx.tx_id) for tx in block.transactions[1:]).hex(),
+            "prefilled": [{"index": 0, "transaction": jsonview.tx_to_json(block.transactions[0])}]}
+
+
+@dataclass(frozen=True)
+class CompactBlock:
+    """A parsed compact block: the header, the slots of its transactions (a Transaction or a short id)."""
+
+    header: object
+    slots: tuple           # per transaction index: a Transaction (prefilled) or bytes (its short id)
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+
+def parse_compact(obj, max_money: int = 21_000_000 * 100_000_000) -> CompactBlock:
+    """A CompactBlock from its JSON form; Malformed naming the field if any part is off."""
+    obj = jsonview.require_dict(obj, "compact")
+    header = jsonview.parse_header(jsonview.field(obj, "header", "compact"), "compact.header")
+    ids_hex = jsonview.field(obj, "short_ids", "compact")
+    if not isinstance(ids_hex, str) or len(ids_hex) % (2 * SHORT_ID_BYTES):
+        raise Malformed("compact.short_ids must be a hex string of 6-byte ids")
+    ids = jsonview.require_hex(ids_hex, "compact.short_ids", max_size=SHORT_ID_BYTES * MAX_COMPACT_TXS) \
+        if ids_hex else b""
+    prefilled = jsonview.require_list(jsonview.field(obj, "prefilled", "compact"), "compact.prefilled", 1000)
+    count = len(ids) // SHORT_ID_BYTES + len(prefilled)
+    slots = [None] * count
+    for n, item in enumerate(prefilled):
+        item = jsonview.require_dict(item, f"compact.prefilled[{n}]")
+        index = jsonview.require_int(jsonview.field(item, "index", "prefilled"), "prefilled.index", hi=count - 1)
+        if slots[index] is not None:
+            raise Malformed(f"compact.prefilled[{n}] fills index {index} twice")
+        slots[index] = jsonview.parse_tx(jsonview.field(item, "transaction", "prefilled"),
+                                         f"compact.prefilled[{n}].transaction", max_money)
+    if slots and slots[0] is None:
+        raise Malformed("compact: the coinbase (index 0) must be prefilled")
+    rest = iter(ids[i:i + SHORT_ID_BYTES] for i in range(0, len(ids), SHORT_ID_BYTES))
+    slots = [s if s is not None else next(rest) for s in slots]
+    return CompactBlock(header, tuple(slots))
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """What a mempool made of a compact block: the transactions found (None where missing), the missing
+    indexes, and whether two mempool transactions shared a short id the block uses (then: fetch it whole)."""
+
+    txs: tuple
+    missing: tuple
+    collision: bool
+
+
+def reconstruct(compact: CompactBlock, candidates, sid_of=short_id) -> Reconstruction:
+    """Fill compact's slots from candidates (transactions, e.g. the mempool's); pure.  sid_of(key, tx_id)
+    is the short-id function (a parameter so tests can make collisions happen)."""
+    key = block_key(compact.hash)
+    wanted = {s for s in compact.slots if isinstance(s, bytes)}
+    by_id, collided = {}, set()
+    for tx in candidates:
+        sid = sid_of(key, tx.tx_id)
+        if sid not in wanted:
+            continue
+        if sid in by_id and by_id[sid].tx_id != tx.tx_id:
+            collided.add(sid)
+        by_id[sid] = tx
+    if collided or len(wanted) < sum(isinstance(s, bytes) for s in compact.slots):
+        # two of our transactions share an id the block uses, or the block repeats an id: no guessing
+        return Reconstruction((), (), True)
+    txs, missing = [], []
+    for index, slot in enumerate(compact.slots):
+        if isinstance(slot, bytes):
+            tx = by_id.get(slot)
+            if tx is None:
+                missing.append(index)
+            txs.append(tx)
+        else:
+            txs.append(slot)
+    return Reconstruction(tuple(txs), tuple(missing), False)
+
+
+def fill(compact: CompactBlock, found: tuple, delivered) -> Block | None:
+    """The block made of found plus delivered (the missing transactions, in index order), or None when
+    something does not fit: a delivered transaction with another short id, or a wrong merkle root."""
+    key = block_key(compact.hash)
+    delivered = list(delivered)
+    txs = []
+    for index, tx in enumerate(found):
+        if tx is None:
+            if not delivered:
+                return None
+            tx = delivered.pop(0)
+            if short_id(key, tx.tx_id) != compact.slots[index]:
+                return None
+        txs.append(tx)
+    if delivered or merkle_root([tx.tx_id for tx in txs]) != compact.header.merkle_root:
+        return None
+    return Block(compact.header, tuple(txs))
