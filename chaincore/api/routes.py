@@ -19,7 +19,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from ..core import compact as compact_blocks, jsonview, wire
-from ..core.block import NONCE_OFFSET, NONCE_SIZE
+from ..core.block import HEADER_SIZE, NONCE_OFFSET, NONCE_SIZE, Header
 from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
 from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused, TooLarge
 from ..core.peer_url import is_loopback_url, normalise_url
@@ -145,6 +145,14 @@ def binary_body(request, data: bytes, height: int | None = None, more: bool | No
     if more is not None:
         request.setHeader(MORE_HEADER, b"true" if more else b"false")
     return data
+
+
+def no_content(request) -> bytes:
+    """A 204 answer with no body and no headers beyond what HTTP needs (an announcement's answer)."""
+    request.setResponseCode(204)
+    for name in (b"server", b"date", b"content-type"):
+        request.responseHeaders.removeHeader(name)
+    return b""
 
 
 def read_block(request, params):
@@ -459,19 +467,32 @@ class NodeAPI:
     @app.route("/announce", methods=["POST"])
     def announce(self, request):
         self._charge(request, "announce")
-        body = read_json(request)
-        source = self._announcer(request)
-        header = jsonview.parse_header(field(body, "block"), "block")
+        max_txs = compact_blocks.max_block_txs(self._node.params.max_block_size)
+        if media_type(request) == wire.MEDIA_TYPE:
+            # bytes: the 120-byte header alone, or the compact form (which starts with it); the body is
+            # capped at the largest compact form and its counts at what a block holds, before any work
+            raw = _read_binary(request, compact_blocks.max_compact_bytes(self._node.params.max_block_size),
+                               "announcement")
+            source = self._announcer(request)
+            compact = None if len(raw) == HEADER_SIZE else \
+                compact_blocks.parse_compact_bytes(raw, self._node.params.max_block_size)
+            header = Header.decode(raw) if compact is None else compact.header
+        else:
+            body = read_json(request)
+            source = self._announcer(request)
+            header = jsonview.parse_header(field(body, "block"), "block")
+            compact = None
+            if body.get("compact") is not None:
+                if isinstance(body["compact"], dict) and "header" not in body["compact"]:
+                    body["compact"]["header"] = body["block"]  # sent once, beside the compact form's ids
+                compact = compact_blocks.parse_compact(body["compact"], self._node.params.max_money, max_txs)
+                if compact.hash != header.hash:
+                    raise Malformed("compact.header is not the announced block's header")
         self._peers.inbound(source)
-        compact = None
-        if body.get("compact") is not None:
-            if isinstance(body["compact"], dict) and "header" not in body["compact"]:
-                body["compact"]["header"] = body["block"]  # sent once, beside the compact form's ids
-            compact = compact_blocks.parse_compact(body["compact"], self._node.params.max_money)
-            if compact.hash != header.hash:
-                raise Malformed("compact.header is not the announced block's header")
         self._peers.hint(source)
         status = self._peers.announced(source, header, compact)
+        if media_type(request) == wire.MEDIA_TYPE:
+            return no_content(request)  # a binary announcement gets the smallest answer there is
         return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})
 
     @app.route("/announce_txs", methods=["POST"])
@@ -488,7 +509,11 @@ class NodeAPI:
     def compact(self, request, block_hash):
         p = params(request, "compact", {"hash": block_hash})
         self._charge(request, "block")
-        return json_body(request, 200, compact_blocks.compact_to_json(self._node.block(bytes.fromhex(p["hash"]))))
+        request.setHeader(b"Vary", b"Accept")
+        block = self._node.block(bytes.fromhex(p["hash"]))
+        if wants_binary(request):
+            return binary_body(request, compact_blocks.compact_to_bytes(block))
+        return json_body(request, 200, compact_blocks.compact_to_json(block))
 
     @app.route("/block_txs", methods=["POST"])
     def block_txs(self, request):
@@ -499,15 +524,22 @@ class NodeAPI:
         txs = []
         for n, index in enumerate(indexes):
             index = jsonview.require_int(index, f"indexes[{n}]", hi=len(block.transactions) - 1)
-            txs.append(jsonview.tx_to_json(block.transactions[index]))
-        return json_body(request, 200, {"block_hash": block.hash.hex(), "transactions": txs})
+            txs.append(block.transactions[index])
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):  # a framed list of canonical transactions, in the order asked
+            return binary_body(request, wire.frame_list(tx.raw for tx in txs))
+        return json_body(request, 200, {"block_hash": block.hash.hex(),
+                                        "transactions": [jsonview.tx_to_json(tx) for tx in txs]})
 
     @app.route("/txs", methods=["POST"])
     def txs(self, request):
         self._charge(request, "txs")
         ids = _hex_ids(field(read_json(request), "tx_ids"), "tx_ids")
-        found = [self._node.mempool.get(tx_id) for tx_id in ids]
-        return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in found if tx is not None]})
+        found = [tx for tx in (self._node.mempool.get(tx_id) for tx_id in ids) if tx is not None]
+        request.setHeader(b"Vary", b"Accept")
+        if wants_binary(request):  # a framed list of the canonical transactions found
+            return binary_body(request, wire.frame_list(tx.raw for tx in found))
+        return json_body(request, 200, {"transactions": [jsonview.tx_to_json(tx) for tx in found]})
 
     # -- further endpoints ----------------------------------------------------------------
 

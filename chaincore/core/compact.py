@@ -1,7 +1,9 @@
 """Compact blocks (as BIP 152): a header, 6-byte short ids of its transactions and the coinbase in full.
 
 A node that holds most of a block's transactions in its mempool rebuilds the
-block from this form and asks only for the ones it lacks.  Short ids are a
+block from this form and asks only for the ones it lacks.  The form travels as
+JSON or as bytes (docs/protocol.md 12); either is refused before any work when
+it claims more transactions, or more prefilled bytes, than a block can hold.  Short ids are a
 keyed hash (BLAKE2b, keyed with the block's hash) of each tx_id, so nobody
 can make two transactions collide in every block; a collision in our mempool,
 or a rebuilt block whose merkle root is wrong, means "fetch the full block".
@@ -12,11 +14,25 @@ import hashlib
 from dataclasses import dataclass
 
 from . import jsonview
-from .block import Block, merkle_root
+from .block import HEADER_SIZE, Block, Header, merkle_root
+from .encoding import Reader, compact_size, var_bytes
 from .errors import Malformed
+from .tx import Transaction
 
 SHORT_ID_BYTES = 6
 MAX_COMPACT_TXS = 100_000
+# the smallest transaction a block can hold: one input (empty key and signature), one output
+MIN_TX_BYTES = 4 + 1 + (32 + 4 + 1 + 1) + 1 + (8 + 21) + 4
+
+
+def max_block_txs(max_block_size: int) -> int:
+    """The most transactions a block of max_block_size bytes can hold: the bound of a compact form's slots."""
+    return max(1, (max_block_size - HEADER_SIZE - 1) // MIN_TX_BYTES)
+
+
+def max_compact_bytes(max_block_size: int) -> int:
+    """The largest compact form in bytes a block of max_block_size bytes can have (the body cap to read)."""
+    return max_block_size + 2 * 9
 
 
 def short_id(key: bytes, tx_id: bytes) -> bytes:
@@ -37,6 +53,15 @@ def compact_to_json(block: Block) -> dict:
             "prefilled": [{"index": 0, "transaction": jsonview.tx_to_json(block.transactions[0])}]}
 
 
+def compact_to_bytes(block: Block) -> bytes:
+    """The compact form of block in bytes (docs/protocol.md 12): header, compact(n) short ids, compact(k)
+    prefilled transactions as (compact(index), var_bytes(tx)); the coinbase is the one prefilled."""
+    key = block_key(block.hash)
+    ids = [short_id(key, tx.tx_id) for tx in block.transactions[1:]]
+    return b"".join((block.header.raw, compact_size(len(ids)), *ids,
+                     compact_size(1), compact_size(0), var_bytes(block.transactions[0].raw)))
+
+
 @dataclass(frozen=True)
 class CompactBlock:
     """A parsed compact block: the header, the slots of its transactions (a Transaction or a short id)."""
@@ -49,17 +74,56 @@ class CompactBlock:
         return self.header.hash
 
 
-def parse_compact(obj, max_money: int = 21_000_000 * 100_000_000) -> CompactBlock:
-    """A CompactBlock from its JSON form; Malformed naming the field if any part is off."""
+def parse_compact_bytes(data: bytes, max_block_size: int) -> CompactBlock:
+    """A CompactBlock from its bytes; Malformed for anything off.  Counts are checked against what a block of
+    max_block_size can hold and against the bytes left before anything is allocated or decoded, and the
+    prefilled transactions together may not pass the block size."""
+    if len(data) > max_compact_bytes(max_block_size):
+        raise Malformed(f"a compact block of {len(data)} bytes is over {max_compact_bytes(max_block_size)}")
+    r = Reader(data)
+    header = Header.decode(r.take(HEADER_SIZE))
+    limit = max_block_txs(max_block_size)
+    n_ids = r.count(limit)
+    if n_ids * SHORT_ID_BYTES > r.remaining():
+        raise Malformed(f"compact: {n_ids} short ids in {r.remaining()} bytes")
+    ids = r.take(n_ids * SHORT_ID_BYTES)
+    n_prefilled = r.count(limit - n_ids)
+    if n_prefilled * 2 > r.remaining():  # each takes at least an index and a length
+        raise Malformed(f"compact: {n_prefilled} prefilled transactions in {r.remaining()} bytes")
+    count, budget = n_ids + n_prefilled, max_block_size - HEADER_SIZE
+    slots = [None] * count
+    for n in range(n_prefilled):
+        index = r.compact_size()
+        if index >= count:
+            raise Malformed(f"compact: prefilled[{n}] index {index} is past the {count} transactions")
+        if slots[index] is not None:
+            raise Malformed(f"compact: prefilled[{n}] fills index {index} twice")
+        raw = r.var_bytes(budget)  # the length is checked before the bytes are read or decoded
+        budget -= len(raw)
+        slots[index] = Transaction.decode(raw)
+    r.finish()
+    if not slots or slots[0] is None:
+        raise Malformed("compact: the coinbase (index 0) must be prefilled")
+    rest = iter(ids[i:i + SHORT_ID_BYTES] for i in range(0, len(ids), SHORT_ID_BYTES))
+    return CompactBlock(header, tuple(s if s is not None else next(rest) for s in slots))
+
+
+def parse_compact(obj, max_money: int = 21_000_000 * 100_000_000, max_txs: int = MAX_COMPACT_TXS) -> CompactBlock:
+    """A CompactBlock from its JSON form (at most max_txs transactions); Malformed naming the field if any
+    part is off."""
     obj = jsonview.require_dict(obj, "compact")
     header = jsonview.parse_header(jsonview.field(obj, "header", "compact"), "compact.header")
     ids_hex = jsonview.field(obj, "short_ids", "compact")
     if not isinstance(ids_hex, str) or len(ids_hex) % (2 * SHORT_ID_BYTES):
         raise Malformed("compact.short_ids must be a hex string of 6-byte ids")
-    ids = jsonview.require_hex(ids_hex, "compact.short_ids", max_size=SHORT_ID_BYTES * MAX_COMPACT_TXS) \
+    if len(ids_hex) > 2 * SHORT_ID_BYTES * max_txs:
+        raise Malformed(f"compact.short_ids: more than {max_txs} transactions")
+    ids = jsonview.require_hex(ids_hex, "compact.short_ids", max_size=SHORT_ID_BYTES * max_txs) \
         if ids_hex else b""
     prefilled = jsonview.require_list(jsonview.field(obj, "prefilled", "compact"), "compact.prefilled", 1000)
     count = len(ids) // SHORT_ID_BYTES + len(prefilled)
+    if count > max_txs:
+        raise Malformed(f"compact: {count} transactions, more than {max_txs}")
     slots = [None] * count
     for n, item in enumerate(prefilled):
         item = jsonview.require_dict(item, f"compact.prefilled[{n}]")

@@ -172,11 +172,14 @@ class PeerClient:
             self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes))
 
     def post_json(self, peer_url: str, path: str, body: dict, timeout_s: float = DATA_TIMEOUT_S,
-                  max_bytes: int = None):
-        """POST body as JSON to peer_url+path; fires with (status_code, dict)."""
+                  max_bytes: int = None, binary_answer: bool = False):
+        """POST body as JSON to peer_url+path; fires with (status_code, dict).  With binary_answer it asks
+        for canonical bytes and fires with (200, BinaryAnswer) when the peer sends them."""
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
         return defer.Deferred.fromCoroutine(
-            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes))
+            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes,
+                           headers={b"Accept": [_BINARY_ACCEPT]} if binary_answer else None, meta=None,
+                           answer_binary=binary_answer))
 
     def get_binary(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
                    max_bytes: int = None):
@@ -187,7 +190,8 @@ class PeerClient:
 
     def post_binary(self, peer_url: str, path: str, data: bytes, timeout_s: float = DATA_TIMEOUT_S,
                     max_bytes: int = None):
-        """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)."""
+        """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)
+        ({} for a 204).  No Accept goes with it: the answer is JSON or nothing."""
         return defer.Deferred.fromCoroutine(
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True))
 
@@ -253,7 +257,7 @@ class PeerClient:
         return obj
 
     async def _exchange(self, method, peer_url, path, params, data, timeout_s, max_bytes, binary=False,
-                        headers=None, meta=None):
+                        headers=None, meta=None, answer_binary=False):
         if self.closed:
             raise PeerUnreachable(f"not asking {peer_url}: this node is stopping")
         try:
@@ -271,7 +275,7 @@ class PeerClient:
                     raise PeerUnreachable(f"not asking {peer}: this node is stopping")
                 return await self._exchange_now(method, peer, path, params, data, timeout_s,
                                                 self._max_body_bytes if max_bytes is None else max_bytes,
-                                                binary, headers, meta)
+                                                binary, headers, meta, answer_binary)
             finally:
                 self._total.release()
         finally:
@@ -280,11 +284,14 @@ class PeerClient:
                 self._per_peer.pop(peer, None)
 
     async def _exchange_now(self, method, peer, path, params, data, timeout_s, max_bytes, binary=False,
-                            extra=None, meta=None):
+                            extra=None, meta=None, answer_binary=False):
         what = f"peer {peer} {method} {path}"
         traffic = self._traffic.setdefault(peer, PeerTraffic())
         traffic.requests += 1
-        headers = {b"Accept": [_BINARY_ACCEPT if binary and method == "GET" else b"application/json"]}
+        answer_binary = answer_binary or (binary and method == "GET")
+        # a POST of bytes says no Accept (its answer is JSON or empty): every header costs on every link
+        headers = {} if binary and method == "POST" else \
+            {b"Accept": [_BINARY_ACCEPT if answer_binary else b"application/json"]}
         if not self._own_loopback or is_loopback_url(peer):  # a loopback URL means nothing to another host
             headers[PEER_HEADER] = [self._peer_header]
         headers.update(extra or {})
@@ -326,9 +333,9 @@ class PeerClient:
             deadline.stop()
         if meta is not None:
             meta["etag"] = (response.headers.getRawHeaders(b"etag") or [None])[0]
-        if response.code == 304 and not raw:
-            return 304, {}
-        if binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:
+        if response.code in (204, 304) and not raw:
+            return response.code, {}
+        if answer_binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:
             return response.code, BinaryAnswer(raw, _height(response), _more_header(response))
         return response.code, _parse_object(raw, what)
 

@@ -1,8 +1,9 @@
 """Relay: announce new blocks and transactions to the relay peers; fetch what peers announce and we lack.
 
-A new tip is announced with its header (POST /announce); the first
-`compact_push` peers also get its compact form (BIP 152's high-bandwidth
-mode: one trip when their mempools hold the transactions).  A peer that lacks
+A new tip is announced with its header (POST /announce: its 120 bytes); the
+first `compact_push` peers also get its compact form (BIP 152's high-bandwidth
+mode: one trip when their mempools hold the transactions), in bytes right
+after the header (docs/protocol.md 12).  A peer that lacks
 the block fetches the compact form (GET /compact/<hash>), rebuilds it from
 its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
@@ -10,8 +11,11 @@ a root that does not fit; the block then goes through Node.submit_block like
 any other.  Transactions are announced by id in small batches
 (POST /announce_txs) and fetched by id (POST /txs).  A peer that answers 404
 to an announcement predates it and gets whole items as JSON (/submit_block,
-/add_transaction), which every version takes.  Each peer's known items are remembered in a bounded set,
-so nothing is announced back to a peer that has it.
+/add_transaction), which every version takes; one that refuses a binary
+announcement (400, 415) is announced to in JSON from then on.  Compact forms,
+missing transactions and whole blocks are asked for as canonical bytes, and a
+JSON answer (a JSON-only peer) is read as well.  Each peer's known items are
+remembered in a bounded set, so nothing is announced back to a peer that has it.
 """
 
 import hashlib
@@ -20,9 +24,11 @@ from collections import OrderedDict
 from twisted.internet import defer
 from ..logs import logger
 
-from ..core import jsonview
-from ..core.compact import compact_to_json, fill, parse_compact, reconstruct
+from ..core import jsonview, wire
+from ..core.compact import (compact_to_bytes, compact_to_json, fill, max_block_txs, parse_compact,
+                            parse_compact_bytes, reconstruct)
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from .client import BinaryAnswer
 
 log = logger("chaincore.p2p.relay")
 
@@ -81,6 +87,7 @@ class Relay:
         self.known = KnownItems()
         self.counts = RelayCounts()
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
+        self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
         self.fetching = {}                # block hash -> Deferred of its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
@@ -133,31 +140,39 @@ class Relay:
         peers = self._targets(block.hash, source)
         if not peers:
             return None
-        header = jsonview.header_to_json(block.header)
-        compact = None
-        if self.compact_push > 0:
-            compact = compact_to_json(block)
-            del compact["header"]  # the announcement carries it once, as "block"
         # the compact form goes to compact_push peers, a different few for each block, so no peer
         # always waits for the extra trip
         pushed_to = set(sorted(peers, key=lambda p: hashlib.blake2b(p.encode() + block.hash,
                                                                     digest_size=8).digest())[:self.compact_push])
+        compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
         for peer in peers:
             self.known.add(peer, block.hash)
             if peer in self.legacy:
                 sends.append(self._post_block(peer, block))
                 continue
-            body = {"block": header}
-            if peer in pushed_to:
-                body["compact"] = compact
-            d = self.client.post_json(peer, "/announce", body)
-            d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block))
+            if peer in self.json_only:
+                sends.append(self._announce_json(peer, block, peer in pushed_to))
+                continue
+            body = compact if peer in pushed_to else block.header.raw
+            d = self.client.post_binary(peer, "/announce", body)
+            d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
+                          lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
             d.addErrback(self._failed, peer)
             sends.append(d)
         self.sent += len(sends)
         self.counts.announced += len(sends)
         return defer.DeferredList(sends, consumeErrors=True)
+
+    def _announce_json(self, peer, block, push: bool):
+        """The announcement as JSON, for a peer that does not take bytes at /announce."""
+        body = {"block": jsonview.header_to_json(block.header)}
+        if push:
+            body["compact"] = compact_to_json(block)
+            del body["compact"]["header"]  # the announcement carries it once, as "block"
+        d = self.client.post_json(peer, "/announce", body)
+        d.addCallback(self._announced, peer, lambda: self._post_block(peer, block))
+        return d.addErrback(self._failed, peer)
 
     def _post_block(self, peer, block):
         self.counts.legacy_sends += 1
@@ -194,12 +209,15 @@ class Relay:
                                         errbackArgs=(peer,)))
         return sends
 
-    def _announced(self, result, peer, legacy_send):
+    def _announced(self, result, peer, legacy_send, json_send=None):
         status, answer = result
         if status in (404, 405):  # a node from before announcements: it takes whole items
             self.legacy.add(peer)
             sends = legacy_send()
             return defer.DeferredList(sends if isinstance(sends, list) else [sends], consumeErrors=True)
+        if json_send is not None and status in (400, 415):  # a node that reads announcements only as JSON
+            self.json_only.add(peer)
+            return json_send()
         return self._answered(result, peer, "/announce")
 
     def _answered(self, result, peer, path):
@@ -242,11 +260,16 @@ class Relay:
     async def _fetch_block(self, peer, header, compact):
         """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
         block_hash = header.hash.hex()
+        params = self.node.params
         if compact is None:
-            code, answer = await self.client.get_json(peer, f"/compact/{block_hash}")
+            code, answer = await self.client.get_binary(peer, f"/compact/{block_hash}",
+                                                        max_bytes=BLOCK_MAX_BYTES)
             if code != 200:
                 raise PeerUnreachable(f"{peer} answered /compact with {code}")
-            compact = parse_compact(answer, self.node.params.max_money)
+            if isinstance(answer, BinaryAnswer):
+                compact = parse_compact_bytes(answer.data, params.max_block_size)
+            else:
+                compact = parse_compact(answer, params.max_money, max_block_txs(params.max_block_size))
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
         block = None
@@ -256,26 +279,38 @@ class Relay:
             if rebuilt.missing:
                 code, answer = await self.client.post_json(
                     peer, "/block_txs", {"block_hash": block_hash, "indexes": list(rebuilt.missing)},
-                    max_bytes=BLOCK_MAX_BYTES)
+                    max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
                 if code != 200:
                     raise PeerUnreachable(f"{peer} answered /block_txs with {code}")
-                delivered = [jsonview.parse_tx(t, "transaction", self.node.params.max_money)
-                             for t in jsonview.require_list(answer.get("transactions"), "transactions", 100_000)]
+                delivered = self._txs_of(answer, len(rebuilt.missing))
                 self.counts.txs_fetched += len(delivered)
             block = fill(compact, rebuilt.txs, delivered)
         if block is None:
             self.counts.full_fallbacks += 1
             log.debug("compact block {hash} did not fit: fetching it whole from {peer}", hash=block_hash[:16],
                       peer=peer)
-            code, answer = await self.client.get_json(peer, f"/block/{block_hash}", max_bytes=BLOCK_MAX_BYTES)
+            code, answer = await self.client.get_binary(peer, f"/block/{block_hash}", max_bytes=BLOCK_MAX_BYTES)
             if code != 200:
                 raise PeerUnreachable(f"{peer} answered /block with {code}")
-            block = jsonview.parse_block(answer, "block", self.node.params.max_money)
+            if isinstance(answer, BinaryAnswer):
+                block = wire.decode_block(answer.data, params.max_block_size)
+            else:
+                block = jsonview.parse_block(answer, "block", params.max_money)
             if block.hash != header.hash:
                 raise Malformed(f"{peer} answered /block/{block_hash[:16]} with another block")
         else:
             self.counts.compact_rebuilt += 1
         return await self.node.submit_block(block, source=peer)
+
+    def _txs_of(self, answer, at_most: int) -> list:
+        """The transactions of a /block_txs or /txs answer: a framed list of canonical transactions, or JSON
+        (a JSON-only peer); Malformed if it holds more than at_most or anything bad."""
+        params = self.node.params
+        if isinstance(answer, BinaryAnswer):
+            return [wire.decode_tx(raw, params.max_block_size)
+                    for raw in wire.read_list(answer.data, at_most, params.max_block_size)]
+        return [jsonview.parse_tx(t, "transaction", params.max_money)
+                for t in jsonview.require_list(answer.get("transactions"), "transactions", at_most)]
 
     def _fetch_failed(self, failure, peer):
         if failure.check(PeerUnreachable):
@@ -312,12 +347,11 @@ class Relay:
 
     async def _fetch_txs(self, peer, tx_ids):
         code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
-                                                   max_bytes=BLOCK_MAX_BYTES)
+                                                   max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
         if code != 200:
             raise PeerUnreachable(f"{peer} answered /txs with {code}")
         accepted = 0
-        for raw in jsonview.require_list(answer.get("transactions"), "transactions", len(tx_ids)):
-            tx = jsonview.parse_tx(raw, "transaction", self.node.params.max_money)
+        for tx in self._txs_of(answer, len(tx_ids)):
             try:
                 result = await self.node.submit_tx(tx, source=peer)
             except Refused:

@@ -161,7 +161,7 @@ class NodePeer:
         self.requests = []        # (method, path) of every request that reached the node
         self.queries = []         # (path, {name: value}) of every request's query
         self.posted = []          # (path, JSON body) of every POST (bytes as the same item's JSON)
-        self.canned = {}          # path -> f(request) -> (code, obj)
+        self.canned = {}          # path -> f(request) -> (code, obj), obj bytes for an octet-stream answer
         self.stalled = set()
         self.held = set()
         self._held_requests = []
@@ -192,6 +192,8 @@ def _posted_json(path: str, request):
     if (request.getHeader(b"content-type") or b"").startswith(wire.MEDIA_TYPE.encode()):
         if path == "/submit_block":
             return {"block": jsonview.block_to_json(wire.decode_block(raw, REGTEST.max_block_size))}
+        if path == "/announce":  # a header, or a compact form: recorded as they came
+            return {"bytes": raw}
         return {"transaction": jsonview.tx_to_json(wire.decode_tx(raw, REGTEST.max_block_size))}
     return json.loads(raw or b"null")
 
@@ -223,8 +225,9 @@ class _NodeResource(Resource):
         if path in self._peer.canned:
             code, obj = self._peer.canned[path](request)
             request.setResponseCode(code)
-            request.setHeader(b"Content-Type", b"application/json")
-            body = json.dumps(obj).encode()
+            binary = isinstance(obj, bytes)
+            request.setHeader(b"Content-Type", wire.MEDIA_TYPE.encode() if binary else b"application/json")
+            body = obj if binary else json.dumps(obj).encode()
         else:
             body = self._api.render(request)
         if body is not NOT_DONE_YET:
