@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from chaincore.core import jsonview, wire
+from chaincore.core.block import HEADER_SIZE, Header
 from chaincore.core.params import REGTEST
 from tests.support.nodes import make_node
 
@@ -164,6 +165,7 @@ class NodePeer:
         self.canned = {}          # path -> f(request) -> (code, obj), obj bytes for an octet-stream answer
         self.stalled = set()
         self.held = set()
+        self.json_only = False    # play a node from before binary relay: 415 to bytes posted, JSON answers
         self._held_requests = []
         self._resource = _NodeResource(self)
 
@@ -192,8 +194,8 @@ def _posted_json(path: str, request):
     if (request.getHeader(b"content-type") or b"").startswith(wire.MEDIA_TYPE.encode()):
         if path == "/submit_block":
             return {"block": jsonview.block_to_json(wire.decode_block(raw, REGTEST.max_block_size))}
-        if path == "/announce":  # a header, or a compact form: recorded as they came
-            return {"bytes": raw}
+        if path == "/announce":  # a header, or a compact form starting with it: the header as JSON, and the bytes
+            return {"block": jsonview.header_to_json(Header.decode(raw[:HEADER_SIZE])), "bytes": raw}
         return {"transaction": jsonview.tx_to_json(wire.decode_tx(raw, REGTEST.max_block_size))}
     return json.loads(raw or b"null")
 
@@ -222,6 +224,14 @@ class _NodeResource(Resource):
 
     def answer(self, request):
         path = request.path.decode()
+        if self._peer.json_only:
+            request.requestHeaders.removeHeader(b"accept")  # it answers JSON whatever is asked
+            if path == "/announce" and request.getHeader(b"content-type") == wire.MEDIA_TYPE.encode():
+                request.setResponseCode(415)
+                request.setHeader(b"Content-Type", b"application/json")
+                request.write(b'{"error": "Content-Type must be application/json"}')
+                request.finish()
+                return NOT_DONE_YET
         if path in self._peer.canned:
             code, obj = self._peer.canned[path](request)
             request.setResponseCode(code)
