@@ -94,6 +94,7 @@ class Endpoint:
     responses: dict = field(default_factory=dict)  # status -> (description, schema or None)
     content_type: str = "application/json"
     binary: str | None = None  # what the application/octet-stream form is (CONTRACT 7), when there is one
+    binary_answer: str | None = None  # a POST's 200 answer as application/octet-stream, when Accept asks for it
 
 
 HASH_PARAM = Param("hash", "path", HEX32, "block hash, hex", required=True)
@@ -183,21 +184,33 @@ ENDPOINTS = {
     "announce": Endpoint("post", "/announce",
                          "A peer announces a block: its header, and maybe its compact form (header, 6-byte short "
                          "ids keyed by the block, the coinbase prefilled); the node fetches what it lacks from the "
-                         "sender named in X-ChainCore-Peer.",
+                         "sender named in X-ChainCore-Peer.  As application/octet-stream: the 120-byte header, or "
+                         "the compact form's bytes, answered 204 with no body.",
+                         binary="the 120-byte header alone, or the compact form (docs/protocol.md 12), which starts "
+                                "with it; counts beyond what a block holds are refused (400), a body over the largest "
+                                "compact form with 413",
                          body={"type": "object", "required": ["block"],
                                "properties": {"block": ref("Header"), "compact": ref("Compact")}},
                          responses={200: ("known, or fetching", {"type": "object", "properties": {
                              "status": {"type": "string", "enum": ["known", "fetching"]},
-                             "block_hash": HEX32}})}),
+                             "block_hash": HEX32}}),
+                                    204: ("a binary announcement taken (no body)", None)}),
     "announce_txs": Endpoint("post", "/announce_txs", "A peer announces transactions by id; the node fetches "
                                                       "those it lacks from the sender (X-ChainCore-Peer).",
                              body={"type": "object", "required": ["tx_ids"], "properties": {
                                  "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
                              responses={200: ("how many it will fetch", {"type": "object", "properties": {
                                  "wanted": {"type": "integer"}}})}),
-    "compact": Endpoint("get", "/compact/{hash}", "A block in compact form (as BIP 152).", params=(HASH_PARAM,),
+    "compact": Endpoint("get", "/compact/{hash}", "A block in compact form (as BIP 152; its bytes with "
+                                                  "Accept: application/octet-stream).", params=(HASH_PARAM,),
+                        binary="header (120) || compact(n) || n 6-byte short ids || compact(k) || k x "
+                               "(compact(index) || var_bytes(transaction)) (docs/protocol.md 12)",
                         responses={200: ("the compact block", ref("Compact")), 404: ("unknown block", ref("Error"))}),
-    "block_txs": Endpoint("post", "/block_txs", "Transactions of a block by index (what a compact block lacked).",
+    "block_txs": Endpoint("post", "/block_txs", "Transactions of a block by index (what a compact block lacked; "
+                                                "a framed list of canonical transactions with Accept: "
+                                                "application/octet-stream).",
+                          binary_answer="compact(count), then each transaction as compact(length) || its bytes, "
+                                        "in the order asked (docs/protocol.md 11)",
                           body={"type": "object", "required": ["block_hash", "indexes"], "properties": {
                               "block_hash": HEX32,
                               "indexes": {"type": "array", "items": U32, "maxItems": 5000}}},
@@ -206,7 +219,10 @@ ENDPOINTS = {
                                                "block_hash": HEX32,
                                                "transactions": {"type": "array", "items": ref("Transaction")}}}),
                                      404: ("unknown block", ref("Error"))}),
-    "txs": Endpoint("post", "/txs", "Mempool transactions by id (those the node holds).",
+    "txs": Endpoint("post", "/txs", "Mempool transactions by id (those the node holds; a framed list of canonical "
+                                    "transactions with Accept: application/octet-stream).",
+                    binary_answer="compact(count), then each transaction found as compact(length) || its bytes "
+                                  "(docs/protocol.md 11)",
                     body={"type": "object", "required": ["tx_ids"], "properties": {
                         "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
                     responses={200: ("the transactions found", {"type": "object", "properties": {
@@ -392,9 +408,14 @@ def openapi(server_url: str | None = None) -> dict:
         for status, (description, schema) in sorted(ep.responses.items()):
             ctype = ep.content_type if status < 300 else "application/json"
             content = {ctype: {"schema": schema}} if schema is not None else {ctype: {}}
+            if status == 204:
+                content = {}  # no body
             if ep.binary and ep.method == "get" and status == 200:
                 content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
-            op["responses"][str(status)] = {"description": description, "content": content}
+            if ep.binary_answer and status == 200:
+                content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary_answer)}
+            op["responses"][str(status)] = {"description": description, "content": content} if content else \
+                {"description": description}
         charged = costs.get(key)
         if charged is not None and "429" not in op["responses"]:
             op["responses"]["429"] = {

@@ -210,7 +210,7 @@ class BinaryPostTests(SynchronousTestCase):
 
 class DocumentTests(SynchronousTestCase):
     def test_openapi_names_the_binary_forms(self):
-        """The OpenAPI document offers octet-stream on the five operations that take or give bytes, and no other."""
+        """The OpenAPI document offers octet-stream on the nine operations that take or give bytes, and no other."""
         doc = openapi()
         binary = set()
         for path, ops in doc["paths"].items():
@@ -223,7 +223,8 @@ class DocumentTests(SynchronousTestCase):
                     if int(status) >= 400:
                         self.assertEqual(list(response["content"]), ["application/json"])
         self.assertEqual(binary, {("get", "/block/{hash}"), ("get", "/blocks"), ("get", "/headers"),
-                                  ("post", "/submit_block"), ("post", "/add_transaction")})
+                                  ("post", "/submit_block"), ("post", "/add_transaction"), ("post", "/announce"),
+                                  ("get", "/compact/{hash}"), ("post", "/block_txs"), ("post", "/txs")})
 
 
 class StoredBytesTests(SynchronousTestCase):
