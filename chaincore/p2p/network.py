@@ -13,7 +13,7 @@ import os
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import deferLater
-from ..core.errors import PeerNotKept
+from ..core.errors import Malformed, PeerNotKept
 from ..logs import logger
 
 from .client import PeerClient, pooled_http_client
@@ -125,6 +125,14 @@ class PeerNetwork(service.MultiService):
 
     def relay_urls(self) -> list:
         return self.discovery.relay_peers()
+
+    def misbehaved(self, url: str, error) -> None:
+        """A peer posted a block or transaction that breaks a rule: points by the error's code (p2p/peers.py)."""
+        try:
+            url = normalise_url(url)
+        except Malformed:
+            return
+        self.discovery.report_misbehaviour(url, error)
 
     def inbound(self, url: str) -> None:
         """A peer polls or announces to us as one of its outbound peers: we announce to it too."""
