@@ -155,8 +155,10 @@ class PeerNetwork(service.MultiService):
     def _peer_lost(self, url):
         # discovery logs the one line saying why (dropped, banned, refused)
         self.relay.known.forget(url)
+        self.relay.legacy.discard(url)  # it may come back upgraded: it is asked with announcements again
         self.sync.forget_peer(url)
         self.sync.poll.forget(url)
+        self.client.forget_cached(url)
 
     def save(self):
         if self.path:
