@@ -311,10 +311,10 @@ class Synchronizer:
                 self._misbehaved(session, peer, wrong)
                 self._wake(session)
                 return
-            # a block the node holds or is taking in is never delivered again: buffered, it would stay
-            # there (and in memory) until the catch-up ends
+            # a block the node is taking in or has stored (the tree prunes those) is never delivered
+            # again: buffered, it would stay there, in memory, until the catch-up ends
             if block.hash not in session.buffer and block.hash not in session.handed \
-                    and not self.node.chain.has_block(block.hash):
+                    and self.node.chain.entry(block.hash) is None:
                 session.buffer[block.hash] = (block, peer, size)
                 session.buffer_bytes += size
         planner.answered(request)  # a short answer (the peer's byte cap) frees the rest for the next plan
