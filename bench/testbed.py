@@ -47,13 +47,18 @@ FANOUT = 250                      # outputs per funding transaction
 FANOUT_FEE = 100_000              # at least 1 per byte of it
 
 
-def http_json(url: str, body=None, timeout_s: float = 10):
+def http_json(url: str, body=None, timeout_s: float = 10, tries: int = 30):
+    """The JSON answer of url (a POST of body when given); a 429 is tried again after its Retry-After (the
+    benchmark is a stranger to the nodes and mines faster than a stranger's request budget allows)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             return json.loads(answer.read())
     except urllib.error.HTTPError as e:
+        if e.code == 429 and tries > 1:
+            time.sleep(float(e.headers.get("Retry-After") or 1))
+            return http_json(url, body, timeout_s, tries - 1)
         raise SystemExit(f"bench: {url} answered {e.code}: {e.read()[:200]!r}")
 
 

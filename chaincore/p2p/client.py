@@ -177,9 +177,7 @@ class PeerClient:
         for canonical bytes and fires with (200, BinaryAnswer) when the peer sends them."""
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
         return defer.Deferred.fromCoroutine(
-            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes,
-                           headers={b"Accept": [_BINARY_ACCEPT]} if binary_answer else None, meta=None,
-                           answer_binary=binary_answer))
+            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, answer_binary=binary_answer))
 
     def get_binary(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
                    max_bytes: int = None):

@@ -215,7 +215,7 @@ class Relay:
             self.legacy.add(peer)
             sends = legacy_send()
             return defer.DeferredList(sends if isinstance(sends, list) else [sends], consumeErrors=True)
-        if json_send is not None and status in (400, 415):  # a node that reads announcements only as JSON
+        if json_send is not None and _refuses_bytes(status, answer):  # it reads announcements only as JSON
             self.json_only.add(peer)
             return json_send()
         return self._answered(result, peer, "/announce")
@@ -262,8 +262,7 @@ class Relay:
         block_hash = header.hash.hex()
         params = self.node.params
         if compact is None:
-            code, answer = await self.client.get_binary(peer, f"/compact/{block_hash}",
-                                                        max_bytes=BLOCK_MAX_BYTES)
+            code, answer = await self.client.get_binary(peer, f"/compact/{block_hash}")
             if code != 200:
                 raise PeerUnreachable(f"{peer} answered /compact with {code}")
             if isinstance(answer, BinaryAnswer):
@@ -358,3 +357,10 @@ class Relay:
                 continue  # conflicts and missing parents are normal between two mempools
             accepted += result.status == "accepted"
         return accepted
+
+
+def _refuses_bytes(status: int, answer) -> bool:
+    """Whether an answer to a binary announcement says the peer takes announcements only as JSON: 415, or the
+    400 a node from before binary announcements gives for a body that is not JSON."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return status == 415 or (status == 400 and isinstance(error, str) and "Content-Type" in error)
