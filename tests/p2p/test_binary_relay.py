@@ -225,3 +225,17 @@ class BinaryRelayTests(SyncTestCase):
         self.assertEqual(b.tip(), second.hash)
         self.assertEqual(a.count(f"/compact/{second.hash.hex()}"), 1)
         self.assertEqual((b.relay.counts.txs_fetched - fetched, b.relay.counts.full_fallbacks), (1, 0))
+
+    def test_only_a_refusal_of_the_bytes_makes_a_peer_json_only(self):
+        """A 400 about the Content-Type (a node from before binary announcements) makes the peer JSON-only and
+        the announcement is sent again as JSON; a 400 for another reason does neither."""
+        a, b = self.pair()
+        b.canned["/announce"] = lambda request: (400, {"error": "an announcement needs an X-ChainCore-Peer header"})
+        first = make_block(funded_chain()[-1], pay_to=BOB)
+        settled(a.node.submit_block(first, local=True))
+        self.assertEqual((a.relay.json_only, b.count("/announce", "POST")), (set(), 1))
+        b.canned["/announce"] = lambda request: (400, {"error": "Content-Type must be application/json"})
+        second = make_block(first, pay_to=BOB)
+        settled(a.node.submit_block(second, local=True))
+        self.assertEqual(a.relay.json_only, {b.url})
+        self.assertEqual([("bytes" in body) for path, body in b.posted if path == "/announce"], [True, True, False])
