@@ -19,7 +19,8 @@ from twisted.internet.protocol import Protocol
 from treq.client import HTTPClient
 from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.iweb import IAgent, UNKNOWN_LENGTH
+from zope.interface import implementer
 from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
 
 from ..core import jsonview, wire
@@ -132,7 +133,21 @@ def pooled_http_client(reactor, max_idle_per_host: int = 2, connect_timeout_s: f
     _HTTP11ClientFactory.noisy = False  # else every outgoing connection logs "Starting factory"
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max_idle_per_host
-    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout_s)), pool
+    return HTTPClient(Uncompressed(Agent(reactor, pool=pool, connectTimeout=connect_timeout_s))), pool
+
+
+@implementer(IAgent)
+class Uncompressed:
+    """An agent that sends no Accept-Encoding: treq asks every server for gzip, ChainCore never compresses and
+    refuses compressed answers, so the header only costs bytes on every request to every peer."""
+
+    def __init__(self, agent):
+        self._agent = agent
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        if headers is not None:
+            headers.removeHeader(b"accept-encoding")
+        return self._agent.request(method, uri, headers, bodyProducer)
 
 
 class PeerClient:

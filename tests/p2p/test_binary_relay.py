@@ -5,6 +5,8 @@ before any work."""
 import json
 
 from hypothesis import given, settings, strategies as st
+from treq.client import HTTPClient
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core import compact as compact_blocks, wire
@@ -12,6 +14,7 @@ from chaincore.core.block import HEADER_SIZE
 from chaincore.core.encoding import compact_size, var_bytes
 from chaincore.core.errors import Malformed
 from chaincore.core.params import REGTEST
+from chaincore.p2p.client import Uncompressed
 from tests.support.api import APIClient, assert_error, funded_chain, funded_node
 from tests.support.builders import BOB, make_block
 from tests.support.nodes import settled
@@ -78,6 +81,22 @@ class CompactBytesTests(SynchronousTestCase):
         json_form = {"header": compact_blocks.compact_to_json(block)["header"], "short_ids": "00" * 6 * 100_000,
                      "prefilled": []}
         self.assertRaises(Malformed, compact_blocks.parse_compact, json_form, max_txs=limit)
+
+
+class RequestHeadersTests(SynchronousTestCase):
+    def test_requests_ask_for_no_compression(self):
+        """The node's HTTP client sends no Accept-Encoding (treq adds one to every request) and keeps the rest."""
+        seen = []
+
+        class Recorder:
+            def request(self, method, uri, headers=None, bodyProducer=None):
+                seen.append(headers)
+                return defer.Deferred()
+
+        HTTPClient(Uncompressed(Recorder())).request("POST", "http://127.0.0.1:5001/announce", data=b"x",
+                                                     headers={b"Content-Type": [b"application/octet-stream"]})
+        self.assertFalse(seen[0].hasHeader(b"accept-encoding"))
+        self.assertEqual(seen[0].getRawHeaders(b"content-type"), [b"application/octet-stream"])
 
 
 class BinaryRoutesTests(SynchronousTestCase):
