@@ -12,7 +12,8 @@ any other.  Transactions are announced by id in small batches
 (POST /announce_txs) and fetched by id (POST /txs).  A peer that answers 404
 to an announcement predates it and gets whole items as JSON (/submit_block,
 /add_transaction), which every version takes; one that refuses a binary
-announcement (400, 415) is announced to in JSON from then on.  Compact forms,
+announcement (415, or a 400 about its Content-Type) is announced to in JSON
+from then on.  Compact forms,
 missing transactions and whole blocks are asked for as canonical bytes, and a
 JSON answer (a JSON-only peer) is read as well.  Each peer's known items are
 remembered in a bounded set, so nothing is announced back to a peer that has it.
