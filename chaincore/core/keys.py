@@ -222,7 +222,10 @@ class _Libsecp256k1:
         self._pubkey = functools.lru_cache(maxsize=KEY_CACHE_BYTES // _KEY_ENTRY_BYTES[self.name])(self._parse)
 
     def _parse(self, public_key: bytes):
-        _coordinates(public_key)  # libsecp256k1 also takes hybrid keys (06, 07): the protocol does not
+        # libsecp256k1 also takes hybrid keys (06, 07): the protocol does not.  The rest of _coordinates'
+        # rules it keeps itself: a coordinate at or above p, and (0, 0), are not points to it.
+        if len(public_key) != PUBKEY_SIZE or public_key[0] != 4:
+            raise Malformed("public key must be 65 bytes of uncompressed SEC1")
         point = self._ffi.new("secp256k1_pubkey *")
         if not self._lib.secp256k1_ec_pubkey_parse(self._ctx, point, public_key, len(public_key)):
             raise Malformed("public key is not a point on secp256k1")
@@ -250,7 +253,9 @@ class _Libsecp256k1:
         pubkey, sig = self._pubkey, self._ffi.new("secp256k1_ecdsa_signature *")
         last = digest = None
         for n, (public_key, sighash, signature) in enumerate(checks):
-            if not _signature_in_range(signature):
+            # _signature_in_range, inlined
+            if len(signature) != SIGNATURE_SIZE or not _ZERO32 < signature[:32] < _ORDER_BYTES \
+                    or not _ZERO32 < signature[32:] <= _HALF_ORDER_BYTES:
                 return n
             if sighash is not last:  # held in `last`, so the same object is the same value
                 last, digest = sighash, _sha256(sighash).digest()

@@ -68,7 +68,11 @@ def check_tx_sanity(tx: Transaction, params: NetworkParams) -> None:
             raise BadCoinbase("coinbase input carries a public key")
         return
     if len(inputs) == 1:  # most transactions: no set needed to find a duplicate
-        _check_input_sanity(0, inputs[0])
+        txin = inputs[0]
+        if len(txin.public_key) == PUBKEY_SIZE and len(txin.signature) == SIGNATURE_SIZE \
+                and txin.output_index != NULL_INDEX:
+            return  # _check_input_sanity passes: the checks it would make, cheaply
+        _check_input_sanity(0, txin)
         return
     seen = set()
     for n, txin in enumerate(inputs):
@@ -431,7 +435,9 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
                 if payload_of(txin.public_key) != coin.recipient:
                     raise WrongKey(f"input {n} public key does not own {coin_address(coin)}")
                 total_in += coin.amount
-            total_out = tx.output_total
+            total_out = 0
+            for out in tx.outputs:
+                total_out += out.amount
             if total_out > total_in:
                 raise InsufficientFunds(f"outputs ({describe_amount(total_out)}) are worth more than inputs "
                                         f"({describe_amount(total_in)})")
