@@ -13,8 +13,9 @@ import os
 import re
 
 from twisted.internet import defer
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
-from ..logs import logger
+from ..logs import enabled as log_enabled, logger
 
 from .. import __version__
 from ..core import keys, rules
@@ -32,6 +33,10 @@ TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the
 OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
 OFFLOAD_BATCH_INPUTS = 250
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
+TX_SUMMARY_S = 10               # accepted transactions are summed up in one info line per this many seconds
+# Requests with at most this many signatures to check verify them in the reactor, by backend: with
+# libsecp256k1 eight verifications (about 25 us each) cost less than the hop to a worker and back.
+INLINE_VERIFY_CHECKS = {"libsecp256k1": 8, "pycryptodome": 0}
 
 
 def parse_history_cursor(cursor: str):
@@ -65,7 +70,7 @@ class Node:
     """One ChainCore node's state and its rules for taking in blocks and transactions."""
 
     def __init__(self, store, params, clock, *, advertise_url: str, metrics=None, verify=None,
-                 mempool_bytes: int = 5_000_000, offloader=None):
+                 mempool_bytes: int = 5_000_000, offloader=None, inline_verify: int | None = None):
         self.params = params
         self.offloader = offloader  # runs big signature batches in worker processes
         self.clock = clock
@@ -77,12 +82,14 @@ class Node:
         self.check_cache = rules.SignatureCache()
         self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
         self._verify = verify if verify is not None else rules.verify_batch
-        self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
-                                                                          on_hits=self._cache_hits)
+        self.signatures = None if offloader is None else SignatureBatcher(
+            offloader, self.check_cache, on_hits=self._cache_hits,
+            inline_max=INLINE_VERIFY_CHECKS.get(keys.backend_name(), 0) if inline_verify is None else inline_verify)
         # the work gate is on: every caller says which blocks it requested (a catch-up on a heavier
         # header chain), so a branch that could not beat the tip is never written
         self.chain = ChainState(store, params, sig_cache=self.sig_cache, verify=self._verify_cached,
                                 refuse_low_work=True)
+        self._tx_window = (int(clock.seconds()), 0)  # (start, transactions accepted since) of the log summary
         self.store_failing = False  # a store write failed (disk full) and none has worked since
         self.mempool = Mempool(params, max_bytes=mempool_bytes, sig_cache=self.sig_cache,
                                check_cache=self.check_cache)
@@ -401,13 +408,32 @@ class Node:
             self._rejected(tx, err, body_digest)
             raise
         self._count("tx", "accepted")
-        log.info("transaction {tx_id} accepted{origin}: {value} to {n} output(s), fee {fee}",
-                 tx_id=tx.tx_id.hex()[:16], origin=f" from {source}" if source else "",
-                 value=describe_amount(tx.output_total), n=len(tx.outputs),
-                 fee=describe_amount(self.mempool.entry(tx.tx_id).fee) if tx.tx_id in self.mempool else "?")
+        self._log_accepted(tx, source)
         for listener in list(self.tx_listeners):
             listener(tx, source)
         return result
+
+    def _log_accepted(self, tx, source: str | None) -> None:
+        """One debug line per accepted transaction; at info, one line per TX_SUMMARY_S seconds with their number.
+
+        A busy node would otherwise spend more on writing its log than on
+        checking the transaction.  The summary is written by the first
+        acceptance after the period: a node that stops taking transactions
+        writes it with the next one.
+        """
+        if log_enabled(log.namespace, LogLevel.debug):
+            log.debug("transaction {tx_id} accepted{origin}: {value} to {n} output(s), fee {fee}",
+                      tx_id=tx.tx_id.hex()[:16], origin=f" from {source}" if source else "",
+                      value=describe_amount(tx.output_total), n=len(tx.outputs),
+                      fee=describe_amount(self.mempool.entry(tx.tx_id).fee) if tx.tx_id in self.mempool else "?")
+        start, n = self._tx_window
+        now = int(self.clock.seconds())
+        n += 1
+        if now - start >= TX_SUMMARY_S:
+            log.info("{n} transaction{s} accepted in the last {seconds} s; mempool {size} transactions",
+                     n=n, s="" if n == 1 else "s", seconds=now - start, size=len(self.mempool))
+            start, n = now, 0
+        self._tx_window = (start, n)
 
     def _count(self, kind: str, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:
