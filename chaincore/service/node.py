@@ -400,7 +400,9 @@ class Node:
     def _accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None,
                    body_digest: bytes | None = None):
         """Hand one transaction to the mempool, then update metrics, logs and listeners."""
-        if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
+        # A transaction checked against the coins at this very tip (checked_fee) spends unspent coins, so it
+        # cannot be in the main chain already: the store is asked only for the others.
+        if tx.tx_id in self.mempool or (checked_fee is None and self.store.tx_location(tx.tx_id) is not None):
             return TxAccepted(tx.tx_id, "duplicate")
         try:
             result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1, checked_fee)
