@@ -527,29 +527,34 @@ class Node:
                 rows.append(self._history_row(tx_id, payload))
             if len(pending) > skip + limit:
                 return rows, f"m{skip + limit}"
-        chain_rows = self.store.history_of(payload, limit - len(rows) + 1, after)
+        chain_rows = self.store.history_rows(payload, limit - len(rows) + 1, after)
         more = len(chain_rows) > limit - len(rows)
         chain_rows = chain_rows[:limit - len(rows)]
-        for tx_id, _height in chain_rows:
-            rows.append(self._history_row(tx_id, payload))
+        tip_height = self.chain.height
+        for tx_id, height, _position, amount_delta, coinbase in chain_rows:
+            # everything a chain row shows is in the history index: no block is read
+            rows.append({"tx_id": tx_id.hex(), "height": height, "confirmations": tip_height - height + 1,
+                         "amount_delta": amount_delta, "coinbase": coinbase})
         if more:
-            last_tx, last_height = chain_rows[-1] if chain_rows else (None, None)
-            if last_tx is None:  # the page filled with mempool rows exactly; the chain starts the next one
+            if not chain_rows:  # the page filled with mempool rows exactly; the chain starts the next one
                 return rows, f"m{skip + limit}"
-            return rows, f"c{last_height}.{last_tx.hex()}"
+            return rows, f"c{chain_rows[-1][1]}.{chain_rows[-1][0].hex()}"
         return rows, None
 
     def _history_row(self, tx_id: bytes, payload: bytes) -> dict:
-        found = self.transaction(tx_id)
-        tx = found["tx"]
+        """The /history row of a mempool transaction (the coins it spends are unspent or in the mempool)."""
+        tx = self.mempool.get(tx_id)
         received = sum(o.amount for o in tx.outputs if o.recipient == payload)
         sent = 0
         for txin in tx.inputs:
             if txin.is_null or keys.payload_of(txin.public_key) != payload:
                 continue
-            prev = self.transaction(txin.prev_tx_id)["tx"]
-            sent += prev.outputs[txin.output_index].amount
-        return {"tx_id": tx_id.hex(), "height": found["height"], "confirmations": found["confirmations"],
+            coin = self.chain.get_coin(txin.outpoint)
+            if coin is not None:
+                sent += coin.amount
+            else:
+                sent += self.transaction(txin.prev_tx_id)["tx"].outputs[txin.output_index].amount
+        return {"tx_id": tx_id.hex(), "height": None, "confirmations": 0,
                 "amount_delta": received - sent, "coinbase": tx.is_coinbase}
 
     def fee_estimate(self, recent_blocks: int = 6) -> dict:

@@ -20,7 +20,7 @@ def connect_update(name, parent, height, spend=()) -> ChainUpdate:
                        coins_removed=[op for op, _ in spend], coins_added=[(new, coin(10, 1, height))],
                        undo_put=[(e.hash, list(spend))], main_added=[(height, e.hash)],
                        txs_added=[(new.tx_id, e.hash, height, 0)],
-                       history_added=[(payload(1), new.tx_id, height)],
+                       history_added=[(payload(1), new.tx_id, height, 0, 50, False)],
                        tip=e.hash)
 
 
@@ -167,7 +167,7 @@ class SqliteStoreTests(SynchronousTestCase):
         store = self.filled()
         before = dump(store)
         bad = connect_update("c", h("b"), 2, spend=[(OutPoint(h("t", "b"), 0), coin(10, 1, 1))])
-        bad.history_added.append((payload(2), h("t", "c"), ExplodingValue()))
+        bad.history_added.append((payload(2), h("t", "c"), ExplodingValue(), 0, 0, False))
         self.assertRaises(RuntimeError, store.apply, bad)
         self.assertEqual(dump(store), before)
         store.close()
