@@ -139,6 +139,17 @@ class Explorer:
         return 200, self._page("ChainCore explorer", body, "/status", live="block tx reorg")
 
     def blocks(self, before: int | None = None) -> tuple:
+        """A page of main-chain blocks below height before (None: the newest); kept until the tip changes,
+        since it depends on nothing else and decoding its blocks is most of its cost."""
+        key = (before, self._node.chain.tip.hash)
+        kept = getattr(self, "_blocks_page", None)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        answer = self._blocks(before)
+        self._blocks_page = (key, answer)
+        return answer
+
+    def _blocks(self, before: int | None) -> tuple:
         chain = self._node.chain
         top = chain.height if before is None else min(before - 1, chain.height)
         start = max(0, top - BLOCKS_PER_PAGE + 1)

@@ -149,6 +149,12 @@ class ChainState:
             return None
         return self.store.main_hash(height)
 
+    def main_hashes(self, start: int, limit: int) -> list:
+        """The main chain's hashes from height start, at most limit of them, in one store read."""
+        stop = min(start + limit, self._tip.height + 1)
+        start = max(start, 0)
+        return self.store.main_hashes(start, stop - start) if stop > start else []
+
     def is_main(self, block_hash: bytes) -> bool:
         e = self.entry(block_hash)
         return e is not None and self.store.main_hash(e.height) == block_hash

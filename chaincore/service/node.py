@@ -99,6 +99,7 @@ class Node:
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
         self.mining_to = None      # the address --mine pays, shown on the explorer
         self._fee_estimate = None  # (what it was computed for, the answer): see fee_estimate
+        self._coins = {}  # {(tip hash, payload): [(OutPoint, Coin)]}: see coins_of
 
     def now(self) -> int:
         return int(self.clock.seconds())
@@ -472,11 +473,28 @@ class Node:
             return {"tx": tx, "block_hash": None, "height": None, "confirmations": 0}
         raise NotFound(f"no transaction {tx_id.hex()} in the chain or the mempool")
 
+    COINS_KEPT = 8  # addresses whose coins coins_of keeps at one tip
+
+    def coins_of(self, payload: bytes) -> list:
+        """[(OutPoint, Coin)] paying payload at the tip, from the store's address index.  The lists of the
+        last few addresses asked are kept until the tip changes (coins change only with it): an address
+        of thousands of coins asked again and again (/utxos, /balance, its explorer page) is read once."""
+        tip = self.chain.tip.hash
+        key = (tip, payload)
+        coins = self._coins.get(key)
+        if coins is None:
+            if any(k[0] != tip for k in self._coins):
+                self._coins.clear()
+            while len(self._coins) >= self.COINS_KEPT:
+                del self._coins[next(iter(self._coins))]
+            coins = self._coins[key] = self.chain.coins_of(payload)
+        return coins
+
     def balance(self, address: str) -> dict:
         """What address owns, in base units (CONTRACT 7): `spendable` is confirmed, mature and not
         spent by a mempool transaction; `immature` is confirmed coinbase outputs still maturing."""
         payload = keys.address_payload(address)
-        coins = self.chain.coins_of(payload)
+        coins = self.coins_of(payload)
         confirmed = sum(coin.amount for _, coin in coins)
         next_height = self.chain.height + 1
         immature = sum(coin.amount for _, coin in coins if not rules.is_mature(coin, next_height, self.params))
@@ -491,7 +509,7 @@ class Node:
 
     def utxo_coins(self, address: str) -> list:
         """[(OutPoint, Coin)] address owns, from the store's address index; utxo_row renders each."""
-        return self.chain.coins_of(keys.address_payload(address))
+        return list(self.coins_of(keys.address_payload(address)))
 
     def utxo_row(self, op, coin) -> dict:
         """One row of /utxos (CONTRACT 7)."""

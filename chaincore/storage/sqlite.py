@@ -18,9 +18,6 @@ from chaincore.core.chainstate import history_rows
 from chaincore.core.errors import StoreError  # noqa: F401  (raised here; importers name it from this module too)
 from chaincore.core.store import BlockEntry, ChainUpdate
 from chaincore.core.tx import Coin, OutPoint
-from chaincore.logs import logger
-
-log = logger("chaincore.store")
 
 SCHEMA_VERSION = 2  # 2: history rows carry position, amount_delta and coinbase
 
@@ -44,6 +41,7 @@ QUERIES = {
     "block": "SELECT raw FROM blocks WHERE hash = ?",
     "undo": "SELECT data FROM undo WHERE hash = ?",
     "main": "SELECT hash FROM main_chain WHERE height = ?",
+    "main_range": "SELECT hash FROM main_chain WHERE height >= ? AND height < ? ORDER BY height",
     "tip": "SELECT hash FROM tip WHERE id = 0",
     "coin": "SELECT amount, recipient, height, coinbase FROM utxo WHERE tx_id = ? AND idx = ?",
     "coins_of": "SELECT tx_id, idx, amount, height, coinbase FROM utxo WHERE recipient = ?"
@@ -117,6 +115,7 @@ class SqliteStore:
         self.path = str(path)
         self._depth = 0          # open transaction levels: 1 for BEGIN, more for SAVEPOINTs
         self._lost = False       # SQLite rolled the whole open transaction back under a savepoint
+        self.upgraded = None     # what opening did to bring an older schema up to date (the opener logs it)
         self._db = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -171,8 +170,6 @@ class SqliteStore:
         and undo data, in one transaction (a crash leaves version 1, rebuilt again at the next open)."""
         db = self._db
         heights = db.execute("SELECT count(*) FROM main_chain").fetchone()[0]
-        log.info("upgrading the store {path} to schema version {version}: rebuilding the address history"
-                 " of {heights} blocks", path=self.path, version=SCHEMA_VERSION, heights=heights)
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DROP TABLE history")
@@ -190,6 +187,8 @@ class SqliteStore:
                                [(p, t, h, pos, d, 1 if cb else 0) for p, t, h, pos, d, cb in rows])
             db.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
+            self.upgraded = (f"upgraded the store {self.path} to schema version {SCHEMA_VERSION}: rebuilt the"
+                             f" address history of {heights} main-chain blocks")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -373,6 +372,10 @@ class SqliteStore:
     def get_undo(self, block_hash: bytes) -> list | None:
         row = self._one(QUERIES["undo"], (block_hash,))
         return None if row is None else decode_undo(row[0])
+
+    def main_hashes(self, start: int, limit: int) -> list:
+        """The stored main-chain hashes of heights start .. start + limit - 1, in height order, in one read."""
+        return [block_hash for (block_hash,) in self._all(QUERIES["main_range"], (max(start, 0), start + limit))]
 
     def main_hash(self, height: int) -> bytes | None:
         row = self._one(QUERIES["main"], (height,))

@@ -166,6 +166,7 @@ class SqliteStoreTests(SynchronousTestCase):
         self.addCleanup(store.close)
         self.assertEqual([store.history_rows(p, 1000) for p in payloads], written)
         self.assertEqual(store._one("SELECT value FROM store_info WHERE key = 'schema_version'", ())[0], "2")
+        self.assertIn("rebuilt the address history of", store.upgraded)
 
     def test_damage_found_after_a_crash(self):
         """After an unclean shutdown the open runs quick_check, and a damaged file is refused."""
