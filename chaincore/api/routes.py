@@ -38,6 +38,7 @@ BLOCK_TEXTS_BYTES = 8_000_000  # the JSON of blocks kept by _block_text
 STREAM_BLOCKS_OVER = 50       # a /blocks or /chain answer of more blocks than this is written in slices too
 STREAM_LIST_OVER = 1_000    # /transactions and /utxos longer than this are written in slices
 STREAM_SLICE_ROWS = 100       # about 1 ms of /utxos rows
+UTXO_TEXTS_KEPT = 4             # long /utxos lists kept written (see NodeAPI._utxo_texts)
 STREAM_SLICE_BYTES = 1_000_000  # a slice stops at about this many bytes, whatever its count
 MAX_ANNOUNCED_TXS = 5000    # tx ids in one POST /announce_txs, /txs or /block_txs
 
@@ -230,6 +231,7 @@ class NodeAPI:
         self._explorer = Explorer(node, peers)
         self._block_texts = OrderedDict()  # {block hash: JSON text}: see _block_text
         self._block_texts_bytes = 0
+        self._utxo_texts_kept = {}  # {(address, wallet state): [JSON text]}: see _utxo_texts
 
     def resource(self):
         return self.app.resource()
@@ -601,10 +603,29 @@ class NodeAPI:
     def _utxos_answer(self, request, address):
         coins = self._node.utxo_coins(address)
         if len(coins) > STREAM_LIST_OVER:  # rows are built slice by slice, as they are written
-            rows = (json.dumps(self._node.utxo_row(*c), separators=(",", ":")) for c in coins)
-            return self._stream_items(request, "utxos", rows, None, lambda count, more: {"address": address},
-                                      STREAM_SLICE_ROWS)
+            return self._stream_items(request, "utxos", self._utxo_texts(address, coins), None,
+                                      lambda count, more: {"address": address}, STREAM_SLICE_ROWS)
         return json_body(request, 200, {"address": address, "utxos": [self._node.utxo_row(*c) for c in coins]})
+
+    def _utxo_texts(self, address, coins):
+        """The JSON texts of a long /utxos list, made as they are written; a list written whole is kept
+        until the tip or the mempool changes (UTXO_TEXTS_KEPT addresses), and asked again costs no row."""
+        key = (address, self._node.wallet_state())
+        kept = self._utxo_texts_kept.get(key)
+        if kept is not None:
+            yield from kept
+            return
+        texts = []
+        for c in coins:
+            text = json.dumps(self._node.utxo_row(*c), separators=(",", ":"))
+            texts.append(text)
+            yield text
+        if key[1] == self._node.wallet_state():  # nothing changed while it was written
+            if any(k[1] != key[1] for k in self._utxo_texts_kept):
+                self._utxo_texts_kept.clear()
+            while len(self._utxo_texts_kept) >= UTXO_TEXTS_KEPT:
+                del self._utxo_texts_kept[next(iter(self._utxo_texts_kept))]
+            self._utxo_texts_kept[key] = texts
 
     @app.route("/history/<string:address>", methods=["GET"])
     def history(self, request, address):

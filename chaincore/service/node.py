@@ -100,6 +100,7 @@ class Node:
         self.mining_to = None      # the address --mine pays, shown on the explorer
         self._fee_estimate = None  # (what it was computed for, the answer): see fee_estimate
         self._coins = {}  # {(tip hash, payload): [(OutPoint, Coin)]}: see coins_of
+        self._balance = None  # ((payload, wallet_state()), answer): see balance
 
     def now(self) -> int:
         return int(self.clock.seconds())
@@ -475,6 +476,11 @@ class Node:
 
     COINS_KEPT = 8  # addresses whose coins coins_of keeps at one tip
 
+    def wallet_state(self) -> tuple:
+        """What the wallet answers (/balance, /utxos) depend on: the tip and the mempool's contents.
+        Equal tuples mean equal answers (a mempool that lost and gained a transaction counts a removal)."""
+        return (self.chain.tip.hash, len(self.mempool), self.mempool.total_bytes, self.mempool.removals)
+
     def coins_of(self, payload: bytes) -> list:
         """[(OutPoint, Coin)] paying payload at the tip, from the store's address index.  The lists of the
         last few addresses asked are kept until the tip changes (coins change only with it): an address
@@ -494,6 +500,9 @@ class Node:
         """What address owns, in base units (CONTRACT 7): `spendable` is confirmed, mature and not
         spent by a mempool transaction; `immature` is confirmed coinbase outputs still maturing."""
         payload = keys.address_payload(address)
+        key = (payload, self.wallet_state())
+        if self._balance is not None and self._balance[0] == key:
+            return dict(self._balance[1])
         coins = self.coins_of(payload)
         confirmed = sum(coin.amount for _, coin in coins)
         next_height = self.chain.height + 1
@@ -501,8 +510,10 @@ class Node:
         spendable = sum(coin.amount for op, coin in coins
                         if rules.is_mature(coin, next_height, self.params) and self.mempool.spender(op) is None)
         delta = self.mempool.unconfirmed_delta(payload, self.chain.get_coin)
-        return {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
-                "spendable": spendable, "immature": immature}
+        answer = {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
+                  "spendable": spendable, "immature": immature}
+        self._balance = (key, answer)  # the last one asked: an explorer page asked again costs nothing
+        return dict(answer)
 
     def utxos(self, address: str) -> list:
         return [self.utxo_row(op, coin) for op, coin in self.utxo_coins(address)]

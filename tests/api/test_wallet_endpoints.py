@@ -43,6 +43,24 @@ class BalanceSplitTests(SynchronousTestCase):
         self.assertEqual(after["spendable"], before - REGTEST.block_reward(1))
         self.assertEqual(after["confirmed"], before + after["immature"])
 
+    def test_a_new_block_shows_at_once(self):
+        """Balance and coins asked again read no coin while nothing changed, and show a new block's at once."""
+        before = self.client.get_json(f"/balance/{ALICE.address}")
+        coins = len(self.client.get_json(f"/utxos/{BOB.address}")["utxos"])
+        reads = []
+        coins_of = self.node.chain.coins_of
+        self.node.chain.coins_of = lambda p: reads.append(p) or coins_of(p)
+        self.assertEqual(self.client.get_json(f"/balance/{ALICE.address}"), before)
+        self.assertEqual(len(self.client.get_json(f"/utxos/{BOB.address}")["utxos"]), coins)
+        self.assertEqual(reads, [])
+        self.node.clock.advance(60)
+        settled(self.node.submit_block(make_block(funded_chain()[-1], [pay_bob()], fees=1_000,
+                                                  timestamp=int(self.node.clock.seconds()))))
+        after = self.client.get_json(f"/balance/{ALICE.address}")
+        self.assertEqual(after["confirmed"], before["confirmed"] + REGTEST.block_reward(FUNDED_HEIGHT + 1)
+                         - 10_000_000)
+        self.assertEqual(len(self.client.get_json(f"/utxos/{BOB.address}")["utxos"]), coins + 1)
+
 
 class HistoryPagingTests(SynchronousTestCase):
     def setUp(self):
