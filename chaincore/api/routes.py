@@ -16,18 +16,19 @@ from urllib.parse import urlsplit
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet import task
+from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from ..core import compact as compact_blocks, jsonview, wire
 from ..core.block import NONCE_OFFSET, NONCE_SIZE
 from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
-from ..core.errors import Fault, Forbidden, Malformed, RateLimited, Refused, TooLarge
+from ..core.errors import Fault, Forbidden, Invalid, Malformed, RateLimited, Refused, TooLarge
 from ..core.peer_url import is_loopback_url, normalise_url
 from .errors import json_body, json_error, render_error
 from .explorer import Explorer
 from ..logs import logger
-from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, TRANSACTIONS_MAX_BYTES, openapi_json, params
+from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, openapi_json, params
 
 log = logger("chaincore.api")
 
@@ -213,6 +214,10 @@ class PeerDirectory(Protocol):
 
     def announced_txs(self, url: str, tx_ids: list) -> int:
         """Peer url announced transactions by id; how many this node will fetch."""
+
+    def misbehaved(self, url: str, error) -> None:
+        """Peer url (checked to be the sender) posted a block or transaction that breaks a rule (an Invalid):
+        penalise it by the error's code, as for data it answered with."""
 
 
 class NodeAPI:
@@ -424,11 +429,13 @@ class NodeAPI:
         self._charge(request, "transactions")
         txs = self._node.mempool.transactions()
         texts = (json.dumps(jsonview.tx_to_json(tx), separators=(",", ":")) for tx in txs)
-        cap = min(p["max_bytes"], TRANSACTIONS_MAX_BYTES)
+        # the whole mempool unless the client sets a cap (peers do): the pool is bounded in bytes itself,
+        # and a long answer is streamed in slices
+        cap = p["max_bytes"]  # None when not given; larger values are taken as TRANSACTIONS_MAX_BYTES
         if len(txs) > STREAM_LIST_OVER:
             return self._stream_items(request, "transactions", texts, cap, lambda count, more: {"more": more},
                                       STREAM_SLICE_ROWS)
-        items, more = _capped(texts, cap)
+        items, more = _capped(texts, cap) if cap is not None else (list(texts), False)
         return _json_list_body(request, "transactions", items, {"more": more})
 
     @app.route("/submit_block", methods=["POST"])
@@ -438,8 +445,17 @@ class NodeAPI:
             raise Forbidden("X-Local-Mining is honoured only from loopback clients")
         self._charge(request, "submit_block")
         block = read_block(request, self._node.params)
-        d = self._node.submit_block(block, source=self._heard_from(request), local=local)
+        source = self._heard_from(request)
+        d = self._node.submit_block(block, source=source, local=local)
+        d.addErrback(self._penalise_sender, request, source)
         return d.addCallback(self._block_answer, request)
+
+    def _penalise_sender(self, failure, request, source):
+        """A block or transaction a peer posted broke a rule: the peer that sent it loses points (by the
+        rule's code: none for a conflict or a missing parent), then the client gets the refusal."""
+        if source and failure.check(Invalid) and names_sender(request, source):
+            self._peers.misbehaved(source, failure.value)
+        return failure
 
     def _block_answer(self, result, request):
         if isinstance(result, Accepted):
@@ -463,8 +479,14 @@ class NodeAPI:
         refusal = self._node.refused_recently(digest)
         if refusal is not None:
             raise refusal
-        tx = read_tx(request, self._node.params)
-        d = self._node.submit_tx(tx, source=self._heard_from(request), body_digest=digest)
+        source = self._heard_from(request)
+        try:
+            tx = read_tx(request, self._node.params)
+        except Invalid as err:  # malformed bytes or JSON from a peer cost it points too
+            self._penalise_sender(Failure(err), request, source)
+            raise
+        d = self._node.submit_tx(tx, source=source, body_digest=digest)
+        d.addErrback(self._penalise_sender, request, source)
         return d.addCallback(lambda result: json_body(request, 200, {"status": result.status,
                                                                      "tx_id": result.tx_id.hex()}))
 

@@ -152,8 +152,12 @@ ENDPOINTS = {
                                     400: ("not a base URL the peer table keeps (path, user info, bad port),"
                                           " or this node's own, banned, or no room", ref("Error")),
                                     403: ("not from loopback", ref("Error"))}),
-    "transactions": Endpoint("get", "/transactions", "The mempool in arrival order (parents first), up to max_bytes.",
-                             params=(max_bytes_param(TRANSACTIONS_MAX_BYTES),),
+    "transactions": Endpoint("get", "/transactions", "The mempool in arrival order (parents first): all of it, or "
+                                                     "up to max_bytes when the client sets it (peers do).",
+                             params=(Param("max_bytes", "query", {"type": "integer", "minimum": 1},
+                                           f"stop adding transactions once the answer would pass this many bytes "
+                                           f"(at most {TRANSACTIONS_MAX_BYTES:,}; one is always sent); without it, "
+                                           "the whole mempool", None, cap=TRANSACTIONS_MAX_BYTES),),
                              responses={200: ("mempool transactions", {"type": "object", "properties": {
                                  "transactions": {"type": "array", "items": ref("Transaction")},
                                  "more": MORE}})}),

@@ -13,7 +13,7 @@ import os
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import deferLater
-from ..core.errors import PeerNotKept
+from ..core.errors import Malformed, PeerNotKept
 from ..logs import logger
 
 from .client import PeerClient, pooled_http_client
@@ -126,6 +126,14 @@ class PeerNetwork(service.MultiService):
     def relay_urls(self) -> list:
         return self.discovery.relay_peers()
 
+    def misbehaved(self, url: str, error) -> None:
+        """A peer posted a block or transaction that breaks a rule: points by the error's code (p2p/peers.py)."""
+        try:
+            url = normalise_url(url)
+        except Malformed:
+            return
+        self.discovery.report_misbehaviour(url, error)
+
     def inbound(self, url: str) -> None:
         """A peer polls or announces to us as one of its outbound peers: we announce to it too."""
         self.discovery.heard_from(url)
@@ -147,8 +155,10 @@ class PeerNetwork(service.MultiService):
     def _peer_lost(self, url):
         # discovery logs the one line saying why (dropped, banned, refused)
         self.relay.known.forget(url)
+        self.relay.legacy.discard(url)  # it may come back upgraded: it is asked with announcements again
         self.sync.forget_peer(url)
         self.sync.poll.forget(url)
+        self.client.forget_cached(url)
 
     def save(self):
         if self.path:

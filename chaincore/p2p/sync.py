@@ -28,7 +28,8 @@ log = logger("chaincore.p2p.sync")
 HEADERS_PER_REQUEST = 2000
 PROGRESS_EVERY_S = 5.0
 STALL_CHECK_S = 1.0              # how often a catch-up looks for peers past their deadline
-WINDOW_BYTES = 16_000_000        # blocks in flight and waiting for the blocks below them, as JSON bytes
+WINDOW_BYTES = 16_000_000        # blocks in flight and waiting for the blocks below them, as bytes received
+                                 # (binary: about a fifth of what they take once decoded)
 PEER_BYTES = 8_000_000           # in flight from one peer
 RUN_BYTES = 2_000_000            # blocks handed to the node at once: their signature batches are built together
 MAX_TXS_PER_EXCHANGE = 5000
@@ -60,6 +61,7 @@ class _CatchUp:
         self.requests = {}       # download.Request -> its Deferred
         self.buffer = {}         # hash -> (Block, peer, wire bytes): received, waiting for the blocks below it
         self.buffer_bytes = 0
+        self.handed = set()      # hashes of the run the node is taking in: neither asked for again nor buffered
         self.delivering = False
         self.wake = None         # the Deferred the catch-up's loop waits on
         self.woken = False       # something happened while the loop was not waiting: it looks again at once
@@ -268,6 +270,8 @@ class Synchronizer:
             return 0
         wanted = []
         for e in self.tree.path(best):
+            if e.hash in session.handed:
+                continue  # with the node until its run is stored (then pruned from the tree)
             if e.hash in session.buffer:
                 if session.buffer_bytes >= session.planner.window_bytes:
                     break  # the waiting blocks fill the window: only what lies below them is asked for
@@ -320,7 +324,10 @@ class Synchronizer:
                 self._misbehaved(session, peer, wrong)
                 self._wake(session)
                 return
-            if block.hash not in session.buffer:
+            # a block the node is taking in or has stored (the tree prunes those) is never delivered
+            # again: buffered, it would stay there, in memory, until the catch-up ends
+            if block.hash not in session.buffer and block.hash not in session.handed \
+                    and self.node.chain.entry(block.hash) is None:
                 session.buffer[block.hash] = (block, peer, size)
                 session.buffer_bytes += size
         planner.answered(request)  # a short answer (the peer's byte cap) frees the rest for the next plan
@@ -356,15 +363,19 @@ class Synchronizer:
             for block, _, size in run:
                 del session.buffer[block.hash]
                 session.buffer_bytes -= size
+            blocks = [b for b, _, _ in run]
+            session.handed = {b.hash for b in blocks}
             try:
-                results, error = await self.node.submit_blocks([b for b, _, _ in run], source=peer, requested=True)
+                results, error = await self.node.submit_blocks(blocks, source=peer, requested=True)
             except Fault as err:  # our own trouble (a full disk): no peer is to blame; try again next round
                 session.fault = err
                 log.warn("catch-up paused: {err}", err=err)
                 return
+            finally:
+                session.handed = set()
             if results:
                 session.received[peer] = session.received.get(peer, 0) + len(results)
-                low = run[0][0].height
+                low = blocks[0].height
                 session.lowest = low if session.lowest is None else min(session.lowest, low)
             self.tree.prune()
             if error is not None:

@@ -73,3 +73,18 @@ class ListStreamTests(SynchronousTestCase):
         self.assertEqual([(r["tx_id"], r["output_index"]) for r in spent],
                          [(mature_outpoint(1).tx_id.hex(), mature_outpoint(1).index)])
         self.assertEqual(after, {"address": ALICE.address, "utxos": node.utxos(ALICE.address)})
+
+    def test_transactions_stop_at_the_byte_cap_a_client_sets(self):
+        """With max_bytes a streamed mempool stops before it (one transaction at least) and says more;
+        without it, every transaction is sent."""
+        for h in range(1, MATURE_MAX + 1):
+            tx = signed_tx([(mature_outpoint(h), ALICE)], [(BOB, REGTEST.block_reward(h) - 10_000)])
+            settled(self.service.node.submit_tx(tx))
+        txs = self.service.node.mempool.transactions()
+        three = sum(len(json.dumps(jsonview.tx_to_json(tx), separators=(",", ":"))) + 1 for tx in txs[:3])
+        _, body = self.fetch(f"/transactions?max_bytes={three}")
+        self.assertEqual(body, {"transactions": [jsonview.tx_to_json(tx) for tx in txs[:3]], "more": True})
+        _, body = self.fetch("/transactions?max_bytes=1")
+        self.assertEqual((len(body["transactions"]), body["more"]), (1, True))
+        _, body = self.fetch("/transactions")
+        self.assertEqual((len(body["transactions"]), body["more"]), (len(txs), False))

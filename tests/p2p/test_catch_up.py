@@ -5,6 +5,8 @@ bound and the stall deadline hold; a fork deeper than one /headers answer reorga
 import functools
 import json
 
+from twisted.internet import task
+
 from chaincore.core import jsonview
 from chaincore.p2p.client import PeerClient
 from chaincore.p2p.peers import PENALTIES
@@ -152,6 +154,30 @@ class WindowTests(SyncTestCase):
             self.network.flush()
         self.successResultOf(d)
         self.assertEqual(me.tip(), peer.tip())
+
+    def test_blocks_the_node_is_taking_in_are_asked_for_once_and_never_buffered(self):
+        """While the node takes a run in (2 s each), later plans ask for none of it again, the buffer never holds
+        a stored block, and every block is fetched exactly once."""
+        chain = main_chain()
+        peer = self.peer(5001, chain[:41])
+        me = self.me(chain[:11], peer)
+        me.sync.peer_bytes = 20_000  # a few small blocks per request: many plans while runs are with the node
+        take = me.node.submit_blocks
+        me.node.submit_blocks = lambda blocks, **kw: task.deferLater(self.clock, 2.0, take, blocks, **kw)
+        d = me.sync.sync_round()
+        for _ in range(200):
+            self.network.flush()
+            session = me.sync._session
+            if session is not None:
+                self.assertEqual([h for h in session.buffer if me.node.chain.entry(h) is not None], [])
+            if d.called:
+                break
+            self.clock.advance(0.5)
+        self.successResultOf(d)
+        self.assertEqual(me.tip(), peer.tip())
+        asked = sorted(h for path, q in peer.queries if path == "/blocks"
+                       for h in range(int(q["start"]), int(q["start"]) + int(q["limit"])))
+        self.assertEqual(asked, list(range(11, 41)))
 
     def test_deep_fork_reorganises_across_several_header_answers(self):
         """A 60-block branch forked at genesis, served 20 headers per answer, reorganises a 50-block node."""

@@ -113,6 +113,8 @@ class CompactRelayTests(SyncTestCase):
         self.assertEqual(b.tip(), block.hash)
         self.assertEqual(b.count("/submit_block", "POST"), 1)
         self.assertIn(b.url, a.relay.legacy)
+        a.service.peers._peer_lost(b.url)  # it went away; when it comes back it may have been upgraded
+        self.assertNotIn(b.url, a.relay.legacy)
 
     def test_transactions_are_announced_by_id_and_fetched_once(self):
         """Transactions accepted together go out as one announcement of ids, and the peer fetches them once."""
