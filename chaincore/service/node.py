@@ -106,6 +106,8 @@ class Node:
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
         self.mining_to = None      # the address --mine pays, shown on the explorer
         self._fee_estimate = None  # (what it was computed for, the answer): see fee_estimate
+        self._coins = {}  # {(tip hash, payload): [(OutPoint, Coin)]}: see coins_of
+        self._balance = None  # ((payload, wallet_state()), answer): see balance
 
     def now(self) -> int:
         return int(self.clock.seconds())
@@ -500,26 +502,53 @@ class Node:
             return {"tx": tx, "block_hash": None, "height": None, "confirmations": 0}
         raise NotFound(f"no transaction {tx_id.hex()} in the chain or the mempool")
 
+    COINS_KEPT = 8  # addresses whose coins coins_of keeps at one tip
+
+    def wallet_state(self) -> tuple:
+        """What the wallet answers (/balance, /utxos) depend on: the tip and the mempool's contents.
+        Equal tuples mean equal answers (a mempool that lost and gained a transaction counts a removal)."""
+        return (self.chain.tip.hash, len(self.mempool), self.mempool.total_bytes, self.mempool.removals)
+
+    def coins_of(self, payload: bytes) -> list:
+        """[(OutPoint, Coin)] paying payload at the tip, from the store's address index.  The lists of the
+        last few addresses asked are kept until the tip changes (coins change only with it): an address
+        of thousands of coins asked again and again (/utxos, /balance, its explorer page) is read once."""
+        tip = self.chain.tip.hash
+        key = (tip, payload)
+        coins = self._coins.get(key)
+        if coins is None:
+            if any(k[0] != tip for k in self._coins):
+                self._coins.clear()
+            while len(self._coins) >= self.COINS_KEPT:
+                del self._coins[next(iter(self._coins))]
+            coins = self._coins[key] = self.chain.coins_of(payload)
+        return coins
+
     def balance(self, address: str) -> dict:
         """What address owns, in base units (CONTRACT 7): `spendable` is confirmed, mature and not
         spent by a mempool transaction; `immature` is confirmed coinbase outputs still maturing."""
         payload = keys.address_payload(address)
-        coins = self.chain.coins_of(payload)
+        key = (payload, self.wallet_state())
+        if self._balance is not None and self._balance[0] == key:
+            return dict(self._balance[1])
+        coins = self.coins_of(payload)
         confirmed = sum(coin.amount for _, coin in coins)
         next_height = self.chain.height + 1
         immature = sum(coin.amount for _, coin in coins if not rules.is_mature(coin, next_height, self.params))
         spendable = sum(coin.amount for op, coin in coins
                         if rules.is_mature(coin, next_height, self.params) and self.mempool.spender(op) is None)
         delta = self.mempool.unconfirmed_delta(payload, self.chain.get_coin)
-        return {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
-                "spendable": spendable, "immature": immature}
+        answer = {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
+                  "spendable": spendable, "immature": immature}
+        self._balance = (key, answer)  # the last one asked: an explorer page asked again costs nothing
+        return dict(answer)
 
     def utxos(self, address: str) -> list:
         return [self.utxo_row(op, coin) for op, coin in self.utxo_coins(address)]
 
     def utxo_coins(self, address: str) -> list:
         """[(OutPoint, Coin)] address owns, from the store's address index; utxo_row renders each."""
-        return self.chain.coins_of(keys.address_payload(address))
+        return list(self.coins_of(keys.address_payload(address)))
 
     def utxo_row(self, op, coin) -> dict:
         """One row of /utxos (CONTRACT 7)."""
@@ -555,29 +584,34 @@ class Node:
                 rows.append(self._history_row(tx_id, payload))
             if len(pending) > skip + limit:
                 return rows, f"m{skip + limit}"
-        chain_rows = self.store.history_of(payload, limit - len(rows) + 1, after)
+        chain_rows = self.store.history_rows(payload, limit - len(rows) + 1, after)
         more = len(chain_rows) > limit - len(rows)
         chain_rows = chain_rows[:limit - len(rows)]
-        for tx_id, _height in chain_rows:
-            rows.append(self._history_row(tx_id, payload))
+        tip_height = self.chain.height
+        for tx_id, height, _position, amount_delta, coinbase in chain_rows:
+            # everything a chain row shows is in the history index: no block is read
+            rows.append({"tx_id": tx_id.hex(), "height": height, "confirmations": tip_height - height + 1,
+                         "amount_delta": amount_delta, "coinbase": coinbase})
         if more:
-            last_tx, last_height = chain_rows[-1] if chain_rows else (None, None)
-            if last_tx is None:  # the page filled with mempool rows exactly; the chain starts the next one
+            if not chain_rows:  # the page filled with mempool rows exactly; the chain starts the next one
                 return rows, f"m{skip + limit}"
-            return rows, f"c{last_height}.{last_tx.hex()}"
+            return rows, f"c{chain_rows[-1][1]}.{chain_rows[-1][0].hex()}"
         return rows, None
 
     def _history_row(self, tx_id: bytes, payload: bytes) -> dict:
-        found = self.transaction(tx_id)
-        tx = found["tx"]
+        """The /history row of a mempool transaction (the coins it spends are unspent or in the mempool)."""
+        tx = self.mempool.get(tx_id)
         received = sum(o.amount for o in tx.outputs if o.recipient == payload)
         sent = 0
         for txin in tx.inputs:
             if txin.is_null or keys.payload_of(txin.public_key) != payload:
                 continue
-            prev = self.transaction(txin.prev_tx_id)["tx"]
-            sent += prev.outputs[txin.output_index].amount
-        return {"tx_id": tx_id.hex(), "height": found["height"], "confirmations": found["confirmations"],
+            coin = self.chain.get_coin(txin.outpoint)
+            if coin is not None:
+                sent += coin.amount
+            else:
+                sent += self.transaction(txin.prev_tx_id)["tx"].outputs[txin.output_index].amount
+        return {"tx_id": tx_id.hex(), "height": None, "confirmations": 0,
                 "amount_delta": received - sent, "coinbase": tx.is_coinbase}
 
     def fee_estimate(self, recent_blocks: int = 6) -> dict:

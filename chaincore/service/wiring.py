@@ -171,6 +171,8 @@ def open_store(datadir: str, params):
     except OSError as e:
         lock.close()
         raise SystemExit(f"chaincore: cannot open datadir {datadir}: {e.strerror}")
+    if store.upgraded:
+        log.info("{what}", what=store.upgraded)
     return store, lock
 
 
