@@ -34,9 +34,6 @@ OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than t
 OFFLOAD_BATCH_INPUTS = 250
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
 TX_SUMMARY_S = 10               # accepted transactions are summed up in one info line per this many seconds
-# Requests with at most this many signatures to check verify them in the reactor, by backend: with
-# libsecp256k1 eight verifications (about 25 us each) cost less than the hop to a worker and back.
-INLINE_VERIFY_CHECKS = {"libsecp256k1": 8, "pycryptodome": 0}
 
 
 def parse_history_cursor(cursor: str):
@@ -70,7 +67,7 @@ class Node:
     """One ChainCore node's state and its rules for taking in blocks and transactions."""
 
     def __init__(self, store, params, clock, *, advertise_url: str, metrics=None, verify=None,
-                 mempool_bytes: int = 5_000_000, offloader=None, inline_verify: int | None = None):
+                 mempool_bytes: int = 5_000_000, offloader=None):
         self.params = params
         self.offloader = offloader  # runs big signature batches in worker processes
         self.clock = clock
@@ -82,9 +79,10 @@ class Node:
         self.check_cache = rules.SignatureCache()
         self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
         self._verify = verify if verify is not None else rules.verify_batch
-        self.signatures = None if offloader is None else SignatureBatcher(
-            offloader, self.check_cache, on_hits=self._cache_hits,
-            inline_max=INLINE_VERIFY_CHECKS.get(keys.backend_name(), 0) if inline_verify is None else inline_verify)
+        # no signature of a request is verified in the reactor, however few: a flood of small transactions
+        # would otherwise spend the reactor's time (the workers take it, batched across requests)
+        self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
+                                                                          on_hits=self._cache_hits)
         # the work gate is on: every caller says which blocks it requested (a catch-up on a heavier
         # header chain), so a branch that could not beat the tip is never written
         self.chain = ChainState(store, params, sig_cache=self.sig_cache, verify=self._verify_cached,

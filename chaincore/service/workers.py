@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
-from ..core.rules import verify_batch, verify_groups
+from ..core.rules import verify_groups
 from .workerproc import exit_with_parent
 
 WORKER_PRELOAD = ["chaincore.core.rules"]  # what the forkserver imports once, for every worker it forks
@@ -136,11 +136,8 @@ class SignatureBatcher:
     """
 
     def __init__(self, offloader, cache=None, max_batch: int = 256, max_in_flight: int | None = None,
-                 on_hits=None, inline_max: int = 0):
+                 on_hits=None):
         self.offloader = offloader
-        # requests of at most this many fresh checks are verified at once, in the calling thread: with
-        # libsecp256k1 a few verifications cost less than the hop to a worker and back
-        self.inline_max = inline_max
         self.cache = cache        # a rules.SignatureCache: checks it holds (or repeated ones) are not sent
         self.on_hits = on_hits    # f(n) for the checks the cache spared
         self.max_batch = max_batch
@@ -159,11 +156,6 @@ class SignatureBatcher:
             checks = fresh
             if not checks:
                 return defer.succeed(True)
-        if len(checks) <= self.inline_max:
-            bad = verify_batch(checks)
-            if self.cache is not None:
-                self.cache.record(checks, bad)
-            return defer.succeed(bad < 0)
         d = defer.Deferred()
         if self.cache is not None:
             d.addCallback(self._remember, checks)

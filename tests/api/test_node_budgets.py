@@ -159,7 +159,6 @@ class CPUBudgetTests(SynchronousTestCase):
         self.offloader = CountingOffloader()
         self.service = funded_node(offloader=self.offloader)
         self.node = self.service.node
-        self.node.signatures.inline_max = 0  # every request to the workers, as with pycryptodome
         self.verified = []
         real = keys.verify_batch
 

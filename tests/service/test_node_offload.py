@@ -1,12 +1,11 @@
 """Big blocks have their signatures verified through the node's offloader, before the chain state sees them."""
 
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.core import keys
 from chaincore.core.errors import BadSignature, DoubleSpend
 from chaincore.core.tx import OutPoint
-from chaincore.service.node import INLINE_VERIFY_CHECKS, OFFLOAD_MIN_INPUTS
+from chaincore.service.node import OFFLOAD_MIN_INPUTS
 from chaincore.service.workers import InlineOffloader
 from tests.support.builders import KEYS, make_block, regtest_chain, signed_tx
 from tests.support.nodes import make_node, settled
@@ -198,22 +197,6 @@ class TransactionIntakeTests(SynchronousTestCase):
         clock.advance(chain[-1].header.timestamp + 60)
         self.offloader = HeldOffloader()
         self.node = make_node(clock, offloader=self.offloader, blocks=chain).node
-        self.default_inline = self.node.signatures.inline_max
-        self.node.signatures.inline_max = 0  # every request to the workers, as with pycryptodome
-
-    def test_few_signatures_are_checked_at_once_with_libsecp256k1(self):
-        """With libsecp256k1, a one-input transaction is verified in the reactor: no worker job, no wait."""
-        if keys.backend_name() != "libsecp256k1":
-            raise SkipTest("the pycryptodome backend sends every request to the workers")
-        self.assertEqual(self.default_inline, INLINE_VERIFY_CHECKS["libsecp256k1"])
-        node = self.node
-        node.signatures.inline_max = self.default_inline
-        tx = signed_tx([(self.coin, KEYS[0])], [(KEYS[1], 50 * 10**8 - 10_000)])
-        sig = bytearray(tx.inputs[0].signature)
-        sig[3] ^= 1
-        self.failureResultOf(node.submit_tx(tx.with_signatures([bytes(sig)])), BadSignature)
-        self.assertEqual(self.successResultOf(node.submit_tx(tx)).status, "accepted")
-        self.assertEqual(self.offloader.held, [])
 
     def test_signatures_are_checked_off_the_reactor(self):
         """A transaction enters the mempool only once its signature batch came back valid."""
