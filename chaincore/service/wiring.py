@@ -198,6 +198,9 @@ def exposure_warning(options) -> str | None:
             "or address they can reach")
 
 
+PEER_HOSTS_REFRESH_S = 1.0  # a peer that just became active gets its budget within this long
+
+
 def peer_hosts(directory) -> set:
     """The hosts of a directory's active peers: their clients get the peers' budgets.  Only peers that
     answered as nodes of our network count: anyone may name itself a candidate (X-ChainCore-Peer)."""
@@ -256,8 +259,13 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     events.attach(node)
     node.mining_to = mine
 
+    known = {"at": None, "hosts": set()}  # the active peers' hosts, read again at most once a second
+
     def classify(host, _peers=peers):
-        return classify_host(host, peer_hosts(_peers))
+        now = clock.seconds()
+        if known["at"] is None or now - known["at"] >= PEER_HOSTS_REFRESH_S or now < known["at"]:
+            known["at"], known["hosts"] = now, peer_hosts(_peers)
+        return classify_host(host, known["hosts"])
 
     budget = RequestBudget(clock, TokenBuckets(limits.rates), classify)
     api = NodeAPI(node, peers, metrics, cooperate, events=events, budget=budget)

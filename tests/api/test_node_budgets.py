@@ -91,6 +91,22 @@ class RequestBudgetTests(SynchronousTestCase):
             self.assertEqual(self.local.get("/chain?start=0&limit=5").status, 200)
         self.assertEqual(self.stranger.get("/chain?start=0&limit=5").status, 429)
 
+    def test_a_peer_that_becomes_active_gets_its_budget_within_a_second(self):
+        """The active peers' hosts are read at most once a second: a peer that just became active is metered as
+        a stranger until then, as a peer after."""
+        peer = APIClient(self, self.service, client_address=PEER_HOST)
+        peer.get("/chain?start=0&limit=5")  # the hosts are read now, without it
+        table = self.service.peers.discovery.table
+        table.add(f"http://{PEER_HOST}:5000", self.clock.seconds())
+        table.mark_alive(f"http://{PEER_HOST}:5000", "peer-node", self.clock.seconds())
+        answered = 0
+        while peer.get("/chain?start=0&limit=5").status == 200:
+            answered += 1
+        self.assertEqual(answered, DEFAULT_RATES[STRANGER].burst // ENDPOINT_COSTS["chain"][1] - 1)
+        self.clock.advance(1)
+        for _ in range(int(DEFAULT_RATES["peer"].burst // ENDPOINT_COSTS["chain"][1])):
+            self.assertEqual(peer.get("/chain?start=0&limit=5").status, 200)
+
     def test_cheap_endpoints_are_not_charged(self):
         """/status stays open to a stranger whose bucket is empty."""
         self.spend_stranger_chain_budget()
