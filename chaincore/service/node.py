@@ -76,6 +76,7 @@ class Node:
         # one cache of verified (key, sighash, signature) checks for the mempool, the workers and the blocks
         self.check_cache = rules.SignatureCache()
         self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
+        self._verifying = {}  # tx_id -> the worker batch verifying it (blocks preverified ahead of their turn)
         self._verify = verify if verify is not None else rules.verify_batch
         self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
                                                                           on_hits=self._cache_hits)
@@ -274,6 +275,15 @@ class Node:
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
+    def preverify_blocks(self, blocks) -> None:
+        """Send the signatures of blocks that will be submitted soon to the workers now (a catch-up does
+        this for the run after the one being connected), so the workers verify while the reactor connects.
+
+        Nothing is decided here: the blocks are taken in by submit_blocks, whose
+        own preverify waits for these batches rather than sending them again.
+        """
+        self._preverify(list(blocks))
+
     def _preverify(self, blocks, inline_ok: bool = False) -> list:
         """Send the not yet verified signatures of blocks that pass their cheap checks to the worker
         processes, in batches; for each block, a Deferred that fires (with None) once its batches are back.
@@ -289,6 +299,7 @@ class Node:
         if self.offloader is None:
             return ready
         pending = []  # (index of the block, transaction)
+        waits = {}    # block index -> the jobs holding its transactions
         for n, block in enumerate(blocks):
             if self.chain.has_block(block.hash):
                 continue
@@ -296,10 +307,19 @@ class Node:
                 rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
             except Invalid:
                 break  # the chain state refuses it with its rule; the blocks after it are not taken
-            pending.extend((n, tx) for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
+            for tx in block.transactions[1:]:
+                if tx.tx_id in self.sig_cache:
+                    continue
+                job = self._verifying.get(tx.tx_id)
+                if job is not None:  # out already (preverified ahead): waited for, not sent again
+                    jobs = waits.setdefault(n, [])
+                    if not jobs or jobs[-1] is not job:
+                        jobs.append(job)
+                else:
+                    pending.append((n, tx))
         n_inputs = sum(len(tx.inputs) for _, tx in pending)
         if n_inputs == 0 or (inline_ok and n_inputs < OFFLOAD_MIN_INPUTS):
-            return ready
+            pending = []
         # batches of about OFFLOAD_BATCH_INPUTS inputs, in block order, a batch may span blocks
         chunks, chunk, size = [], [], 0
         for item in pending:
@@ -310,13 +330,18 @@ class Node:
                 chunk, size = [], 0
         if chunk:
             chunks.append(chunk)
-        waits = {}  # block index -> the jobs holding its transactions
         for ch in chunks:
             checks = [c for _, tx in ch for c in rules.signature_checks(tx)]
             fresh = self.check_cache.pending(checks)  # identical checks travel once; verified ones stay home
             self._cache_hits(len(checks) - len(fresh))
-            job = self.offloader.run(rules.verify_batch, fresh) if fresh else defer.succeed(-1)
-            job.addBoth(self._verified, [tx for _, tx in ch], fresh)
+            txs = [tx for _, tx in ch]
+            if fresh:
+                job = self.offloader.run(rules.verify_batch, fresh)
+                for tx in txs:
+                    self._verifying[tx.tx_id] = job
+            else:
+                job = defer.succeed(-1)
+            job.addBoth(self._verified, txs, fresh)
             for n in {n for n, _ in ch}:
                 waits.setdefault(n, []).append(job)
         for n, jobs in waits.items():
@@ -325,6 +350,8 @@ class Node:
 
     def _verified(self, bad, txs, checks) -> None:
         """One worker batch is back: its transactions are verified if none of its signatures was bad."""
+        for tx in txs:
+            self._verifying.pop(tx.tx_id, None)
         if isinstance(bad, Failure):
             log.warn("a signature batch failed in a worker ({error}); the chain state verifies it",
                      error=bad.getErrorMessage())

@@ -129,6 +129,41 @@ class OffloadTests(SynchronousTestCase):
         self.assertEqual([r.block_hash for r in results], [first.hash, second.hash])
         self.assertEqual(node.chain.tip.hash, second.hash)
 
+    def test_blocks_preverified_ahead_are_not_sent_again(self):
+        """A block whose signatures went to the workers ahead (preverify_blocks) is submitted without a batch
+        of its own: its run waits for the batches already out and is taken when they are back."""
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = HeldOffloader()
+        node = self.held_node(clock, offloader)
+        block = self.big_block(node)
+        node.preverify_blocks([block])
+        self.assertEqual(len(offloader.held), 3)
+        d = node.submit_blocks([block])
+        self.assertEqual(len(offloader.held), 3)  # nothing sent twice
+        self.assertNoResult(d)
+        offloader.release()
+        results, error = self.successResultOf(d)
+        self.assertIsNone(error)
+        self.assertEqual(node.chain.tip.hash, block.hash)
+        self.assertEqual(node._verifying, {})
+
+    def test_bad_signature_preverified_ahead_is_refused(self):
+        """A bad signature in a block preverified ahead is still refused with its rule when it is submitted."""
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = HeldOffloader()
+        node = self.held_node(clock, offloader)
+        tip = node.chain.tip.hash
+        block = self.big_block(node, tamper=True)
+        node.preverify_blocks([block])
+        d = node.submit_blocks([block])
+        offloader.release()
+        results, error = self.successResultOf(d)
+        self.assertEqual(results, [])
+        self.assertEqual(error.code, "bad-signature")
+        self.assertEqual(node.chain.tip.hash, tip)
+
     def test_lost_batch_is_verified_by_the_chain_state(self):
         """A batch lost with its worker leaves its block to the chain state, which verifies and takes it."""
         clock = Clock()
