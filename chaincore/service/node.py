@@ -31,6 +31,7 @@ log = logger("chaincore.node")
 TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
 OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
 OFFLOAD_BATCH_INPUTS = 250
+MAX_SANE_AHEAD = 1024           # blocks preverified ahead remembered as sane until submitted (32 bytes each)
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
 
 
@@ -77,6 +78,7 @@ class Node:
         self.check_cache = rules.SignatureCache()
         self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
         self._verifying = {}  # tx_id -> the worker batch verifying it (blocks preverified ahead of their turn)
+        self._sane_ahead = set()  # hashes of blocks preverified ahead whose sanity checks passed
         self._verify = verify if verify is not None else rules.verify_batch
         self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
                                                                           on_hits=self._cache_hits)
@@ -282,9 +284,9 @@ class Node:
         Nothing is decided here: the blocks are taken in by submit_blocks, whose
         own preverify waits for these batches rather than sending them again.
         """
-        self._preverify(list(blocks))
+        self._preverify(list(blocks), ahead=True)
 
-    def _preverify(self, blocks, inline_ok: bool = False) -> list:
+    def _preverify(self, blocks, inline_ok: bool = False, ahead: bool = False) -> list:
         """Send the not yet verified signatures of blocks that pass their cheap checks to the worker
         processes, in batches; for each block, a Deferred that fires (with None) once its batches are back.
 
@@ -303,10 +305,17 @@ class Node:
         for n, block in enumerate(blocks):
             if self.chain.has_block(block.hash):
                 continue
-            try:
-                rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
-            except Invalid:
-                break  # the chain state refuses it with its rule; the blocks after it are not taken
+            if block.hash in self._sane_ahead:
+                self._sane_ahead.discard(block.hash)  # checked when it was preverified ahead
+            else:
+                try:
+                    rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
+                except Invalid:
+                    break  # the chain state refuses it with its rule; the blocks after it are not taken
+                if ahead:
+                    if len(self._sane_ahead) >= MAX_SANE_AHEAD:  # blocks preverified and never submitted
+                        self._sane_ahead.clear()
+                    self._sane_ahead.add(block.hash)
             for tx in block.transactions[1:]:
                 if tx.tx_id in self.sig_cache:
                     continue

@@ -3,6 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from chaincore.core import rules
 from chaincore.core.errors import BadSignature, DoubleSpend
 from chaincore.core.tx import OutPoint
 from chaincore.service.node import OFFLOAD_MIN_INPUTS
@@ -137,15 +138,19 @@ class OffloadTests(SynchronousTestCase):
         offloader = HeldOffloader()
         node = self.held_node(clock, offloader)
         block = self.big_block(node)
+        sanity, checked = rules.check_block_sanity, []
+        self.patch(rules, "check_block_sanity", lambda b, params: (checked.append(b.hash), sanity(b, params))[1])
         node.preverify_blocks([block])
         self.assertEqual(len(offloader.held), 3)
         d = node.submit_blocks([block])
         self.assertEqual(len(offloader.held), 3)  # nothing sent twice
+        self.assertEqual(checked, [block.hash])   # nor its sanity checked twice before the chain state's
         self.assertNoResult(d)
         offloader.release()
         results, error = self.successResultOf(d)
         self.assertIsNone(error)
         self.assertEqual(node.chain.tip.hash, block.hash)
+        self.assertEqual(checked, [block.hash] * 2)  # the chain state still checks it
         self.assertEqual(node._verifying, {})
 
     def test_bad_signature_preverified_ahead_is_refused(self):
