@@ -31,7 +31,7 @@ log = logger("chaincore.node")
 TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
 OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
 OFFLOAD_BATCH_INPUTS = 250
-MAX_SANE_AHEAD = 1024           # blocks preverified ahead remembered as sane until submitted (32 bytes each)
+MAX_GATED_AHEAD = 1024          # blocks preverified ahead remembered as checked until submitted (32 bytes each)
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
 
 
@@ -47,6 +47,20 @@ def parse_history_cursor(cursor: str):
 
 SIG_CACHE_BYTES = 6_000_000
 SIG_CACHE_ENTRY_BYTES = 105  # measured: a 32-byte tx_id and its slot in the set
+
+
+def _worth_verifying(block: Block, params) -> bool:
+    """Whether a block's signatures are worth the workers' time: its header meets its proof of work and it
+    holds the transactions that header commits to (so junk costs its sender a block's work).
+
+    Only a gate: the chain state checks the block's every rule (check_block_sanity
+    included) when it takes the block in, and refuses it with its rule.
+    """
+    try:
+        rules.check_header_sanity(block.header, params)
+    except Invalid:
+        return False
+    return bool(block.transactions) and merkle_root([tx.tx_id for tx in block.transactions]) == block.header.merkle_root
 
 
 class SigCache(set):
@@ -78,7 +92,7 @@ class Node:
         self.check_cache = rules.SignatureCache()
         self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
         self._verifying = {}  # tx_id -> the worker batch verifying it (blocks preverified ahead of their turn)
-        self._sane_ahead = set()  # hashes of blocks preverified ahead whose sanity checks passed
+        self._gated_ahead = set()  # hashes of blocks preverified ahead that passed _worth_verifying
         self._verify = verify if verify is not None else rules.verify_batch
         self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
                                                                           on_hits=self._cache_hits)
@@ -305,17 +319,15 @@ class Node:
         for n, block in enumerate(blocks):
             if self.chain.has_block(block.hash):
                 continue
-            if block.hash in self._sane_ahead:
-                self._sane_ahead.discard(block.hash)  # checked when it was preverified ahead
+            if block.hash in self._gated_ahead:
+                self._gated_ahead.discard(block.hash)  # checked when it was preverified ahead
             else:
-                try:
-                    rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
-                except Invalid:
+                if not _worth_verifying(block, self.params):
                     break  # the chain state refuses it with its rule; the blocks after it are not taken
                 if ahead:
-                    if len(self._sane_ahead) >= MAX_SANE_AHEAD:  # blocks preverified and never submitted
-                        self._sane_ahead.clear()
-                    self._sane_ahead.add(block.hash)
+                    if len(self._gated_ahead) >= MAX_GATED_AHEAD:  # blocks preverified and never submitted
+                        self._gated_ahead.clear()
+                    self._gated_ahead.add(block.hash)
             for tx in block.transactions[1:]:
                 if tx.tx_id in self.sig_cache:
                     continue
