@@ -81,8 +81,11 @@ def start_node(port: int, datadir: str, profile: str | None = None) -> subproces
     def more_files():
         resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
 
+    # the node runs the chaincore beside this script, not whichever one is installed
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     return subprocess.Popen(argv, cwd=datadir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=more_files)
+                            preexec_fn=more_files, env=env)
 
 
 def fund(base: str, blocks: int, fanout: int) -> tuple:

@@ -10,7 +10,11 @@ reused.  Every figure is measured with each signature backend installed
 verify rate in the same run, inline and on a pool of worker processes: once
 with the pool called from inside connect_block (its `verify` parameter), and
 once with the signatures sent ahead and the blocks connected as their
-batches come back (what a node catching up can do).
+batches come back (what a node catching up can do).  With libsecp256k1 it
+also times the "C floor": the hashing and library calls every transaction
+needs (tx_id, merkle node, sighash and digest, HASH160, key and signature
+parsing, verify), one C call each with no other Python, so the inline figure
+can be read against what any Python implementation could reach.
 
     PYTHONPATH=. python bench/validation.py --blocks 4 --txs 1000
 """
@@ -110,6 +114,34 @@ def bare_verify_rate(backend: str, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def floor_rate(raw_blocks: list) -> float:
+    """Transactions per second of the work no implementation can skip, each step one libsecp256k1 or hashlib
+    call with no other Python: tx_id, a merkle node, the sighash and its digest, HASH160 of the key, parsing
+    the key and the signature, verifying.  What inline validation could reach with no logic of its own."""
+    from coincurve._libsecp256k1 import ffi, lib
+    from coincurve.context import GLOBAL_CONTEXT
+    ctx, sha = GLOBAL_CONTEXT.ctx, hashlib.sha256
+    items = []
+    for block in (Block.decode(raw) for raw in raw_blocks):
+        for tx in block.transactions[1:]:
+            unsigned = Transaction(tx.version, tuple(TxIn(i.prev_tx_id, i.output_index, i.public_key)
+                                                     for i in tx.inputs), tx.outputs, tx.lock_time).raw
+            items.append((tx.raw, unsigned, tx.inputs[0].public_key, tx.inputs[0].signature))
+    parse_key, parse_sig, verify = (lib.secp256k1_ec_pubkey_parse, lib.secp256k1_ecdsa_signature_parse_compact,
+                                    lib.secp256k1_ecdsa_verify)
+    start = time.perf_counter()
+    for raw, unsigned, public_key, signature in items:
+        sha(sha(raw).digest()).digest()
+        sha(sha(b"\x01" + public_key[1:65]).digest()).digest()
+        digest = sha(sha(sha(unsigned).digest()).digest()).digest()
+        hashlib.new("ripemd160", sha(public_key).digest()).digest()
+        point, sig = ffi.new("secp256k1_pubkey *"), ffi.new("secp256k1_ecdsa_signature *")
+        parse_key(ctx, point, public_key, 65)
+        parse_sig(ctx, sig, signature)
+        verify(ctx, sig, digest, point)
+    return len(items) / (time.perf_counter() - start)
+
+
 def validate_ahead(coins: dict, raw_blocks: list, executor, workers: int, min_batch: int = MIN_BATCH) -> float:
     """Seconds to validate every block with its signatures sent to the pool ahead of connecting.
 
@@ -161,12 +193,17 @@ def measure(backend: str, coins: dict, raw_blocks: list, n_sigs: int, rounds: in
     keys.use_backend(backend)
     # Rounds alternate bare and inline so that both see the same machine load: best of each,
     # and the median of the per-round ratios (the steadier figure on a shared machine).
-    bares, inlines = [], []
+    bares, inlines, floors = [], [], []
     for _ in range(rounds):
         bares.append(bare_verify_rate(backend, n_sigs))
         inlines.append(n_sigs / validate(coins, raw_blocks))
+        if backend == "libsecp256k1":
+            floors.append(floor_rate(raw_blocks))
     ratios = sorted(i / b for i, b in zip(inlines, bares))
     result = {"bare": max(bares), "inline": max(inlines), "inline_median": ratios[len(ratios) // 2]}
+    if floors:
+        floor_ratios = sorted(f / b for f, b in zip(floors, bares))
+        result["floor"], result["floor_median"] = max(floors), floor_ratios[len(floor_ratios) // 2]
     if workers:
         # as the node starts its workers: forked by a forkserver that imported only the core
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context(),
@@ -206,7 +243,10 @@ def main():
     print(f"{'':38}" + "".join(f"{b:>16}" for b in backends))
     rows = [("bare verify, 1 core (/s)", lambda r: f"{r['bare']:,.0f}"),
             ("inline validation, 1 core (tx/s)", lambda r: f"{r['inline']:,.0f}"),
-            ("  vs bare (best, median of rounds)", lambda r: f"{r['inline'] / r['bare']:.2f}, {r['inline_median']:.2f}")]
+            ("  vs bare (best, median of rounds)", lambda r: f"{r['inline'] / r['bare']:.2f}, {r['inline_median']:.2f}"),
+            ("C floor, 1 core (tx/s)", lambda r: f"{r['floor']:,.0f}" if "floor" in r else "-"),
+            ("  vs bare (best, median of rounds)",
+             lambda r: f"{r['floor'] / r['bare']:.2f}, {r['floor_median']:.2f}" if "floor" in r else "-")]
     if args.workers:
         rows += [(f"pool inside connect, {args.workers} proc (tx/s)", lambda r: f"{r['pool']:,.0f}"),
                  ("  vs bare 1 core", lambda r: f"{r['pool'] / r['bare']:.2f}"),

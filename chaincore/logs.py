@@ -35,6 +35,11 @@ _predicate = LogLevelFilterPredicate(defaultLogLevel=configured_level())
 _observer = FilteringLogObserver(_forward, [_predicate])
 
 
+def enabled(namespace: str, level: LogLevel) -> bool:
+    """Whether events of level in namespace reach the log (hot paths skip building the ones that would not)."""
+    return level >= _predicate.logLevelForNamespace(namespace)
+
+
 def logger(namespace: str) -> Logger:
     """A Logger for namespace whose events below the configured level are dropped."""
     return Logger(namespace=namespace, observer=_observer)

@@ -11,6 +11,7 @@ again; that costs an attacker as many addresses as the table holds).
 import ipaddress
 import math
 from collections import OrderedDict
+from functools import lru_cache
 from dataclasses import dataclass
 
 LOOPBACK = "loopback"   # the operator, its wallet and miner
@@ -25,13 +26,19 @@ def classify_host(host: str, peer_hosts=()) -> str:
         return PEER
     if host in ("unix", "localhost"):
         return LOOPBACK
+    return LOOPBACK if _is_loopback_ip(host) else STRANGER
+
+
+@lru_cache(maxsize=4096)
+def _is_loopback_ip(host: str) -> bool:
+    """Whether host is a loopback IP address (an IPv4-mapped one included); parsed once per host."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return STRANGER
+        return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return LOOPBACK if ip.is_loopback else STRANGER
+    return ip.is_loopback
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ changes, fetches the page again and swaps its `<main>`; it also keeps the
 import html
 import re
 import time
+from collections import OrderedDict
 from urllib.parse import quote
 
 from .. import __version__
@@ -88,6 +89,8 @@ class Explorer:
         self._node = node
         self._peers = peers  # the PeerDirectory (api/routes.py)
         self._clock = clock
+        self._rows = OrderedDict()  # {block hash: its row in a list of blocks}: see _main_block_rows
+        self._blocks_page = None    # ((before, tip hash), answer): see blocks
 
     # -- pages -------------------------------------------------------------------------
 
@@ -100,7 +103,6 @@ class Explorer:
         target = chain.next_target(tip)
         mining = getattr(node, "mining_to", None)
         fees = node.fee_estimate()
-        recent = list(reversed(chain.main_blocks(max(0, tip.height - 9), 10)))
         syncing = "catching up with peers" if s["syncing"] else "in step with its peers" if active else "on its own"
         cards = [
             ("Height", block_link(tip.hash.hex(), f"{tip.height:,}")),
@@ -120,7 +122,7 @@ class Explorer:
         ]
         grid = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>'
                        for k, v in cards)
-        rows = "".join(self._block_row(b) for b in recent)
+        rows = self._main_block_rows(max(0, tip.height - 9), 10)
         pool = sorted(node.mempool.transactions(), key=lambda t: -node.mempool.entry(t.tx_id).fee_rate)[:5]
         pool_rows = "".join(self._mempool_row(t) for t in pool) or \
             '<tr><td colspan="5" class="muted">the mempool is empty</td></tr>'
@@ -139,11 +141,21 @@ class Explorer:
         return 200, self._page("ChainCore explorer", body, "/status", live="block tx reorg")
 
     def blocks(self, before: int | None = None) -> tuple:
+        """A page of main-chain blocks below height before (None: the newest); kept until the tip changes,
+        since it depends on nothing else and decoding its blocks is most of its cost."""
+        key = (before, self._node.chain.tip.hash)
+        kept = self._blocks_page
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        answer = self._blocks(before)
+        self._blocks_page = (key, answer)
+        return answer
+
+    def _blocks(self, before: int | None) -> tuple:
         chain = self._node.chain
         top = chain.height if before is None else min(before - 1, chain.height)
         start = max(0, top - BLOCKS_PER_PAGE + 1)
-        blocks = list(reversed(chain.main_blocks(start, top - start + 1))) if top >= 0 else []
-        rows = "".join(self._block_row(b) for b in blocks)
+        rows = self._main_block_rows(start, top - start + 1) if top >= 0 else ""
         nav = []
         if top < chain.height:
             nav.append('<a href="/explorer/blocks">newest</a>')
@@ -355,6 +367,24 @@ class Explorer:
             where = '<span class="warn">unconfirmed</span>'
         return (f"<tr><td>{tx_link(r['tx_id'])}{tag}</td><td>{where}</td>"
                 f"<td class='r'>{r['confirmations']:,}</td><td class='r'>{amount(r['amount_delta'], signed=True)}</td></tr>")
+
+    BLOCK_ROWS_KEPT = 1_000
+
+    def _main_block_rows(self, start: int, count: int) -> str:
+        """The rows of main-chain blocks start .. start + count - 1, newest first.  A block's row never
+        changes, so the last BLOCK_ROWS_KEPT are kept: the home page and the blocks pages decode a block
+        once, not on every render."""
+        rows = []
+        for block_hash in reversed(self._node.chain.main_hashes(start, count)):
+            row = self._rows.get(block_hash)
+            if row is None:
+                row = self._rows[block_hash] = self._block_row(self._node.chain.block(block_hash))
+                while len(self._rows) > self.BLOCK_ROWS_KEPT:
+                    self._rows.popitem(last=False)
+            else:
+                self._rows.move_to_end(block_hash)
+            rows.append(row)
+        return "".join(rows)
 
     def _block_row(self, b) -> str:
         h = b.hash.hex()

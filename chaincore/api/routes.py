@@ -9,6 +9,7 @@ anything unexpected (500, traceback only in the log).
 import hashlib
 import ipaddress
 import json
+from collections import OrderedDict
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -33,10 +34,12 @@ log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
-STREAM_SLICE_BLOCKS = 50      # some 3 ms of work: the reactor answers others between two slices
+STREAM_SLICE_BLOCKS = 10      # about 1 ms of work (blocks not yet encoded): the reactor answers others between
+BLOCK_TEXTS_BYTES = 8_000_000  # the JSON of blocks kept by _block_text
 STREAM_BLOCKS_OVER = 50       # a /blocks or /chain answer of more blocks than this is written in slices too
 STREAM_LIST_OVER = 1_000    # /transactions and /utxos longer than this are written in slices
-STREAM_SLICE_ROWS = 200
+STREAM_SLICE_ROWS = 100       # about 1 ms of /utxos rows
+UTXO_TEXTS_KEPT = 4             # long /utxos lists kept written (see NodeAPI._utxo_texts)
 STREAM_SLICE_BYTES = 1_000_000  # a slice stops at about this many bytes, whatever its count
 MAX_ANNOUNCED_TXS = 5000    # tx ids in one POST /announce_txs, /txs or /block_txs
 
@@ -231,6 +234,9 @@ class NodeAPI:
         self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
         self._events = events        # the EventHub behind /events (api/events.py)
         self._explorer = Explorer(node, peers)
+        self._block_texts = OrderedDict()  # {block hash: JSON text}: see _block_text
+        self._block_texts_bytes = 0
+        self._utxo_texts_kept = {}  # {(address, wallet state): [JSON text]}: see _utxo_texts
 
     def resource(self):
         return self.app.resource()
@@ -319,7 +325,7 @@ class NodeAPI:
         self._charge(request, "chain", length if whole else min(p["limit"] or 100, length))
         if whole:
             if length > STREAM_CHAIN_OVER:  # the whole chain is not byte-capped: it is asked for whole
-                hashes = [chain.main_hash(h) for h in range(length)]
+                hashes = chain.main_hashes(0, length)
                 return self._stream_items(request, "chain", self._blocks_json(hashes), None,
                                           lambda count, more: {"length": length, "more": False, "next": None},
                                           STREAM_SLICE_BLOCKS)
@@ -331,18 +337,32 @@ class NodeAPI:
         if limit > STREAM_BLOCKS_OVER:
             return self._stream_items(request, "chain", self._blocks_json(self._main_hashes(start, limit)), cap,
                                       tail, STREAM_SLICE_BLOCKS)
-        items, more = _capped(_main_blocks_json(chain, start, limit), cap)
+        items, more = _capped(self._blocks_json(self._main_hashes(start, limit)), cap)
         return _json_list_body(request, "chain", items, tail(len(items), more))
 
     def _main_hashes(self, start: int, limit: int) -> list:
         """The main chain's hashes from height start, taken now: a reorganisation during a streamed
         answer cannot mix two branches."""
-        chain = self._node.chain
-        return [chain.main_hash(h) for h in range(max(start, 0), min(start + limit, chain.height + 1))]
+        return self._node.chain.main_hashes(start, limit)
 
     def _blocks_json(self, hashes: list):
         for block_hash in hashes:
-            yield json.dumps(jsonview.block_to_json(self._node.chain.block(block_hash)), separators=(",", ":"))
+            yield self._block_text(block_hash)
+
+    def _block_text(self, block_hash: bytes) -> str:
+        """A stored block's JSON text; the last BLOCK_TEXTS_BYTES of them are kept (a block's JSON never
+        changes), so /chain and /blocks asked again and again decode no block twice."""
+        texts = self._block_texts
+        text = texts.get(block_hash)
+        if text is not None:
+            texts.move_to_end(block_hash)
+            return text
+        text = json.dumps(jsonview.block_to_json(self._node.chain.block(block_hash)), separators=(",", ":"))
+        texts[block_hash] = text
+        self._block_texts_bytes += len(text)
+        while self._block_texts_bytes > BLOCK_TEXTS_BYTES and texts:
+            self._block_texts_bytes -= len(texts.popitem(last=False)[1])
+        return text
 
     def _stream_items(self, request, key: str, texts, max_bytes, tail, per_slice: int):
         """A JSON answer {key: [texts...], **tail(count, more)} written in slices of at most per_slice
@@ -560,7 +580,7 @@ class NodeAPI:
         if p["limit"] > STREAM_BLOCKS_OVER:
             return self._stream_items(request, "blocks", self._blocks_json(self._main_hashes(start, p["limit"])),
                                       cap, tail, STREAM_SLICE_BLOCKS)
-        items, more = _capped(_main_blocks_json(chain, start, p["limit"]), cap)
+        items, more = _capped(self._blocks_json(self._main_hashes(start, p["limit"])), cap)
         return _json_list_body(request, "blocks", items, tail(len(items), more))
 
     @app.route("/headers", methods=["GET"])
@@ -605,10 +625,29 @@ class NodeAPI:
     def _utxos_answer(self, request, address):
         coins = self._node.utxo_coins(address)
         if len(coins) > STREAM_LIST_OVER:  # rows are built slice by slice, as they are written
-            rows = (json.dumps(self._node.utxo_row(*c), separators=(",", ":")) for c in coins)
-            return self._stream_items(request, "utxos", rows, None, lambda count, more: {"address": address},
-                                      STREAM_SLICE_ROWS)
+            return self._stream_items(request, "utxos", self._utxo_texts(address, coins), None,
+                                      lambda count, more: {"address": address}, STREAM_SLICE_ROWS)
         return json_body(request, 200, {"address": address, "utxos": [self._node.utxo_row(*c) for c in coins]})
+
+    def _utxo_texts(self, address, coins):
+        """The JSON texts of a long /utxos list, made as they are written; a list written whole is kept
+        until the tip or the mempool changes (UTXO_TEXTS_KEPT addresses), and asked again costs no row."""
+        key = (address, self._node.wallet_state())
+        kept = self._utxo_texts_kept.get(key)
+        if kept is not None:
+            yield from kept
+            return
+        texts = []
+        for c in coins:
+            text = json.dumps(self._node.utxo_row(*c), separators=(",", ":"))
+            texts.append(text)
+            yield text
+        if key[1] == self._node.wallet_state():  # nothing changed while it was written
+            if any(k[1] != key[1] for k in self._utxo_texts_kept):
+                self._utxo_texts_kept.clear()
+            while len(self._utxo_texts_kept) >= UTXO_TEXTS_KEPT:
+                del self._utxo_texts_kept[next(iter(self._utxo_texts_kept))]
+            self._utxo_texts_kept[key] = texts
 
     @app.route("/history/<string:address>", methods=["GET"])
     def history(self, request, address):
@@ -712,12 +751,6 @@ class NodeAPI:
     def index(self, request):
         self._charge(request, "explorer")
         return self._in_turn(lambda: self._html(request, self._explorer.home()))
-
-
-def _main_blocks_json(chain, start: int, limit: int):
-    """The JSON texts of main-chain blocks from height start, one block read at a time."""
-    for height in range(max(start, 0), min(start + limit, chain.height + 1)):
-        yield json.dumps(jsonview.block_to_json(chain.block(chain.main_hash(height))), separators=(",", ":"))
 
 
 def _capped(texts, max_bytes: int) -> tuple:

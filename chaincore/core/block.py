@@ -9,10 +9,9 @@ carries an odd last node up unchanged (no duplication, so no CVE-2012-2459).
 """
 
 from dataclasses import dataclass
-from functools import cached_property
 import struct
 
-from .encoding import Reader, compact_size, sha256d
+from .encoding import Reader, cached, compact_size, sha256d
 from .errors import Malformed
 from .tx import Transaction
 
@@ -33,7 +32,7 @@ class Header:
     target: int
     nonce: int
 
-    @cached_property
+    @cached
     def raw(self) -> bytes:
         return _HEADER.pack(self.version, self.height, self.previous_hash, self.merkle_root,
                             self.timestamp, self.target.to_bytes(32, "big"), self.nonce)
@@ -41,7 +40,7 @@ class Header:
     def encode(self) -> bytes:
         return self.raw
 
-    @cached_property
+    @cached
     def hash(self) -> bytes:
         return sha256d(self.raw)
 
@@ -78,7 +77,7 @@ class Block:
     def height(self) -> int:
         return self.header.height
 
-    @cached_property
+    @cached
     def raw(self) -> bytes:
         return b"".join([self.header.raw, compact_size(len(self.transactions))]
                         + [tx.raw for tx in self.transactions])

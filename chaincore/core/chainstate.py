@@ -149,6 +149,12 @@ class ChainState:
             return None
         return self.store.main_hash(height)
 
+    def main_hashes(self, start: int, limit: int) -> list:
+        """The main chain's hashes from height start, at most limit of them, in one store read."""
+        stop = min(start + limit, self._tip.height + 1)
+        start = max(start, 0)
+        return self.store.main_hashes(start, stop - start) if stop > start else []
+
     def is_main(self, block_hash: bytes) -> bool:
         e = self.entry(block_hash)
         return e is not None and self.store.main_hash(e.height) == block_hash
@@ -472,7 +478,7 @@ class ChainState:
             undo_put=[(block.hash, delta.spent)],
             main_added=[(height, block.hash)],
             txs_added=[(tx.tx_id, block.hash, height, n) for n, tx in enumerate(block.transactions)],
-            history_added=[(p, tx_id, height) for p, tx_id in _history(block)],
+            history_added=history_rows(block, delta.spent),
             tip=block.hash,
         )
         self._apply(update)
@@ -546,6 +552,32 @@ def entry_for(header: Header, parent: BlockEntry | None, get, params: NetworkPar
     chainwork = (parent.chainwork if parent else 0) + block_work(header.target)
     return BlockEntry(header.hash, header.previous_hash, header.height, header.raw, chainwork,
                       status, header.timestamp, header.target, stamps[len(stamps) // 2])
+
+
+def history_rows(block: Block, spent) -> list:
+    """The history index rows of a main-chain block (ChainUpdate.history_added), sorted.
+
+    spent is the [(OutPoint, Coin)] the block spent from earlier blocks (its
+    undo data); coins made and spent inside the block are read from the block.
+    Per (address, transaction): amount_delta is what the transaction paid the
+    address minus the coins it spent that the address signed for.
+    """
+    amounts = {op: coin.amount for op, coin in spent}
+    rows = []
+    for position, tx in enumerate(block.transactions):
+        delta = {}
+        for out in tx.outputs:
+            delta[out.recipient] = delta.get(out.recipient, 0) + out.amount
+        if not tx.is_coinbase:
+            for txin in tx.inputs:
+                if txin.is_null:
+                    continue
+                p = payload_of(txin.public_key)
+                delta[p] = delta.get(p, 0) - amounts[txin.outpoint]
+        for index, out in enumerate(tx.outputs):
+            amounts[OutPoint(tx.tx_id, index)] = out.amount
+        rows.extend((p, tx.tx_id, block.height, position, d, tx.is_coinbase) for p, d in delta.items())
+    return sorted(rows)
 
 
 def _history(block: Block):

@@ -43,7 +43,9 @@ _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
 
 def _ripemd160_hashlib(data: bytes) -> bytes:
-    return hashlib.new("ripemd160", data).digest()
+    h = _RIPEMD160_PROTO.copy()  # copying a fresh object costs half of hashlib.new("ripemd160")
+    h.update(data)
+    return h.digest()
 
 
 def _ripemd160_pycryptodome(data: bytes) -> bytes:
@@ -53,14 +55,16 @@ def _ripemd160_pycryptodome(data: bytes) -> bytes:
 
 _RIPEMD160_EMPTY = bytes.fromhex("9c1185a5c5e9fc54612808977ee8f548b2258d31")
 try:  # OpenSSL's RIPEMD-160 is 4x faster, but OpenSSL 3 may leave it out
+    _RIPEMD160_PROTO = hashlib.new("ripemd160")
     _ripemd160 = _ripemd160_hashlib if _ripemd160_hashlib(b"") == _RIPEMD160_EMPTY else _ripemd160_pycryptodome
 except ValueError:
     _ripemd160 = _ripemd160_pycryptodome
+_sha256 = hashlib.sha256
 
 
 def hash160(data: bytes) -> bytes:
     """RIPEMD-160 of SHA-256 of data."""
-    return _ripemd160(hashlib.sha256(data).digest())
+    return _ripemd160(_sha256(data).digest())
 
 
 def b58encode(data: bytes) -> str:
@@ -117,8 +121,11 @@ def address_of(public_key: bytes) -> str:
     return address_from_payload(bytes((ADDRESS_VERSION,)) + hash160(public_key))
 
 
+_VERSION_BYTE = bytes((ADDRESS_VERSION,))
+
+
 def payload_of(public_key: bytes) -> bytes:
-    return bytes((ADDRESS_VERSION,)) + hash160(public_key)
+    return _VERSION_BYTE + _ripemd160(_sha256(public_key).digest())
 
 
 def _coordinates(public_key: bytes) -> tuple:
@@ -184,6 +191,13 @@ class _Pycryptodome:
             return False
         return True
 
+    def verify_batch(self, checks) -> int:
+        for n, (public_key, sighash, signature) in enumerate(checks):
+            if not _signature_in_range(signature) or not self.verify(public_key, _sha256(sighash).digest(),
+                                                                     signature):
+                return n
+        return -1
+
     def sign(self, key: "PrivateKey", sighash: bytes) -> bytes:
         # DSS derives the RFC 6979 nonce with HMAC over the hash object, so it needs a real one here.
         return self._DSS.new(key._key, "deterministic-rfc6979").sign(self._SHA256.new(sighash))
@@ -208,7 +222,10 @@ class _Libsecp256k1:
         self._pubkey = functools.lru_cache(maxsize=KEY_CACHE_BYTES // _KEY_ENTRY_BYTES[self.name])(self._parse)
 
     def _parse(self, public_key: bytes):
-        _coordinates(public_key)  # libsecp256k1 also takes hybrid keys (06, 07): the protocol does not
+        # libsecp256k1 also takes hybrid keys (06, 07): the protocol does not.  The rest of _coordinates'
+        # rules it keeps itself: a coordinate at or above p, and (0, 0), are not points to it.
+        if len(public_key) != PUBKEY_SIZE or public_key[0] != 4:
+            raise Malformed("public key must be 65 bytes of uncompressed SEC1")
         point = self._ffi.new("secp256k1_pubkey *")
         if not self._lib.secp256k1_ec_pubkey_parse(self._ctx, point, public_key, len(public_key)):
             raise Malformed("public key is not a point on secp256k1")
@@ -227,6 +244,28 @@ class _Libsecp256k1:
         if not self._lib.secp256k1_ecdsa_signature_parse_compact(self._ctx, sig, signature):
             return False
         return self._lib.secp256k1_ecdsa_verify(self._ctx, sig, digest, point) == 1
+
+    def verify_batch(self, checks) -> int:
+        """verify() over (public_key, sighash, signature) checks, with what they share set up once: the
+        signature struct, the bound functions, and each transaction's digest (its inputs share one sighash)."""
+        ctx, parse, check = self._ctx, self._lib.secp256k1_ecdsa_signature_parse_compact, \
+            self._lib.secp256k1_ecdsa_verify
+        pubkey, sig = self._pubkey, self._ffi.new("secp256k1_ecdsa_signature *")
+        last = digest = None
+        for n, (public_key, sighash, signature) in enumerate(checks):
+            # _signature_in_range, inlined
+            if len(signature) != SIGNATURE_SIZE or not _ZERO32 < signature[:32] < _ORDER_BYTES \
+                    or not _ZERO32 < signature[32:] <= _HALF_ORDER_BYTES:
+                return n
+            if sighash is not last:  # held in `last`, so the same object is the same value
+                last, digest = sighash, _sha256(sighash).digest()
+            try:
+                point = pubkey(public_key)
+            except Malformed:
+                return n
+            if not parse(ctx, sig, signature) or check(ctx, sig, digest, point) != 1:
+                return n
+        return -1
 
     def sign(self, key: "PrivateKey", sighash: bytes) -> bytes:
         sig = self._ffi.new("secp256k1_ecdsa_signature *")
@@ -378,13 +417,23 @@ def check_public_key(public_key: bytes) -> None:
     _backend.check_public_key(public_key)
 
 
+def _signature_in_range(signature: bytes) -> bool:
+    """64 bytes r||s with 1 <= r < n and 1 <= s <= n/2: the encoding rules both backends share."""
+    # compared as 32-byte big-endian strings (as numbers, but cheaper)
+    return len(signature) == SIGNATURE_SIZE and _ZERO32 < signature[:32] < _ORDER_BYTES \
+        and _ZERO32 < signature[32:] <= _HALF_ORDER_BYTES
+
+
 def verify(public_key: bytes, sighash: bytes, signature: bytes) -> bool:
     """True when signature is the low-S signature of sighash by public_key."""
-    # 1 <= r < n and 1 <= s <= n/2, compared as 32-byte big-endian strings (as numbers, but cheaper)
-    if len(signature) != SIGNATURE_SIZE or not _ZERO32 < signature[:32] < _ORDER_BYTES \
-            or not _ZERO32 < signature[32:] <= _HALF_ORDER_BYTES:
+    if not _signature_in_range(signature):
         return False
-    return _backend.verify(public_key, hashlib.sha256(sighash).digest(), signature)
+    return _backend.verify(public_key, _sha256(sighash).digest(), signature)
+
+
+def verify_batch(checks) -> int:
+    """Verify (public_key, sighash, signature) triples as verify() does; the index of the first bad one, or -1."""
+    return _backend.verify_batch(checks)
 
 
 def check_signature(public_key: bytes, sighash: bytes, signature: bytes) -> None:

@@ -27,7 +27,10 @@ from .errors import (
     WrongKey, BadAmount, Invalid, Malformed,
 )
 from .params import NetworkParams, describe_amount
-from .tx import MAX_COINBASE_DATA, MIN_COINBASE_DATA, Coin, OutPoint, Transaction, TxOut
+from .tx import (MAX_COINBASE_DATA, MIN_COINBASE_DATA, NULL_INDEX, NULL_TXID, Coin, OutPoint, Transaction, TxOut,
+                 new_outpoint)
+
+_ADDRESS_VERSION, PUBKEY_SIZE, SIGNATURE_SIZE = keys.ADDRESS_VERSION, keys.PUBKEY_SIZE, keys.SIGNATURE_SIZE
 
 TX_VERSION = 1
 BLOCK_VERSION = 1
@@ -37,42 +40,56 @@ def check_tx_sanity(tx: Transaction, params: NetworkParams) -> None:
     """Rules a transaction must meet on its own, whatever the chain holds."""
     if tx.version != TX_VERSION:
         raise BadVersion(f"transaction version {tx.version} is not {TX_VERSION}")
-    if not tx.inputs:
+    inputs, outputs = tx.inputs, tx.outputs
+    if not inputs:
         raise NoInputs("transaction has no inputs")
-    if not tx.outputs:
+    if not outputs:
         raise NoOutputs("transaction has no outputs")
-    if tx.size > params.max_block_size:
+    if len(tx.raw) > params.max_block_size:
         raise TxTooLarge(f"transaction of {tx.size} bytes is over the block size limit")
-    total = 0
-    for n, out in enumerate(tx.outputs):
-        if not isinstance(out.amount, int) or out.amount < 0:
+    total, max_money = 0, params.max_money
+    for n, out in enumerate(outputs):
+        amount = out.amount
+        if not isinstance(amount, int) or amount < 0:
             # zero is valid (a coinbase once the reward has halved to nothing); the mempool refuses it
             raise BadAmount(f"output {n} amount must be a non-negative integer")
-        if out.amount > params.max_money:
-            raise OutputTooLarge(f"output {n} amount {describe_amount(out.amount)} is over the money supply")
-        if out.recipient[0] != keys.ADDRESS_VERSION:
+        if amount > max_money:
+            raise OutputTooLarge(f"output {n} amount {describe_amount(amount)} is over the money supply")
+        if out.recipient[0] != _ADDRESS_VERSION:
             raise BadAddress(f"output {n} pays an address of unknown version {out.recipient[0]}")
-        total += out.amount
-        if total > params.max_money:
+        total += amount
+        if total > max_money:
             raise OutputTooLarge("outputs add up to more than the money supply")
     if tx.is_coinbase:
-        data = tx.inputs[0].signature
+        data = inputs[0].signature
         if not MIN_COINBASE_DATA <= len(data) <= MAX_COINBASE_DATA:
             raise BadCoinbase(f"coinbase data must be {MIN_COINBASE_DATA}-{MAX_COINBASE_DATA} bytes")
-        if tx.inputs[0].public_key:
+        if inputs[0].public_key:
             raise BadCoinbase("coinbase input carries a public key")
         return
+    if len(inputs) == 1:  # most transactions: no set needed to find a duplicate
+        txin = inputs[0]
+        if len(txin.public_key) == PUBKEY_SIZE and len(txin.signature) == SIGNATURE_SIZE \
+                and txin.output_index != NULL_INDEX:
+            return  # _check_input_sanity passes: the checks it would make, cheaply
+        _check_input_sanity(0, txin)
+        return
     seen = set()
-    for n, txin in enumerate(tx.inputs):
-        if txin.is_null:
-            raise NullPrevout(f"input {n} spends the null outpoint outside a coinbase")
-        if txin.outpoint in seen:
+    for n, txin in enumerate(inputs):
+        outpoint = (txin.prev_tx_id, txin.output_index)
+        if outpoint in seen:  # (a null outpoint never gets here twice: its first appearance is refused)
             raise DuplicateInput(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index} twice")
-        seen.add(txin.outpoint)
-        if len(txin.public_key) != keys.PUBKEY_SIZE:
-            raise Malformed(f"input {n} public key must be {keys.PUBKEY_SIZE} bytes")
-        if len(txin.signature) != keys.SIGNATURE_SIZE:
-            raise BadSignature(f"input {n} signature must be {keys.SIGNATURE_SIZE} bytes")
+        seen.add(outpoint)
+        _check_input_sanity(n, txin)
+
+
+def _check_input_sanity(n: int, txin) -> None:
+    if txin.output_index == NULL_INDEX and txin.prev_tx_id == NULL_TXID:
+        raise NullPrevout(f"input {n} spends the null outpoint outside a coinbase")
+    if len(txin.public_key) != PUBKEY_SIZE:
+        raise Malformed(f"input {n} public key must be {PUBKEY_SIZE} bytes")
+    if len(txin.signature) != SIGNATURE_SIZE:
+        raise BadSignature(f"input {n} signature must be {SIGNATURE_SIZE} bytes")
 
 
 def is_final(tx: Transaction, height: int) -> bool:
@@ -101,25 +118,30 @@ def check_block_sanity(block: Block, params: NetworkParams) -> None:
     coinbase = block.transactions[0]
     if not coinbase.is_coinbase:
         raise NoCoinbase("the first transaction is not a coinbase")
-    if any(tx.is_coinbase or any(i.is_null for i in tx.inputs) for tx in block.transactions[1:]):
-        raise ExtraCoinbase("a block has exactly one coinbase, first")
+    transactions = block.transactions
+    for tx in transactions[1:]:
+        # a null input anywhere else makes a coinbase out of place (is_coinbase is one null input alone)
+        for txin in tx.inputs:
+            if txin.output_index == NULL_INDEX and txin.prev_tx_id == NULL_TXID:
+                raise ExtraCoinbase("a block has exactly one coinbase, first")
     if coinbase.coinbase_height != header.height:
         raise BadCoinbaseHeight(f"coinbase commits to height {coinbase.coinbase_height}, block is {header.height}")
-    tx_ids = [tx.tx_id for tx in block.transactions]
+    tx_ids = [tx.tx_id for tx in transactions]
     if len(set(tx_ids)) != len(tx_ids):
         raise DuplicateTx("block holds the same transaction twice")
     if merkle_root(tx_ids) != header.merkle_root:
         raise BadMerkleRoot("merkle root does not match the transactions")
+    check_tx_sanity(coinbase, params)
     spent = set()
-    for tx in block.transactions:
+    add, height = spent.add, header.height
+    for tx in transactions[1:]:
         check_tx_sanity(tx, params)
-        if tx.is_coinbase:
-            continue
         for txin in tx.inputs:
-            if txin.outpoint in spent:
+            outpoint = (txin.prev_tx_id, txin.output_index)
+            if outpoint in spent:
                 raise DoubleSpend(f"{txin.prev_tx_id.hex()}:{txin.output_index} is spent twice in the block")
-            spent.add(txin.outpoint)
-        if not is_final(tx, header.height):
+            add(outpoint)
+        if tx.lock_time and tx.lock_time >= height:  # not is_final
             raise NonFinal(f"transaction {tx.tx_id.hex()} is locked until after height {tx.lock_time}")
 
 
@@ -212,10 +234,7 @@ def signature_checks(tx: Transaction) -> list:
 
 def verify_batch(checks) -> int:
     """Verify (public_key, sighash, signature) triples; the index of the first bad one, or -1."""
-    for n, (public_key, sighash, signature) in enumerate(checks):
-        if not keys.verify(public_key, sighash, signature):
-            return n
-    return -1
+    return keys.verify_batch(checks)
 
 
 def verify_groups(groups) -> list:
@@ -387,26 +406,51 @@ def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_b
     checks = []
     owners = []  # (index of its first check, tx), to name the transaction of a bad signature
 
-    fetched: dict = {}  # chain coins already read, so get_coin (a query in a store) runs once per input
-
-    def lookup(outpoint):
-        coin = created.get(outpoint)
-        if coin is None:
-            coin = fetched[outpoint] = get_coin(outpoint)
-        return coin
+    maturity = params.coinbase_maturity
+    payload_of = keys.payload_of
+    get_created = created.get
 
     for tx in block.transactions:
-        if not tx.is_coinbase:
-            fees += check_tx_inputs(tx, lookup, height, params)
-            for txin in tx.inputs:
-                outpoint = txin.outpoint
+        tx_id = tx.tx_id
+        is_coinbase = tx.is_coinbase
+        if not is_coinbase:
+            # check_tx_inputs, inlined (same rules, same order, same errors): this loop is the hot path of
+            # block validation.  Every input is looked up before any is spent, as there.
+            coins = []
+            total_in = 0
+            for n, txin in enumerate(tx.inputs):
+                outpoint = new_outpoint((txin.prev_tx_id, txin.output_index))
+                coin = get_created(outpoint)
+                if coin is None:
+                    coin = get_coin(outpoint)
+                    if coin is None:
+                        raise MissingInput(f"input {n} spends {txin.prev_tx_id.hex()}:{txin.output_index}, "
+                                           "which is unknown or already spent")
+                    coins.append((outpoint, coin))
+                else:
+                    coins.append((outpoint, None))
+                if coin.is_coinbase and height - coin.height < maturity:
+                    raise ImmatureCoinbase(f"input {n} spends a coinbase of height {coin.height}, which matures "
+                                           f"at height {coin.height + maturity}")
+                if payload_of(txin.public_key) != coin.recipient:
+                    raise WrongKey(f"input {n} public key does not own {coin_address(coin)}")
+                total_in += coin.amount
+            total_out = 0
+            for out in tx.outputs:
+                total_out += out.amount
+            if total_out > total_in:
+                raise InsufficientFunds(f"outputs ({describe_amount(total_out)}) are worth more than inputs "
+                                        f"({describe_amount(total_in)})")
+            fees += total_in - total_out
+            for outpoint, chain_coin in coins:
                 if created.pop(outpoint, None) is None:
-                    spent.append((outpoint, fetched[outpoint]))
-            if tx.tx_id not in verified:
+                    spent.append((outpoint, chain_coin))
+            if tx_id not in verified:
                 owners.append((len(checks), tx))
-                checks += signature_checks(tx)
+                sighash = tx.sighash
+                checks += [(i.public_key, sighash, i.signature) for i in tx.inputs]
         for index, out in enumerate(tx.outputs):
-            created[OutPoint(tx.tx_id, index)] = Coin(out.amount, out.recipient, height, tx.is_coinbase)
+            created[new_outpoint((tx_id, index))] = Coin(out.amount, out.recipient, height, is_coinbase)
     allowed = params.block_reward(height) + fees
     if block.transactions[0].output_total > allowed:
         raise BadCoinbaseValue(f"coinbase pays {describe_amount(block.transactions[0].output_total)}, "

@@ -54,7 +54,9 @@ class ChainUpdate:
     txs_removed: list = field(default_factory=list)      # [tx_id] leaving the main-chain tx index
     txs_added: list = field(default_factory=list)        # [(tx_id, block hash, height, position)]
     history_removed: list = field(default_factory=list)  # [(address payload, tx_id)]
-    history_added: list = field(default_factory=list)    # [(address payload, tx_id, height)]
+    # [(address payload, tx_id, height, position in its block, amount_delta, coinbase)]: what one
+    # /history row shows, so listing an address's history decodes no block
+    history_added: list = field(default_factory=list)
     tip: bytes | None = None                              # the new main-chain tip, if it changed
 
 
@@ -69,11 +71,15 @@ class ChainStore(Protocol):
     def get_block(self, block_hash: bytes) -> bytes | None: ...
     def get_undo(self, block_hash: bytes) -> list | None: ...
     def main_hash(self, height: int) -> bytes | None: ...
+    # the main-chain hashes of heights start .. start + limit - 1 that are stored, in height order
+    def main_hashes(self, start: int, limit: int) -> list: ...
     def tip(self) -> bytes | None: ...
     def get_coin(self, outpoint: OutPoint) -> Coin | None: ...
     def coins_of(self, payload: bytes) -> list: ...
     def tx_location(self, tx_id: bytes) -> tuple | None: ...
     def history_of(self, payload: bytes, limit: int, after: tuple | None = None) -> list: ...
+    # history_of's rows in full: [(tx_id, height, position, amount_delta, coinbase)], same order and paging
+    def history_rows(self, payload: bytes, limit: int, after: tuple | None = None) -> list: ...
     def coin_count(self) -> int: ...
     def apply(self, update: ChainUpdate) -> None: ...
 
@@ -132,6 +138,9 @@ class MemoryStore:
     def main_hash(self, height):
         return self.main.get(height)
 
+    def main_hashes(self, start, limit):
+        return [self.main[h] for h in range(max(start, 0), start + limit) if h in self.main]
+
     def tip(self):
         return self._tip
 
@@ -146,11 +155,15 @@ class MemoryStore:
         return self.txs.get(tx_id)
 
     def history_of(self, payload, limit, after=None):
-        rows = sorted(self.history.get(payload, {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        return [row[:2] for row in self.history_rows(payload, limit, after)]
+
+    def history_rows(self, payload, limit, after=None):
+        rows = sorted(((tx_id,) + fields for tx_id, fields in self.history.get(payload, {}).items()),
+                      key=lambda row: (-row[1], row[0]))
         if after is not None:
             height, tx_id = after
-            rows = [(t, h) for t, h in rows if h < height or (h == height and t > tx_id)]
-        return [(tx_id, height) for tx_id, height in rows[:limit]]
+            rows = [row for row in rows if row[1] < height or (row[1] == height and row[0] > tx_id)]
+        return rows[:limit]
 
     def coin_count(self):
         return len(self.coins)
@@ -181,8 +194,8 @@ class MemoryStore:
             self.txs[tx_id] = (block_hash, height, position)
         for payload, tx_id in update.history_removed:
             self.history.get(payload, {}).pop(tx_id, None)
-        for payload, tx_id, height in update.history_added:
-            self.history.setdefault(payload, {})[tx_id] = height
+        for payload, tx_id, height, position, amount_delta, coinbase in update.history_added:
+            self.history.setdefault(payload, {})[tx_id] = (height, position, amount_delta, bool(coinbase))
         if update.tip is not None:
             self._tip = update.tip
 

@@ -13,9 +13,10 @@ starts with the block height as u32: two coinbases never share a tx_id.
 """
 
 from dataclasses import dataclass
-from functools import cached_property
+import functools
+from typing import NamedTuple
 
-from .encoding import Reader, compact_size, sha256d, u32, u64, var_bytes
+from .encoding import Reader, cached, compact_size, sha256d, u32, u64, var_bytes
 from .errors import Malformed
 from .keys import ADDRESS_PAYLOAD_SIZE, address_from_payload
 
@@ -27,10 +28,19 @@ MAX_COINBASE_DATA = 100
 MIN_COINBASE_DATA = 4
 
 
-@dataclass(frozen=True, slots=True)
-class OutPoint:
+class OutPoint(NamedTuple):
+    """An output named by its transaction's id and its index there.
+
+    A named tuple rather than a dataclass: outpoints are dictionary keys on
+    every hot path (the UTXO view, the mempool's spends, a block's spent set),
+    and a tuple hashes and compares in C.
+    """
+
     tx_id: bytes
     index: int
+
+
+new_outpoint = functools.partial(tuple.__new__, OutPoint)  # new_outpoint((tx_id, index)), built in C
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,7 @@ class Transaction:
     def encode(self) -> bytes:
         return self.raw
 
-    @cached_property
+    @cached
     def raw(self) -> bytes:
         return self._encode(True)
 
@@ -94,11 +104,11 @@ class Transaction:
         parts.append(u32(self.lock_time))
         return b"".join(parts)
 
-    @cached_property
+    @cached
     def tx_id(self) -> bytes:
         return sha256d(self.raw)
 
-    @cached_property
+    @cached
     def sighash(self) -> bytes:
         """What every input's signature signs: the transaction with all signatures emptied."""
         spans = self.__dict__.pop("_signature_spans", None)
@@ -116,7 +126,7 @@ class Transaction:
     def size(self) -> int:
         return len(self.raw)
 
-    @cached_property
+    @cached
     def is_coinbase(self) -> bool:
         return len(self.inputs) == 1 and self.inputs[0].is_null
 

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 class NodeMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
+        self._children = {}  # (id of the metric, labels...) -> its labelled child
         r = self.registry
         self.height = Gauge("chaincore_height", "Height of the active chain's tip.", registry=r)
         self.peers = Gauge("chaincore_peers", "Active peers.", registry=r)
@@ -44,8 +45,19 @@ class NodeMetrics:
         self.peers.set_function(lambda: len(directory.active_urls()))
         self.known_peers.set_function(lambda: len(directory.known_urls()))
 
+    def _child(self, metric, *labels):
+        """metric.labels(*labels), remembered: prometheus_client validates labels and takes a lock on every
+        call, and these run once per request or transaction.  The label sets are few (fixed names)."""
+        key = (id(metric),) + labels
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._children) < 1_000:  # a client's odd HTTP methods do not grow it without end
+                self._children[key] = child
+        return child
+
     def count(self, kind: str, outcome: str, reason: str = "") -> None:
-        (self.blocks if kind == "block" else self.txs).labels(outcome, reason).inc()
+        self._child(self.blocks if kind == "block" else self.txs, outcome, reason).inc()
 
     def refused(self, kind: str, label: str = "") -> None:
         """Count one refusal: "connection" (label: per-address, total, header-timeout, body-too-slow),
@@ -66,7 +78,7 @@ class NodeMetrics:
         path = request.path.decode("ascii", "replace").strip("/").split("/")[0] or "root"
         if path not in _ENDPOINTS:
             path = "other"
-        self.latency.labels(path, request.method.decode("ascii", "replace")).observe(seconds)
+        self._child(self.latency, path, request.method.decode("ascii", "replace")).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

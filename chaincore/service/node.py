@@ -13,8 +13,9 @@ import os
 import re
 
 from twisted.internet import defer
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
-from ..logs import logger
+from ..logs import enabled as log_enabled, logger
 
 from .. import __version__
 from ..core import keys, rules
@@ -33,6 +34,7 @@ OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than t
 OFFLOAD_BATCH_INPUTS = 250
 MAX_GATED_AHEAD = 1024          # blocks preverified ahead remembered as checked until submitted (32 bytes each)
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
+TX_SUMMARY_S = 10               # accepted transactions are summed up in one info line per this many seconds
 
 
 def parse_history_cursor(cursor: str):
@@ -94,12 +96,15 @@ class Node:
         self._verifying = {}  # tx_id -> the worker batch verifying it (blocks preverified ahead of their turn)
         self._gated_ahead = set()  # hashes of blocks preverified ahead that passed _worth_verifying
         self._verify = verify if verify is not None else rules.verify_batch
+        # no signature of a request is verified in the reactor, however few: a flood of small transactions
+        # would otherwise spend the reactor's time (the workers take it, batched across requests)
         self.signatures = None if offloader is None else SignatureBatcher(offloader, self.check_cache,
                                                                           on_hits=self._cache_hits)
         # the work gate is on: every caller says which blocks it requested (a catch-up on a heavier
         # header chain), so a branch that could not beat the tip is never written
         self.chain = ChainState(store, params, sig_cache=self.sig_cache, verify=self._verify_cached,
                                 refuse_low_work=True)
+        self._tx_window = (int(clock.seconds()), 0)  # (start, transactions accepted since) of the log summary
         self.store_failing = False  # a store write failed (disk full) and none has worked since
         self.mempool = Mempool(params, max_bytes=mempool_bytes, sig_cache=self.sig_cache,
                                check_cache=self.check_cache)
@@ -116,6 +121,8 @@ class Node:
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
         self.mining_to = None      # the address --mine pays, shown on the explorer
         self._fee_estimate = None  # (what it was computed for, the answer): see fee_estimate
+        self._coins = {}  # {(tip hash, payload): [(OutPoint, Coin)]}: see coins_of
+        self._balance = None  # ((payload, wallet_state()), answer): see balance
 
     def now(self) -> int:
         return int(self.clock.seconds())
@@ -441,7 +448,9 @@ class Node:
     def _accept_tx(self, tx, source: str | None = None, checked_fee: int | None = None,
                    body_digest: bytes | None = None):
         """Hand one transaction to the mempool, then update metrics, logs and listeners."""
-        if tx.tx_id in self.mempool or self.store.tx_location(tx.tx_id) is not None:
+        # A transaction checked against the coins at this very tip (checked_fee) spends unspent coins, so it
+        # cannot be in the main chain already: the store is asked only for the others.
+        if tx.tx_id in self.mempool or (checked_fee is None and self.store.tx_location(tx.tx_id) is not None):
             return TxAccepted(tx.tx_id, "duplicate")
         try:
             result = self.mempool.accept(tx, self.chain.get_coin, self.chain.height + 1, checked_fee)
@@ -449,13 +458,32 @@ class Node:
             self._rejected(tx, err, body_digest)
             raise
         self._count("tx", "accepted")
-        log.info("transaction {tx_id} accepted{origin}: {value} to {n} output(s), fee {fee}",
-                 tx_id=tx.tx_id.hex()[:16], origin=f" from {source}" if source else "",
-                 value=describe_amount(tx.output_total), n=len(tx.outputs),
-                 fee=describe_amount(self.mempool.entry(tx.tx_id).fee) if tx.tx_id in self.mempool else "?")
+        self._log_accepted(tx, source)
         for listener in list(self.tx_listeners):
             listener(tx, source)
         return result
+
+    def _log_accepted(self, tx, source: str | None) -> None:
+        """One debug line per accepted transaction; at info, one line per TX_SUMMARY_S seconds with their number.
+
+        A busy node would otherwise spend more on writing its log than on
+        checking the transaction.  The summary is written by the first
+        acceptance after the period: a node that stops taking transactions
+        writes it with the next one.
+        """
+        if log_enabled(log.namespace, LogLevel.debug):
+            log.debug("transaction {tx_id} accepted{origin}: {value} to {n} output(s), fee {fee}",
+                      tx_id=tx.tx_id.hex()[:16], origin=f" from {source}" if source else "",
+                      value=describe_amount(tx.output_total), n=len(tx.outputs),
+                      fee=describe_amount(self.mempool.entry(tx.tx_id).fee) if tx.tx_id in self.mempool else "?")
+        start, n = self._tx_window
+        now = int(self.clock.seconds())
+        n += 1
+        if now - start >= TX_SUMMARY_S:
+            log.info("{n} transaction{s} accepted in the last {seconds} s; mempool {size} transactions",
+                     n=n, s="" if n == 1 else "s", seconds=now - start, size=len(self.mempool))
+            start, n = now, 0
+        self._tx_window = (start, n)
 
     def _count(self, kind: str, outcome: str, reason: str = "") -> None:
         if self.metrics is not None:
@@ -520,26 +548,53 @@ class Node:
             return {"tx": tx, "block_hash": None, "height": None, "confirmations": 0}
         raise NotFound(f"no transaction {tx_id.hex()} in the chain or the mempool")
 
+    COINS_KEPT = 8  # addresses whose coins coins_of keeps at one tip
+
+    def wallet_state(self) -> tuple:
+        """What the wallet answers (/balance, /utxos) depend on: the tip and the mempool's contents.
+        Equal tuples mean equal answers (a mempool that lost and gained a transaction counts a removal)."""
+        return (self.chain.tip.hash, len(self.mempool), self.mempool.total_bytes, self.mempool.removals)
+
+    def coins_of(self, payload: bytes) -> list:
+        """[(OutPoint, Coin)] paying payload at the tip, from the store's address index.  The lists of the
+        last few addresses asked are kept until the tip changes (coins change only with it): an address
+        of thousands of coins asked again and again (/utxos, /balance, its explorer page) is read once."""
+        tip = self.chain.tip.hash
+        key = (tip, payload)
+        coins = self._coins.get(key)
+        if coins is None:
+            if any(k[0] != tip for k in self._coins):
+                self._coins.clear()
+            while len(self._coins) >= self.COINS_KEPT:
+                del self._coins[next(iter(self._coins))]
+            coins = self._coins[key] = self.chain.coins_of(payload)
+        return coins
+
     def balance(self, address: str) -> dict:
         """What address owns, in base units (CONTRACT 7): `spendable` is confirmed, mature and not
         spent by a mempool transaction; `immature` is confirmed coinbase outputs still maturing."""
         payload = keys.address_payload(address)
-        coins = self.chain.coins_of(payload)
+        key = (payload, self.wallet_state())
+        if self._balance is not None and self._balance[0] == key:
+            return dict(self._balance[1])
+        coins = self.coins_of(payload)
         confirmed = sum(coin.amount for _, coin in coins)
         next_height = self.chain.height + 1
         immature = sum(coin.amount for _, coin in coins if not rules.is_mature(coin, next_height, self.params))
         spendable = sum(coin.amount for op, coin in coins
                         if rules.is_mature(coin, next_height, self.params) and self.mempool.spender(op) is None)
         delta = self.mempool.unconfirmed_delta(payload, self.chain.get_coin)
-        return {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
-                "spendable": spendable, "immature": immature}
+        answer = {"address": address, "balance": confirmed + delta, "confirmed": confirmed, "unconfirmed": delta,
+                  "spendable": spendable, "immature": immature}
+        self._balance = (key, answer)  # the last one asked: an explorer page asked again costs nothing
+        return dict(answer)
 
     def utxos(self, address: str) -> list:
         return [self.utxo_row(op, coin) for op, coin in self.utxo_coins(address)]
 
     def utxo_coins(self, address: str) -> list:
         """[(OutPoint, Coin)] address owns, from the store's address index; utxo_row renders each."""
-        return self.chain.coins_of(keys.address_payload(address))
+        return list(self.coins_of(keys.address_payload(address)))
 
     def utxo_row(self, op, coin) -> dict:
         """One row of /utxos (CONTRACT 7)."""
@@ -575,29 +630,34 @@ class Node:
                 rows.append(self._history_row(tx_id, payload))
             if len(pending) > skip + limit:
                 return rows, f"m{skip + limit}"
-        chain_rows = self.store.history_of(payload, limit - len(rows) + 1, after)
+        chain_rows = self.store.history_rows(payload, limit - len(rows) + 1, after)
         more = len(chain_rows) > limit - len(rows)
         chain_rows = chain_rows[:limit - len(rows)]
-        for tx_id, _height in chain_rows:
-            rows.append(self._history_row(tx_id, payload))
+        tip_height = self.chain.height
+        for tx_id, height, _position, amount_delta, coinbase in chain_rows:
+            # everything a chain row shows is in the history index: no block is read
+            rows.append({"tx_id": tx_id.hex(), "height": height, "confirmations": tip_height - height + 1,
+                         "amount_delta": amount_delta, "coinbase": coinbase})
         if more:
-            last_tx, last_height = chain_rows[-1] if chain_rows else (None, None)
-            if last_tx is None:  # the page filled with mempool rows exactly; the chain starts the next one
+            if not chain_rows:  # the page filled with mempool rows exactly; the chain starts the next one
                 return rows, f"m{skip + limit}"
-            return rows, f"c{last_height}.{last_tx.hex()}"
+            return rows, f"c{chain_rows[-1][1]}.{chain_rows[-1][0].hex()}"
         return rows, None
 
     def _history_row(self, tx_id: bytes, payload: bytes) -> dict:
-        found = self.transaction(tx_id)
-        tx = found["tx"]
+        """The /history row of a mempool transaction (the coins it spends are unspent or in the mempool)."""
+        tx = self.mempool.get(tx_id)
         received = sum(o.amount for o in tx.outputs if o.recipient == payload)
         sent = 0
         for txin in tx.inputs:
             if txin.is_null or keys.payload_of(txin.public_key) != payload:
                 continue
-            prev = self.transaction(txin.prev_tx_id)["tx"]
-            sent += prev.outputs[txin.output_index].amount
-        return {"tx_id": tx_id.hex(), "height": found["height"], "confirmations": found["confirmations"],
+            coin = self.chain.get_coin(txin.outpoint)
+            if coin is not None:
+                sent += coin.amount
+            else:
+                sent += self.transaction(txin.prev_tx_id)["tx"].outputs[txin.output_index].amount
+        return {"tx_id": tx_id.hex(), "height": None, "confirmations": 0,
                 "amount_delta": received - sent, "coinbase": tx.is_coinbase}
 
     def fee_estimate(self, recent_blocks: int = 6) -> dict:

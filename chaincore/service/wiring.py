@@ -171,6 +171,8 @@ def open_store(datadir: str, params):
     except OSError as e:
         lock.close()
         raise SystemExit(f"chaincore: cannot open datadir {datadir}: {e.strerror}")
+    if store.upgraded:
+        log.info("{what}", what=store.upgraded)
     return store, lock
 
 
@@ -194,6 +196,9 @@ def exposure_warning(options) -> str | None:
     return (f"listening on {interface}, reachable from other machines, but advertising "
             f"{scheme}://localhost:{port} to peers: give --advertise {scheme}://HOST:{port} with a name "
             "or address they can reach")
+
+
+PEER_HOSTS_REFRESH_S = 1.0  # a peer that just became active gets its budget within this long
 
 
 def peer_hosts(directory) -> set:
@@ -254,8 +259,13 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
     events.attach(node)
     node.mining_to = mine
 
+    known = {"at": None, "hosts": set()}  # the active peers' hosts, read again at most once a second
+
     def classify(host, _peers=peers):
-        return classify_host(host, peer_hosts(_peers))
+        now = clock.seconds()
+        if known["at"] is None or now - known["at"] >= PEER_HOSTS_REFRESH_S or now < known["at"]:
+            known["at"], known["hosts"] = now, peer_hosts(_peers)
+        return classify_host(host, known["hosts"])
 
     budget = RequestBudget(clock, TokenBuckets(limits.rates), classify)
     api = NodeAPI(node, peers, metrics, cooperate, events=events, budget=budget)

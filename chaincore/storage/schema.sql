@@ -1,4 +1,4 @@
--- The ChainCore store schema (version 1), created in one transaction on first open.
+-- The ChainCore store schema (version 2), created in one transaction on first open.
 --
 -- Hashes, tx_ids and address payloads are raw bytes (BLOB).  Chainwork is a
 -- 32-byte big-endian BLOB, so comparing blobs compares the numbers.  Every
@@ -83,12 +83,21 @@ CREATE TABLE tx_index (
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- One row per (address, main-chain transaction touching it) with what /history
+-- shows of it, so a page of history is an index read and no block decode:
+-- amount_delta is what the transaction paid the address minus what it spent
+-- from it, position its place in its block.  Version 1 stores had no
+-- position, amount_delta or coinbase; opening one rebuilds this table.
 CREATE TABLE history (
-    payload BLOB NOT NULL,
-    tx_id   BLOB NOT NULL,
-    height  INTEGER NOT NULL,
+    payload      BLOB NOT NULL,
+    tx_id        BLOB NOT NULL,
+    height       INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    amount_delta INTEGER NOT NULL,
+    coinbase     INTEGER NOT NULL,
     PRIMARY KEY (payload, tx_id)
 ) WITHOUT ROWID;
 
--- history_of answers newest first, then by tx_id, straight from this index.
-CREATE INDEX history_recent ON history (payload, height DESC, tx_id);
+-- history_of and history_rows answer newest first, then by tx_id, from this
+-- index alone (it covers every column they read).
+CREATE INDEX history_recent ON history (payload, height DESC, tx_id, position, amount_delta, coinbase);

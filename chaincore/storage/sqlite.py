@@ -13,11 +13,13 @@ import struct
 from contextlib import contextmanager
 from importlib import resources
 
+from chaincore.core.block import Block
+from chaincore.core.chainstate import history_rows
 from chaincore.core.errors import StoreError  # noqa: F401  (raised here; importers name it from this module too)
 from chaincore.core.store import BlockEntry, ChainUpdate
 from chaincore.core.tx import Coin, OutPoint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: history rows carry position, amount_delta and coinbase
 
 # Undo data of one block, the coins it spent, in spending order:
 #   count u32, then per coin: tx_id (32 bytes), index u32, amount u64,
@@ -39,14 +41,16 @@ QUERIES = {
     "block": "SELECT raw FROM blocks WHERE hash = ?",
     "undo": "SELECT data FROM undo WHERE hash = ?",
     "main": "SELECT hash FROM main_chain WHERE height = ?",
+    "main_range": "SELECT hash FROM main_chain WHERE height >= ? AND height < ? ORDER BY height",
     "tip": "SELECT hash FROM tip WHERE id = 0",
     "coin": "SELECT amount, recipient, height, coinbase FROM utxo WHERE tx_id = ? AND idx = ?",
     "coins_of": "SELECT tx_id, idx, amount, height, coinbase FROM utxo WHERE recipient = ?"
                 " ORDER BY height, tx_id, idx",
     "tx": "SELECT block, height, position FROM tx_index WHERE tx_id = ?",
-    "history": "SELECT tx_id, height FROM history WHERE payload = ? ORDER BY height DESC, tx_id LIMIT ?",
-    "history_after": "SELECT tx_id, height FROM history WHERE payload = ? AND (height < ? OR (height = ? AND tx_id > ?)) "
-                     "ORDER BY height DESC, tx_id LIMIT ?",
+    "history": "SELECT tx_id, height, position, amount_delta, coinbase FROM history WHERE payload = ?"
+               " ORDER BY height DESC, tx_id LIMIT ?",
+    "history_after": "SELECT tx_id, height, position, amount_delta, coinbase FROM history WHERE payload = ?"
+                     " AND (height < ? OR (height = ? AND tx_id > ?)) ORDER BY height DESC, tx_id LIMIT ?",
     "coin_count": "SELECT value FROM store_info WHERE key = 'coin_count'",
 }
 
@@ -87,6 +91,13 @@ def _schema_sql() -> str:
     return resources.files("chaincore.storage").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+def _history_schema() -> list:
+    """The CREATE statements of the history table and its index, as schema.sql writes them."""
+    statements = [part.strip() for part in _schema_sql().split(";")]
+    return [stmt[stmt.index("CREATE"):] for stmt in statements
+            if "CREATE TABLE history" in stmt or "CREATE INDEX history_recent" in stmt]
+
+
 def _entry(row) -> BlockEntry:
     block_hash, parent, height, header, chainwork, status, timestamp, target, mtp = row
     return BlockEntry(block_hash, parent, height, header, int.from_bytes(chainwork, "big"), status,
@@ -104,6 +115,7 @@ class SqliteStore:
         self.path = str(path)
         self._depth = 0          # open transaction levels: 1 for BEGIN, more for SAVEPOINTs
         self._lost = False       # SQLite rolled the whole open transaction back under a savepoint
+        self.upgraded = None     # what opening did to bring an older schema up to date (the opener logs it)
         self._db = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -135,7 +147,8 @@ class SqliteStore:
         if "store_info" not in tables:
             raise StoreError(f"{self.path} is not a ChainCore store (it holds other tables)")
         info = dict(db.execute("SELECT key, value FROM store_info"))
-        if info.get("schema_version") != str(SCHEMA_VERSION):
+        migrate = info.get("schema_version") == "1"
+        if info.get("schema_version") != str(SCHEMA_VERSION) and not migrate:
             raise StoreError(f"{self.path} has store schema version {info.get('schema_version')},"
                              f" this ChainCore reads version {SCHEMA_VERSION}")
         if info.get("network") != network_name or info.get("genesis_hash") != genesis_hash.hex():
@@ -149,6 +162,37 @@ class SqliteStore:
                 raise StoreError(f"{self.path} is damaged: {problems[0]}")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("UPDATE store_info SET value = '0' WHERE key = 'clean_shutdown'")
+        if migrate:
+            self._rebuild_history()
+
+    def _rebuild_history(self):
+        """Bring a version 1 store to version 2: refill the history table from the main chain's blocks
+        and undo data, in one transaction (a crash leaves version 1, rebuilt again at the next open)."""
+        db = self._db
+        heights = db.execute("SELECT count(*) FROM main_chain").fetchone()[0]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DROP TABLE history")
+            for statement in _history_schema():
+                db.execute(statement)
+            for height, block_hash in db.execute("SELECT height, hash FROM main_chain WHERE height > 0"
+                                                 " ORDER BY height").fetchall():
+                raw = self._one(QUERIES["block"], (block_hash,))
+                undo = self._one(QUERIES["undo"], (block_hash,))
+                if raw is None or undo is None:
+                    raise StoreError(f"{self.path} lacks the block or undo data of main-chain height {height}")
+                rows = history_rows(Block.decode(raw[0]), decode_undo(undo[0]))
+                db.executemany("INSERT INTO history (payload, tx_id, height, position, amount_delta, coinbase)"
+                               " VALUES (?, ?, ?, ?, ?, ?)",
+                               [(p, t, h, pos, d, 1 if cb else 0) for p, t, h, pos, d, cb in rows])
+            db.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+            self.upgraded = (f"upgraded the store {self.path} to schema version {SCHEMA_VERSION}: rebuilt the"
+                             f" address history of {heights} main-chain blocks")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _create(self, network_name, genesis_hash):
         db = self._db
@@ -281,8 +325,10 @@ class SqliteStore:
         if u.history_removed:
             db.executemany("DELETE FROM history WHERE payload = ? AND tx_id = ?", u.history_removed)
         if u.history_added:
-            db.executemany("INSERT OR REPLACE INTO history (payload, tx_id, height) VALUES (?, ?, ?)",
-                           u.history_added)
+            db.executemany("INSERT OR REPLACE INTO history (payload, tx_id, height, position, amount_delta,"
+                           " coinbase) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(p, t, height, position, delta, 1 if coinbase else 0)
+                            for p, t, height, position, delta, coinbase in u.history_added])
         if u.tip is not None:
             db.execute("INSERT OR REPLACE INTO tip (id, hash) VALUES (0, ?)", (u.tip,))
 
@@ -327,6 +373,10 @@ class SqliteStore:
         row = self._one(QUERIES["undo"], (block_hash,))
         return None if row is None else decode_undo(row[0])
 
+    def main_hashes(self, start: int, limit: int) -> list:
+        """The stored main-chain hashes of heights start .. start + limit - 1, in height order, in one read."""
+        return [block_hash for (block_hash,) in self._all(QUERIES["main_range"], (max(start, 0), start + limit))]
+
     def main_hash(self, height: int) -> bytes | None:
         row = self._one(QUERIES["main"], (height,))
         return None if row is None else row[0]
@@ -352,10 +402,16 @@ class SqliteStore:
     def history_of(self, payload: bytes, limit: int, after: tuple | None = None) -> list:
         """[(tx_id, height)] touching payload, newest first, then by tx_id, at most limit;
         with after=(height, tx_id), only the rows that come after that one."""
+        return [row[:2] for row in self.history_rows(payload, limit, after)]
+
+    def history_rows(self, payload: bytes, limit: int, after: tuple | None = None) -> list:
+        """history_of's rows in full: [(tx_id, height, position, amount_delta, coinbase)]."""
         if after is not None:
             height, tx_id = after
-            return self._all(QUERIES["history_after"], (payload, height, height, tx_id, limit))
-        return self._all(QUERIES["history"], (payload, limit))
+            rows = self._all(QUERIES["history_after"], (payload, height, height, tx_id, limit))
+        else:
+            rows = self._all(QUERIES["history"], (payload, limit))
+        return [(tx_id, height, position, delta, bool(coinbase)) for tx_id, height, position, delta, coinbase in rows]
 
     def coin_count(self) -> int:
         """The size of the UTXO set, from a counter kept by apply() (count(*) would scan the table)."""

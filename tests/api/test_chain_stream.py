@@ -71,3 +71,21 @@ class ChainStreamTests(SynchronousTestCase):
         body = json.loads(self.successResultOf(self.successResultOf(d).content()))
         self.assertEqual([b["index"] for b in body["chain"]], [10, 11, 12])
         self.assertEqual(body["length"], LENGTH)
+
+    def test_blocks_asked_again_decode_no_block(self):
+        """The JSON of a block is kept by its hash: a range asked again decodes no block, and answers the same."""
+        def ask(path):
+            d = self.stub.get("http://127.0.0.1:5000" + path)
+            self.stub.flush()
+            return json.loads(self.successResultOf(self.successResultOf(d).content()))
+
+        decoded = []
+        block = self.node.chain.block
+        self.node.chain.block = lambda h: decoded.append(h) or block(h)
+        first = ask("/chain?start=10&limit=3")
+        self.assertEqual(len(decoded), 3)
+        self.assertEqual(ask("/chain?start=10&limit=3"), first)
+        self.assertEqual(ask("/blocks?start=11&limit=2")["blocks"], first["chain"][1:])
+        self.assertEqual(len(decoded), 3)
+        self.assertEqual(ask("/blocks?start=12&limit=2")["blocks"][1], jsonview.block_to_json(self.blocks[13]))
+        self.assertEqual(len(decoded), 4)

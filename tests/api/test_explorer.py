@@ -13,7 +13,7 @@ from chaincore.core.params import COIN, REGTEST
 
 from ..support.nodes import settled
 from ..support.api import FUNDED_HEIGHT, APIClient, funded_chain, funded_node, mature_outpoint
-from ..support.builders import ALICE, BOB, signed_tx
+from ..support.builders import ALICE, BOB, make_block, signed_tx
 
 
 def links(body: bytes) -> list:
@@ -94,6 +94,20 @@ class PageTests(SynchronousTestCase):
         body = self.page("/explorer/blocks").decode()
         self.assertIn(f"Blocks {FUNDED_HEIGHT - 19:,} to {FUNDED_HEIGHT:,}", body)
         self.assertIn(f"/explorer/blocks?before={FUNDED_HEIGHT - 19}", body)
+
+    def test_blocks_page_kept_until_the_tip_moves(self):
+        """The blocks page asked again at the same tip decodes no block; a new tip shows on the next one."""
+        decoded = []
+        block = self.node.chain.block
+        self.node.chain.block = lambda h: decoded.append(h) or block(h)
+        first = self.page("/explorer/blocks")
+        count = len(decoded)
+        self.assertGreater(count, 0)
+        self.assertEqual(self.page("/explorer/blocks"), first)
+        self.assertEqual(len(decoded), count)
+        self.node.clock.advance(60)
+        settled(self.node.submit_block(make_block(funded_chain()[-1], timestamp=int(self.node.clock.seconds()))))
+        self.assertIn(f"Blocks {FUNDED_HEIGHT - 18:,} to {FUNDED_HEIGHT + 1:,}", self.page("/explorer/blocks").decode())
 
     def test_unknown_block_and_transaction_are_404_pages(self):
         """An unknown block or transaction is a 404 HTML page saying so."""

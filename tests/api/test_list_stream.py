@@ -54,6 +54,26 @@ class ListStreamTests(SynchronousTestCase):
         self.assertGreaterEqual(turns, len(txs) // 3)
         self.assertEqual(body, {"transactions": [jsonview.tx_to_json(tx) for tx in txs], "more": False})
 
+    def test_utxos_asked_again_builds_no_row(self):
+        """A long /utxos list asked again at the same tip and mempool builds no row; a mempool spend of one
+        of its coins is shown at once (spent_in_mempool), the list built again."""
+        node = self.service.node
+        built = []
+        utxo_row = node.utxo_row
+        node.utxo_row = lambda *c: built.append(c) or utxo_row(*c)
+        _, first = self.fetch(f"/utxos/{ALICE.address}")
+        self.assertEqual(len(built), len(first["utxos"]))
+        _, again = self.fetch(f"/utxos/{ALICE.address}")
+        self.assertEqual((again, len(built)), (first, len(first["utxos"])))
+        tx = signed_tx([(mature_outpoint(1), ALICE)], [(BOB, REGTEST.block_reward(1) - 10_000)])
+        settled(node.submit_tx(tx))
+        _, after = self.fetch(f"/utxos/{ALICE.address}")
+        self.assertEqual(len(built), 2 * len(first["utxos"]))
+        spent = [r for r in after["utxos"] if r["spent_in_mempool"]]
+        self.assertEqual([(r["tx_id"], r["output_index"]) for r in spent],
+                         [(mature_outpoint(1).tx_id.hex(), mature_outpoint(1).index)])
+        self.assertEqual(after, {"address": ALICE.address, "utxos": node.utxos(ALICE.address)})
+
     def test_transactions_stop_at_the_byte_cap_a_client_sets(self):
         """With max_bytes a streamed mempool stops before it (one transaction at least) and says more;
         without it, every transaction is sent."""

@@ -91,6 +91,22 @@ class RequestBudgetTests(SynchronousTestCase):
             self.assertEqual(self.local.get("/chain?start=0&limit=5").status, 200)
         self.assertEqual(self.stranger.get("/chain?start=0&limit=5").status, 429)
 
+    def test_a_peer_that_becomes_active_gets_its_budget_within_a_second(self):
+        """The active peers' hosts are read at most once a second: a peer that just became active is metered as
+        a stranger until then, as a peer after."""
+        peer = APIClient(self, self.service, client_address=PEER_HOST)
+        peer.get("/chain?start=0&limit=5")  # the hosts are read now, without it
+        table = self.service.peers.discovery.table
+        table.add(f"http://{PEER_HOST}:5000", self.clock.seconds())
+        table.mark_alive(f"http://{PEER_HOST}:5000", "peer-node", self.clock.seconds())
+        answered = 0
+        while peer.get("/chain?start=0&limit=5").status == 200:
+            answered += 1
+        self.assertEqual(answered, DEFAULT_RATES[STRANGER].burst // ENDPOINT_COSTS["chain"][1] - 1)
+        self.clock.advance(1)
+        for _ in range(int(DEFAULT_RATES["peer"].burst // ENDPOINT_COSTS["chain"][1])):
+            self.assertEqual(peer.get("/chain?start=0&limit=5").status, 200)
+
     def test_cheap_endpoints_are_not_charged(self):
         """/status stays open to a stranger whose bucket is empty."""
         self.spend_stranger_chain_budget()
@@ -160,8 +176,14 @@ class CPUBudgetTests(SynchronousTestCase):
         self.service = funded_node(offloader=self.offloader)
         self.node = self.service.node
         self.verified = []
-        real = keys.verify
-        self.patch(keys, "verify", lambda *check: self.verified.append(check) or real(*check))
+        real = keys.verify_batch
+
+        def counting(checks):
+            checks = list(checks)
+            bad = real(checks)
+            self.verified.extend(checks if bad < 0 else checks[:bad + 1])  # what it verified
+            return bad
+        self.patch(keys, "verify_batch", counting)
 
     def amplifier(self, n_inputs: int = 9):
         """One transaction spending n_inputs of ALICE's coins: every input carries the same (key, sighash,

@@ -10,6 +10,7 @@ import os
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from chaincore.core import keys
 from chaincore.core.errors import FeeTooLow
 from chaincore.core.params import REGTEST
 from chaincore.storage.sqlite import SqliteStore
@@ -41,6 +42,24 @@ class BalanceSplitTests(SynchronousTestCase):
         after = self.client.get_json(f"/balance/{ALICE.address}")
         self.assertEqual(after["spendable"], before - REGTEST.block_reward(1))
         self.assertEqual(after["confirmed"], before + after["immature"])
+
+    def test_a_new_block_shows_at_once(self):
+        """Balance and coins asked again read no coin while nothing changed, and show a new block's at once."""
+        before = self.client.get_json(f"/balance/{ALICE.address}")
+        coins = len(self.client.get_json(f"/utxos/{BOB.address}")["utxos"])
+        reads = []
+        coins_of = self.node.chain.coins_of
+        self.node.chain.coins_of = lambda p: reads.append(p) or coins_of(p)
+        self.assertEqual(self.client.get_json(f"/balance/{ALICE.address}"), before)
+        self.assertEqual(len(self.client.get_json(f"/utxos/{BOB.address}")["utxos"]), coins)
+        self.assertEqual(reads, [])
+        self.node.clock.advance(60)
+        settled(self.node.submit_block(make_block(funded_chain()[-1], [pay_bob()], fees=1_000,
+                                                  timestamp=int(self.node.clock.seconds()))))
+        after = self.client.get_json(f"/balance/{ALICE.address}")
+        self.assertEqual(after["confirmed"], before["confirmed"] + REGTEST.block_reward(FUNDED_HEIGHT + 1)
+                         - 10_000_000)
+        self.assertEqual(len(self.client.get_json(f"/utxos/{BOB.address}")["utxos"]), coins + 1)
 
 
 class HistoryPagingTests(SynchronousTestCase):
@@ -94,6 +113,29 @@ class HistoryPagingTests(SynchronousTestCase):
         assert_error(self, answer, 400)
         self.assertIn("cursor", answer.json["error"])
 
+    def test_history_reads_no_block(self):
+        """Chain rows of /history come from the history index alone, and show what decoding the blocks
+        shows: a spend mined to the tip (sent and received), coinbases, confirmations."""
+        spend = pay_bob()
+        self.node.clock.advance(60)
+        settled(self.node.submit_block(make_block(funded_chain()[-1], [spend], fees=1_000,
+                                                  timestamp=int(self.node.clock.seconds()))))
+        self.assertEqual(self.node.chain.height, FUNDED_HEIGHT + 1)
+        expected = {}
+        for address in (ALICE.address, BOB.address):
+            expected[address] = [reference_history_row(self.node, bytes.fromhex(r["tx_id"]), address)
+                                 for r in self.pages(address, 1000)[0]]
+        reads = []
+        get_block = self.node.store.get_block
+        self.node.store.get_block = lambda h: reads.append(h) or get_block(h)
+        for address in (ALICE.address, BOB.address):
+            self.assertEqual(self.client.get_json(f"/history/{address}?limit=1000")["history"], expected[address])
+        self.assertEqual(reads, [])
+        alice = {r["tx_id"]: r for r in expected[ALICE.address]}
+        self.assertEqual(expected[BOB.address][0]["amount_delta"], 10_000_000)
+        self.assertEqual(alice[spend.tx_id.hex()]["amount_delta"], -10_000_000 - 1_000)
+        self.assertEqual(sum(r["coinbase"] for r in alice.values()), FUNDED_HEIGHT + 1)
+
     def test_sqlite_store_pages_the_same(self):
         """The SQLite store's history_of with `after` returns the rows after that one, like MemoryStore's."""
         folder = self.mktemp()
@@ -108,6 +150,18 @@ class HistoryPagingTests(SynchronousTestCase):
         rows, cursor = node.history_page(ALICE.address, 10)
         rest, _ = node.history_page(ALICE.address, 100, cursor)
         self.assertEqual([r["height"] for r in rows + rest], list(range(29, 0, -1)))
+
+
+def reference_history_row(node, tx_id: bytes, address: str) -> dict:
+    """A /history row worked out the slow way, by decoding the transaction and the ones it spends."""
+    payload = keys.address_payload(address)
+    found = node.transaction(tx_id)
+    tx = found["tx"]
+    received = sum(o.amount for o in tx.outputs if o.recipient == payload)
+    sent = sum(node.transaction(i.prev_tx_id)["tx"].outputs[i.output_index].amount for i in tx.inputs
+               if not i.is_null and keys.payload_of(i.public_key) == payload)
+    return {"tx_id": tx_id.hex(), "height": found["height"], "confirmations": found["confirmations"],
+            "amount_delta": received - sent, "coinbase": tx.is_coinbase}
 
 
 class FeeTests(SynchronousTestCase):

@@ -90,8 +90,11 @@ class BrowserTests(plugin.PluginTestCase):
         return await deferToThread(fn, *args)
 
     def wait_for(self, condition, what: str):
+        """Wait until condition(driver) holds; an element the live page replaced meanwhile is looked up again."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
-        return deferToThread(lambda: WebDriverWait(self.driver, STEP_TIMEOUT_S, 0.1).until(condition, what))
+        wait = WebDriverWait(self.driver, STEP_TIMEOUT_S, 0.1, ignored_exceptions=[StaleElementReferenceException])
+        return deferToThread(lambda: wait.until(condition, what))
 
     async def test_links_search_and_address_page(self):
         """Every link on the home page answers, search finds a block, a payment and an address, and the

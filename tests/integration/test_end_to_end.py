@@ -70,12 +70,7 @@ class EndToEndTests(TestCase):
         """SIGTERM, wait up to 10 s, then SIGKILL; with check, the stop must have been clean."""
         if node.ended.called:
             return
-        node.transport.signalProcess("TERM")
-        try:
-            await wait_until(lambda: node.ended.called, 10)
-        except TimeoutError:
-            node.transport.signalProcess("KILL")
-            await node.ended
+        if not await node.stop():
             self.assertFalse(check, f"{node.url} ignored SIGTERM:\n{node.log()}")
         if check:
             reason = node.ended.result

@@ -99,14 +99,7 @@ class SyncProcessTests(TestCase):
         return node
 
     async def stop_node(self, node) -> None:
-        if node.ended.called:
-            return
-        node.transport.signalProcess("TERM")
-        try:
-            await wait_until(lambda: node.ended.called, 10)
-        except TimeoutError:
-            node.transport.signalProcess("KILL")
-            await node.ended
+        await node.stop()
 
     async def status(self, node):
         if node.ended.called:

@@ -1,9 +1,11 @@
-"""The node's log lines for people (CONTRACT 7): one line per block or payment, with the right verb."""
+"""The node's log lines for people (CONTRACT 7): one line per block, with the right verb; payments summed up."""
 
-from twisted.logger import globalLogPublisher, formatEvent
+from twisted.logger import LogLevel, globalLogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from chaincore import logs
 from chaincore.core.params import REGTEST
+from chaincore.service.node import TX_SUMMARY_S
 
 from ..support.nodes import settled
 from ..support.api import funded_chain, funded_node, mature_outpoint
@@ -39,13 +41,31 @@ class NodeLogTests(SynchronousTestCase):
         self.assertNotIn("mined", self.lines[1])
         self.assertIn("from http://localhost:5001", self.lines[2])
 
-    def test_payment_arriving(self):
-        """A transaction entering the mempool is logged once, with its value and fee in coins."""
-        coin = REGTEST.block_reward(1)
-        settled(self.node.submit_tx(signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 10_000), (ALICE, coin - 11_000)])))
+    def pay(self, height: int):
+        coin = REGTEST.block_reward(height)
+        settled(self.node.submit_tx(signed_tx([(mature_outpoint(height), ALICE)],
+                                              [(BOB, 10_000), (ALICE, coin - 11_000)])))
+
+    def test_payment_arriving_at_debug(self):
+        """At debug, a transaction entering the mempool is logged once, with its value and fee in coins."""
+        logs._predicate.setLogLevelForNamespace("chaincore.node", LogLevel.debug)
+        self.addCleanup(logs._predicate.clearLogLevels)
+        self.pay(1)
         (line,) = self.lines
         self.assertIn("accepted", line)
         self.assertIn("fee 0.00001000 coins (1,000 units)", line)
+
+    def test_payments_are_summed_up_at_info(self):
+        """At info, accepted transactions are counted in one line per TX_SUMMARY_S seconds, not one line each."""
+        self.pay(1)
+        self.pay(2)
+        self.assertEqual(self.lines, [])
+        self.node.clock.advance(TX_SUMMARY_S)
+        self.pay(3)
+        (line,) = self.lines
+        self.assertTrue(line.startswith(f"3 transactions accepted in the last {TX_SUMMARY_S} s"), line)
+        self.pay(4)
+        self.assertEqual(len(self.lines), 1)
 
     def test_reorganisation_is_logged(self):
         """A switch to a heavier branch logs the reorganisation as well as the block that caused it."""

@@ -57,7 +57,7 @@ def block_update(height: int) -> ChainUpdate:
         coins_removed=[op for op, _ in spent],
         coins_added=[(OutPoint(tx_id(height), i), coin(height, i)) for i in range(COINS)],
         undo_put=[(h, spent)], main_added=[(height, h)], txs_added=[(tx_id(height), h, height, 0)],
-        history_added=[(recipient(0), tx_id(height), height)], tip=h)
+        history_added=[(recipient(0), tx_id(height), height, 0, 50, True)], tip=h)
 
 
 def expected_utxos(tip_height: int) -> set:

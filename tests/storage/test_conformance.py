@@ -53,7 +53,7 @@ def dump(store) -> dict:
         "coins": [store.coins_of(payload(i)) for i in range(4)],
         "count": store.coin_count(),
         "txs": [store.tx_location(n) for n in names],
-        "history": [store.history_of(payload(i), 100) for i in range(4)],
+        "history": [store.history_rows(payload(i), 100) for i in range(4)],
     }
 
 
@@ -237,32 +237,49 @@ class StoreConformance:
         """history_of lists newest first, equal heights by tx_id, at most limit, and only that payload."""
         a, b, c, d = sorted(h("t", i) for i in range(4))
         self.store.apply(ChainUpdate(history_added=[
-            (payload(1), c, 4), (payload(1), a, 2), (payload(1), d, 4), (payload(1), b, 9),
-            (payload(2), a, 2)]))
+            (payload(1), c, 4, 1, 10, False), (payload(1), a, 2, 0, 50, True), (payload(1), d, 4, 2, -3, False),
+            (payload(1), b, 9, 5, 0, False), (payload(2), a, 2, 0, 7, True)]))
         self.assertEqual(self.store.history_of(payload(1), 10), [(b, 9), (c, 4), (d, 4), (a, 2)])
         self.assertEqual(self.store.history_of(payload(1), 2), [(b, 9), (c, 4)])
         self.assertEqual(self.store.history_of(payload(2), 10), [(a, 2)])
         self.store.apply(ChainUpdate(history_removed=[(payload(1), c), (payload(3), c)]))
         self.assertEqual(self.store.history_of(payload(1), 10), [(b, 9), (d, 4), (a, 2)])
 
+    def test_history_rows_carry_what_a_row_shows(self):
+        """history_rows gives each row's height, position, signed amount and coinbase flag, in history_of's
+        order and paging, and a row removed and added again (a reorganisation) carries its new values."""
+        a, b, c = sorted(h("t", i) for i in range(3))
+        self.store.apply(ChainUpdate(history_added=[
+            (payload(1), a, 2, 0, 50, True), (payload(1), b, 4, 3, -12, False), (payload(1), c, 4, 1, 2**40, False)]))
+        self.assertEqual(self.store.history_rows(payload(1), 10),
+                         [(b, 4, 3, -12, False), (c, 4, 1, 2**40, False), (a, 2, 0, 50, True)])
+        self.assertEqual(self.store.history_rows(payload(1), 10, (4, b)), [(c, 4, 1, 2**40, False), (a, 2, 0, 50, True)])
+        self.assertEqual(self.store.history_rows(payload(1), 1, (4, c)), [(a, 2, 0, 50, True)])
+        # the block at height 4 leaves the main chain; b is mined again at height 5 at another place
+        self.store.apply(ChainUpdate(history_removed=[(payload(1), b), (payload(1), c)]))
+        self.assertEqual(self.store.history_rows(payload(1), 10), [(a, 2, 0, 50, True)])
+        self.store.apply(ChainUpdate(history_added=[(payload(1), b, 5, 1, -12, False)]))
+        self.assertEqual(self.store.history_rows(payload(1), 10), [(b, 5, 1, -12, False), (a, 2, 0, 50, True)])
+
     def test_removals_come_before_additions(self):
         """When one update removes and adds the same key, the addition is what remains."""
         op = OutPoint(h("t"), 0)
         self.store.apply(ChainUpdate(coins_added=[(op, coin(1))], undo_put=[(h("a"), [])],
                                      main_added=[(1, h("a"))], txs_added=[(h("t"), h("a"), 1, 0)],
-                                     history_added=[(payload(1), h("t"), 1)]))
+                                     history_added=[(payload(1), h("t"), 1, 0, 5, False)]))
         self.store.apply(ChainUpdate(
             coins_removed=[op], coins_added=[(op, coin(2))],
             undo_deleted=[h("a")], undo_put=[(h("a"), [(op, coin(1))])],
             main_removed=[1], main_added=[(1, h("b"))],
             txs_removed=[h("t")], txs_added=[(h("t"), h("b"), 1, 0)],
-            history_removed=[(payload(1), h("t"))], history_added=[(payload(1), h("t"), 2)]))
+            history_removed=[(payload(1), h("t"))], history_added=[(payload(1), h("t"), 2, 3, -7, False)]))
         self.assertEqual(self.store.get_coin(op), coin(2))
         self.assertEqual(self.store.coin_count(), 1)
         self.assertEqual(self.store.get_undo(h("a")), [(op, coin(1))])
         self.assertEqual(self.store.main_hash(1), h("b"))
         self.assertEqual(self.store.tx_location(h("t")), (h("b"), 1, 0))
         self.assertEqual(self.store.history_of(payload(1), 10), [(h("t"), 2)])
+        self.assertEqual(self.store.history_rows(payload(1), 10), [(h("t"), 2, 3, -7, False)])
 
     def test_connect_then_disconnect(self):
         """Connecting a block and then applying its inverse update restores the earlier state."""
@@ -276,7 +293,7 @@ class StoreConformance:
             coins_removed=[parent], coins_added=[(spend, coin(50, 2, 1))],
             undo_put=[(h("b"), [(parent, coin(50, 1, 0, True))])],
             main_added=[(1, h("b"))], txs_added=[(h("t", 1), h("b"), 1, 0)],
-            history_added=[(payload(2), h("t", 1), 1)], tip=h("b")))
+            history_added=[(payload(2), h("t", 1), 1, 0, 50, False)], tip=h("b")))
         self.assertEqual(self.store.coins_of(payload(2)), [(spend, coin(50, 2, 1))])
         self.store.apply(ChainUpdate(
             coins_removed=[spend], coins_added=self.store.get_undo(h("b")), undo_deleted=[h("b")],

@@ -3,12 +3,20 @@
 import os
 import sqlite3
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.core import keys
+from chaincore.core.params import REGTEST
 
 from chaincore.core.store import ChainUpdate
 from chaincore.core.tx import OutPoint
 from chaincore.storage.sqlite import QUERIES, SqliteStore, StoreError, decode_undo, encode_undo
 
+from ..api.test_endpoints import pay_bob
+from ..support.api import FUNDED_HEIGHT, funded_chain
+from ..support.builders import ALICE, BOB, make_block
+from ..support.nodes import make_node, settled
 from .test_conformance import GENESIS, coin, dump, entry, h, payload
 
 
@@ -20,7 +28,7 @@ def connect_update(name, parent, height, spend=()) -> ChainUpdate:
                        coins_removed=[op for op, _ in spend], coins_added=[(new, coin(10, 1, height))],
                        undo_put=[(e.hash, list(spend))], main_added=[(height, e.hash)],
                        txs_added=[(new.tx_id, e.hash, height, 0)],
-                       history_added=[(payload(1), new.tx_id, height)],
+                       history_added=[(payload(1), new.tx_id, height, 0, 50, False)],
                        tip=e.hash)
 
 
@@ -129,6 +137,37 @@ class SqliteStoreTests(SynchronousTestCase):
         err = self.assertRaises(StoreError, SqliteStore, self.path, "regtest", GENESIS)
         self.assertIn("schema version 99", str(err))
 
+    def test_version_1_store_rebuilds_its_history(self):
+        """A version 1 store (history rows of tx_id and height only) is brought to version 2 on open:
+        its history rows are rebuilt from the main chain's blocks and undo data, as connecting wrote them."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, "chain.sqlite")
+        store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+        clock = Clock()
+        clock.advance(funded_chain()[-1].header.timestamp + 120)
+        node = make_node(clock, store=store).node
+        for block in funded_chain()[1:]:
+            settled(node.submit_block(block))
+        spend = pay_bob()
+        settled(node.submit_block(make_block(funded_chain()[-1], [spend], fees=1_000, timestamp=int(clock.seconds()))))
+        payloads = [keys.address_payload(a.address) for a in (ALICE, BOB)]
+        written = [store.history_rows(p, 1000) for p in payloads]
+        self.assertIn((spend.tx_id, FUNDED_HEIGHT + 1, 1, 10_000_000, False), written[1])
+        store.close()
+        db = sqlite3.connect(path)
+        db.executescript("DROP TABLE history;"
+                         "CREATE TABLE history (payload BLOB NOT NULL, tx_id BLOB NOT NULL, height INTEGER NOT NULL,"
+                         " PRIMARY KEY (payload, tx_id)) WITHOUT ROWID;"
+                         "CREATE INDEX history_recent ON history (payload, height DESC, tx_id);"
+                         "UPDATE store_info SET value = '1' WHERE key = 'schema_version';")
+        db.close()
+        store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+        self.addCleanup(store.close)
+        self.assertEqual([store.history_rows(p, 1000) for p in payloads], written)
+        self.assertEqual(store._one("SELECT value FROM store_info WHERE key = 'schema_version'", ())[0], "2")
+        self.assertIn("rebuilt the address history of", store.upgraded)
+
     def test_damage_found_after_a_crash(self):
         """After an unclean shutdown the open runs quick_check, and a damaged file is refused."""
         store = self.open()
@@ -167,7 +206,7 @@ class SqliteStoreTests(SynchronousTestCase):
         store = self.filled()
         before = dump(store)
         bad = connect_update("c", h("b"), 2, spend=[(OutPoint(h("t", "b"), 0), coin(10, 1, 1))])
-        bad.history_added.append((payload(2), h("t", "c"), ExplodingValue()))
+        bad.history_added.append((payload(2), h("t", "c"), ExplodingValue(), 0, 0, False))
         self.assertRaises(RuntimeError, store.apply, bad)
         self.assertEqual(dump(store), before)
         store.close()

@@ -24,6 +24,20 @@ class OutputProcess(protocol.ProcessProtocol):
         """The last `limit` characters of the output, as text."""
         return self.output.decode(errors="replace")[-limit:]
 
+    async def stop(self, grace_s: float = 10) -> bool:
+        """SIGTERM, then SIGKILL after grace_s; whether it ended on SIGTERM (True if it had ended already)."""
+        from .waiting import wait_until  # beside this module; imported here so the module stays dependency-free
+        if self.ended.called:
+            return True
+        self.transport.signalProcess("TERM")
+        try:
+            await wait_until(lambda: self.ended.called, grace_s)
+            return True
+        except TimeoutError:
+            self.transport.signalProcess("KILL")
+            await self.ended
+            return False
+
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
