@@ -13,8 +13,9 @@
     datadir holds F blocks of about 1 MB of signed transactions (about 4,500
     signatures each), a fresh joiner is given it as a peer; the signatures per
     second of the whole catch-up beside the bare libsecp256k1 verify rate of
-    this run on all cores (one process per core), and the peak RSS (VmHWM) of
-    both processes over what each held once started.
+    this run on all cores (one process per core), the peak RSS (VmHWM) of
+    both processes over what each held once started, and the CPU time the
+    joiner's node process and its worker processes spent on the catch-up.
 
 (e) Join sync of binary blocks, in process: a fresh node joining a peer that
     holds blocks of signed one-input transactions (each spending a coin of a
@@ -298,6 +299,7 @@ class Bench:
                 while (yield status(i)) is None:
                     yield task.deferLater(self.reactor, 0.2, lambda: None)
             started = [memory_kb(p.transport.pid) for p in procs]
+            cpu_before = _cpu_seconds(procs[1].transport.pid)
             t0 = time.perf_counter()
             yield post(urls[1] + "/peers", data=json.dumps({"url": urls[0]}).encode(),
                        headers={b"Content-Type": [b"application/json"]}, timeout=5)
@@ -310,6 +312,7 @@ class Bench:
                 yield task.deferLater(self.reactor, 0.1, lambda: None)
             elapsed = time.perf_counter() - t0
             peaks = [memory_kb(p.transport.pid) for p in procs]
+            cpu_after = _cpu_seconds(procs[1].transport.pid)
         finally:
             for p in procs:
                 if not p.ended.called:
@@ -327,6 +330,11 @@ class Bench:
               f"run {bare:,.0f}/s: {rate / bare:.2f} of it (goal >= 0.8); peak RSS over started: server "
               f"+{growth[0]:.0f} MB (peak {peaks[0]['VmHWM'] / 1024:.0f} MB), joiner +{growth[1]:.0f} MB "
               f"(peak {peaks[1]['VmHWM'] / 1024:.0f} MB) (goal < 100 MB)")
+        node_s, workers_s = (after - before for after, before in zip(cpu_after, cpu_before))
+        print(f"    joiner CPU during the catch-up: node process {node_s:.1f} s ({1e6 * node_s / signatures:.0f} us "
+              f"a signature; {node_s / elapsed:.0%} of the wall time), its worker processes {workers_s:.1f} s "
+              f"({1e6 * workers_s / signatures:.0f} us a signature); bare verify {1e6 * cores / bare:.0f} us a "
+              f"signature")
 
     # -- (e) ---------------------------------------------------------------------------
 
@@ -360,6 +368,31 @@ class Bench:
         print(f"    bytes received from the peer (bodies) {received:,} for {canonical:,} canonical block bytes: "
               f"{received / canonical:.3f}x (goal <= 1.05); the same blocks as JSON: {as_json:,} B "
               f"({as_json / canonical:.2f}x)")
+
+
+def _cpu_seconds(pid: int) -> tuple:
+    """(CPU seconds of process pid, CPU seconds of its live descendants: the forkserver and the workers)."""
+    def stat(p):
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # ppid, utime+stime
+
+    children, own = {}, 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid, seconds = stat(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append((int(entry), seconds))
+            if int(entry) == pid:
+                own = seconds
+    descendants, frontier = 0.0, [pid]
+    while frontier:
+        for child, seconds in children.get(frontier.pop(), []):
+            descendants += seconds
+            frontier.append(child)
+    return own, descendants
 
 
 def _raw_status(port: int, advertise_url: str) -> tuple:

@@ -32,6 +32,7 @@ WINDOW_BYTES = 16_000_000        # blocks in flight and waiting for the blocks b
                                  # (binary: about a fifth of what they take once decoded)
 PEER_BYTES = 8_000_000           # in flight from one peer
 RUN_BYTES = 2_000_000            # blocks handed to the node at once: their signature batches are built together
+AHEAD_BYTES = 2_000_000          # waiting blocks after the run being connected whose signatures go out meanwhile
 MAX_TXS_PER_EXCHANGE = 5000
 
 
@@ -62,6 +63,7 @@ class _CatchUp:
         self.buffer = {}         # hash -> (Block, peer, wire bytes): received, waiting for the blocks below it
         self.buffer_bytes = 0
         self.handed = set()      # hashes of the run the node is taking in: neither asked for again nor buffered
+        self.ahead = set()       # hashes of waiting blocks whose signatures were sent to the workers ahead
         self.delivering = False
         self.wake = None         # the Deferred the catch-up's loop waits on
         self.woken = False       # something happened while the loop was not waiting: it looks again at once
@@ -331,6 +333,8 @@ class Synchronizer:
                 session.buffer[block.hash] = (block, peer, size)
                 session.buffer_bytes += size
         planner.answered(request)  # a short answer (the peer's byte cap) frees the rest for the next plan
+        if session.delivering:
+            self._preverify_ahead(session)  # the node is busy connecting: the workers start on what follows
         self._deliver(session)
         self._wake(session)
 
@@ -365,6 +369,8 @@ class Synchronizer:
                 session.buffer_bytes -= size
             blocks = [b for b, _, _ in run]
             session.handed = {b.hash for b in blocks}
+            session.ahead -= session.handed
+            self._preverify_ahead(session)
             try:
                 results, error = await self.node.submit_blocks(blocks, source=peer, requested=True)
             except Fault as err:  # our own trouble (a full disk): no peer is to blame; try again next round
@@ -384,6 +390,23 @@ class Synchronizer:
                 else:
                     self.discovery.report_misbehaviour(peer, error)
             self._progress(session)
+
+    def _preverify_ahead(self, session: _CatchUp) -> None:
+        """Have the node send the signatures of the waiting blocks that follow the run it is taking in (up
+        to AHEAD_BYTES) to its workers now, so they verify while the reactor connects, not after."""
+        ahead, ahead_bytes = [], 0
+        for e in self.tree.path(self.tree.best()):
+            if e.hash in session.handed:
+                continue
+            item = session.buffer.get(e.hash)
+            if item is None or ahead_bytes >= AHEAD_BYTES:
+                break
+            ahead_bytes += item[0].size
+            if e.hash not in session.ahead:
+                ahead.append(item[0])
+        if ahead:
+            session.ahead.update(b.hash for b in ahead)
+            self.node.preverify_blocks(ahead)
 
     def _check_stalls(self, session: _CatchUp) -> None:
         for stall in session.planner.stalls(self.clock.seconds()):

@@ -32,6 +32,7 @@ log = logger("chaincore.node")
 TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the coinbase
 OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
 OFFLOAD_BATCH_INPUTS = 250
+MAX_GATED_AHEAD = 1024          # blocks preverified ahead remembered as checked until submitted (32 bytes each)
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
 TX_SUMMARY_S = 10               # accepted transactions are summed up in one info line per this many seconds
 
@@ -48,6 +49,20 @@ def parse_history_cursor(cursor: str):
 
 SIG_CACHE_BYTES = 6_000_000
 SIG_CACHE_ENTRY_BYTES = 105  # measured: a 32-byte tx_id and its slot in the set
+
+
+def _worth_verifying(block: Block, params) -> bool:
+    """Whether a block's signatures are worth the workers' time: its header meets its proof of work and it
+    holds the transactions that header commits to (so junk costs its sender a block's work).
+
+    Only a gate: the chain state checks the block's every rule (check_block_sanity
+    included) when it takes the block in, and refuses it with its rule.
+    """
+    try:
+        rules.check_header_sanity(block.header, params)
+    except Invalid:
+        return False
+    return bool(block.transactions) and merkle_root([tx.tx_id for tx in block.transactions]) == block.header.merkle_root
 
 
 class SigCache(set):
@@ -78,6 +93,8 @@ class Node:
         # one cache of verified (key, sighash, signature) checks for the mempool, the workers and the blocks
         self.check_cache = rules.SignatureCache()
         self.recent_rejects = rules.RecentRejects()  # transactions refused at this tip, by tx_id or body digest
+        self._verifying = {}  # tx_id -> the worker batch verifying it (blocks preverified ahead of their turn)
+        self._gated_ahead = set()  # hashes of blocks preverified ahead that passed _worth_verifying
         self._verify = verify if verify is not None else rules.verify_batch
         # no signature of a request is verified in the reactor, however few: a flood of small transactions
         # would otherwise spend the reactor's time (the workers take it, batched across requests)
@@ -281,7 +298,16 @@ class Node:
         elif not self.syncing:
             log.info("accepted block {hash} at height {height} ({txs})", hash=short, height=height, txs=txs)
 
-    def _preverify(self, blocks, inline_ok: bool = False) -> list:
+    def preverify_blocks(self, blocks) -> None:
+        """Send the signatures of blocks that will be submitted soon to the workers now (a catch-up does
+        this for the run after the one being connected), so the workers verify while the reactor connects.
+
+        Nothing is decided here: the blocks are taken in by submit_blocks, whose
+        own preverify waits for these batches rather than sending them again.
+        """
+        self._preverify(list(blocks), ahead=True)
+
+    def _preverify(self, blocks, inline_ok: bool = False, ahead: bool = False) -> list:
         """Send the not yet verified signatures of blocks that pass their cheap checks to the worker
         processes, in batches; for each block, a Deferred that fires (with None) once its batches are back.
 
@@ -296,17 +322,32 @@ class Node:
         if self.offloader is None:
             return ready
         pending = []  # (index of the block, transaction)
+        waits = {}    # block index -> the jobs holding its transactions
         for n, block in enumerate(blocks):
             if self.chain.has_block(block.hash):
                 continue
-            try:
-                rules.check_block_sanity(block, self.params)  # the cheap checks before paying for signatures
-            except Invalid:
-                break  # the chain state refuses it with its rule; the blocks after it are not taken
-            pending.extend((n, tx) for tx in block.transactions[1:] if tx.tx_id not in self.sig_cache)
+            if block.hash in self._gated_ahead:
+                self._gated_ahead.discard(block.hash)  # checked when it was preverified ahead
+            else:
+                if not _worth_verifying(block, self.params):
+                    break  # the chain state refuses it with its rule; the blocks after it are not taken
+                if ahead:
+                    if len(self._gated_ahead) >= MAX_GATED_AHEAD:  # blocks preverified and never submitted
+                        self._gated_ahead.clear()
+                    self._gated_ahead.add(block.hash)
+            for tx in block.transactions[1:]:
+                if tx.tx_id in self.sig_cache:
+                    continue
+                job = self._verifying.get(tx.tx_id)
+                if job is not None:  # out already (preverified ahead): waited for, not sent again
+                    jobs = waits.setdefault(n, [])
+                    if not jobs or jobs[-1] is not job:
+                        jobs.append(job)
+                else:
+                    pending.append((n, tx))
         n_inputs = sum(len(tx.inputs) for _, tx in pending)
         if n_inputs == 0 or (inline_ok and n_inputs < OFFLOAD_MIN_INPUTS):
-            return ready
+            pending = []
         # batches of about OFFLOAD_BATCH_INPUTS inputs, in block order, a batch may span blocks
         chunks, chunk, size = [], [], 0
         for item in pending:
@@ -317,13 +358,18 @@ class Node:
                 chunk, size = [], 0
         if chunk:
             chunks.append(chunk)
-        waits = {}  # block index -> the jobs holding its transactions
         for ch in chunks:
             checks = [c for _, tx in ch for c in rules.signature_checks(tx)]
             fresh = self.check_cache.pending(checks)  # identical checks travel once; verified ones stay home
             self._cache_hits(len(checks) - len(fresh))
-            job = self.offloader.run(rules.verify_batch, fresh) if fresh else defer.succeed(-1)
-            job.addBoth(self._verified, [tx for _, tx in ch], fresh)
+            txs = [tx for _, tx in ch]
+            if fresh:
+                job = self.offloader.run(rules.verify_batch, fresh)
+                for tx in txs:
+                    self._verifying[tx.tx_id] = job
+            else:
+                job = defer.succeed(-1)
+            job.addBoth(self._verified, txs, fresh)
             for n in {n for n, _ in ch}:
                 waits.setdefault(n, []).append(job)
         for n, jobs in waits.items():
@@ -332,6 +378,8 @@ class Node:
 
     def _verified(self, bad, txs, checks) -> None:
         """One worker batch is back: its transactions are verified if none of its signatures was bad."""
+        for tx in txs:
+            self._verifying.pop(tx.tx_id, None)
         if isinstance(bad, Failure):
             log.warn("a signature batch failed in a worker ({error}); the chain state verifies it",
                      error=bad.getErrorMessage())

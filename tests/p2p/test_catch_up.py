@@ -8,6 +8,7 @@ import json
 from twisted.internet import task
 
 from chaincore.core import jsonview
+from chaincore.p2p import sync
 from chaincore.p2p.client import PeerClient
 from chaincore.p2p.peers import PENALTIES
 from tests.support.api import funded_chain
@@ -178,6 +179,48 @@ class WindowTests(SyncTestCase):
         asked = sorted(h for path, q in peer.queries if path == "/blocks"
                        for h in range(int(q["start"]), int(q["start"]) + int(q["limit"])))
         self.assertEqual(asked, list(range(11, 41)))
+
+    def test_signatures_of_the_next_blocks_go_out_while_a_run_is_connected(self):
+        """While the node takes a run in (2 s each), the waiting blocks after it are handed to preverify_blocks
+        at once, each once, and every block after the first run was preverified before its own run."""
+        chain = main_chain()
+        peer = self.peer(5001, chain[:41])
+        me = self.me(chain[:11], peer)
+        me.sync.peer_bytes = 20_000  # a few small blocks per request: blocks arrive while runs are with the node
+        self.patch(sync, "RUN_BYTES", 1)  # one block a run
+        events, taking = [], []
+        take, ahead = me.node.submit_blocks, me.node.preverify_blocks
+
+        def submit(blocks, **kw):
+            events.append(("run", [b.height for b in blocks]))
+            taking.append(True)
+            d = task.deferLater(self.clock, 2.0, take, blocks, **kw)
+            return d.addBoth(lambda r: (taking.pop(), r)[1])
+
+        def preverify(blocks):
+            self.assertTrue(taking, "blocks preverified ahead while no run was with the node")
+            events.append(("ahead", [b.height for b in blocks]))
+            return ahead(blocks)
+
+        me.node.submit_blocks, me.node.preverify_blocks = submit, preverify
+        d = me.sync.sync_round()
+        for _ in range(200):
+            self.network.flush()
+            if d.called:
+                break
+            self.clock.advance(0.5)
+        self.successResultOf(d)
+        self.assertEqual(me.tip(), peer.tip())
+        runs = [heights for kind, heights in events if kind == "run"]
+        self.assertGreater(len(runs), 2)
+        preverified = [h for kind, heights in events if kind == "ahead" for h in heights]
+        self.assertEqual(len(preverified), len(set(preverified)))  # each block once
+        seen = set()
+        for kind, heights in events:
+            if kind == "ahead":
+                seen.update(heights)
+            elif heights[0] > runs[0][-1]:
+                self.assertTrue(set(heights) <= seen, f"run {heights} was not preverified ahead")
 
     def test_deep_fork_reorganises_across_several_header_answers(self):
         """A 60-block branch forked at genesis, served 20 headers per answer, reorganises a 50-block node."""

@@ -3,8 +3,10 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from chaincore.core import rules
 from chaincore.core.errors import BadSignature, DoubleSpend
 from chaincore.core.tx import OutPoint
+from chaincore.service import node as node_module
 from chaincore.service.node import OFFLOAD_MIN_INPUTS
 from chaincore.service.workers import InlineOffloader
 from tests.support.builders import KEYS, make_block, regtest_chain, signed_tx
@@ -128,6 +130,60 @@ class OffloadTests(SynchronousTestCase):
         self.assertIsNone(error)
         self.assertEqual([r.block_hash for r in results], [first.hash, second.hash])
         self.assertEqual(node.chain.tip.hash, second.hash)
+
+    def test_blocks_preverified_ahead_are_not_sent_again(self):
+        """A block whose signatures went to the workers ahead (preverify_blocks) is submitted without a batch
+        of its own: its run waits for the batches already out and is taken when they are back."""
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = HeldOffloader()
+        node = self.held_node(clock, offloader)
+        block = self.big_block(node)
+        gate, gated = node_module._worth_verifying, []
+        self.patch(node_module, "_worth_verifying", lambda b, params: (gated.append(b.hash), gate(b, params))[1])
+        sanity, checked = rules.check_block_sanity, []
+        self.patch(rules, "check_block_sanity", lambda b, params: (checked.append(b.hash), sanity(b, params))[1])
+        node.preverify_blocks([block])
+        self.assertEqual(len(offloader.held), 3)
+        d = node.submit_blocks([block])
+        self.assertEqual(len(offloader.held), 3)  # nothing sent twice
+        self.assertEqual(gated, [block.hash])     # nor its gate checked again
+        self.assertNoResult(d)
+        offloader.release()
+        results, error = self.successResultOf(d)
+        self.assertIsNone(error)
+        self.assertEqual(node.chain.tip.hash, block.hash)
+        self.assertEqual(checked, [block.hash])  # every rule of it, once, by the chain state
+        self.assertEqual(node._verifying, {})
+
+    def test_block_not_matching_its_merkle_root_costs_no_worker_time(self):
+        """A block whose transactions are not the ones its header commits to sends no batch to the workers and
+        is refused by the chain state with bad-merkle-root."""
+        node, offloader = self.node()
+        good = self.big_block(node)
+        block = make_block(self.chain[-1], good.transactions[1:-1], fees=5000 * (len(good.transactions) - 2))
+        block = type(block)(block.header, good.transactions)  # the header of fewer transactions
+        before, tip = offloader.jobs, node.chain.tip.hash
+        failure = self.failureResultOf(node.submit_block(block, source="http://localhost:5001"))
+        self.assertEqual(failure.value.code, "bad-merkle-root")
+        self.assertEqual(offloader.jobs, before)
+        self.assertEqual(node.chain.tip.hash, tip)
+
+    def test_bad_signature_preverified_ahead_is_refused(self):
+        """A bad signature in a block preverified ahead is still refused with its rule when it is submitted."""
+        clock = Clock()
+        clock.advance(self.chain[-1].header.timestamp + 60)
+        offloader = HeldOffloader()
+        node = self.held_node(clock, offloader)
+        tip = node.chain.tip.hash
+        block = self.big_block(node, tamper=True)
+        node.preverify_blocks([block])
+        d = node.submit_blocks([block])
+        offloader.release()
+        results, error = self.successResultOf(d)
+        self.assertEqual(results, [])
+        self.assertEqual(error.code, "bad-signature")
+        self.assertEqual(node.chain.tip.hash, tip)
 
     def test_lost_batch_is_verified_by_the_chain_state(self):
         """A batch lost with its worker leaves its block to the chain state, which verifies and takes it."""
