@@ -447,7 +447,7 @@ class MeshTests(_BedMixin, TestCase):
                                             timeout=5)
             self.assertEqual((await response.json())["status"], "accepted")
         tip = block.hash.hex()
-        await wait_until(lambda: _all_equal(self.tips(bed.hosts), tip), timeout_s=60, interval_s=0.5,
+        await wait_until(lambda: _all_equal(self.tips(bed.hosts), tip), timeout_s=180, interval_s=0.5,
                          what="every host at the funded tip")
 
         group_a, group_b = bed.hosts[:5], bed.hosts[5:]
