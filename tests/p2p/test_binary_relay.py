@@ -153,15 +153,6 @@ class BinaryRoutesTests(SynchronousTestCase):
 
 
 class BinaryRelayTests(SyncTestCase):
-    def pair(self):
-        """Our node and one peer on the funded chain, each the other's only peer."""
-        chain = funded_chain()
-        a = self.network.add(NodePeer(url(5001), self.clock, chain, network=self.network, seeds=[url(5002)]))
-        b = self.network.add(NodePeer(url(5002), self.clock, chain, network=self.network, seeds=[url(5001)]))
-        for node in (a, b):
-            self.successResultOf(node.discovery.run_once())
-        return a, b
-
     def relay_txs(self, a, b, txs):
         for tx in txs:
             settled(a.node.submit_tx(tx))

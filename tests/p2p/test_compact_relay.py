@@ -28,16 +28,6 @@ def payments(n: int, first_height: int = 1) -> list:
 
 
 class CompactRelayTests(SyncTestCase):
-    def pair(self):
-        """Our node and one peer on the funded chain, each the other's only peer."""
-        chain = funded_chain()
-        a = self.network.add(NodePeer(url(5001), self.clock, chain, network=self.network, seeds=[url(5002)]))
-        b = self.network.add(NodePeer(url(5002), self.clock, chain, network=self.network, seeds=[url(5001)]))
-        for node in (a, b):
-            self.successResultOf(node.discovery.run_once())
-        self.assertEqual((a.discovery.active_peers(), b.discovery.active_peers()), ([b.url], [a.url]))
-        return a, b
-
     def test_synced_mempools_rebuild_the_block_from_its_compact_form(self):
         """With every transaction already relayed, a block reaches the peer as one announcement carrying its
         compact form: no transaction, compact or block is fetched, and the bytes sent are a small part of it."""

@@ -51,6 +51,16 @@ class SyncTestCase(SynchronousTestCase):
     def peer(self, port: int, blocks) -> NodePeer:
         return self.network.add(NodePeer(url(port), self.clock, blocks))
 
+    def pair(self) -> tuple:
+        """Our node and one peer on the funded chain, each the other's only peer."""
+        chain = funded_chain()
+        a = self.network.add(NodePeer(url(5001), self.clock, chain, network=self.network, seeds=[url(5002)]))
+        b = self.network.add(NodePeer(url(5002), self.clock, chain, network=self.network, seeds=[url(5001)]))
+        for node in (a, b):
+            self.successResultOf(node.discovery.run_once())
+        self.assertEqual((a.discovery.active_peers(), b.discovery.active_peers()), ([b.url], [a.url]))
+        return a, b
+
     def me(self, blocks, *peers) -> NodePeer:
         """Our node, wired to the network, with the given peers active after one discovery round."""
         me = self.network.add(NodePeer(ME, self.clock, blocks, network=self.network, seeds=[p.url for p in peers]))
