@@ -15,13 +15,11 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from treq.client import HTTPClient
 from twisted.internet import error, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
 
-from ..support.processes import OutputProcess, child_env
+from ..support.processes import OutputProcess, child_env, node_http_client
 from ..support.waiting import free_ports, wait_until
 
 COIN = 100_000_000
@@ -48,9 +46,7 @@ class EndToEndTests(TestCase):
                    if not os.access(os.path.join(BIN, name), os.X_OK)]
         if missing:
             raise SkipTest(f"{', '.join(missing)} not installed beside {sys.executable} (pip install . first)")
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        self.http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=2))
+        self.http = node_http_client(self)
         self.workdir = os.path.abspath(self.mktemp())
         os.makedirs(self.workdir)
 

@@ -8,13 +8,12 @@ import time
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
-import treq
 
 from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
 from tests.support.builders import ALICE, BOB
 from tests.support.network import RunningNode, start_node
+from tests.support.processes import node_http_client
 from tests.support.waiting import free_ports, wait_until
 
 
@@ -49,9 +48,7 @@ class MineOptionTests(TestCase):
         service.startService()
         self.addCleanup(running.stop)
         await service.peers.startup_done
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+        http = node_http_client(self)
         await wait_until(lambda: running.height() >= 2, 30, what="two mined blocks")
         latencies = []
         for _ in range(30):

@@ -10,11 +10,9 @@ import os
 import sys
 
 from klein import Klein
-from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from chaincore.core import jsonview
@@ -22,7 +20,7 @@ from chaincore.core.params import REGTEST
 
 from ..support.builders import make_block, regtest_chain
 from ..support.fullblocks import full_chain, load_datadir, memory_kb
-from ..support.processes import OutputProcess, child_env
+from ..support.processes import OutputProcess, child_env, node_http_client
 from ..support.waiting import free_ports, wait_until
 
 BIN = os.path.dirname(sys.executable)
@@ -78,9 +76,7 @@ class SyncProcessTests(TestCase):
     def setUp(self):
         if not os.access(os.path.join(BIN, "twistd"), os.X_OK):
             raise SkipTest(f"twistd not installed beside {sys.executable}")
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        self.http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=2))
+        self.http = node_http_client(self)
         self.workdir = os.path.abspath(self.mktemp())
         os.makedirs(self.workdir)
 

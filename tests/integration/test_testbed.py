@@ -16,10 +16,7 @@ import socket
 import subprocess
 import sys
 
-from treq.client import HTTPClient
-from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from chaincore.core.jsonview import block_to_json, parse_block
 from chaincore.testbed import Testbed, TestbedUnavailable, clean_leftovers, unavailable_reason
@@ -27,6 +24,7 @@ from chaincore.testbed.bed import REGISTRY, ip, is_alive, twistd_path
 from chaincore.testbed.switch import Port, Switch
 
 from ..support.builders import ALICE, solve
+from ..support.processes import node_http_client
 from ..support.waiting import wait_until
 
 REASON = unavailable_reason()
@@ -334,9 +332,7 @@ class NodeTests(_BedMixin, TestCase):
             twistd_path()
         except TestbedUnavailable as e:
             raise SkipTest(str(e))
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        self.http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=2))
+        self.http = node_http_client(self)
 
     async def get_json(self, url: str):
         response = await self.http.get(url, timeout=5)

@@ -16,16 +16,14 @@ import signal
 import subprocess
 import sys
 
-from treq.client import HTTPClient
 from twisted.internet import error, reactor
 from twisted.logger import ILogObserver
 from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from chaincore.service.tap import Options
 
-from tests.support.processes import OutputProcess
+from tests.support.processes import OutputProcess, node_http_client
 from tests.support.waiting import free_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -131,9 +129,7 @@ class SocketActivationTests(TestCase):
         self.activate = shutil.which("systemd-socket-activate")
         if self.activate is None:
             raise SkipTest("systemd-socket-activate is not installed")
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.http = node_http_client(self)
 
     async def test_activated_node_serves_status(self):
         """twistd started by systemd-socket-activate with the socket unit's --port serves /status on that socket,

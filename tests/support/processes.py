@@ -47,3 +47,13 @@ def child_env(**extra) -> dict:
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [CHECKOUT, env.get("PYTHONPATH")]))
     return env
+
+
+def node_http_client(testcase, connect_timeout_s: float = 2):
+    """A treq HTTPClient for a test that talks to real nodes: no kept-alive connections, closed at cleanup."""
+    from treq.client import HTTPClient
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, HTTPConnectionPool
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    testcase.addCleanup(pool.closeCachedConnections)
+    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout_s))
