@@ -21,7 +21,8 @@ from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseD
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgent, UNKNOWN_LENGTH
 from zope.interface import implementer
-from twisted.web._newclient import RequestNotSent, RequestTransmissionFailed, ResponseFailed
+from twisted.web._newclient import (RequestGenerationFailed, RequestNotSent, RequestTransmissionFailed,
+                                     ResponseFailed)
 
 from ..core import jsonview, wire
 from ..core.errors import Malformed, PeerUnreachable
@@ -38,8 +39,8 @@ PEER_HEADER = b"X-ChainCore-Peer"
 # Failures of the connection or the exchange, never of the data itself.
 _NETWORK_ERRORS = (net_error.ConnectError, net_error.DNSLookupError, net_error.ConnectionLost,
                    net_error.ConnectionDone, net_error.ConnectingCancelledError, net_error.TimeoutError,
-                   ResponseFailed, RequestNotSent, RequestTransmissionFailed, defer.CancelledError,
-                   defer.TimeoutError)
+                   ResponseFailed, RequestNotSent, RequestTransmissionFailed, RequestGenerationFailed,
+                   defer.CancelledError, defer.TimeoutError)
 
 
 @dataclass

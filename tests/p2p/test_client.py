@@ -13,6 +13,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web._newclient import RequestGenerationFailed
+from twisted.python.failure import Failure
 
 from chaincore.core import jsonview, wire
 from chaincore.core.errors import Malformed, PeerUnreachable
@@ -94,6 +96,17 @@ class FakeNetworkClientTests(SynchronousTestCase):
         err = self.failureResultOf(self.client.get_json("http://localhost:5009", "/status"),
                                    PeerUnreachable).value
         self.assertIn("http://localhost:5009", str(err))
+
+    def test_post_whose_body_could_not_be_written_is_unreachable(self):
+        """A POST cancelled while its body is written (a peer that stalls the upload past the deadline) fails
+        as PeerUnreachable, not as an error nobody handles."""
+        class Failing:
+            def request(self, *args, **kwargs):
+                return defer.fail(RequestGenerationFailed([Failure(defer.CancelledError())]))
+
+        client = PeerClient(Failing(), self.clock, ME)
+        err = self.failureResultOf(client.post_binary(A, "/announce", b"x" * 120), PeerUnreachable).value
+        self.assertIn(A, str(err))
 
     def test_bad_peer_url_is_unreachable(self):
         """A URL that is not a base URL fails as PeerUnreachable without a request."""
