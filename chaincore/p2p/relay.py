@@ -313,8 +313,15 @@ class Relay:
                 for t in jsonview.require_list(answer.get("transactions"), "transactions", at_most)]
 
     def _fetch_failed(self, failure, peer):
+        if self.sync is not None and not failure.check(Invalid, defer.CancelledError):
+            # we still lack a block it has (a lost answer, a busy peer): its tip is polled at the next
+            # round, and a catch-up gets the block, instead of waiting for the poll's backoff
+            self.sync.poll.retry(peer)
         if failure.check(PeerUnreachable):
-            self.discovery.report_failure(peer, str(failure.value))
+            # it just talked to us: one lost or refused answer does not make it gone (the poll that
+            # follows reports it if it is); dropping it would leave us behind until discovery finds it again
+            log.info("fetching a block announced by {peer} failed: {err}; its tip is polled next round",
+                     peer=peer, err=failure.value)
         elif failure.check(Invalid):
             log.info("block announced by {peer} refused: {err}", peer=peer, err=failure.value)
             self.discovery.report_misbehaviour(peer, failure.value)

@@ -201,6 +201,25 @@ class BinaryRelayTests(SyncTestCase):
         self.assertEqual(b.discovery.table.get(a.url).score, 20)
         self.assertEqual(a.count(f"/block/{block.hash.hex()}"), 0)
 
+    def test_a_lost_fetch_makes_the_announcer_polled_at_the_next_round(self):
+        """When fetching an announced block gets no answer (a lost reply), the announcer's tip is polled at the
+        next sync round instead of after the poll's backoff (and stays an active peer), and that round's catch-up
+        brings the block."""
+        a, b = self.pair()
+        a.relay.compact_push = 0
+        block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
+        a.canned[f"/compact/{block.hash.hex()}"] = lambda request: (503, b'{"error": "busy"}')
+        for _ in range(4):  # b polled a a few times and backed off
+            self.successResultOf(b.sync.sync_round())
+            self.clock.advance(b.sync.poll.max_s)
+        settled(a.node.submit_block(block, local=True))
+        self.assertNotEqual(b.tip(), block.hash)
+        self.assertEqual(b.sync.poll.due([a.url], self.clock.seconds()), [a.url])
+        del a.canned[f"/compact/{block.hash.hex()}"]
+        self.assertEqual(b.discovery.active_peers(), [a.url])  # one lost answer does not drop a live peer
+        self.successResultOf(b.sync.sync_round())
+        self.assertEqual(b.tip(), block.hash)
+
     def test_binary_short_id_collision_falls_back_to_the_whole_block(self):
         """A binary compact form whose short ids repeat makes the peer fetch the whole block (in bytes)."""
         block = make_block(funded_chain()[-1], payments(3), pay_to=BOB)
