@@ -13,6 +13,7 @@ once, and a refused transaction is not checked again until the tip moves.
 
 import bisect
 import hashlib
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -244,6 +245,74 @@ def verify_groups(groups) -> list:
     verify_batch, so that a worker process unpickling it imports only the core.
     """
     return [verify_batch(checks) < 0 for checks in groups]
+
+
+# A batch of groups as one buffer (what the node writes to a signature worker's pipe): a u32 group count,
+# then per group a u32 check count and per check three u16-length-prefixed fields (public key, sighash,
+# signature).  The answer is a u32 group count and a bitmap, bit i (LSB first) set when group i verified.
+_COUNT = struct.Struct(">I")
+_LENGTHS = struct.Struct(">HHH")
+
+
+def encode_groups(groups) -> bytes:
+    """Groups of (public_key, sighash, signature) checks as one buffer for verify_encoded."""
+    count, lengths = _COUNT.pack, _LENGTHS.pack
+    parts = [count(len(groups))]
+    append = parts.append
+    for checks in groups:
+        append(count(len(checks)))
+        for public_key, sighash, signature in checks:
+            append(lengths(len(public_key), len(sighash), len(signature)))
+            append(public_key)
+            append(sighash)
+            append(signature)
+    return b"".join(parts)
+
+
+def decode_groups(buf: bytes) -> list:
+    """The groups encode_groups wrote; Malformed for a buffer it could not have written."""
+    try:
+        (n,), pos, groups = _COUNT.unpack_from(buf, 0), 4, []
+        for _ in range(n):
+            (m,) = _COUNT.unpack_from(buf, pos)
+            pos += 4
+            checks = []
+            for _ in range(m):
+                a, b, c = _LENGTHS.unpack_from(buf, pos)
+                pos += 6
+                sighash = buf[pos + a:pos + a + b]
+                if checks and sighash == checks[-1][1]:
+                    sighash = checks[-1][1]  # one object per transaction, as signature_checks gives it
+                checks.append((buf[pos:pos + a], sighash, buf[pos + a + b:pos + a + b + c]))
+                pos += a + b + c
+            groups.append(checks)
+    except struct.error as err:
+        raise Malformed(f"signature batch cut short: {err}") from None
+    if pos != len(buf):
+        raise Malformed(f"signature batch has {len(buf) - pos} bytes past its end")
+    return groups
+
+
+def verify_encoded(buf: bytes) -> bytes:
+    """verify_groups over an encode_groups buffer, answered as a group count and a bitmap (encode_answer)."""
+    return encode_answer(verify_groups(decode_groups(buf)))
+
+
+def encode_answer(results) -> bytes:
+    """[bool] as a u32 count and a bitmap, bit i (least significant first) set when results[i] is True."""
+    bits = sum(1 << i for i, ok in enumerate(results) if ok)
+    return _COUNT.pack(len(results)) + bits.to_bytes((len(results) + 7) // 8, "little")
+
+
+def decode_answer(buf: bytes) -> list:
+    """The [bool] encode_answer wrote; Malformed for a buffer of the wrong length."""
+    if len(buf) < 4:
+        raise Malformed("signature answer cut short")
+    (n,) = _COUNT.unpack_from(buf, 0)
+    if len(buf) != 4 + (n + 7) // 8:
+        raise Malformed(f"signature answer of {len(buf)} bytes for {n} groups")
+    bits = int.from_bytes(buf[4:], "little")
+    return [bool(bits >> i & 1) for i in range(n)]
 
 
 def check_signatures(tx: Transaction, cache: "SignatureCache | None" = None) -> None:

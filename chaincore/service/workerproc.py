@@ -5,8 +5,9 @@ Twisted here (or anything in service/ that does) would load it in every worker.
 """
 
 import os
-import time
+import sys
 import threading
+import time
 
 
 def exit_with_parent(node_pid: int, interval_s: float = 0.5) -> None:
@@ -35,3 +36,34 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def serve_signatures(stdin=None, stdout=None) -> None:
+    """A signature worker's loop: read length-prefixed rules.encode_groups buffers from stdin and answer each
+    on stdout with a length-prefixed rules.encode_answer, until stdin closes (the node ended or let it go).
+
+    The node talks to this process through pipes its reactor watches, so
+    sending a batch and taking its answer costs the node no thread and no
+    pickling: one buffer each way.
+    """
+    import struct
+    from chaincore.core import rules  # the core only: keys and the backend CHAINCORE_CRYPTO names
+
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout.buffer
+    length = struct.Struct(">I")
+    while True:
+        head = stdin.read(4)
+        if len(head) < 4:
+            return
+        (n,) = length.unpack(head)
+        buf = stdin.read(n)
+        if len(buf) < n:
+            return
+        answer = rules.verify_encoded(buf)
+        stdout.write(length.pack(len(answer)) + answer)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    serve_signatures()

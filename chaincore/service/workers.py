@@ -13,15 +13,18 @@ ever imported in a worker.
 import contextlib
 import multiprocessing
 import os
+import struct
 import sys
 import types
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
-from ..core.rules import verify_groups
+from ..core import keys, rules
+from ..core.errors import Malformed
 from .workerproc import exit_with_parent
 
 WORKER_PRELOAD = ["chaincore.core.rules"]  # what the forkserver imports once, for every worker it forks
@@ -53,6 +56,10 @@ class InlineOffloader:
 
     def run(self, fn, *args) -> defer.Deferred:
         return defer.maybeDeferred(fn, *args)
+
+    def verify_groups(self, groups) -> defer.Deferred:
+        """rules.verify_groups(groups) through the buffers a signature worker reads and answers."""
+        return self.run(rules.verify_encoded, rules.encode_groups(groups)).addCallback(rules.decode_answer)
 
     def shutdown(self):
         return defer.succeed(None)
@@ -110,6 +117,12 @@ class ProcessOffloader:
         self.reactor = reactor
         self.workers = workers or os.cpu_count() or 1
         self._executor = None
+        # one fewer than workers: the reactor keeps a core (SignatureBatcher sends no more batches at once)
+        self._signatures = SignatureWorkers(reactor, max(1, self.workers - 1))
+
+    def verify_groups(self, groups) -> defer.Deferred:
+        """rules.verify_groups(groups) in a signature worker (SignatureWorkers): a Deferred of [bool]."""
+        return self._signatures.verify_groups(groups)
 
     def run(self, fn, *args) -> defer.Deferred:
         if self._executor is None:
@@ -120,10 +133,118 @@ class ProcessOffloader:
 
     def shutdown(self) -> defer.Deferred:
         executor, self._executor = self._executor, None
+        signatures = self._signatures.shutdown()
         if executor is None:
-            return defer.succeed(None)
+            return signatures
         # twistd ends by re-raising SIGTERM, so atexit never runs: wait for the workers here
-        return deferToThread(executor.shutdown, wait=True, cancel_futures=True)
+        pool = deferToThread(executor.shutdown, wait=True, cancel_futures=True)
+        return defer.gatherResults([signatures, pool]).addCallback(lambda _: None)
+
+
+class WorkerLost(Exception):
+    """A signature worker ended (or answered nonsense) with batches unanswered."""
+
+
+_LENGTH = struct.Struct(">I")
+
+
+class _SignatureWorker(protocol.ProcessProtocol):
+    """One `python -m chaincore.service.workerproc` process: batches go in on its stdin, answers come back
+    on its stdout, in order, each a length-prefixed buffer (rules.encode_groups, rules.encode_answer)."""
+
+    def __init__(self, lost):
+        self._lost = lost        # f(self) once the process has ended
+        self.pending = deque()   # Deferreds of the batches sent, oldest first
+        self._buffer = b""
+        self.ended = defer.Deferred()
+
+    def send(self, buf: bytes) -> defer.Deferred:
+        d = defer.Deferred()
+        self.pending.append(d)
+        self.transport.writeSequence([_LENGTH.pack(len(buf)), buf])
+        return d
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= 4:
+            (n,) = _LENGTH.unpack_from(self._buffer, 0)
+            if len(self._buffer) < 4 + n:
+                return
+            answer, self._buffer = self._buffer[4:4 + n], self._buffer[4 + n:]
+            if not self.pending:
+                self._broken("an answer nobody asked for")
+                return
+            d = self.pending.popleft()
+            try:
+                results = rules.decode_answer(answer)
+            except Malformed as err:
+                d.errback(WorkerLost(f"signature worker answered nonsense: {err}"))
+                self._broken(str(err))
+                return
+            d.callback(results)
+
+    def _broken(self, why: str) -> None:
+        self._buffer = b""
+        self.transport.signalProcess("KILL")
+
+    def stop(self) -> None:
+        """Close the worker's stdin: it answers what it holds, then exits."""
+        self.transport.closeStdin()
+
+    def processEnded(self, reason) -> None:
+        self._lost(self)
+        pending, self.pending = self.pending, deque()
+        for d in pending:
+            d.errback(WorkerLost(f"signature worker ended: {reason.value}"))
+        self.ended.callback(None)
+
+
+class SignatureWorkers:
+    """Worker processes that verify batches of signature groups for the reactor, without threads.
+
+    A ProcessPoolExecutor hands each job to threads in the node process (a
+    manager thread, a queue feeder) that pickle it, write it and wake the
+    reactor back up, and every hop contends with the reactor for the GIL: for
+    a small transaction that cost more node CPU than everything else it needs.
+    Here a batch is one buffer written to a pipe the reactor watches, and the
+    answer is a bitmap read from another.  Workers start when the first batch
+    comes (with the node's signature backend), and end when their stdin closes,
+    which the node's death does too.
+    """
+
+    def __init__(self, reactor, workers: int = 1):
+        self.reactor = reactor
+        self.workers = workers
+        self._running = []
+
+    def verify_groups(self, groups) -> defer.Deferred:
+        """For each group of (public_key, sighash, signature) checks whether all of them verify: a Deferred of [bool]."""
+        worker = min(self._running, key=lambda w: len(w.pending), default=None)
+        if worker is None or (worker.pending and len(self._running) < self.workers):
+            worker = self._start()
+        return worker.send(rules.encode_groups(groups)).addCallback(self._check_count, len(groups))
+
+    @staticmethod
+    def _check_count(results: list, n: int) -> list:
+        if len(results) != n:
+            raise WorkerLost(f"signature worker answered {len(results)} groups of {n}")
+        return results
+
+    def _start(self) -> _SignatureWorker:
+        worker = _SignatureWorker(self._running.remove)
+        env = dict(os.environ, **{keys.CRYPTO_ENV: keys.backend_name()})
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_CHAINCORE_ROOT, env.get("PYTHONPATH")) if p)
+        self.reactor.spawnProcess(worker, sys.executable, [sys.executable, "-m", "chaincore.service.workerproc"],
+                                  env=env, childFDs={0: "w", 1: "r", 2: 2})
+        self._running.append(worker)
+        return worker
+
+    def shutdown(self) -> defer.Deferred:
+        """Close every worker's stdin; fires once they all ended."""
+        running = list(self._running)
+        for worker in running:
+            worker.stop()
+        return defer.gatherResults([w.ended for w in running]).addCallback(lambda _: None)
 
 
 class SignatureBatcher:
@@ -172,7 +293,7 @@ class SignatureBatcher:
         while self._queue and self._in_flight < self.max_in_flight:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             self._in_flight += 1
-            job = self.offloader.run(verify_groups, [checks for checks, _ in batch])
+            job = self.offloader.verify_groups([checks for checks, _ in batch])
             job.addBoth(self._done, batch)
 
     def _done(self, result, batch) -> None:

@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.api.budgets import DEFAULT_RATES, ENDPOINT_COSTS, STRANGER
-from chaincore.core import jsonview, keys
+from chaincore.core import jsonview, keys, rules
 from chaincore.core.errors import BadSignature
 from chaincore.core.params import REGTEST
 from chaincore.service.config import NodeLimits
@@ -198,8 +198,8 @@ class CPUBudgetTests(SynchronousTestCase):
         tx = self.amplifier()
         self.failureResultOf(self.node.submit_tx(tx), BadSignature)
         self.assertEqual(len(self.offloader.jobs), 1)
-        (groups,), = self.offloader.jobs
-        self.assertEqual([len(checks) for checks in groups], [2])
+        (buf,), = self.offloader.jobs
+        self.assertEqual([len(checks) for checks in rules.decode_groups(buf)], [2])
         self.assertEqual(len(self.verified), 2)
         self.assertGreaterEqual(metric(self.service, "chaincore_signature_cache_hits_total"), 7)
 

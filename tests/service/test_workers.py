@@ -39,9 +39,9 @@ class RecordingOffloader(InlineOffloader):
 
 class BatcherTests(SynchronousTestCase):
     def test_batches_go_to_the_core_function(self):
-        """SignatureBatcher hands its batches to rules.verify_groups, which a worker imports from the core alone."""
+        """SignatureBatcher hands its batches, encoded in one buffer, to rules.verify_encoded, a core function."""
         offloader = RecordingOffloader()
         batcher = SignatureBatcher(offloader)
         tx = signed_tx([(coinbase_outpoint(regtest_chain(1)[1]), ALICE)], [(BOB, 1000)])
         self.assertTrue(self.successResultOf(batcher.verify(rules.signature_checks(tx))))
-        self.assertEqual(offloader.ran, [rules.verify_groups])
+        self.assertEqual(offloader.ran, [rules.verify_encoded])
