@@ -8,7 +8,8 @@ Addresses are Base58Check of a version byte and HASH160 of the public key.
 
 Two backends sign and verify: pycryptodome, always there, and libsecp256k1
 through coincurve (`pip install 'chaincore[fast]'`, 9-12x faster), chosen when
-importable.  CHAINCORE_CRYPTO=pycryptodome|libsecp256k1 forces one.  Both see
+importable, at the first key operation.  CHAINCORE_CRYPTO=pycryptodome|libsecp256k1
+forces one.  Both see
 the same encoding checks here first and give the same bytes and decisions.
 """
 
@@ -345,7 +346,26 @@ def use_backend(name: str | None = None) -> str:
 
 def backend_name() -> str:
     """The name of the backend in use: "libsecp256k1" or "pycryptodome"."""
-    return _backend.name
+    return _current().name
+
+
+def loaded_backend_name() -> str | None:
+    """The name of the backend in use, or None while no key operation has needed one yet."""
+    return None if _backend is None else _backend.name
+
+
+def _current():
+    """The backend in use, chosen and checked at the first key operation (CHAINCORE_CRYPTO, else the fastest).
+
+    Loading it maps the library's tables and runs its known-answer check
+    (about 2 MB of memory), which a process that never signs or verifies, such
+    as an idle node whose workers verify for it, does without.
+    """
+    if _backend is None:
+        use_backend(os.environ.get(CRYPTO_ENV) or None)
+        if _backend is None:
+            raise ImportError(f"no signature backend works here: install {' or '.join(_NEEDS.values())}")
+    return _backend
 
 
 def clear_caches() -> None:
@@ -398,7 +418,7 @@ class PrivateKey:
 
     def sign(self, sighash: bytes) -> bytes:
         """A deterministic low-S signature of a 32-byte signature hash."""
-        return _normalise(_backend.sign(self, sighash))
+        return _normalise(_current().sign(self, sighash))
 
     def export_pem(self, passphrase: str | None) -> str:
         """PKCS#8 PEM, encrypted with scrypt and AES-256 when a passphrase is given."""
@@ -414,7 +434,7 @@ class PrivateKey:
 
 def check_public_key(public_key: bytes) -> None:
     """Raise Malformed unless public_key is a valid uncompressed secp256k1 point."""
-    _backend.check_public_key(public_key)
+    _current().check_public_key(public_key)
 
 
 def _signature_in_range(signature: bytes) -> bool:
@@ -428,12 +448,12 @@ def verify(public_key: bytes, sighash: bytes, signature: bytes) -> bool:
     """True when signature is the low-S signature of sighash by public_key."""
     if not _signature_in_range(signature):
         return False
-    return _backend.verify(public_key, _sha256(sighash).digest(), signature)
+    return _current().verify(public_key, _sha256(sighash).digest(), signature)
 
 
 def verify_batch(checks) -> int:
     """Verify (public_key, sighash, signature) triples as verify() does; the index of the first bad one, or -1."""
-    return _backend.verify_batch(checks)
+    return _current().verify_batch(checks)
 
 
 def check_signature(public_key: bytes, sighash: bytes, signature: bytes) -> None:
@@ -442,4 +462,5 @@ def check_signature(public_key: bytes, sighash: bytes, signature: bytes) -> None
 
 
 _backend = None
-use_backend(os.environ.get(CRYPTO_ENV) or None)
+if os.environ.get(CRYPTO_ENV) and os.environ[CRYPTO_ENV] not in _BACKEND_CLASSES:  # a typo stops the process at once
+    raise ValueError(f"{CRYPTO_ENV}={os.environ[CRYPTO_ENV]!r}: the backends are {', '.join(BACKEND_NAMES)}")

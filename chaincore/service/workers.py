@@ -11,13 +11,11 @@ ever imported in a worker.
 """
 
 import contextlib
-import multiprocessing
 import os
 import struct
 import sys
 import types
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 
 from twisted.internet import defer, protocol
 from twisted.internet.threads import deferToThread
@@ -68,6 +66,8 @@ class InlineOffloader:
 def worker_context():
     """The multiprocessing context workers start in: forkserver (a fresh interpreter that imported only
     WORKER_PRELOAD forks each worker; the reactor's state is never forked), else spawn."""
+    import multiprocessing  # here: a node that never needs the pool never loads it (about 1 MB)
+
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(WORKER_PRELOAD)
@@ -126,6 +126,7 @@ class ProcessOffloader:
 
     def run(self, fn, *args) -> defer.Deferred:
         if self._executor is None:
+            from concurrent.futures import ProcessPoolExecutor  # (as in worker_context)
             self._executor = ProcessPoolExecutor(self.workers, mp_context=worker_context(),
                                                  initializer=exit_with_parent, initargs=(os.getpid(),))
         with starting_workers():  # the pool starts a worker inside submit when none is idle
@@ -232,7 +233,9 @@ class SignatureWorkers:
 
     def _start(self) -> _SignatureWorker:
         worker = _SignatureWorker(self._running.remove)
-        env = dict(os.environ, **{keys.CRYPTO_ENV: keys.backend_name()})
+        env = dict(os.environ)
+        if keys.loaded_backend_name() is not None:  # the node's choice, else the worker makes the same one
+            env[keys.CRYPTO_ENV] = keys.loaded_backend_name()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_CHAINCORE_ROOT, env.get("PYTHONPATH")) if p)
         self.reactor.spawnProcess(worker, sys.executable, [sys.executable, "-m", "chaincore.service.workerproc"],
                                   env=env, childFDs={0: "w", 1: "r", 2: 2})
