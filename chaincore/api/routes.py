@@ -26,7 +26,6 @@ from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
 from ..core.errors import Fault, Forbidden, Invalid, Malformed, RateLimited, Refused, TooLarge
 from ..core.peer_url import is_loopback_url, normalise_url
 from .errors import json_body, json_error, render_error
-from .explorer import Explorer
 from ..logs import logger
 from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, openapi_json, params
 
@@ -241,13 +240,22 @@ class NodeAPI:
         self._metrics = metrics
         self._cooperate = cooperate  # schedules long answers in slices (twisted.internet.task.cooperate)
         self._events = events        # the EventHub behind /events (api/events.py)
-        self._explorer = Explorer(node, peers)
+        self._explorer_pages = None  # the Explorer, built at the first page a person asks for
         self._block_texts = OrderedDict()  # {block hash: JSON text}: see _block_text
         self._block_texts_bytes = 0
         self._utxo_texts_kept = {}  # {(address, wallet state): [JSON text]}: see _utxo_texts
 
     def resource(self):
         return self.app.resource()
+
+    @property
+    def _explorer(self):
+        """The pages for people (api/explorer.py), imported and built when first asked for: a node that no
+        person browses never loads them."""
+        if self._explorer_pages is None:
+            from .explorer import Explorer  # lazily: see the docstring
+            self._explorer_pages = Explorer(self._node, self._peers)
+        return self._explorer_pages
 
     # -- errors ------------------------------------------------------------------------
 

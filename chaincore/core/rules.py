@@ -13,6 +13,8 @@ once, and a refused transaction is not checked again until the tip moves.
 
 import bisect
 import hashlib
+import mmap
+import os
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -326,43 +328,64 @@ def check_signatures(tx: Transaction, cache: "SignatureCache | None" = None) -> 
 class SignatureCache:
     """(public_key, sighash, signature) checks that verified, so identical checks cost one verify.
 
-    Bounded, least recently used out first.  Entries are a SHA-256 of the three
-    length-prefixed fields: 32 bytes each, and no object of a dropped
-    transaction is kept alive.  Only successes are kept: a check that failed
-    is not worth remembering here (the recently-rejected set covers repeats).
+    A table of max_bytes // 32 slots, each holding the 32-byte key of one check
+    (a salted SHA-256 of its three length-prefixed fields), and nothing else:
+    the byte bound is exact, and no object of a dropped transaction is kept
+    alive.  A key may sit in one of two slots its hash picks (Bitcoin Core's
+    cuckoo cache, simplified); once both are taken, the new key overwrites one
+    of them, so a full cache forgets a few old checks at a time, chosen by a
+    hash nobody outside can predict (the salt), never all at once.  The table's
+    memory is mapped lazily: an empty cache costs nothing resident.  Only
+    successes are kept: a check that failed is not worth remembering here (the
+    recently-rejected set covers repeats).
     """
 
     MAX_BYTES = 8_000_000
-    ENTRY_BYTES = 140  # measured: a 32-byte key and its OrderedDict link
+    ENTRY_BYTES = 32
 
-    def __init__(self, max_entries: int = MAX_BYTES // ENTRY_BYTES):
-        self.max_entries = max_entries
-        self._verified = OrderedDict()
+    def __init__(self, max_bytes: int = MAX_BYTES, salt: bytes | None = None):
+        self.max_entries = max(2, max_bytes // self.ENTRY_BYTES)
+        self._salt = os.urandom(16) if salt is None else salt
+        self._table = mmap.mmap(-1, self.max_entries * self.ENTRY_BYTES)  # zero pages until written
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._verified)
+        return self._count
 
-    @staticmethod
-    def key(check) -> bytes:
-        h = hashlib.sha256()
+    def key(self, check) -> bytes:
+        h = hashlib.sha256(self._salt)
         for part in check:
             h.update(len(part).to_bytes(4, "big"))
             h.update(part)
         return h.digest()
 
+    def _slots(self, k: bytes) -> tuple:
+        n = self.max_entries
+        return (int.from_bytes(k[:8], "little") % n) * 32, (int.from_bytes(k[8:16], "little") % n) * 32
+
+    def _holds(self, k: bytes) -> bool:
+        a, b = self._slots(k)
+        table = self._table
+        return table[a:a + 32] == k or table[b:b + 32] == k
+
     def __contains__(self, check) -> bool:
-        k = self.key(check)
-        if k in self._verified:
-            self._verified.move_to_end(k)
-            return True
-        return False
+        return self._holds(self.key(check))
 
     def add(self, check) -> None:
-        k = self.key(check)
-        self._verified[k] = None
-        self._verified.move_to_end(k)
-        while len(self._verified) > self.max_entries:
-            self._verified.popitem(last=False)
+        self._insert(self.key(check))
+
+    def _insert(self, k: bytes) -> None:
+        a, b = self._slots(k)
+        table = self._table
+        if table[a:a + 32] == k or table[b:b + 32] == k:
+            return
+        for slot in (a, b):
+            if table[slot:slot + 32] == _EMPTY_SLOT:
+                table[slot:slot + 32] = k
+                self._count += 1
+                return
+        slot = a if k[16] & 1 else b  # both taken: one old check is forgotten
+        table[slot:slot + 32] = k
 
     def pending(self, checks) -> list:
         """The distinct checks not verified yet, in order of first appearance: what is left to verify."""
@@ -372,9 +395,7 @@ class SignatureCache:
             if k in seen:
                 continue
             seen.add(k)
-            if k in self._verified:
-                self._verified.move_to_end(k)
-            else:
+            if not self._holds(k):
                 out.append(check)
         return out
 
@@ -382,6 +403,9 @@ class SignatureCache:
         """Remember the checks that verify_batch(checks) == bad vouched for: all, or those before bad."""
         for check in checks if bad < 0 else checks[:bad]:
             self.add(check)
+
+
+_EMPTY_SLOT = bytes(32)  # a SHA-256 of all zeros is not going to turn up
 
 
 def verify_cached(checks, cache: SignatureCache, verify=verify_batch) -> int:

@@ -66,15 +66,17 @@ def _worth_verifying(block: Block, params) -> bool:
 
 
 class SigCache(set):
-    """tx_ids whose signatures verified; cleared when it grows past its bound (max_bytes of entries)."""
+    """tx_ids whose signatures verified, at most max_bytes of entries: at its bound, each new tx_id drops one
+    arbitrary old one (never the whole cache at once, which would make a block's every signature cost again)."""
 
     def __init__(self, max_bytes: int = SIG_CACHE_BYTES):
         super().__init__()
         self.bound = max_bytes // SIG_CACHE_ENTRY_BYTES
 
     def add(self, item):
-        if len(self) >= self.bound:
-            self.clear()
+        if item not in self:
+            while len(self) >= self.bound:
+                self.pop()
         super().add(item)
 
 

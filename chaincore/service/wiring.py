@@ -34,8 +34,8 @@ from ..logs import logger
 from ..p2p.network import PeerNetwork
 from ..storage.sqlite import SqliteStore
 from .config import NodeLimits
+from .heap import HEAP_TRIM_S, trim_heap
 from .metrics import NodeMetrics
-from .miner import MinerService
 from .node import Node
 from .timers import every
 from .workers import ProcessOffloader
@@ -277,10 +277,15 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
                       classify=classify, header_timeout_s=limits.header_timeout_s, body_grace_s=limits.body_grace_s,
                       body_min_bytes_per_s=limits.body_min_bytes_per_s,
                       on_refusal=lambda reason: metrics.refused("connection", reason))
-    miner = MinerService(node, clock, mine, offloader) if mine else None
+    miner = None
+    if mine:
+        from .miner import MinerService  # only a mining node loads the miner and its nonce search
+        miner = MinerService(node, clock, mine, offloader)
     top = NodeService(node, store, api=api, site=site, peers=peers, metrics=metrics, miner=miner,
                       datadir=datadir, reactor=reactor, lock=lock, listening=listening)
     HeartbeatService(events, clock).setServiceParent(top)
+    if reactor is not None:  # a real process (tests share theirs): freed startup pages go back to the system
+        make_timer(HEAP_TRIM_S, trim_heap, clock).setServiceParent(top)
     if endpoint is not None:  # listening first: peers that hear of us during startup can reach us
         http_service = StreamServerEndpointService(endpoint, listening)
         http_service._raiseSynchronously = True

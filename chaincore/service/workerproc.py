@@ -5,6 +5,7 @@ Twisted here (or anything in service/ that does) would load it in every worker.
 """
 
 import os
+import struct
 import sys
 import threading
 import time
@@ -46,7 +47,6 @@ def serve_signatures(stdin=None, stdout=None) -> None:
     sending a batch and taking its answer costs the node no thread and no
     pickling: one buffer each way.
     """
-    import struct
     from chaincore.core import rules  # the core only: keys and the backend CHAINCORE_CRYPTO names
 
     stdin = stdin if stdin is not None else sys.stdin.buffer

@@ -36,6 +36,11 @@ def check(n: int, signature: bytes = b"good"):
     return (bytes([n % 256]) * 65, b"\x01" * 32, signature)
 
 
+def many(n: int):
+    """The n-th of many distinct checks (check() repeats after 256)."""
+    return (n.to_bytes(4, "big") * 16 + b"\x04", b"\x01" * 32, b"good")
+
+
 def naive_first_bad(checks) -> int:
     return next((n for n, (_, _, sig) in enumerate(checks) if sig == b"bad"), -1)
 
@@ -67,16 +72,38 @@ class SignatureCacheTests(SynchronousTestCase):
         self.assertNotIn(check(2, b"bad"), cache)
         self.assertNotIn(check(3), cache)
 
-    def test_bounded_least_recently_used(self):
-        """Past max_entries the least recently used check leaves first."""
-        cache = SignatureCache(max_entries=3)
-        for n in range(3):
-            cache.add(check(n))
-        self.assertIn(check(0), cache)  # now the most recently used
-        cache.add(check(3))
-        self.assertEqual(len(cache), 3)
-        self.assertNotIn(check(1), cache)
-        self.assertIn(check(0), cache)
+    def test_bounded_in_bytes(self):
+        """The cache holds at most max_bytes // 32 checks, however many it is given, and the newest is always in."""
+        cache = SignatureCache(max_bytes=64 * 32, salt=b"fixed")
+        for n in range(1000):
+            cache.add(many(n))
+            self.assertIn(many(n), cache)
+            self.assertLessEqual(len(cache), 64)
+        self.assertEqual(cache.max_entries, 64)
+
+    def test_full_cache_forgets_a_few_at_a_time(self):
+        """Adding to a full cache forgets at most one old check per new one, never the whole cache at once."""
+        cache = SignatureCache(max_bytes=256 * 32, salt=b"fixed")
+        for n in range(2000):
+            cache.add(many(n))
+        held = {n for n in range(2000) if many(n) in cache}
+        cache.add(many(2000))
+        after = {n for n in range(2000) if many(n) in cache}
+        self.assertLessEqual(len(held - after), 1)
+        self.assertGreater(len(after), 0.8 * 256)  # two slots a key keep the table well filled
+
+    def test_recent_checks_stay(self):
+        """After a table's worth of new checks, most of the last quarter of them are still held."""
+        cache = SignatureCache(max_bytes=1024 * 32, salt=b"fixed")
+        for n in range(4096):
+            cache.add(many(n))
+        recent = sum(many(n) in cache for n in range(4096 - 256, 4096))
+        self.assertGreater(recent, 0.75 * 256)
+
+    def test_salt_changes_every_key(self):
+        """Two caches with different salts key the same check differently, so slots cannot be aimed at from outside."""
+        a, b = SignatureCache(max_bytes=1024, salt=b"a"), SignatureCache(max_bytes=1024, salt=b"b")
+        self.assertNotEqual(a.key(check(1)), b.key(check(1)))
 
     def test_fields_do_not_run_together(self):
         """Moving bytes from one field to the next makes another check, not a cache hit."""
@@ -88,11 +115,11 @@ class SignatureCacheTests(SynchronousTestCase):
     @given(st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=40), st.integers(1, 8))
     def test_same_answer_as_verify_batch(self, spec, bound):
         """Whatever was cached before, verify_cached names the same first bad check as verifying them all."""
-        cache, verify = SignatureCache(max_entries=bound), CountingVerify()
+        cache, verify = SignatureCache(max_bytes=bound * 32), CountingVerify()
         checks = [check(n, b"bad" if bad else b"good") for n, bad in spec]
         for _ in range(2):
             self.assertEqual(verify_cached(checks, cache, verify), naive_first_bad(checks))
-        self.assertLessEqual(len(cache), bound)
+        self.assertLessEqual(len(cache), max(2, bound))
 
     def test_real_signatures(self):
         """With ECDSA, a transaction with a forged last signature is found bad at that input."""

@@ -17,6 +17,18 @@ class CacheBoundTests(SynchronousTestCase):
             cache.add(os.urandom(32))
             self.assertLessEqual(len(cache) * SIG_CACHE_ENTRY_BYTES, 10 * SIG_CACHE_ENTRY_BYTES)
 
+    def test_sig_cache_forgets_one_at_a_time(self):
+        """At its bound, the verified-transaction cache drops one old tx_id for each new one, not all of them."""
+        cache = SigCache(max_bytes=10 * SIG_CACHE_ENTRY_BYTES)
+        old = [os.urandom(32) for _ in range(10)]
+        for tx_id in old:
+            cache.add(tx_id)
+        cache.add(os.urandom(32))
+        self.assertEqual(len(cache), 10)
+        self.assertEqual(sum(tx_id in cache for tx_id in old), 9)
+        cache.add(next(iter(cache)))  # one it holds already: nothing leaves
+        self.assertEqual(len(cache), 10)
+
     def test_key_and_address_caches_fit_their_budgets(self):
         """The address caches and the backend's key cache hold at most their byte budgets' worth of entries."""
         for cache in (keys.address_from_payload, keys._decode_address):
@@ -28,7 +40,8 @@ class CacheBoundTests(SynchronousTestCase):
 
     def test_entry_and_signature_caches_fit_their_budgets(self):
         """The chain state's block entries and the verified-check cache default to their byte budgets."""
-        self.assertLessEqual(rules.SignatureCache().max_entries * rules.SignatureCache.ENTRY_BYTES,
-                             rules.SignatureCache.MAX_BYTES)
+        cache = rules.SignatureCache()
+        self.assertLessEqual(cache.max_entries * rules.SignatureCache.ENTRY_BYTES, rules.SignatureCache.MAX_BYTES)
+        self.assertEqual(len(cache._table), cache.max_entries * rules.SignatureCache.ENTRY_BYTES)
         default = inspect.signature(chainstate.ChainState).parameters["cache_entries"].default
         self.assertLessEqual(default * chainstate.ENTRY_BYTES, chainstate.ENTRY_CACHE_BYTES)
