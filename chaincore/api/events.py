@@ -45,10 +45,11 @@ class EventHub:
         """Record an event and send it to every open stream; returns its id."""
         self.seq += 1
         self.ring.append((self.seq, kind, data))
-        frame = self.frame(self.seq, kind, data)
-        for stream in list(self.streams):
-            stream.write(frame)
-        return self.event_id(self.seq)
+        if self.streams:  # the frame is built for the streams open now; missed() builds the ring's later
+            frame = self.frame(self.seq, kind, data)
+            for stream in list(self.streams):
+                stream.write(frame)
+        return f"{self.run}-{self.seq}"
 
     def frame(self, seq: int, kind: str, data: dict) -> bytes:
         return (f"id: {self.event_id(seq)}\nevent: {kind}\n"

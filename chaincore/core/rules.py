@@ -353,11 +353,10 @@ class SignatureCache:
         return self._count
 
     def key(self, check) -> bytes:
-        h = hashlib.sha256(self._salt)
-        for part in check:
-            h.update(len(part).to_bytes(4, "big"))
-            h.update(part)
-        return h.digest()
+        public_key, sighash, signature = check
+        # the three lengths first, then the fields: no two checks give the same bytes
+        return _sha256(b"".join((self._salt, _KEY_LENGTHS(len(public_key), len(sighash), len(signature)),
+                                 public_key, sighash, signature))).digest()
 
     def _slots(self, k: bytes) -> tuple:
         n = self.max_entries
@@ -389,7 +388,11 @@ class SignatureCache:
 
     def pending(self, checks) -> list:
         """The distinct checks not verified yet, in order of first appearance: what is left to verify."""
-        seen, out = set(), []
+        return self.pending_keyed(checks)[0]
+
+    def pending_keyed(self, checks) -> tuple:
+        """(pending(checks), their keys): remember(keys) later records them without hashing them again."""
+        seen, out, keys = set(), [], []
         for check in checks:
             k = self.key(check)
             if k in seen:
@@ -397,7 +400,13 @@ class SignatureCache:
             seen.add(k)
             if not self._holds(k):
                 out.append(check)
-        return out
+                keys.append(k)
+        return out, keys
+
+    def remember(self, keys) -> None:
+        """Record checks that verified, by the keys pending_keyed gave for them."""
+        for k in keys:
+            self._insert(k)
 
     def record(self, checks, bad: int) -> None:
         """Remember the checks that verify_batch(checks) == bad vouched for: all, or those before bad."""
@@ -406,6 +415,8 @@ class SignatureCache:
 
 
 _EMPTY_SLOT = bytes(32)  # a SHA-256 of all zeros is not going to turn up
+_KEY_LENGTHS = struct.Struct(">III").pack
+_sha256 = hashlib.sha256
 
 
 def verify_cached(checks, cache: SignatureCache, verify=verify_batch) -> int:

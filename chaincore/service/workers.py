@@ -274,7 +274,7 @@ class SignatureBatcher:
         """A Deferred firing True if every check verifies, False otherwise."""
         checks = list(checks)
         if self.cache is not None:
-            fresh = self.cache.pending(checks)
+            fresh, keys = self.cache.pending_keyed(checks)
             if self.on_hits is not None and len(fresh) < len(checks):
                 self.on_hits(len(checks) - len(fresh))
             checks = fresh
@@ -282,14 +282,14 @@ class SignatureBatcher:
                 return defer.succeed(True)
         d = defer.Deferred()
         if self.cache is not None:
-            d.addCallback(self._remember, checks)
+            d.addCallback(self._remember, keys)
         self._queue.append((checks, d))
         self._pump()
         return d
 
-    def _remember(self, ok: bool, checks) -> bool:
+    def _remember(self, ok: bool, keys) -> bool:
         if ok:
-            self.cache.record(checks, -1)
+            self.cache.remember(keys)
         return ok
 
     def _pump(self) -> None:
