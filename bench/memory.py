@@ -6,8 +6,9 @@ running), then starts a real node on each with `twistd -n chaincore --network
 regtest`, waits until it answers /status at the expected height, lets it idle,
 and reads its current and peak resident memory (VmRSS, VmHWM) from /proc.  On
 the longer chains one transaction spending a mature coinbase is posted, which
-makes the node start its signature workers; each child process is read the
-same way.  Beside them, in the same run, a bare `python -c "import
+makes the node start its signature worker (`python -m
+chaincore.service.workerproc`, fed through pipes); each child process is read
+the same way.  Beside them, in the same run, a bare `python -c "import
 twisted.internet.reactor"`: the floor every Twisted process pays.
 
     PYTHONPATH=. python bench/memory.py --heights 0,10000,50000 [--keep DIR]
@@ -159,7 +160,9 @@ def measure_node(datadir: str, height: int, idle_s: float, workers: bool) -> lis
                      for child, line in children_of(pid)]
             for pid, cmdline, indent in tree:
                 kind = "worker" if "spawn_main" in cmdline or indent else "helper"
-                if "resource_tracker" in cmdline:
+                if "chaincore.service.workerproc" in cmdline:
+                    kind = "signature worker"
+                elif "resource_tracker" in cmdline:
                     kind = "resource tracker"
                 elif "forkserver" in cmdline and not indent:
                     kind = "forkserver"
@@ -200,7 +203,8 @@ def main():
     print()
     print(f"{'process':48}{'RSS MB':>9}{'peak MB':>9}{'PSS MB':>9}{'RSS - bare':>12}")
     for what, mem in rows:
-        print(f"{what:48}{mem['rss']:9.1f}{mem['peak']:9.1f}{mem['pss']:9.1f}{mem['rss'] - bare['rss']:+12.1f}")
+        versus = "" if what.startswith(" ") else f"{mem['rss'] - bare['rss']:+12.1f}"  # a child is not the node
+        print(f"{what:48}{mem['rss']:9.1f}{mem['peak']:9.1f}{mem['pss']:9.1f}{versus}")
     print("goals: node <= bare + 15 MB idle, flat from 10,000 to 50,000 blocks; worker <= 25 MB")
 
 

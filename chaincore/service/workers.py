@@ -18,12 +18,16 @@ import types
 from collections import deque
 
 from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessDone
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from ..core import keys, rules
 from ..core.errors import Malformed
+from ..logs import logger
 from .workerproc import exit_with_parent
+
+log = logger("chaincore.workers")
 
 WORKER_PRELOAD = ["chaincore.core.rules"]  # what the forkserver imports once, for every worker it forks
 
@@ -194,6 +198,9 @@ class _SignatureWorker(protocol.ProcessProtocol):
 
     def processEnded(self, reason) -> None:
         self._lost(self)
+        if not reason.check(ProcessDone):
+            log.warn("a signature worker ended ({reason}) with {n} batch(es) unanswered; the next batch starts "
+                     "another", reason=reason.value, n=len(self.pending))
         pending, self.pending = self.pending, deque()
         for d in pending:
             d.errback(WorkerLost(f"signature worker ended: {reason.value}"))
