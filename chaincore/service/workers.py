@@ -7,7 +7,10 @@ forkserver that imported only the consensus core, the functions they run
 live in the core (`rules.verify_batch`, `rules.verify_groups`, `pow`), their
 initializer in `workerproc` (standard library only), and the node's main
 script (twistd) is not re-run in them, so no Twisted, web or TLS module is
-ever imported in a worker.
+ever imported in a worker.  The signatures of network transactions take a
+lighter road (`ProcessOffloader.verify_groups`, `SignatureBatcher`): batches
+of many requests, one buffer each, written to `SignatureWorkers` processes
+through pipes the reactor watches, with no thread or pickling in the node.
 """
 
 import contextlib
@@ -158,7 +161,7 @@ class _SignatureWorker(protocol.ProcessProtocol):
     on its stdout, in order, each a length-prefixed buffer (rules.encode_groups, rules.encode_answer)."""
 
     def __init__(self, lost):
-        self._lost = lost        # f(self) once the process has ended
+        self._lost = lost        # f(self) once no batch should go to it any more (it may be called twice)
         self.pending = deque()   # Deferreds of the batches sent, oldest first
         self._buffer = b""
         self.ended = defer.Deferred()
@@ -189,7 +192,9 @@ class _SignatureWorker(protocol.ProcessProtocol):
             d.callback(results)
 
     def _broken(self, why: str) -> None:
+        log.warn("a signature worker answered out of turn ({why}); it is stopped", why=why)
         self._buffer = b""
+        self._lost(self)  # no new batch goes to it; what it holds fails when it has ended
         self.transport.signalProcess("KILL")
 
     def stop(self) -> None:
@@ -238,8 +243,12 @@ class SignatureWorkers:
             raise WorkerLost(f"signature worker answered {len(results)} groups of {n}")
         return results
 
+    def _forget(self, worker) -> None:
+        if worker in self._running:
+            self._running.remove(worker)
+
     def _start(self) -> _SignatureWorker:
-        worker = _SignatureWorker(self._running.remove)
+        worker = _SignatureWorker(self._forget)
         env = dict(os.environ)
         if keys.loaded_backend_name() is not None:  # the node's choice, else the worker makes the same one
             env[keys.CRYPTO_ENV] = keys.loaded_backend_name()

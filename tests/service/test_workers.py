@@ -68,6 +68,19 @@ class SignatureWorkerTests(TestCase):
         self.assertEqual(await workers.verify_groups([good, bad, []]), [True, False, True])
         self.assertEqual(await workers.verify_groups([bad + good]), [False])  # the same process, again
 
+    async def test_a_killed_worker_is_replaced(self):
+        """After its worker process is killed, the next batch starts another one and is answered."""
+        workers = SignatureWorkers(reactor, 1)
+        self.addCleanup(workers.shutdown)
+        tx = signed_tx([(coinbase_outpoint(regtest_chain(1)[1]), ALICE)], [(BOB, 1000)])
+        good = rules.signature_checks(tx)
+        self.assertEqual(await workers.verify_groups([good]), [True])
+        (first,) = workers._running
+        first.transport.signalProcess("KILL")
+        await first.ended
+        self.assertEqual(await workers.verify_groups([good]), [True])
+        self.assertNotIn(first, workers._running)
+
 
 class RecordingProcessTransport:
     """What a _SignatureWorker writes to its process, and the signals it sends."""
@@ -117,10 +130,16 @@ class SignatureWorkerProtocolTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(self.worker.ended))
 
     def test_nonsense_answer_kills_the_worker(self):
-        """An answer that is not a bitmap of its batch fails that batch and kills the worker."""
+        """An answer that is not a bitmap of its batch fails that batch, kills the worker and takes it out of use."""
         d = self.worker.send(b"a")
         self.worker.outReceived(framed(b"\x00\x00\x00\x05"))  # five groups in no bytes
         self.failureResultOf(d, WorkerLost)
+        self.assertEqual(self.worker.transport.signals, ["KILL"])
+        self.assertEqual(self.lost, [self.worker])
+
+    def test_answer_nobody_asked_for_kills_the_worker(self):
+        """An answer with no batch waiting for it kills the worker."""
+        self.worker.outReceived(framed(rules.encode_answer([True])))
         self.assertEqual(self.worker.transport.signals, ["KILL"])
 
 
