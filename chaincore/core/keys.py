@@ -8,8 +8,8 @@ Addresses are Base58Check of a version byte and HASH160 of the public key.
 
 Two backends sign and verify: pycryptodome, always there, and libsecp256k1
 through coincurve (`pip install 'chaincore[fast]'`, 9-12x faster), chosen when
-importable, at the first key operation.  CHAINCORE_CRYPTO=pycryptodome|libsecp256k1
-forces one.  Both see
+importable, at the first key operation (a process that never needs one never
+loads one).  CHAINCORE_CRYPTO=pycryptodome|libsecp256k1 forces one.  Both see
 the same encoding checks here first and give the same bytes and decisions.
 """
 
