@@ -245,6 +245,10 @@ class Synchronizer:
             self._session = None
             for peer in list(session.peers):
                 session.planner.failed(peer)
+            # the node held the catch-up's connections in memory: to disk now (a failure is the node's to log)
+            flush = getattr(self.node, "flush_chain", None)
+            if flush is not None:
+                flush()
             total = self._summarise(session)
         return total
 

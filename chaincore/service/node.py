@@ -215,27 +215,57 @@ class Node:
 
     def _accept_run(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> tuple:
         """Accept blocks in order in one store batch: (results, the Invalid error that stopped them or None)."""
-        results = []
+        results, stopped, revived = [], None, None
         try:
             with self.chain.batch():  # reloads the chain state from the store if the batch is lost
+                if self.store_failing:
+                    # connections lost with a failed write: the stored blocks become the active chain again
+                    revived = self.chain.connect_stored()
                 for block in blocks:
                     try:
                         results.append(self._accept_block(block, source, local, mined, requested))
                     except Invalid as err:
-                        return results, err
+                        stopped = err
+                        break
+                if not requested:
+                    # what relay and miners bring is on disk when its answer goes out; a catch-up's
+                    # runs are held in memory up to the store's bound and flushed when it ends
+                    self._flush_store()
         except StoreError as err:
-            if not self.store_failing:  # one line per outage, not one per refused block
-                self.store_failing = True
-                log.error("the store cannot write ({err}): refusing new blocks with 503 until it can; "
-                          "tip stays {tip} at height {height}", err=err, tip=self.chain.tip.hash.hex()[:16],
-                          height=self.chain.height)
-            self._count("block", "rejected", err.code)
+            self._store_failed(err)
             raise
-        if self.store_failing and any(isinstance(r, Accepted) for r in results):
+        if stopped is not None:
+            return results, stopped
+        if self.store_failing and (revived is not None or any(isinstance(r, Accepted) for r in results)):
             self.store_failing = False
             log.info("the store writes again: taking blocks, tip {tip} at height {height}",
                      tip=self.chain.tip.hash.hex()[:16], height=self.chain.height)
         return results, None
+
+    def _store_failed(self, err: StoreError) -> None:
+        if not self.store_failing:  # one line per outage, not one per refused block
+            self.store_failing = True
+            log.error("the store cannot write ({err}): refusing new blocks with 503 until it can; "
+                      "tip stays {tip} at height {height}", err=err, tip=self.chain.tip.hash.hex()[:16],
+                      height=self.chain.height)
+        self._count("block", "rejected", err.code)
+
+    def _flush_store(self) -> None:
+        flush = getattr(self.store, "flush", None)
+        if flush is not None:
+            flush()
+
+    def flush_chain(self) -> bool:
+        """Write the chain state the store holds in memory (a catch-up's connections) to disk; whether it
+        worked.  A failed write is logged and counted like a failed block: the node then stands at its
+        last flushed tip, memory equal to disk, and connects the stored blocks beyond it again later."""
+        try:
+            self._flush_store()
+        except StoreError as err:
+            self.chain.reload()
+            self._store_failed(err)
+            return False
+        return True
 
     def _accept_block(self, block: Block, source: str | None, local: bool, mined: bool = False,
                       requested: bool = False):
