@@ -29,7 +29,7 @@ import time
 from chaincore.core.block import Block, Header, merkle_root
 from chaincore.core.chainstate import ChainState
 from chaincore.core.params import REGTEST
-from chaincore.core.store import MemoryStore
+from chaincore.core.store import CachedStore, MemoryStore
 from chaincore.core.tx import make_coinbase
 from machine import describe  # bench/machine.py, beside this script
 
@@ -126,7 +126,7 @@ class _Verified:
         return defer.succeed(None)
 
 
-def full_catch_up(n_full: int, profile: bool = False, run_bytes: int = 2_000_000) -> None:
+def full_catch_up(n_full: int, profile: bool = False, run_bytes: int = 2_000_000, cached: bool = True) -> None:
     """CPU microseconds per transaction of a joiner's reactor over n_full full blocks, by part."""
     import cProfile
     import pstats
@@ -150,7 +150,7 @@ def full_catch_up(n_full: int, profile: bool = False, run_bytes: int = 2_000_000
     del chain
     clock = Clock()
     with tempfile.TemporaryDirectory() as datadir:
-        store = open_store(os.path.join(datadir, "chain.sqlite"))
+        store = open_store(os.path.join(datadir, "chain.sqlite"), cached)
         clock.advance(2_000_000_000)
         node = Node(store, PARAMS, clock, advertise_url="http://bench", offloader=_Verified())
         parts = {"decode": 0.0, "preverify": 0.0, "submit": 0.0, "flush": 0.0}
@@ -185,9 +185,10 @@ def full_catch_up(n_full: int, profile: bool = False, run_bytes: int = 2_000_000
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
-def open_store(path: str):
-    """The store a node opens in its datadir."""
-    return SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+def open_store(path: str, cached: bool = True):
+    """The store a node opens in its datadir: a SqliteStore, behind a CachedStore as service/wiring.py puts it."""
+    store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+    return CachedStore(store) if cached else store
 
 
 def main(argv=None):
@@ -197,11 +198,12 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=100, help="blocks per store transaction in the batched run")
     parser.add_argument("--full", type=int, default=0, help="time a joiner's reactor on this many full blocks instead")
     parser.add_argument("--profile", action="store_true", help="with --full: print a cProfile of it")
+    parser.add_argument("--no-cache", action="store_true", help="with --full: the SqliteStore alone, no CachedStore")
     args = parser.parse_args(argv)
 
     print(f"machine: {describe()}")
     if args.full:
-        full_catch_up(args.full, args.profile)
+        full_catch_up(args.full, args.profile, cached=not args.no_cache)
         return
     print("network: regtest")
     start = time.perf_counter()
