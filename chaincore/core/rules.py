@@ -237,6 +237,24 @@ def verify_batch(checks) -> int:
     return keys.verify_batch(checks)
 
 
+def verify_tx_bytes(raw_txs) -> int:
+    """Verify every signature of transactions given as their canonical bytes; the index of the first
+    transaction with a bad one (or bytes that do not decode), or -1.
+
+    What a signature worker runs for a block's transactions: the worker decodes
+    them and builds their signature hashes itself, so the reactor sends bytes it
+    holds already instead of building (key, sighash, signature) checks.
+    """
+    for n, raw in enumerate(raw_txs):
+        try:
+            tx = Transaction.decode(raw)
+        except Invalid:
+            return n
+        if verify_batch(signature_checks(tx)) >= 0:
+            return n
+    return -1
+
+
 def verify_groups(groups) -> list:
     """For each group of (public_key, sighash, signature) checks, whether all of them verify.
 

@@ -65,17 +65,33 @@ def _worth_verifying(block: Block, params) -> bool:
     return bool(block.transactions) and merkle_root([tx.tx_id for tx in block.transactions]) == block.header.merkle_root
 
 
-class SigCache(set):
-    """tx_ids whose signatures verified; cleared when it grows past its bound (max_bytes of entries)."""
+class SigCache:
+    """tx_ids whose signatures verified, at most max_bytes of entries: past the bound, the oldest goes.
+
+    Oldest first, not all at once: a catch-up adds the transactions of blocks
+    verified ahead of their turn, and clearing them all would leave the chain
+    state to verify thousands again in the reactor.
+    """
 
     def __init__(self, max_bytes: int = SIG_CACHE_BYTES):
-        super().__init__()
         self.bound = max_bytes // SIG_CACHE_ENTRY_BYTES
+        self._ids = {}  # tx_id -> None, in insertion order
 
-    def add(self, item):
-        if len(self) >= self.bound:
-            self.clear()
-        super().add(item)
+    def __contains__(self, tx_id) -> bool:
+        return tx_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, tx_id) -> None:
+        ids = self._ids
+        if tx_id not in ids:
+            ids[tx_id] = None
+            if len(ids) > self.bound:
+                del ids[next(iter(ids))]
+
+    def discard(self, tx_id) -> None:
+        self._ids.pop(tx_id, None)
 
 
 class Node:
@@ -389,35 +405,30 @@ class Node:
         if chunk:
             chunks.append(chunk)
         for ch in chunks:
-            checks = [c for _, tx in ch for c in rules.signature_checks(tx)]
-            fresh = self.check_cache.pending(checks)  # identical checks travel once; verified ones stay home
-            self._cache_hits(len(checks) - len(fresh))
+            # The workers get the transactions' bytes and build the checks themselves: a block's checks
+            # are new (a transaction seen in the mempool is in sig_cache, skipped above), and building
+            # them here (sighashes, check-cache keys) cost the reactor more than the bytes cost to send.
             txs = [tx for _, tx in ch]
-            if fresh:
-                job = self.offloader.run(rules.verify_batch, fresh)
-                for tx in txs:
-                    self._verifying[tx.tx_id] = job
-            else:
-                job = defer.succeed(-1)
-            job.addBoth(self._verified, txs, fresh)
+            job = self.offloader.run(rules.verify_tx_bytes, [tx.raw for tx in txs])
+            for tx in txs:
+                self._verifying[tx.tx_id] = job
+            job.addBoth(self._verified, txs)
             for n in {n for n, _ in ch}:
                 waits.setdefault(n, []).append(job)
         for n, jobs in waits.items():
             ready[n] = defer.gatherResults(jobs).addCallback(lambda _: None)
         return ready
 
-    def _verified(self, bad, txs, checks) -> None:
-        """One worker batch is back: its transactions are verified if none of its signatures was bad."""
+    def _verified(self, bad, txs) -> None:
+        """One worker batch is back: its transactions before the first bad one (all if none) are verified."""
         for tx in txs:
             self._verifying.pop(tx.tx_id, None)
         if isinstance(bad, Failure):
             log.warn("a signature batch failed in a worker ({error}); the chain state verifies it",
                      error=bad.getErrorMessage())
             return None
-        self.check_cache.record(checks, bad)
-        if bad < 0:
-            for tx in txs:
-                self.sig_cache.add(tx.tx_id)
+        for tx in txs if bad < 0 else txs[:bad]:
+            self.sig_cache.add(tx.tx_id)
         return None
 
     # -- transactions ----------------------------------------------------------------
