@@ -203,8 +203,19 @@ class Node:
         results, done = [], defer.Deferred()
         state = {"next": 0}
 
+        def finish(outcome):
+            # advance refers to itself through state: a cycle holding every block of the run, which only
+            # the cyclic collector would free (late, during a catch-up): break it before firing
+            state.clear()
+            blocks.clear()
+            ready.clear()
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
         def advance(_=None):
-            if done.called:
+            if done.called or not state:
                 return
             start = state["next"]
             end = start
@@ -215,17 +226,18 @@ class Node:
                 try:
                     taken, error = self._accept_run(blocks[start:end], source, local, mined, requested)
                 except BaseException:
-                    done.errback()
+                    finish(Failure())
                     return
                 results.extend(taken)
                 if error is not None:
-                    done.callback((results, error))
+                    finish((results, error))
                     return
             if state["next"] == len(blocks):
-                done.callback((results, None))
+                finish((results, None))
             else:
-                ready[state["next"]].addBoth(advance)
+                ready[state["next"]].addBoth(state["advance"])
 
+        state["advance"] = advance
         advance()
         return done
 
