@@ -245,14 +245,19 @@ def verify_tx_bytes(raw_txs) -> int:
     them and builds their signature hashes itself, so the reactor sends bytes it
     holds already instead of building (key, sighash, signature) checks.
     """
+    checks, firsts, undecodable = [], [], -1
     for n, raw in enumerate(raw_txs):
         try:
             tx = Transaction.decode(raw)
         except Invalid:
-            return n
-        if verify_batch(signature_checks(tx)) >= 0:
-            return n
-    return -1
+            undecodable = n
+            break
+        firsts.append(len(checks))
+        checks += signature_checks(tx)
+    bad = verify_batch(checks) if checks else -1  # one call for the lot: the backend's per-call cost once
+    if bad >= 0:
+        return bisect.bisect_right(firsts, bad) - 1
+    return undecodable
 
 
 def verify_groups(groups) -> list:

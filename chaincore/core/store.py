@@ -236,7 +236,7 @@ class MemoryStore:
 # a coin (its outpoint, Coin and dict slot), a tx_index row, a history row, an undo coin, a height.
 CACHE_COIN_BYTES = 260
 CACHE_ROW_BYTES = 200
-CACHE_DEFAULT_BYTES = 24_000_000
+CACHE_DEFAULT_BYTES = 12_000_000
 
 
 class CachedStore:
