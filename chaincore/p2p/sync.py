@@ -30,11 +30,11 @@ log = logger("chaincore.p2p.sync")
 HEADERS_PER_REQUEST = 2000
 PROGRESS_EVERY_S = 5.0
 STALL_CHECK_S = 1.0              # how often a catch-up looks for peers past their deadline
-WINDOW_BYTES = 16_000_000        # blocks in flight and waiting for the blocks below them, as bytes received
+WINDOW_BYTES = 12_000_000        # blocks in flight and waiting for the blocks below them, as bytes received
                                  # (binary: about a fifth of what they take once decoded)
 PEER_BYTES = 8_000_000           # in flight from one peer
 RUN_BYTES = 2_000_000            # blocks handed to the node at once: their signature batches are built together
-AHEAD_BYTES = 2_000_000          # waiting blocks after the run being connected whose signatures go out meanwhile
+AHEAD_BYTES = 4_000_000          # waiting blocks after the run being connected whose signatures go out meanwhile
 MAX_TXS_PER_EXCHANGE = 5000
 CATCH_UP_GC_THRESHOLD = (50_000, 20, 100)  # gc.set_threshold while catching up (Python's default: 700, 10, 10)
 
