@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import StoreError
 from .tx import Coin, OutPoint
 
 # Block index statuses.
@@ -376,11 +377,13 @@ class CachedStore:
         self.inner.set_meta(key, value)
 
     def close(self) -> None:
-        """Flush, then close the inner store; a flush that fails loses only connections made again later."""
+        """Flush, then close the inner store.  A flush that fails (disk full) loses only connections: the
+        next start finds their blocks stored beyond the tip and connects them again."""
         try:
             self.flush()
-        finally:
-            self.inner.close()
+        except StoreError:
+            pass
+        self.inner.close()
 
     # -- reads -------------------------------------------------------------------------
 
