@@ -9,10 +9,20 @@ new ChainState on it.  The reopen is timed at two chain lengths to show that it
 does not grow with the chain.  A MemoryStore run gives the store-free figure.
 
     /tmp/venv/bin/python bench/chainstate.py --blocks 10000 --small 1000
+
+With --full F it instead times what a joiner's reactor does per transaction
+while catching up on F blocks of about 1 MB of signed transactions (the chain
+of bench/network.py (d)): decoding the framed /blocks answers, the node's
+preverify (checks built and sent; the workers are replaced by an instant
+"verified"), and Node.submit_blocks into a fresh SqliteStore, in runs of
+about 2 MB as the catch-up hands them over.  --profile adds a cProfile of it.
+
+    PYTHONPATH=. python bench/chainstate.py --full 30 [--profile]
 """
 
 import argparse
 import contextlib
+import gc
 import os
 import tempfile
 import time
@@ -20,7 +30,7 @@ import time
 from chaincore.core.block import Block, Header, merkle_root
 from chaincore.core.chainstate import ChainState
 from chaincore.core.params import REGTEST
-from chaincore.core.store import MemoryStore
+from chaincore.core.store import CachedStore, MemoryStore
 from chaincore.core.tx import make_coinbase
 from machine import describe  # bench/machine.py, beside this script
 
@@ -103,14 +113,103 @@ def sqlite_run(raw_blocks, batch: int = 0) -> dict:
         return run
 
 
+class _Verified:
+    """An offloader whose every batch comes back verified at once: the workers' time is not the reactor's."""
+
+    workers = 2
+
+    def run(self, fn, *args):
+        from twisted.internet import defer
+        return defer.succeed(-1)
+
+    def shutdown(self):
+        from twisted.internet import defer
+        return defer.succeed(None)
+
+
+def full_catch_up(n_full: int, profile: bool = False, run_bytes: int = 2_000_000, cached: bool = True,
+                  gc_tuned: bool = True) -> None:
+    """CPU microseconds per transaction of a joiner's reactor over n_full full blocks, by part."""
+    import cProfile
+    import pstats
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from twisted.internet.task import Clock
+    from chaincore.core import wire
+    from chaincore.p2p.sync import CATCH_UP_GC_THRESHOLD
+    from chaincore.service.node import Node
+    from tests.support.fullblocks import full_chain
+
+    chain = full_chain(n_full, "many")
+    runs, run = [], []
+    for block in chain[1:]:
+        run.append(block.raw)
+        if sum(map(len, run)) >= run_bytes:
+            runs.append(wire.frame_list(run))
+            run = []
+    if run:
+        runs.append(wire.frame_list(run))
+    n_txs = sum(len(b.transactions) for b in chain[1:])
+    del chain
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as datadir:
+        store = open_store(os.path.join(datadir, "chain.sqlite"), cached)
+        clock.advance(2_000_000_000)
+        node = Node(store, PARAMS, clock, advertise_url="http://bench", offloader=_Verified())
+        parts = {"decode": 0.0, "preverify": 0.0, "submit": 0.0, "flush": 0.0}
+        gc.set_threshold(*(CATCH_UP_GC_THRESHOLD if gc_tuned else (700, 10, 10)))  # as a catch-up sets it
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        for framed in runs:
+            t = time.process_time()
+            blocks = wire.decode_blocks(framed, 1_000_000)
+            parts["decode"] += time.process_time() - t
+            t = time.process_time()
+            node.preverify_blocks(blocks)
+            parts["preverify"] += time.process_time() - t
+            t = time.process_time()
+            results = []
+            node.submit_blocks(blocks, requested=True).addCallback(results.append)
+            parts["submit"] += time.process_time() - t
+            assert results and results[0][1] is None, results
+        t = time.process_time()
+        flush = getattr(node, "flush_chain", None)
+        if flush is not None:
+            flush()
+        parts["flush"] += time.process_time() - t
+        if profiler:
+            profiler.disable()
+        store.close()
+    total = sum(parts.values())
+    print(f"joiner reactor CPU over {n_txs:,} transactions ({n_full} full blocks): {1e6 * total / n_txs:.1f} us a "
+          "transaction: " + ", ".join(f"{k} {1e6 * v / n_txs:.1f}" for k, v in parts.items()))
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+def open_store(path: str, cached: bool = True):
+    """The store a node opens in its datadir: a SqliteStore, behind a CachedStore as service/wiring.py puts it."""
+    store = SqliteStore(path, REGTEST.name, REGTEST.genesis_hash)
+    return CachedStore(store) if cached else store
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=10_000)
     parser.add_argument("--small", type=int, default=1_000, help="the shorter chain for the reopen comparison")
     parser.add_argument("--batch", type=int, default=100, help="blocks per store transaction in the batched run")
+    parser.add_argument("--full", type=int, default=0, help="time a joiner's reactor on this many full blocks instead")
+    parser.add_argument("--profile", action="store_true", help="with --full: print a cProfile of it")
+    parser.add_argument("--no-cache", action="store_true", help="with --full: the SqliteStore alone, no CachedStore")
+    parser.add_argument("--default-gc", action="store_true", help="with --full: Python's GC thresholds, not a catch-up's")
     args = parser.parse_args(argv)
 
     print(f"machine: {describe()}")
+    if args.full:
+        full_catch_up(args.full, args.profile, cached=not args.no_cache, gc_tuned=not args.default_gc)
+        return
     print("network: regtest")
     start = time.perf_counter()
     raw = build(args.blocks)

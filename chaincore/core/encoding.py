@@ -83,6 +83,16 @@ class Reader:
         """The offset of the next byte to read."""
         return self._pos
 
+    def buffer_at(self) -> tuple:
+        """(the whole input as bytes, the position): for a decoder that reads many fields at once."""
+        return self._data, self._pos
+
+    def skip_to(self, pos: int) -> None:
+        """Move to pos (a decoder reading on its own has checked the bytes up to it)."""
+        if not self._pos <= pos <= len(self._data):
+            raise Malformed(f"truncated data: position {pos} is past the end")
+        self._pos = pos
+
     def since(self, start: int) -> bytes:
         """The bytes read from offset start up to here."""
         return self._data[start:self._pos]

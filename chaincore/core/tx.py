@@ -14,11 +14,24 @@ starts with the block height as u32: two coinbases never share a tx_id.
 
 from dataclasses import dataclass
 import functools
+import struct
 from typing import NamedTuple
 
 from .encoding import Reader, cached, compact_size, sha256d, u32, u64, var_bytes
 from .errors import Malformed
 from .keys import ADDRESS_PAYLOAD_SIZE, address_from_payload
+
+_U32 = struct.Struct("<I")
+_OUTPUT = struct.Struct(f"<Q{ADDRESS_PAYLOAD_SIZE}s")
+
+
+def _compact(data: bytes, pos: int, limit: int) -> tuple:
+    """(count, position after it) of the compact size at pos, one of 0xFD and up: minimal and within limit."""
+    r = Reader(data)
+    r.skip_to(pos)
+    n = r.count(limit)
+    return n, r.pos
+
 
 NULL_TXID = bytes(32)
 NULL_INDEX = 0xFFFFFFFF
@@ -148,23 +161,61 @@ class Transaction:
 
     @classmethod
     def read(cls, r: Reader) -> "Transaction":
-        """The transaction at r's position; its bytes (for tx_id and sighash) are the slice it was read from."""
-        start = r.pos
-        version = r.u32()
-        inputs = []
-        spans = []
-        for _ in range(r.count(MAX_TX_INPUTS)):
-            prev_tx_id, index, public_key = r.take(32), r.u32(), r.var_bytes(65)
-            signature_at = r.pos - start
-            inputs.append(TxIn(prev_tx_id, index, public_key, r.var_bytes(MAX_COINBASE_DATA)))
-            spans.append((signature_at, r.pos - start))
-        outputs = []
-        for _ in range(r.count(MAX_TX_OUTPUTS)):
-            outputs.append(TxOut(r.u64(), r.take(ADDRESS_PAYLOAD_SIZE)))
-        tx = cls(version, tuple(inputs), tuple(outputs), r.u32())
+        """The transaction at r's position; its bytes (for tx_id and sighash) are the slice it was read from.
+
+        The same checks as reading field by field through r (canonical compact
+        sizes, the limits, no short field), made on r's bytes directly: this is
+        the hot path of taking in blocks.  Every slice is checked at the end
+        (a slice past the end is short, and the position then lies past it).
+        """
+        data, start = r.buffer_at()
+        end = len(data)
+        try:
+            (version,) = _U32.unpack_from(data, start)
+            pos = start + 4
+            n_inputs = data[pos]
+            pos += 1
+            if n_inputs >= 0xFD:
+                n_inputs, pos = _compact(data, pos - 1, MAX_TX_INPUTS)
+            inputs, spans = [], []
+            for _ in range(n_inputs):
+                prev_tx_id = data[pos:pos + 32]
+                (index,) = _U32.unpack_from(data, pos + 32)
+                size = data[pos + 36]
+                if size > 65:  # (a compact size of 0xFD and up is over the limit as well)
+                    raise Malformed(f"byte string of {size} bytes over the limit of 65")
+                pos += 37
+                public_key = data[pos:pos + size]
+                pos += size
+                signature_at = pos
+                size = data[pos]
+                if size > MAX_COINBASE_DATA:
+                    raise Malformed(f"byte string of {size} bytes over the limit of {MAX_COINBASE_DATA}")
+                pos += 1
+                signature = data[pos:pos + size]
+                pos += size
+                inputs.append(TxIn(prev_tx_id, index, public_key, signature))
+                spans.append((signature_at - start, pos - start))
+            n_outputs = data[pos]
+            pos += 1
+            if n_outputs >= 0xFD:
+                n_outputs, pos = _compact(data, pos - 1, MAX_TX_OUTPUTS)
+            outputs = []
+            for _ in range(n_outputs):
+                amount, recipient = _OUTPUT.unpack_from(data, pos)
+                pos += _OUTPUT.size
+                outputs.append(TxOut(amount, recipient))
+            (lock_time,) = _U32.unpack_from(data, pos)
+            pos += 4
+        except (IndexError, struct.error):
+            raise Malformed(f"truncated data: a transaction at offset {start} runs past the end") from None
+        if pos > end:
+            raise Malformed(f"truncated data: a transaction at offset {start} runs past the end")
+        r.skip_to(pos)
+        tx = cls(version, tuple(inputs), tuple(outputs), lock_time)
         # The decoder accepts only the canonical form, so the slice is what encode() would give:
         # keep it rather than build it again to hash.
-        tx.__dict__["raw"] = r.since(start)
+        tx.__dict__["raw"] = data[start:pos]
         tx.__dict__["_signature_spans"] = spans
         return tx
 

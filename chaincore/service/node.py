@@ -10,6 +10,7 @@ about it.  Time comes from an injected clock.
 """
 
 import os
+from collections import OrderedDict
 import re
 
 from twisted.internet import defer
@@ -48,7 +49,7 @@ def parse_history_cursor(cursor: str):
 
 
 SIG_CACHE_BYTES = 6_000_000
-SIG_CACHE_ENTRY_BYTES = 105  # measured: a 32-byte tx_id and its slot in the set
+SIG_CACHE_ENTRY_BYTES = 170  # measured: a 32-byte tx_id (65 B) and its OrderedDict entry (105 B)
 
 
 def _worth_verifying(block: Block, params) -> bool:
@@ -65,19 +66,35 @@ def _worth_verifying(block: Block, params) -> bool:
     return bool(block.transactions) and merkle_root([tx.tx_id for tx in block.transactions]) == block.header.merkle_root
 
 
-class SigCache(set):
-    """tx_ids whose signatures verified, at most max_bytes of entries: at its bound, each new tx_id drops one
-    arbitrary old one (never the whole cache at once, which would make a block's every signature cost again)."""
+class SigCache:
+    """tx_ids whose signatures verified, at most max_bytes of entries: past the bound, the oldest goes.
+
+    Oldest first, not all at once: a catch-up adds the transactions of blocks
+    verified ahead of their turn, and clearing them all would leave the chain
+    state to verify thousands again in the reactor.
+    """
 
     def __init__(self, max_bytes: int = SIG_CACHE_BYTES):
-        super().__init__()
         self.bound = max_bytes // SIG_CACHE_ENTRY_BYTES
+        # an OrderedDict forgets its oldest in O(1); a dict's first key is found by skipping the holes
+        # its deletions left at the front, several microseconds a time at this size
+        self._ids = OrderedDict()  # tx_id -> None, oldest first
 
-    def add(self, item):
-        if item not in self:
-            while len(self) >= self.bound:
-                self.pop()
-        super().add(item)
+    def __contains__(self, tx_id) -> bool:
+        return tx_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, tx_id) -> None:
+        ids = self._ids
+        if tx_id not in ids:
+            ids[tx_id] = None
+            if len(ids) > self.bound:
+                ids.popitem(last=False)
+
+    def discard(self, tx_id) -> None:
+        self._ids.pop(tx_id, None)
 
 
 class Node:
@@ -189,8 +206,19 @@ class Node:
         results, done = [], defer.Deferred()
         state = {"next": 0}
 
+        def finish(outcome):
+            # advance refers to itself through state: a cycle holding every block of the run, which only
+            # the cyclic collector would free (late, during a catch-up): break it before firing
+            state.clear()
+            blocks.clear()
+            ready.clear()
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
         def advance(_=None):
-            if done.called:
+            if done.called or not state:
                 return
             start = state["next"]
             end = start
@@ -201,43 +229,74 @@ class Node:
                 try:
                     taken, error = self._accept_run(blocks[start:end], source, local, mined, requested)
                 except BaseException:
-                    done.errback()
+                    finish(Failure())
                     return
                 results.extend(taken)
                 if error is not None:
-                    done.callback((results, error))
+                    finish((results, error))
                     return
             if state["next"] == len(blocks):
-                done.callback((results, None))
+                finish((results, None))
             else:
-                ready[state["next"]].addBoth(advance)
+                ready[state["next"]].addBoth(state["advance"])
 
+        state["advance"] = advance
         advance()
         return done
 
     def _accept_run(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> tuple:
         """Accept blocks in order in one store batch: (results, the Invalid error that stopped them or None)."""
-        results = []
+        results, stopped, revived = [], None, None
         try:
             with self.chain.batch():  # reloads the chain state from the store if the batch is lost
+                if self.store_failing:
+                    # connections lost with a failed write: the stored blocks become the active chain again
+                    revived = self.chain.connect_stored()
                 for block in blocks:
                     try:
                         results.append(self._accept_block(block, source, local, mined, requested))
                     except Invalid as err:
-                        return results, err
+                        stopped = err
+                        break
+                if not requested:
+                    # what relay and miners bring is on disk when its answer goes out; a catch-up's
+                    # runs are held in memory up to the store's bound and flushed when it ends
+                    self._flush_store()
         except StoreError as err:
-            if not self.store_failing:  # one line per outage, not one per refused block
-                self.store_failing = True
-                log.error("the store cannot write ({err}): refusing new blocks with 503 until it can; "
-                          "tip stays {tip} at height {height}", err=err, tip=self.chain.tip.hash.hex()[:16],
-                          height=self.chain.height)
-            self._count("block", "rejected", err.code)
+            self._store_failed(err)
             raise
-        if self.store_failing and any(isinstance(r, Accepted) for r in results):
+        if stopped is not None:
+            return results, stopped
+        if self.store_failing and (revived is not None or any(isinstance(r, Accepted) for r in results)):
             self.store_failing = False
             log.info("the store writes again: taking blocks, tip {tip} at height {height}",
                      tip=self.chain.tip.hash.hex()[:16], height=self.chain.height)
         return results, None
+
+    def _store_failed(self, err: StoreError) -> None:
+        if not self.store_failing:  # one line per outage, not one per refused block
+            self.store_failing = True
+            log.error("the store cannot write ({err}): refusing new blocks with 503 until it can; "
+                      "tip stays {tip} at height {height}", err=err, tip=self.chain.tip.hash.hex()[:16],
+                      height=self.chain.height)
+        self._count("block", "rejected", err.code)
+
+    def _flush_store(self) -> None:
+        flush = getattr(self.store, "flush", None)
+        if flush is not None:
+            flush()
+
+    def flush_chain(self) -> bool:
+        """Write the chain state the store holds in memory (a catch-up's connections) to disk; whether it
+        worked.  A failed write is logged and counted like a failed block: the node then stands at its
+        last flushed tip, memory equal to disk, and connects the stored blocks beyond it again later."""
+        try:
+            self._flush_store()
+        except StoreError as err:
+            self.chain.reload()
+            self._store_failed(err)
+            return False
+        return True
 
     def _accept_block(self, block: Block, source: str | None, local: bool, mined: bool = False,
                       requested: bool = False):
@@ -361,35 +420,30 @@ class Node:
         if chunk:
             chunks.append(chunk)
         for ch in chunks:
-            checks = [c for _, tx in ch for c in rules.signature_checks(tx)]
-            fresh = self.check_cache.pending(checks)  # identical checks travel once; verified ones stay home
-            self._cache_hits(len(checks) - len(fresh))
+            # The workers get the transactions' bytes and build the checks themselves: a block's checks
+            # are new (a transaction seen in the mempool is in sig_cache, skipped above), and building
+            # them here (sighashes, check-cache keys) cost the reactor more than the bytes cost to send.
             txs = [tx for _, tx in ch]
-            if fresh:
-                job = self.offloader.run(rules.verify_batch, fresh)
-                for tx in txs:
-                    self._verifying[tx.tx_id] = job
-            else:
-                job = defer.succeed(-1)
-            job.addBoth(self._verified, txs, fresh)
+            job = self.offloader.run(rules.verify_tx_bytes, [tx.raw for tx in txs])
+            for tx in txs:
+                self._verifying[tx.tx_id] = job
+            job.addBoth(self._verified, txs)
             for n in {n for n, _ in ch}:
                 waits.setdefault(n, []).append(job)
         for n, jobs in waits.items():
             ready[n] = defer.gatherResults(jobs).addCallback(lambda _: None)
         return ready
 
-    def _verified(self, bad, txs, checks) -> None:
-        """One worker batch is back: its transactions are verified if none of its signatures was bad."""
+    def _verified(self, bad, txs) -> None:
+        """One worker batch is back: its transactions before the first bad one (all if none) are verified."""
         for tx in txs:
             self._verifying.pop(tx.tx_id, None)
         if isinstance(bad, Failure):
             log.warn("a signature batch failed in a worker ({error}); the chain state verifies it",
                      error=bad.getErrorMessage())
             return None
-        self.check_cache.record(checks, bad)
-        if bad < 0:
-            for tx in txs:
-                self.sig_cache.add(tx.tx_id)
+        for tx in txs if bad < 0 else txs[:bad]:
+            self.sig_cache.add(tx.tx_id)
         return None
 
     # -- transactions ----------------------------------------------------------------

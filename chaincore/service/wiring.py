@@ -30,6 +30,7 @@ from ..api.routes import NodeAPI
 from ..api.site import make_site
 from ..core.errors import StoreError
 from ..core.params import NETWORKS
+from ..core.store import CachedStore
 from ..logs import logger
 from ..p2p.network import PeerNetwork
 from ..storage.sqlite import SqliteStore
@@ -173,7 +174,7 @@ def open_store(datadir: str, params):
         raise SystemExit(f"chaincore: cannot open datadir {datadir}: {e.strerror}")
     if store.upgraded:
         log.info("{what}", what=store.upgraded)
-    return store, lock
+    return CachedStore(store), lock
 
 
 def exposure_warning(options) -> str | None:

@@ -804,3 +804,17 @@ class AddressVersionTests(SynchronousTestCase):
         odd = Transaction(tx.version, tx.inputs, (TxOut(1000, b"\x00" + payload(BOB)[1:]),), tx.lock_time)
         err = self.assertRaises(BadAddress, check_tx_sanity, odd, REGTEST)
         self.assertEqual(err.code, "bad-address")
+
+
+class WorkerVerifyTests(SynchronousTestCase):
+    def test_tx_bytes_verify_and_name_the_first_bad(self):
+        """verify_tx_bytes answers -1 for good transactions and the index of the first with a bad signature
+        or bytes that do not decode."""
+        from chaincore.core.rules import verify_tx_bytes
+        good = [signed_tx([(OutPoint(bytes([n]) * 32, 0), ALICE)], [(payload(BOB), 5)]) for n in range(3)]
+        sig = bytearray(good[1].inputs[0].signature)
+        sig[7] ^= 1
+        bad = good[1].with_signatures([bytes(sig)])
+        self.assertEqual(verify_tx_bytes([tx.raw for tx in good]), -1)
+        self.assertEqual(verify_tx_bytes([good[0].raw, bad.raw, good[2].raw]), 1)
+        self.assertEqual(verify_tx_bytes([good[0].raw, good[2].raw[:-1]]), 1)

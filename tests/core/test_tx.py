@@ -1,11 +1,14 @@
 """Transactions: their byte layout, tx_id, signature hash and coinbase form (CONTRACT 3)."""
 
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.core.encoding import sha256d
+from chaincore.core.encoding import Reader, sha256d
 from chaincore.core.errors import Malformed
+from chaincore.core.keys import ADDRESS_PAYLOAD_SIZE
 from chaincore.core.tx import (
-    NULL_INDEX, NULL_TXID, OutPoint, Transaction, TxIn, TxOut, make_coinbase,
+    MAX_COINBASE_DATA, MAX_TX_INPUTS, MAX_TX_OUTPUTS, NULL_INDEX, NULL_TXID, OutPoint, Transaction, TxIn, TxOut,
+    make_coinbase,
 )
 from tests.support.builders import ALICE, BOB, payload, signed_tx
 
@@ -122,3 +125,45 @@ class CoinbaseTests(SynchronousTestCase):
         """An input's outpoint names the transaction and output it spends."""
         self.assertEqual(_tx().inputs[0].outpoint, FUNDING)
         self.assertFalse(_tx().inputs[0].is_null)
+
+
+def reference_read(r: Reader) -> Transaction:
+    """The transaction at r's position, read field by field through Reader (what Transaction.read must equal)."""
+    version = r.u32()
+    inputs = []
+    for _ in range(r.count(MAX_TX_INPUTS)):
+        prev_tx_id, index, public_key = r.take(32), r.u32(), r.var_bytes(65)
+        inputs.append(TxIn(prev_tx_id, index, public_key, r.var_bytes(MAX_COINBASE_DATA)))
+    outputs = [TxOut(r.u64(), r.take(ADDRESS_PAYLOAD_SIZE)) for _ in range(r.count(MAX_TX_OUTPUTS))]
+    return Transaction(version, tuple(inputs), tuple(outputs), r.u32())
+
+
+def decoded(read, data: bytes):
+    """(transaction, position after it), or "Malformed"."""
+    r = Reader(data)
+    try:
+        tx = read(r)
+    except Malformed:
+        return "Malformed"
+    return tx, r.pos
+
+
+VALID = [_tx().raw, make_coinbase(7, [(payload(BOB), 50)], b"x").raw,
+         signed_tx([(FUNDING, ALICE), (OutPoint(bytes(32), 1), BOB)], [(payload(BOB), 1)] * 3).raw]
+
+
+class DecoderTests(SynchronousTestCase):
+    @settings(max_examples=400, deadline=None)
+    @given(st.sampled_from(VALID), st.integers(0, 400), st.binary(max_size=4), st.integers(0, 400))
+    def test_read_equals_field_by_field(self, raw, at, patch, cut):
+        """On valid bytes patched and cut anywhere, Transaction.read returns what the field-by-field reader
+        does, to the byte, or both refuse them as Malformed."""
+        data = (raw[:at] + patch + raw[at + len(patch):])[:max(cut, 1)] + raw[cut:]
+        self.assertEqual(decoded(Transaction.read, data), decoded(reference_read, data))
+
+    def test_long_counts_and_over_limit_lengths_are_refused(self):
+        """A non-minimal input count and a public key longer than 65 bytes are Malformed."""
+        raw = _tx().raw
+        self.assertRaises(Malformed, Transaction.decode, raw[:4] + b"\xfd\x01\x00" + raw[5:])
+        at = 4 + 1 + 32 + 4
+        self.assertRaises(Malformed, Transaction.decode, raw[:at] + b"\x42" + raw[at + 1:])

@@ -149,10 +149,11 @@ class NodePeer:
     peer that lies or whose chain moves.
     """
 
-    def __init__(self, url: str, clock, blocks=(), *, network=None, seeds=()):
+    def __init__(self, url: str, clock, blocks=(), *, network=None, seeds=(), store=None):
         self.url = url
         network = FakeNetwork() if network is None else network  # a network of its own reaches nobody
-        self.service = make_node(clock, blocks=blocks, advertise_url=url, http=network.client(), seeds=seeds)
+        self.service = make_node(clock, blocks=blocks, advertise_url=url, http=network.client(), seeds=seeds,
+                                 store=store)
         self.node = self.service.node
         self.api = self.service.api
         peers = self.service.peers

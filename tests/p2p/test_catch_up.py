@@ -3,11 +3,13 @@ can show costs it its penalty and the catch-up goes on with the honest peer; the
 bound and the stall deadline hold; a fork deeper than one /headers answer reorganises."""
 
 import functools
+import gc
 import json
 
 from twisted.internet import task
 
 from chaincore.core import jsonview
+from chaincore.core.store import CachedStore, MemoryStore
 from chaincore.p2p import sync
 from chaincore.p2p.client import PeerClient
 from chaincore.p2p.peers import PENALTIES
@@ -137,6 +139,25 @@ class WindowTests(SyncTestCase):
         asked = sorted(h for p in (a, b) for path, q in p.queries if path == "/blocks"
                        for h in range(int(q["start"]), int(q["start"]) + int(q["limit"])))
         self.assertEqual(asked, list(range(11, 201)))
+
+    def test_collector_thresholds_raised_only_while_catching_up(self):
+        """While a catch-up runs the cyclic collector uses the catch-up's thresholds; after it, the ones before,
+        and the connections it held in memory are on disk."""
+        chain = main_chain()
+        peer = self.peer(5001, chain[:41])
+        peer.held.add("/blocks")
+        me = self.me(chain[:11], peer, store=CachedStore(MemoryStore()))
+        before = gc.get_threshold()
+        d = me.sync.sync_round()
+        self.assertEqual(gc.get_threshold(), sync.CATCH_UP_GC_THRESHOLD)
+        while peer._held_requests:
+            peer.release()
+            self.network.flush()
+        self.successResultOf(d)
+        self.assertEqual(me.tip(), peer.tip())
+        self.assertEqual(gc.get_threshold(), before)
+        self.assertFalse(me.node.store.dirty)
+        self.assertEqual(me.node.store.inner.tip(), peer.node.chain.tip.hash)
 
     def test_bytes_in_flight_stay_within_the_window(self):
         """With every /blocks answer held, the bytes asked for at once stay within the window, and each

@@ -61,9 +61,11 @@ class SyncTestCase(SynchronousTestCase):
         self.assertEqual((a.discovery.active_peers(), b.discovery.active_peers()), ([b.url], [a.url]))
         return a, b
 
-    def me(self, blocks, *peers) -> NodePeer:
-        """Our node, wired to the network, with the given peers active after one discovery round."""
-        me = self.network.add(NodePeer(ME, self.clock, blocks, network=self.network, seeds=[p.url for p in peers]))
+    def me(self, blocks, *peers, store=None) -> NodePeer:
+        """Our node (on store, default a MemoryStore), wired to the network, with the given peers active after
+        one discovery round."""
+        me = self.network.add(NodePeer(ME, self.clock, blocks, network=self.network, seeds=[p.url for p in peers],
+                                       store=store))
         me.node.syncing = True  # as in start-up: finding peers does not start a catch-up by itself
         self.successResultOf(me.discovery.run_once())
         me.node.syncing = False

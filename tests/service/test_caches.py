@@ -45,3 +45,12 @@ class CacheBoundTests(SynchronousTestCase):
         self.assertEqual(len(cache._table), cache.max_entries * rules.SignatureCache.ENTRY_BYTES)
         default = inspect.signature(chainstate.ChainState).parameters["cache_entries"].default
         self.assertLessEqual(default * chainstate.ENTRY_BYTES, chainstate.ENTRY_CACHE_BYTES)
+
+
+class SigCacheTests(SynchronousTestCase):
+    def test_oldest_go_first(self):
+        """Past its bound the verified-transaction cache forgets its oldest entry only, not everything."""
+        cache = SigCache(max_bytes=3 * SIG_CACHE_ENTRY_BYTES)
+        for tx_id in (b"a", b"b", b"c", b"d"):
+            cache.add(tx_id)
+        self.assertEqual([t in cache for t in (b"a", b"b", b"c", b"d")], [False, True, True, True])

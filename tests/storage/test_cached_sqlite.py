@@ -1,0 +1,78 @@
+"""A SqliteStore behind a CachedStore: a crash between flushes reopens at the flushed tip and connects the stored
+blocks beyond it again; a flush that fails (disk full) leaves memory equal to disk, and the node takes the same
+blocks once space returns."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from chaincore.core.chainstate import ChainState
+from chaincore.core.params import REGTEST
+from chaincore.core.store import CachedStore
+from chaincore.service.node import Node
+from chaincore.storage.sqlite import SqliteStore
+from tests.support.builders import regtest_chain
+
+NOW = REGTEST.genesis.header.timestamp + 1_000_000
+BLOCKS = regtest_chain(60)
+
+
+class CachedSqliteTests(SynchronousTestCase):
+    def setUp(self):
+        self.path = self.mktemp()
+
+    def open(self) -> CachedStore:
+        store = CachedStore(SqliteStore(self.path, REGTEST.name, REGTEST.genesis_hash))
+        self.addCleanup(store.inner.close)
+        return store
+
+    def test_reopen_after_crash_between_flushes(self):
+        """Killed with 30 blocks held: the file's tip is the flushed one, consistent, and the reopened chain
+        state connects the 30 stored blocks again up to the old tip."""
+        store = self.open()
+        chain = ChainState(store, REGTEST)
+        with store.batch():
+            for block in BLOCKS[1:31]:
+                chain.accept_block(block, NOW)
+        store.flush()
+        for block in BLOCKS[31:]:
+            chain.accept_block(block, NOW)
+        self.assertTrue(store.dirty)
+        store.inner.close()  # the process dies: what memory held is gone
+        disk = SqliteStore(self.path, REGTEST.name, REGTEST.genesis_hash)
+        self.addCleanup(disk.close)
+        self.assertEqual(disk.tip(), BLOCKS[30].hash)
+        self.assertEqual(disk.main_hash(30), BLOCKS[30].hash)
+        self.assertIsNone(disk.main_hash(31))
+        self.assertEqual(disk.coin_count(), 30)  # the 30 coinbases (genesis pays no coin)
+        reopened = ChainState(CachedStore(disk), REGTEST)
+        self.assertEqual(reopened.tip.hash, BLOCKS[-1].hash)
+        self.assertEqual(reopened.store.coin_count(), len(BLOCKS) - 1)
+
+    def test_failed_flush_leaves_memory_equal_to_disk_and_blocks_come_back(self):
+        """A catch-up's flush on a full disk fails: flush_chain says so, the tip is the flushed one on disk and
+        in memory; once space returns the same blocks are taken (connected again) and flushed."""
+        store = self.open()
+        clock = Clock()
+        clock.advance(NOW)
+        node = Node(store, REGTEST, clock, advertise_url="http://127.0.0.1:1")
+        done = []
+        node.submit_blocks(BLOCKS[1:11], requested=True).addCallback(done.append)
+        self.assertTrue(node.flush_chain())
+        node.submit_blocks(BLOCKS[11:], requested=True).addCallback(done.append)
+        self.assertEqual(node.chain.tip.hash, BLOCKS[-1].hash)
+        db = store.inner._db
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+        self.assertFalse(node.flush_chain())
+        self.assertTrue(node.store_failing)
+        self.assertEqual(node.chain.tip.hash, BLOCKS[10].hash)
+        self.assertEqual(store.inner.tip(), BLOCKS[10].hash)
+        self.assertEqual(store.inner.get_entry(store.inner.tip()), node.chain.tip)
+        db.execute("PRAGMA max_page_count = 1073741823")
+        node.submit_blocks(BLOCKS[11:], requested=True).addCallback(done.append)
+        results, error = done[-1]
+        self.assertIsNone(error)
+        self.assertEqual(len(results), len(BLOCKS) - 11)
+        self.assertEqual(node.chain.tip.hash, BLOCKS[-1].hash)
+        self.assertTrue(node.flush_chain())
+        self.assertEqual(store.inner.tip(), BLOCKS[-1].hash)
+        self.assertFalse(node.store_failing)
