@@ -229,7 +229,12 @@ class Relay:
 
     def _failed(self, failure, peer):
         if failure.check(PeerUnreachable):
-            self.discovery.report_failure(peer, str(failure.value))
+            # one lost send (a lossy link, a busy peer) does not make a live peer gone: it stays active and its
+            # tip is polled at the next round, and that poll reports it if it really is unreachable
+            log.info("relay to {peer} got no answer: {err}; its tip is polled next round", peer=peer,
+                     err=failure.value)
+            if self.sync is not None:
+                self.sync.poll.retry(peer)
         elif failure.check(Invalid):
             self.discovery.report_misbehaviour(peer, failure.value)
         else:
