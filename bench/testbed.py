@@ -11,10 +11,14 @@ nodes' JSON log lines, so watching costs the hosts nothing) beside the floor
 (hops on the shortest path from h0 in the peer graph x one-way latency), and
 the bytes each node received from other hosts while it spread (the switch's
 counters, until every tip matched plus SETTLE_S) beside the block's canonical
-size.  Last, the bytes the idle network carries per minute per peer link.
+size, and where those bytes went: per request kind (`POST /announce`, its
+answer, `GET /compact/<hash>`, ...), bare TCP acknowledgements and connection
+set-up, as the switch read them from the frames.  Last, the bytes the idle
+network carries per minute per peer link.
 
     sudo python bench/testbed.py [--hosts 10] [--delay 40] [--jitter 0] [--loss 0]
                                  [--blocks 3] [--txs 100] [--idle 60] [--idle-warmup 160]
+                                 [--stagger 0]
 """
 
 import argparse
@@ -173,6 +177,24 @@ def percentile(values, q: float) -> float:
     return values[max(0, math.ceil(q * len(values)) - 1)]
 
 
+def breakdown(rows, receivers: int) -> str:
+    """Where the bytes the nodes received went, per kind, as a mean per node per block beside the block's size."""
+    total = {}
+    for _, _, _, _, kinds in rows:
+        for kind, (n, frames) in kinds.items():
+            b, f = total.get(kind, (0, 0))
+            total[kind] = (b + n, f + frames)
+    per = len(rows) * receivers
+    size = statistics.mean(b.size for _, b, _, _, _ in rows)
+    lines = [f"{'':>10}{'received per node per block':<34}{'B':>10} {'frames':>7} {'of block':>9}"]
+    for kind, (n, frames) in sorted(total.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{'':>10}{kind:<34}{n / per:>10,.0f} {frames / per:>7.1f} {n / per / size:>8.2%}")
+    all_bytes = sum(n for n, _ in total.values())
+    lines.append(f"{'':>10}{'all':<34}{all_bytes / per:>10,.0f} {sum(f for _, f in total.values()) / per:>7.1f} "
+                 f"{all_bytes / per / size:>8.2%}")
+    return "\n".join(lines)
+
+
 def rss_mb(bed: Testbed) -> float:
     from chaincore.testbed.bed import netns_pids
     total = 0
@@ -195,7 +217,8 @@ def run(args) -> None:
         for i in range(args.hosts):
             bed.start_node(i, peers=[(i - 1) % args.hosts] if args.hosts > 1 else [],
                            twistd_args=["--logger=chaincore.logs.json_lines"], env={"CHAINCORE_LOG_LEVEL": "debug"})
-        bed.wait_ready(timeout_s=120)
+            time.sleep(args.stagger)  # many nodes starting at once on few CPUs answer each other too slowly
+        bed.wait_ready(timeout_s=120 + args.hosts * 2)
         print(f"{args.hosts} hosts up in {time.monotonic() - started:.1f} s; nodes' RSS {rss_mb(bed):.0f} MB in all")
         everyone = {h.url for h in bed.hosts}
         def everyone_peers() -> bool:
@@ -236,7 +259,7 @@ def run(args) -> None:
                 for tx in txs:
                     http_json(net.origin.url + "/add_transaction", {"transaction": tx_to_json(tx)})
                 wait_for(lambda: all((bed.status(h) or {}).get("mempool_size") == len(txs) for h in bed.hosts),
-                         60, "every mempool holding the transactions", 0.1)
+                         60 + len(txs) / 10, "every mempool holding the transactions", 0.1)
                 block = solved(net.template())
             else:
                 block = net.block_with(txs)
@@ -249,7 +272,8 @@ def run(args) -> None:
             times = accept_times(bed, block.hash.hex())
             arrivals = {name: (t - t0) * 1000 for name, t in times.items() if name != "h0"}
             received = [spent.received_from_hosts(h.name) for h in bed.hosts[1:]]
-            rows.append((mode, block, arrivals, received))
+            kinds = spent.received_by_kind([h.name for h in bed.hosts[1:]])
+            rows.append((mode, block, arrivals, received, kinds))
             print(f"{mode:>8} height {block.height} {len(block.transactions) - 1} txs {block.size:>8,} B: "
                   f"all hosts in {max(arrivals.values()):6.0f} ms (floor {max(hops.values()) * delay:.0f}); "
                   f"received per node mean {statistics.mean(received):>9,.0f} B "
@@ -260,15 +284,16 @@ def run(args) -> None:
         floors = [hops[h.name] * delay for h in bed.hosts[1:] if h.name in hops]
         for mode in ("relayed", "fresh"):
             mine = [r for r in rows if r[0] == mode]
-            each = [ms for _, _, arrivals, _ in mine for ms in arrivals.values()]
-            to_all = [max(arrivals.values()) for _, _, arrivals, _ in mine]
-            ratio = [statistics.mean(received) / block.size for _, block, _, received in mine]
+            each = [ms for _, _, arrivals, _, _ in mine for ms in arrivals.values()]
+            to_all = [max(arrivals.values()) for _, _, arrivals, _, _ in mine]
+            ratio = [statistics.mean(received) / block.size for _, block, _, received, _ in mine]
             print(f"{mode:>8}: propagation to each host p50 {percentile(each, .5):.0f} ms p90 {percentile(each, .9):.0f} ms "
                   f"(floor p50 {percentile(floors, .5):.0f} p90 {percentile(floors, .9):.0f} ms); "
                   f"to all hosts p50 {percentile(to_all, .5):.0f} ms p90 {percentile(to_all, .9):.0f} ms "
                   f"(floor {max(floors):.0f} ms)")
             print(f"{'':>8}  bytes received per node per block {statistics.mean(ratio):.2f}x the block's canonical size "
-                  f"(blocks of {statistics.mean(b.size for _, b, _, _ in mine):,.0f} B)")
+                  f"(blocks of {statistics.mean(b.size for _, b, _, _, _ in mine):,.0f} B)")
+            print(breakdown(mine, args.hosts - 1))
 
         time.sleep(args.idle_warmup)  # polls back off from 5 s to their 2-minute pace after the last block
         before = bed.traffic()
@@ -295,6 +320,7 @@ def main(argv) -> None:
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle network measured")
     parser.add_argument("--idle-warmup", type=float, default=160,
                         help="seconds of quiet before the idle measurement starts")
+    parser.add_argument("--stagger", type=float, default=0, help="seconds between starting one node and the next")
     parser.add_argument("--discovery-s", type=float, default=60, help="at most this long for peers to find each other")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
