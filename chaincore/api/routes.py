@@ -540,12 +540,14 @@ class NodeAPI:
     @app.route("/announce_txs", methods=["POST"])
     def announce_txs(self, request):
         self._charge(request, "announce_txs")
-        body = read_json(request)
+        ids = _read_ids(request, "tx_ids")
         source = self._announcer(request)
-        ids = _hex_ids(field(body, "tx_ids"), "tx_ids")
         self._peers.inbound(source)
         self._peers.hint(source)
-        return json_body(request, 200, {"wanted": self._peers.announced_txs(source, ids)})
+        wanted = self._peers.announced_txs(source, ids)
+        if media_type(request) == wire.MEDIA_TYPE:
+            return no_content(request)  # like a binary block announcement: the smallest answer there is
+        return json_body(request, 200, {"wanted": wanted})
 
     @app.route("/compact/<string:block_hash>", methods=["GET"])
     def compact(self, request, block_hash):
@@ -576,7 +578,7 @@ class NodeAPI:
     @app.route("/txs", methods=["POST"])
     def txs(self, request):
         self._charge(request, "txs")
-        ids = _hex_ids(field(read_json(request), "tx_ids"), "tx_ids")
+        ids = _read_ids(request, "tx_ids")
         found = [tx for tx in (self._node.mempool.get(tx_id) for tx_id in ids) if tx is not None]
         request.setHeader(b"Vary", b"Accept")
         if wants_binary(request):  # a framed list of the canonical transactions found
@@ -827,6 +829,17 @@ class _TaskProducer:
             self._work.stop()
         except task.TaskDone:
             pass
+
+
+def _read_ids(request, name: str) -> list:
+    """The transaction ids a POST carries: 32-byte ids concatenated (octet-stream) or {name: [hex, ...]}
+    (JSON); at most MAX_ANNOUNCED_TXS, Malformed otherwise (a body over the cap is refused unread)."""
+    if media_type(request) == wire.MEDIA_TYPE:
+        raw = _read_binary(request, 32 * MAX_ANNOUNCED_TXS, f"list of {name}")
+        if not raw or len(raw) % 32:
+            raise Malformed(f"{name} in bytes must be one or more 32-byte ids, not {len(raw)} bytes")
+        return [raw[i:i + 32] for i in range(0, len(raw), 32)]
+    return _hex_ids(field(read_json(request), name), name)
 
 
 def _hex_ids(value, name: str) -> list:

@@ -9,7 +9,8 @@ its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
 a root that does not fit; the block then goes through Node.submit_block like
 any other.  Transactions are announced by id in small batches
-(POST /announce_txs) and fetched by id (POST /txs).  A peer that answers 404
+(POST /announce_txs) and fetched by id (POST /txs), the ids as 32-byte
+strings concatenated.  A peer that answers 404
 to an announcement predates it and gets whole items as JSON (/submit_block,
 /add_transaction), which every version takes; one that refuses a binary
 announcement (415, or a 400 about its Content-Type) is announced to in JSON
@@ -39,6 +40,8 @@ TX_BATCH_S = 0.05             # transactions accepted within this long go out in
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
 BLOCK_MAX_BYTES = 64_000_000
+MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
+_TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
 
 class KnownItems:
@@ -77,19 +80,21 @@ class Relay:
     """Announces the node's new blocks and transactions, and fetches what its peers announce."""
 
     def __init__(self, node, client, discovery, sync=None, clock=None, *, compact_push: int = COMPACT_PUSH,
-                 on_heard=None):
+                 on_heard=None, origin_push_all: bool = True):
         self.node = node
         self.client = client
         self.discovery = discovery
         self.sync = sync
         self.clock = clock if clock is not None else node.clock
         self.compact_push = compact_push
+        self.origin_push_all = origin_push_all  # a block made or first submitted here: every peer gets its form
         self.on_heard = on_heard          # f(url): a peer told us news (sync polls it less)
         self.known = KnownItems()
         self.counts = RelayCounts()
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
         self.fetching = {}                # block hash -> Deferred of its fetch
+        self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
         self._asked = OrderedDict()       # tx_id -> when it was asked of a peer
@@ -141,10 +146,15 @@ class Relay:
         peers = self._targets(block.hash, source)
         if not peers:
             return None
-        # the compact form goes to compact_push peers, a different few for each block, so no peer
-        # always waits for the extra trip
+        # a block that starts here (mined, or submitted by a client) is news to every peer: each gets the
+        # compact form at once, so the first hop takes one trip.  A relayed block's form goes to
+        # compact_push peers, a different few for each block, so no peer always waits for the extra trip;
+        # the rest, most of which the block's source or its other peers reach first, get the header
+        push = len(peers) if source is None and self.origin_push_all else self.compact_push
         pushed_to = set(sorted(peers, key=lambda p: hashlib.blake2b(p.encode() + block.hash,
-                                                                    digest_size=8).digest())[:self.compact_push])
+                                                                    digest_size=8).digest())[:push])
+        log.debug("announcing block {hash} to {n} peers, the compact form to {k}", hash=block.hash.hex()[:16],
+                  n=len(peers), k=len(pushed_to))
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
         for peer in peers:
@@ -190,13 +200,20 @@ class Relay:
                 if peer in self.legacy:
                     sends.extend(self._post_txs(peer, batch))
                     continue
-                d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]})
-                d.addCallback(self._announced, peer, lambda peer=peer, batch=batch: self._post_txs(peer, batch))
-                d.addErrback(self._failed, peer)
-                sends.append(d)
+                sends.append(self._announce_txs(peer, batch, binary=peer not in self.json_only))
         self.sent += len(sends)
         self.counts.announced += len(sends)
         return defer.DeferredList(sends, consumeErrors=True)
+
+    def _announce_txs(self, peer, batch, binary: bool):
+        """Announce batch of ids to peer: 32-byte ids concatenated, or JSON hex to a peer that takes only JSON."""
+        if binary:
+            d = self.client.post_binary(peer, "/announce_txs", b"".join(batch))
+        else:
+            d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]})
+        d.addCallback(self._announced, peer, lambda: self._post_txs(peer, batch),
+                      (lambda: self._announce_txs(peer, batch, binary=False)) if binary else None)
+        return d.addErrback(self._failed, peer)
 
     def _post_txs(self, peer, tx_ids) -> list:
         sends = []
@@ -246,22 +263,42 @@ class Relay:
     def announced(self, peer: str, header, compact=None) -> str:
         """peer announced a block: "known" if we hold it or fetch it already, else start fetching it."""
         self.known.add(peer, header.hash)
+        log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,
+                  what="header" if compact is None else "compact form")
         if self.on_heard is not None:
             self.on_heard(peer)
-        if self.node.chain.has_block(header.hash) or header.hash in self.fetching:
+        if self.node.chain.has_block(header.hash):
+            return "known"
+        if header.hash in self.fetching:
+            # a second source, asked only if the first fails (one that never serves what it announces, or
+            # serves a form that does not fit, delays the block by one deadline, not until the next poll)
+            _, others = self._also.setdefault(header.hash, (header, []))
+            if peer not in others and len(others) < MAX_OTHER_SOURCES:
+                others.append(peer)
             return "known"
         if not header.has_valid_pow:
             self.discovery.report_misbehaviour(peer, "bad-pow")
             return "known"
+        self._start_fetch(peer, header, compact)
+        return "fetching"
+
+    def _start_fetch(self, peer, header, compact):
         d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
         self.fetching[header.hash] = d
         d.addErrback(self._fetch_failed, peer)
         d.addBoth(self._fetched, header.hash)
-        return "fetching"
 
     def _fetched(self, result, block_hash):
         self.fetching.pop(block_hash, None)
-        return result
+        header, others = self._also.pop(block_hash, (None, []))
+        if result is _TRY_ANOTHER and others and not self.node.chain.has_block(block_hash):
+            peer = others.pop(0)
+            log.info("fetching block {hash} from {peer}, which announced it too", hash=block_hash.hex()[:16],
+                     peer=peer)
+            if others:
+                self._also[block_hash] = (header, others)
+            self._start_fetch(peer, header, None)
+        return None if result is _TRY_ANOTHER else result
 
     async def _fetch_block(self, peer, header, compact):
         """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
@@ -277,6 +314,7 @@ class Relay:
                 compact = parse_compact(answer, params.max_money, max_block_txs(params.max_block_size))
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
+            log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:
@@ -305,6 +343,8 @@ class Relay:
                 raise Malformed(f"{peer} answered /block/{block_hash[:16]} with another block")
         else:
             self.counts.compact_rebuilt += 1
+        log.debug("block {hash} rebuilt ({n} transactions fetched); submitting it", hash=block_hash[:16],
+                  n=len(rebuilt.missing) if not rebuilt.collision else "all")
         return await self.node.submit_block(block, source=peer)
 
     def _txs_of(self, answer, at_most: int) -> list:
@@ -318,6 +358,11 @@ class Relay:
                 for t in jsonview.require_list(answer.get("transactions"), "transactions", at_most)]
 
     def _fetch_failed(self, failure, peer):
+        another = failure.check(PeerUnreachable, Malformed) is not None  # the peer failed us, not the block
+        self._log_fetch_failure(failure, peer)
+        return _TRY_ANOTHER if another else None
+
+    def _log_fetch_failure(self, failure, peer):
         if self.sync is not None and not failure.check(Invalid, defer.CancelledError):
             # we still lack a block it has (a lost answer, a busy peer): its tip is polled at the next
             # round, and a catch-up gets the block, instead of waiting for the poll's backoff
@@ -354,12 +399,19 @@ class Relay:
             self.on_heard(peer)
         if wanted:
             d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, wanted))
-            d.addErrback(self._fetch_failed, peer)
+            d.addErrback(self._log_fetch_failure, peer)
         return len(wanted)
 
     async def _fetch_txs(self, peer, tx_ids):
-        code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
-                                                   max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
+        code, answer = None, None
+        if peer not in self.json_only:
+            code, answer = await self.client.post_binary(peer, "/txs", b"".join(tx_ids), max_bytes=BLOCK_MAX_BYTES,
+                                                         binary_answer=True)
+            if _refuses_bytes(code, answer):
+                self.json_only.add(peer)
+        if peer in self.json_only:
+            code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
+                                                       max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
         if code != 200:
             raise PeerUnreachable(f"{peer} answered /txs with {code}")
         accepted = 0

@@ -63,7 +63,7 @@ class CompactRelayTests(SyncTestCase):
     def test_header_only_announcement_fetches_the_compact_form(self):
         """A peer announced to without the compact form fetches it (GET /compact/<hash>) and rebuilds."""
         a, b = self.pair()
-        a.relay.compact_push = 0
+        a.relay.compact_push, a.relay.origin_push_all = 0, False
         block = make_block(funded_chain()[-1], payments(3), pay_to=BOB)
         settled(a.node.submit_block(block, local=True))
         self.assertEqual(b.tip(), block.hash)
