@@ -165,10 +165,52 @@ def accept_times(bed: Testbed, block_hash: str) -> dict:
                 if short in line and line.startswith("{"):
                     record = json.loads(line)
                     msg = record["msg"]
-                    if msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg:
+                    if msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg \
+                            and "rebuilt" not in msg:
                         times[h.name] = record["t"]
                         break
     return times
+
+
+STAGES = (("announced", "announcement of block "), ("compact fetched", "compact form of block "),
+          ("rebuilt", None), ("accepted", None), ("relayed", "announcing block "))
+
+
+def stage_times(bed: Testbed, block_hash: str) -> dict:
+    """host name -> {stage: wall time} from the nodes' JSON log lines (relay's at debug level): the first
+    announcement heard, the compact form fetched (when not pushed), the block rebuilt, accepted, announced on."""
+    short, out = block_hash[:16], {}
+    for h in bed.hosts:
+        seen = {}
+        with open(h.log, errors="replace") as f:
+            for line in f:
+                if short not in line or not line.startswith("{"):
+                    continue
+                record = json.loads(line)
+                msg = record["msg"]
+                for stage, prefix in STAGES:
+                    if prefix and msg.startswith(prefix + short):
+                        seen.setdefault(stage, record["t"])
+                if msg.startswith(f"block {short}") and "rebuilt" in msg:
+                    seen.setdefault("rebuilt", record["t"])
+                elif msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg \
+                        and "rebuilt" not in msg:
+                    seen.setdefault("accepted", record["t"])
+        out[h.name] = seen
+    return out
+
+
+def timeline(stages: list, t0s: list) -> str:
+    """Median ms after the submission to h0 at which the other hosts reached each stage, and h0's own."""
+    parts = []
+    for stage, _ in STAGES:
+        own = [s["h0"][stage] - t0 for s, t0 in zip(stages, t0s) if stage in s.get("h0", {})]
+        other = [t[stage] - t0 for s, t0 in zip(stages, t0s) for name, t in s.items() if name != "h0" and stage in t]
+        if own:
+            parts.append(f"h0 {stage} {statistics.median(own) * 1000:.0f}")
+        if other:
+            parts.append(f"{stage} {statistics.median(other) * 1000:.0f} (n={len(other)})")
+    return "per-hop timeline, median ms after the submission: " + ", ".join(parts)
 
 
 def percentile(values, q: float) -> float:
@@ -251,7 +293,7 @@ def run(args) -> None:
         net.wait_all_at(tip.hash.hex(), 120)
         print(f"funded: {len(blocks) + 1} blocks, {len(coins)} coins; every host at height {tip.height}")
 
-        rows = []
+        rows, stages = [], {}
         for mode in ("relayed", "fresh") * args.blocks:
             txs = [signed([(t, i)], [(PAYLOAD, amount - FEE)]) for t, i, amount in coins[:args.txs]]
             del coins[:args.txs]
@@ -274,6 +316,7 @@ def run(args) -> None:
             received = [spent.received_from_hosts(h.name) for h in bed.hosts[1:]]
             kinds = spent.received_by_kind([h.name for h in bed.hosts[1:]])
             rows.append((mode, block, arrivals, received, kinds))
+            stages.setdefault(mode, []).append((stage_times(bed, block.hash.hex()), t0))
             print(f"{mode:>8} height {block.height} {len(block.transactions) - 1} txs {block.size:>8,} B: "
                   f"all hosts in {max(arrivals.values()):6.0f} ms (floor {max(hops.values()) * delay:.0f}); "
                   f"received per node mean {statistics.mean(received):>9,.0f} B "
@@ -294,6 +337,7 @@ def run(args) -> None:
             print(f"{'':>8}  bytes received per node per block {statistics.mean(ratio):.2f}x the block's canonical size "
                   f"(blocks of {statistics.mean(b.size for _, b, _, _, _ in mine):,.0f} B)")
             print(breakdown(mine, args.hosts - 1))
+            print(f"{'':>10}" + timeline([x for x, _ in stages[mode]], [t for _, t in stages[mode]]))
 
         time.sleep(args.idle_warmup)  # polls back off from 5 s to their 2-minute pace after the last block
         before = bed.traffic()

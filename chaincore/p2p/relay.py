@@ -27,8 +27,8 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview, wire
-from ..core.compact import (compact_to_bytes, compact_to_json, fill, max_block_txs, parse_compact,
-                            parse_compact_bytes, reconstruct)
+from ..core.compact import (compact_to_bytes, compact_to_json, fill, max_block_txs, max_compact_bytes,
+                            parse_compact, parse_compact_bytes, reconstruct)
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
 from .client import BinaryAnswer
 
@@ -158,6 +158,11 @@ class Relay:
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
         for peer in peers:
+            body = block.header.raw
+            if peer in pushed_to:
+                body = compact
+                if source is None and self.origin_push_all:
+                    body = self._with_prefill(block, peer, compact)
             self.known.add(peer, block.hash)
             if peer in self.legacy:
                 sends.append(self._post_block(peer, block))
@@ -165,7 +170,6 @@ class Relay:
             if peer in self.json_only:
                 sends.append(self._announce_json(peer, block, peer in pushed_to))
                 continue
-            body = compact if peer in pushed_to else block.header.raw
             d = self.client.post_binary(peer, "/announce", body)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
                           lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
@@ -174,6 +178,15 @@ class Relay:
         self.sent += len(sends)
         self.counts.announced += len(sends)
         return defer.DeferredList(sends, consumeErrors=True)
+
+    def _with_prefill(self, block, peer, compact: bytes) -> bytes:
+        """The compact form for peer with the transactions it is not known to have in full (none announced to
+        or by it): a block made here of transactions nobody was told of then takes one trip, not two."""
+        lacking = [i for i, tx in enumerate(block.transactions) if i and not self.known.has(peer, tx.tx_id)]
+        if not lacking:
+            return compact
+        form = compact_to_bytes(block, lacking)
+        return form if len(form) <= max_compact_bytes(self.node.params.max_block_size) else compact
 
     def _announce_json(self, peer, block, push: bool):
         """The announcement as JSON, for a peer that does not take bytes at /announce."""

@@ -40,6 +40,23 @@ class PushTests(SyncTestCase):
         self.assertEqual(sorted(x for p in peers[1:] for x in pushed(p)), [False, False, True, True])
 
 
+    def test_a_block_made_here_carries_the_transactions_a_peer_was_never_told_of(self):
+        """The compact form a block's first node pushes holds in full the transactions a peer was never told of
+        (and only those): the peer rebuilds the block in one trip, asking for nothing."""
+        a, b = self.pair()
+        txs = payments(3)
+        settled(a.node.submit_tx(txs[0]))
+        self.clock.pump([0.05] * 3)
+        self.assertIn(txs[0].tx_id, b.node.mempool)
+        block = make_block(funded_chain()[-1], txs, pay_to=BOB)
+        settled(a.node.submit_block(block, local=True))
+        self.assertEqual(b.tip(), block.hash)
+        self.assertEqual([body["bytes"] for path, body in b.posted if path == "/announce"],
+                         [compact_blocks.compact_to_bytes(block, prefill=[2, 3])])
+        self.assertEqual((a.count("/block_txs", "POST"), a.count(f"/compact/{block.hash.hex()}")), (0, 0))
+        self.assertEqual(b.relay.counts.compact_rebuilt, 1)
+
+
 class LiarTests(SyncTestCase):
     def setUp(self):
         super().setUp()
@@ -131,3 +148,15 @@ class BinaryIdTests(SyncTestCase):
         self.assertIn(tx.tx_id, b.node.mempool)
         self.assertEqual((a.client.bytes_sent(b.url) - sent_a, b.client.bytes_sent(a.url) - sent_b), (32, 32))
         self.assertEqual([body for path, body in a.posted if path == "/txs"], [{"tx_ids": [tx.tx_id.hex()]}])
+
+
+class PrefillTests(SyncTestCase):
+    def test_prefilled_transactions_parse_back_in_their_slots(self):
+        """A compact form with transactions 2 and 3 prefilled parses back to them in full at their indexes, the
+        others as short ids, and reconstruction with an empty mempool lacks only those."""
+        block = make_block(funded_chain()[-1], payments(4), pay_to=BOB)
+        parsed = compact_blocks.parse_compact_bytes(compact_blocks.compact_to_bytes(block, prefill=[3, 2, 9]),
+                                                    10 ** 6)
+        self.assertEqual([not isinstance(s, bytes) for s in parsed.slots], [True, False, True, True, False])
+        self.assertEqual(parsed.slots[2:4], block.transactions[2:4])
+        self.assertEqual(compact_blocks.reconstruct(parsed, []).missing, (1, 4))
