@@ -40,6 +40,7 @@ TX_BATCH_S = 0.05             # transactions accepted within this long go out in
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
 BLOCK_MAX_BYTES = 64_000_000
+MAX_SENT_TO = 64              # peers named in one announcement's X-ChainCore-Sent-To
 MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
 _TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
@@ -157,6 +158,11 @@ class Relay:
                   n=len(peers), k=len(pushed_to))
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
+        # the peers a block made here goes to, as tags: each of them then leaves out the others
+        # (they have the block from us), so a dense mesh carries one announcement per block and peer, not
+        # one per link
+        sent_to = {b"X-ChainCore-Sent-To": [",".join(peer_tag(p) for p in peers[:MAX_SENT_TO]).encode()]} \
+            if source is None and self.origin_push_all else None
         for peer in peers:
             body = block.header.raw
             if peer in pushed_to:
@@ -170,7 +176,7 @@ class Relay:
             if peer in self.json_only:
                 sends.append(self._announce_json(peer, block, peer in pushed_to))
                 continue
-            d = self.client.post_binary(peer, "/announce", body)
+            d = self.client.post_binary(peer, "/announce", body, headers=sent_to)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
                           lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
             d.addErrback(self._failed, peer)
@@ -273,9 +279,14 @@ class Relay:
 
     # -- what peers announce ---------------------------------------------------------------
 
-    def announced(self, peer: str, header, compact=None) -> str:
-        """peer announced a block: "known" if we hold it or fetch it already, else start fetching it."""
+    def announced(self, peer: str, header, compact=None, sent_to=()) -> str:
+        """peer announced a block: "known" if we hold it or fetch it already, else start fetching it.  sent_to
+        are the tags (peer_tag) of the peers it announced the block to as well: we need not announce it there."""
         self.known.add(peer, header.hash)
+        if sent_to:
+            for other in self.discovery.relay_peers():
+                if peer_tag(other) in sent_to:
+                    self.known.add(other, header.hash)
         log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,
                   what="header" if compact is None else "compact form")
         if self.on_heard is not None:
@@ -435,6 +446,11 @@ class Relay:
                 continue  # conflicts and missing parents are normal between two mempools
             accepted += result.status == "accepted"
         return accepted
+
+
+def peer_tag(url: str) -> str:
+    """A peer's 4-byte tag in X-ChainCore-Sent-To: BLAKE2b-32 of its URL, as 8 hex digits."""
+    return hashlib.blake2b(url.encode(), digest_size=4).hexdigest()
 
 
 def _refuses_bytes(status: int, answer) -> bool:

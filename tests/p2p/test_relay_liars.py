@@ -7,7 +7,7 @@ import dataclasses
 from chaincore.core import compact as compact_blocks
 from chaincore.core.block import Block, HEADER_SIZE
 from tests.support.api import funded_chain
-from tests.support.builders import BOB, make_block, solve
+from tests.support.builders import ALICE, BOB, make_block, solve
 from tests.support.nodes import settled
 
 from .fakes import NodePeer
@@ -55,6 +55,45 @@ class PushTests(SyncTestCase):
                          [compact_blocks.compact_to_bytes(block, prefill=[2, 3])])
         self.assertEqual((a.count("/block_txs", "POST"), a.count(f"/compact/{block.hash.hex()}")), (0, 0))
         self.assertEqual(b.relay.counts.compact_rebuilt, 1)
+
+
+    def test_peers_a_block_made_here_went_to_do_not_announce_it_to_each_other(self):
+        """In a mesh of four relaying nodes, a block mined on one reaches the other three with the tags of all
+        three (X-ChainCore-Sent-To), so none announces it to another: three announcements in all, not nine."""
+        chain = funded_chain()
+        urls = [url(5001 + i) for i in range(4)]
+        nodes = [self.network.add(NodePeer(u, self.clock, chain, network=self.network, seeds=[v for v in urls if v != u]))
+                 for u in urls]
+        for node in nodes:
+            self.successResultOf(node.discovery.run_once())
+        self.assertEqual([len(n.discovery.relay_peers()) for n in nodes], [3] * 4)
+        block = make_block(chain[-1], pay_to=BOB)
+        settled(nodes[0].node.submit_block(block, local=True))
+        self.assertEqual({n.tip() for n in nodes}, {block.hash})
+        self.assertEqual([n.count("/announce", "POST") for n in nodes], [0, 1, 1, 1])
+        relayed = make_block(block, pay_to=BOB)   # a block relayed, not made here, is announced as before
+        settled(nodes[1].node.submit_block(relayed, source=nodes[0].url))
+        self.assertEqual({n.tip() for n in nodes[1:]}, {relayed.hash})
+
+    def test_a_sent_to_header_that_is_not_a_list_of_tags_is_ignored(self):
+        """Junk in X-ChainCore-Sent-To (too many tags, wrong lengths, not hex) is no hint: the announcement is
+        still taken and the node still announces the block to its other peers."""
+        from chaincore.p2p.relay import peer_tag
+        chain = funded_chain()
+        a, b = self.peer(5001, chain), self.peer(5002, chain)
+        me = self.me(chain, a, b)
+        sender = self.network.add(NodePeer(url(5003), self.clock, chain, network=self.network))
+        parent = chain[-1]
+        for n, junk in enumerate((",".join([peer_tag(b.url)] * 65), peer_tag(b.url) + "0", "zzzzzzzz", None)):
+            block = make_block(parent, pay_to=BOB)
+            hint = junk if junk is not None else peer_tag(a.url)
+            code, _ = self.successResultOf(sender.client.post_binary(
+                ME, "/announce", compact_blocks.compact_to_bytes(block),
+                headers={b"X-ChainCore-Sent-To": [hint.encode()]}))
+            self.assertEqual((code, me.tip()), (204, block.hash))
+            parent = block
+        # the three junk hints named b and were ignored; the last, a good one naming a, spared a
+        self.assertEqual((a.count("/announce", "POST"), b.count("/announce", "POST")), (3, 4))
 
 
 class LiarTests(SyncTestCase):
