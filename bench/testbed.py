@@ -237,6 +237,21 @@ def breakdown(rows, receivers: int) -> str:
     return "\n".join(lines)
 
 
+def nodes_cpu_s(bed: Testbed) -> float:
+    """CPU seconds (user and system) the hosts' processes (nodes and their workers) have used so far."""
+    from chaincore.testbed.bed import netns_pids
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for h in bed.hosts:
+        for pid in netns_pids(h.netns):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (FileNotFoundError, IndexError, ValueError):
+                pass
+    return total / tick
+
+
 def rss_mb(bed: Testbed) -> float:
     from chaincore.testbed.bed import netns_pids
     total = 0
@@ -306,11 +321,12 @@ def run(args) -> None:
             else:
                 block = net.block_with(txs)
             time.sleep(SETTLE_S)
-            before = bed.traffic()
+            before, cpu_before = bed.traffic(), nodes_cpu_s(bed)
             t0 = net.submit(block)
             net.wait_all_at(block.hash.hex())
             time.sleep(SETTLE_S)
             spent = bed.traffic() - before
+            cpu = nodes_cpu_s(bed) - cpu_before
             times = accept_times(bed, block.hash.hex())
             arrivals = {name: (t - t0) * 1000 for name, t in times.items() if name != "h0"}
             received = [spent.received_from_hosts(h.name) for h in bed.hosts[1:]]
@@ -321,7 +337,8 @@ def run(args) -> None:
                   f"all hosts in {max(arrivals.values()):6.0f} ms (floor {max(hops.values()) * delay:.0f}); "
                   f"received per node mean {statistics.mean(received):>9,.0f} B "
                   f"({statistics.mean(received) / block.size:.2f}x size), max {max(received):,}; "
-                  f"switch {spent.cpu_s:.2f} s CPU, frames {spent.mean_late_ms:.1f} ms late on average")
+                  f"switch {spent.cpu_s:.2f} s CPU, frames {spent.mean_late_ms:.1f} ms late on average; "
+                  f"nodes {cpu:.2f} s CPU in all until {SETTLE_S} s after the last host")
 
         print()
         floors = [hops[h.name] * delay for h in bed.hosts[1:] if h.name in hops]
