@@ -1,14 +1,19 @@
 """Relay: announce new blocks and transactions to the relay peers; fetch what peers announce and we lack.
 
-A new tip is announced with its header (POST /announce: its 120 bytes); the
-first `compact_push` peers also get its compact form (BIP 152's high-bandwidth
-mode: one trip when their mempools hold the transactions), in bytes right
-after the header (docs/protocol.md 12).  A peer that lacks
+A new tip is announced with its header (POST /announce: its 120 bytes).  A
+block that starts here (mined, or first submitted by a client) goes to every
+peer as its compact form, with the transactions a peer was never told of
+prefilled, and names the peers it went to (X-ChainCore-Sent-To), so they do
+not announce it to each other; a relayed block's compact form goes to
+`compact_push` peers (BIP 152's high-bandwidth mode: one trip when their
+mempools hold the transactions), the header to the rest (docs/protocol.md
+12).  A peer that lacks
 the block fetches the compact form (GET /compact/<hash>), rebuilds it from
 its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
 a root that does not fit; the block then goes through Node.submit_block like
-any other.  Transactions are announced by id in small batches
+any other.  A fetch that gets no good answer is tried with another peer that
+announced the block meanwhile.  Transactions are announced by id in small batches
 (POST /announce_txs) and fetched by id (POST /txs), the ids as 32-byte
 strings concatenated.  A peer that answers 404
 to an announcement predates it and gets whole items as JSON (/submit_block,
