@@ -189,7 +189,9 @@ ENDPOINTS = {
                          "A peer announces a block: its header, and maybe its compact form (header, 6-byte short "
                          "ids keyed by the block, the coinbase prefilled); the node fetches what it lacks from the "
                          "sender named in X-ChainCore-Peer.  As application/octet-stream: the 120-byte header, or "
-                         "the compact form's bytes, answered 204 with no body.",
+                         "the compact form's bytes, answered 204 with no body.  X-ChainCore-Sent-To (optional, a hint): "
+                         "the 8-hex-digit tags of the other peers the sender announced the block to "
+                         "(docs/protocol.md 12).",
                          binary="the 120-byte header alone, or the compact form (docs/protocol.md 12), which starts "
                                 "with it; counts beyond what a block holds are refused (400), a body over the largest "
                                 "compact form with 413",
