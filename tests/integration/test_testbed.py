@@ -145,6 +145,22 @@ def _tcp(src: int, sport: int, dst: int, dport: int, payload: bytes = b"", flags
     return _mac(dst) + _mac(src) + b"\x08\x00" + ip_header + tcp + payload
 
 
+class NeighbourRoomTests(SynchronousTestCase):
+    def test_arp_limits_are_raised_for_large_testbeds_and_never_lowered(self):
+        """50 hosts need room for 2,550 ARP entries: limits under what they need are raised, larger ones kept."""
+        from chaincore.testbed.bed import ensure_neighbour_room
+        folder = self.mktemp()
+        os.makedirs(folder)
+        for name, value in (("gc_thresh1", 128), ("gc_thresh2", 512), ("gc_thresh3", 100_000)):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(f"{value}\n")
+        raised = ensure_neighbour_room(50, folder)
+        self.assertEqual(raised, {"gc_thresh1": (128, 1531), "gc_thresh2": (512, 3062)})
+        with open(os.path.join(folder, "gc_thresh3")) as f:
+            self.assertEqual(f.read().strip(), "100000")
+        self.assertEqual(ensure_neighbour_room(5, folder), {})
+
+
 class KindTests(SynchronousTestCase):
     """What the switch tells of each frame hosts deliver each other: request, answer, acknowledgement, ARP."""
 
