@@ -343,7 +343,9 @@ class PeerClient:
                 raise PeerUnreachable(f"{what}: response body {e}") from None
             except _NETWORK_ERRORS as e:
                 if deadline.expired:
-                    raise PeerUnreachable(f"{what}: no complete answer within {timeout_s} s") from None
+                    late = PeerUnreachable(f"{what}: no complete answer within {timeout_s} s")
+                    late.timed_out = True   # a lost or late answer, not a refusal: the peer may well be there
+                    raise late from None
                 raise PeerUnreachable(f"{what}: {_describe(e)}") from None
         finally:
             deadline.stop()

@@ -269,13 +269,15 @@ class Relay:
         return status
 
     def _failed(self, failure, peer):
-        if failure.check(PeerUnreachable):
-            # one lost send (a lossy link, a busy peer) does not make a live peer gone: it stays active and its
-            # tip is polled at the next round, and that poll reports it if it really is unreachable
-            log.info("relay to {peer} got no answer: {err}; its tip is polled next round", peer=peer,
+        if failure.check(PeerUnreachable) and getattr(failure.value, "timed_out", False):
+            # one lost or late answer (a lossy link, a busy peer) does not make a live peer gone: it stays
+            # active and its tip is polled at the next round, and that poll reports it if it really is gone
+            log.info("relay to {peer} got no answer in time: {err}; its tip is polled next round", peer=peer,
                      err=failure.value)
             if self.sync is not None:
                 self.sync.poll.retry(peer)
+        elif failure.check(PeerUnreachable):  # refused, or nobody there: it is gone until discovery finds it
+            self.discovery.report_failure(peer, str(failure.value))
         elif failure.check(Invalid):
             self.discovery.report_misbehaviour(peer, failure.value)
         else:

@@ -110,8 +110,8 @@ class RelayTests(SyncTestCase):
 
 class AnnouncementFailureTests(SyncTestCase):
     def test_a_lost_announcement_leaves_the_peer_active_and_polled_next_round(self):
-        """An announcement POST that gets no answer (lost on a lossy link) keeps the peer active, makes its
-        tip polled at the next round, and that round's poll finds the peer behind and lets it catch up."""
+        """An announcement POST that gets no answer in time (lost on a lossy link) keeps the peer active and
+        makes its tip polled at the next round."""
         a, b = self.pair()
         for _ in range(4):  # a polled b a few times and backed off
             self.successResultOf(a.sync.sync_round())
@@ -126,3 +126,11 @@ class AnnouncementFailureTests(SyncTestCase):
         self.assertEqual(a.discovery.active_peers(), [b.url])
         self.assertEqual(a.sync.poll.due([b.url], self.clock.seconds()), [b.url])
         self.assertNotEqual(b.tip(), block.hash)
+
+    def test_a_refused_announcement_drops_the_peer(self):
+        """An announcement whose connection is refused (nobody listens there now) drops the peer from the active
+        set, as a failed probe does; only a lost or late answer keeps it."""
+        a, b = self.pair()
+        b.reachable = False
+        settled(a.node.submit_block(make_block(funded_chain()[-1], payments(1), pay_to=BOB), local=True))
+        self.assertEqual(a.discovery.active_peers(), [])
