@@ -18,7 +18,7 @@ network carries per minute per peer link.
 
     sudo python bench/testbed.py [--hosts 10] [--delay 40] [--jitter 0] [--loss 0]
                                  [--blocks 3] [--txs 100] [--idle 60] [--idle-warmup 160]
-                                 [--stagger 0]
+                                 [--stagger 0] [--funding-wait-s 120]
 """
 
 import argparse
@@ -305,7 +305,7 @@ def run(args) -> None:
             http_json(net.origin.url + "/add_transaction", {"transaction": tx_to_json(fan)})
             coins += [(fan.tx_id, i, share) for i in range(FANOUT)]
         tip = net.mine_template()
-        net.wait_all_at(tip.hash.hex(), 120)
+        net.wait_all_at(tip.hash.hex(), args.funding_wait_s)
         print(f"funded: {len(blocks) + 1} blocks, {len(coins)} coins; every host at height {tip.height}")
 
         rows, stages = [], {}
@@ -381,6 +381,8 @@ def main(argv) -> None:
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle network measured")
     parser.add_argument("--idle-warmup", type=float, default=160,
                         help="seconds of quiet before the idle measurement starts")
+    parser.add_argument("--funding-wait-s", type=float, default=120,
+                        help="at most this long for every host to reach the funded tip")
     parser.add_argument("--stagger", type=float, default=0, help="seconds between starting one node and the next")
     parser.add_argument("--discovery-s", type=float, default=60, help="at most this long for peers to find each other")
     args = parser.parse_args(argv)
