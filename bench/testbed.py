@@ -11,10 +11,14 @@ nodes' JSON log lines, so watching costs the hosts nothing) beside the floor
 (hops on the shortest path from h0 in the peer graph x one-way latency), and
 the bytes each node received from other hosts while it spread (the switch's
 counters, until every tip matched plus SETTLE_S) beside the block's canonical
-size.  Last, the bytes the idle network carries per minute per peer link.
+size, and where those bytes went: per request kind (`POST /announce`, its
+answer, `GET /compact/<hash>`, ...), bare TCP acknowledgements and connection
+set-up, as the switch read them from the frames.  Last, the bytes the idle
+network carries per minute per peer link.
 
     sudo python bench/testbed.py [--hosts 10] [--delay 40] [--jitter 0] [--loss 0]
                                  [--blocks 3] [--txs 100] [--idle 60] [--idle-warmup 160]
+                                 [--stagger 0] [--funding-wait-s 120]
 """
 
 import argparse
@@ -161,16 +165,91 @@ def accept_times(bed: Testbed, block_hash: str) -> dict:
                 if short in line and line.startswith("{"):
                     record = json.loads(line)
                     msg = record["msg"]
-                    if msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg:
+                    if msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg \
+                            and "rebuilt" not in msg:
                         times[h.name] = record["t"]
                         break
     return times
+
+
+STAGES = (("announced", "announcement of block "), ("compact fetched", "compact form of block "),
+          ("rebuilt", None), ("accepted", None), ("relayed", "announcing block "))
+
+
+def stage_times(bed: Testbed, block_hash: str) -> dict:
+    """host name -> {stage: wall time} from the nodes' JSON log lines (relay's at debug level): the first
+    announcement heard, the compact form fetched (when not pushed), the block rebuilt, accepted, announced on."""
+    short, out = block_hash[:16], {}
+    for h in bed.hosts:
+        seen = {}
+        with open(h.log, errors="replace") as f:
+            for line in f:
+                if short not in line or not line.startswith("{"):
+                    continue
+                record = json.loads(line)
+                msg = record["msg"]
+                for stage, prefix in STAGES:
+                    if prefix and msg.startswith(prefix + short):
+                        seen.setdefault(stage, record["t"])
+                if msg.startswith(f"block {short}") and "rebuilt" in msg:
+                    seen.setdefault("rebuilt", record["t"])
+                elif msg.startswith(("block ", "accepted block", "mined block")) and "side-chain" not in msg \
+                        and "rebuilt" not in msg:
+                    seen.setdefault("accepted", record["t"])
+        out[h.name] = seen
+    return out
+
+
+def timeline(stages: list, t0s: list) -> str:
+    """Median ms after the submission to h0 at which the other hosts reached each stage, and h0's own."""
+    parts = []
+    for stage, _ in STAGES:
+        own = [s["h0"][stage] - t0 for s, t0 in zip(stages, t0s) if stage in s.get("h0", {})]
+        other = [t[stage] - t0 for s, t0 in zip(stages, t0s) for name, t in s.items() if name != "h0" and stage in t]
+        if own:
+            parts.append(f"h0 {stage} {statistics.median(own) * 1000:.0f}")
+        if other:
+            parts.append(f"{stage} {statistics.median(other) * 1000:.0f} (n={len(other)})")
+    return "per-hop timeline, median ms after the submission: " + ", ".join(parts)
 
 
 def percentile(values, q: float) -> float:
     """The nearest-rank q-quantile (q=0.5 of two values is the lower one)."""
     values = sorted(values)
     return values[max(0, math.ceil(q * len(values)) - 1)]
+
+
+def breakdown(rows, receivers: int) -> str:
+    """Where the bytes the nodes received went, per kind, as a mean per node per block beside the block's size."""
+    total = {}
+    for _, _, _, _, kinds in rows:
+        for kind, (n, frames) in kinds.items():
+            b, f = total.get(kind, (0, 0))
+            total[kind] = (b + n, f + frames)
+    per = len(rows) * receivers
+    size = statistics.mean(b.size for _, b, _, _, _ in rows)
+    lines = [f"{'':>10}{'received per node per block':<34}{'B':>10} {'frames':>7} {'of block':>9}"]
+    for kind, (n, frames) in sorted(total.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{'':>10}{kind:<34}{n / per:>10,.0f} {frames / per:>7.1f} {n / per / size:>8.2%}")
+    all_bytes = sum(n for n, _ in total.values())
+    lines.append(f"{'':>10}{'all':<34}{all_bytes / per:>10,.0f} {sum(f for _, f in total.values()) / per:>7.1f} "
+                 f"{all_bytes / per / size:>8.2%}")
+    return "\n".join(lines)
+
+
+def nodes_cpu_s(bed: Testbed) -> float:
+    """CPU seconds (user and system) the hosts' processes (nodes and their workers) have used so far."""
+    from chaincore.testbed.bed import netns_pids
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for h in bed.hosts:
+        for pid in netns_pids(h.netns):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (FileNotFoundError, IndexError, ValueError):
+                pass
+    return total / tick
 
 
 def rss_mb(bed: Testbed) -> float:
@@ -195,7 +274,8 @@ def run(args) -> None:
         for i in range(args.hosts):
             bed.start_node(i, peers=[(i - 1) % args.hosts] if args.hosts > 1 else [],
                            twistd_args=["--logger=chaincore.logs.json_lines"], env={"CHAINCORE_LOG_LEVEL": "debug"})
-        bed.wait_ready(timeout_s=120)
+            time.sleep(args.stagger)  # many nodes starting at once on few CPUs answer each other too slowly
+        bed.wait_ready(timeout_s=120 + args.hosts * 2)
         print(f"{args.hosts} hosts up in {time.monotonic() - started:.1f} s; nodes' RSS {rss_mb(bed):.0f} MB in all")
         everyone = {h.url for h in bed.hosts}
         def everyone_peers() -> bool:
@@ -225,10 +305,10 @@ def run(args) -> None:
             http_json(net.origin.url + "/add_transaction", {"transaction": tx_to_json(fan)})
             coins += [(fan.tx_id, i, share) for i in range(FANOUT)]
         tip = net.mine_template()
-        net.wait_all_at(tip.hash.hex(), 120)
+        net.wait_all_at(tip.hash.hex(), args.funding_wait_s)
         print(f"funded: {len(blocks) + 1} blocks, {len(coins)} coins; every host at height {tip.height}")
 
-        rows = []
+        rows, stages = [], {}
         for mode in ("relayed", "fresh") * args.blocks:
             txs = [signed([(t, i)], [(PAYLOAD, amount - FEE)]) for t, i, amount in coins[:args.txs]]
             del coins[:args.txs]
@@ -236,39 +316,45 @@ def run(args) -> None:
                 for tx in txs:
                     http_json(net.origin.url + "/add_transaction", {"transaction": tx_to_json(tx)})
                 wait_for(lambda: all((bed.status(h) or {}).get("mempool_size") == len(txs) for h in bed.hosts),
-                         60, "every mempool holding the transactions", 0.1)
+                         60 + len(txs) / 10, "every mempool holding the transactions", 0.1)
                 block = solved(net.template())
             else:
                 block = net.block_with(txs)
             time.sleep(SETTLE_S)
-            before = bed.traffic()
+            before, cpu_before = bed.traffic(), nodes_cpu_s(bed)
             t0 = net.submit(block)
             net.wait_all_at(block.hash.hex())
             time.sleep(SETTLE_S)
             spent = bed.traffic() - before
+            cpu = nodes_cpu_s(bed) - cpu_before
             times = accept_times(bed, block.hash.hex())
             arrivals = {name: (t - t0) * 1000 for name, t in times.items() if name != "h0"}
             received = [spent.received_from_hosts(h.name) for h in bed.hosts[1:]]
-            rows.append((mode, block, arrivals, received))
+            kinds = spent.received_by_kind([h.name for h in bed.hosts[1:]])
+            rows.append((mode, block, arrivals, received, kinds))
+            stages.setdefault(mode, []).append((stage_times(bed, block.hash.hex()), t0))
             print(f"{mode:>8} height {block.height} {len(block.transactions) - 1} txs {block.size:>8,} B: "
                   f"all hosts in {max(arrivals.values()):6.0f} ms (floor {max(hops.values()) * delay:.0f}); "
                   f"received per node mean {statistics.mean(received):>9,.0f} B "
                   f"({statistics.mean(received) / block.size:.2f}x size), max {max(received):,}; "
-                  f"switch {spent.cpu_s:.2f} s CPU, frames {spent.mean_late_ms:.1f} ms late on average")
+                  f"switch {spent.cpu_s:.2f} s CPU, frames {spent.mean_late_ms:.1f} ms late on average; "
+                  f"nodes {cpu:.2f} s CPU in all until {SETTLE_S} s after the last host")
 
         print()
         floors = [hops[h.name] * delay for h in bed.hosts[1:] if h.name in hops]
         for mode in ("relayed", "fresh"):
             mine = [r for r in rows if r[0] == mode]
-            each = [ms for _, _, arrivals, _ in mine for ms in arrivals.values()]
-            to_all = [max(arrivals.values()) for _, _, arrivals, _ in mine]
-            ratio = [statistics.mean(received) / block.size for _, block, _, received in mine]
+            each = [ms for _, _, arrivals, _, _ in mine for ms in arrivals.values()]
+            to_all = [max(arrivals.values()) for _, _, arrivals, _, _ in mine]
+            ratio = [statistics.mean(received) / block.size for _, block, _, received, _ in mine]
             print(f"{mode:>8}: propagation to each host p50 {percentile(each, .5):.0f} ms p90 {percentile(each, .9):.0f} ms "
                   f"(floor p50 {percentile(floors, .5):.0f} p90 {percentile(floors, .9):.0f} ms); "
                   f"to all hosts p50 {percentile(to_all, .5):.0f} ms p90 {percentile(to_all, .9):.0f} ms "
                   f"(floor {max(floors):.0f} ms)")
             print(f"{'':>8}  bytes received per node per block {statistics.mean(ratio):.2f}x the block's canonical size "
-                  f"(blocks of {statistics.mean(b.size for _, b, _, _ in mine):,.0f} B)")
+                  f"(blocks of {statistics.mean(b.size for _, b, _, _, _ in mine):,.0f} B)")
+            print(breakdown(mine, args.hosts - 1))
+            print(f"{'':>10}" + timeline([x for x, _ in stages[mode]], [t for _, t in stages[mode]]))
 
         time.sleep(args.idle_warmup)  # polls back off from 5 s to their 2-minute pace after the last block
         before = bed.traffic()
@@ -295,6 +381,9 @@ def main(argv) -> None:
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle network measured")
     parser.add_argument("--idle-warmup", type=float, default=160,
                         help="seconds of quiet before the idle measurement starts")
+    parser.add_argument("--funding-wait-s", type=float, default=120,
+                        help="at most this long for every host to reach the funded tip")
+    parser.add_argument("--stagger", type=float, default=0, help="seconds between starting one node and the next")
     parser.add_argument("--discovery-s", type=float, default=60, help="at most this long for peers to find each other")
     args = parser.parse_args(argv)
     reason = unavailable_reason()

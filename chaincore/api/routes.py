@@ -32,6 +32,8 @@ from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, openapi_json
 log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
+SENT_TO_HEADER = b"X-ChainCore-Sent-To"    # tags of the peers an announcement went to as well
+MAX_SENT_TO = 64
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
 STREAM_SLICE_BLOCKS = 10      # about 1 ms of work (blocks not yet encoded): the reactor answers others between
 BLOCK_TEXTS_BYTES = 8_000_000  # the JSON of blocks kept by _block_text
@@ -215,7 +217,7 @@ class PeerDirectory(Protocol):
     def inbound(self, url: str) -> None:
         """Peer url (checked to be the sender) polls or announces to us as one of its outbound peers."""
 
-    def announced(self, url: str, header, compact=None) -> str:
+    def announced(self, url: str, header, compact=None, sent_to=()) -> str:
         """Peer url (checked to be the sender) announced a block (its header, maybe its compact form):
         "known", or "fetching" while the peer layer gets what it lacks from url."""
 
@@ -540,7 +542,7 @@ class NodeAPI:
                     raise Malformed("compact.header is not the announced block's header")
         self._peers.inbound(source)
         self._peers.hint(source)
-        status = self._peers.announced(source, header, compact)
+        status = self._peers.announced(source, header, compact, _sent_to(request))
         if media_type(request) == wire.MEDIA_TYPE:
             return no_content(request)  # a binary announcement gets the smallest answer there is
         return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})
@@ -548,12 +550,14 @@ class NodeAPI:
     @app.route("/announce_txs", methods=["POST"])
     def announce_txs(self, request):
         self._charge(request, "announce_txs")
-        body = read_json(request)
+        ids = _read_ids(request, "tx_ids")
         source = self._announcer(request)
-        ids = _hex_ids(field(body, "tx_ids"), "tx_ids")
         self._peers.inbound(source)
         self._peers.hint(source)
-        return json_body(request, 200, {"wanted": self._peers.announced_txs(source, ids)})
+        wanted = self._peers.announced_txs(source, ids)
+        if media_type(request) == wire.MEDIA_TYPE:
+            return no_content(request)  # like a binary block announcement: the smallest answer there is
+        return json_body(request, 200, {"wanted": wanted})
 
     @app.route("/compact/<string:block_hash>", methods=["GET"])
     def compact(self, request, block_hash):
@@ -584,7 +588,7 @@ class NodeAPI:
     @app.route("/txs", methods=["POST"])
     def txs(self, request):
         self._charge(request, "txs")
-        ids = _hex_ids(field(read_json(request), "tx_ids"), "tx_ids")
+        ids = _read_ids(request, "tx_ids")
         found = [tx for tx in (self._node.mempool.get(tx_id) for tx_id in ids) if tx is not None]
         request.setHeader(b"Vary", b"Accept")
         if wants_binary(request):  # a framed list of the canonical transactions found
@@ -835,6 +839,31 @@ class _TaskProducer:
             self._work.stop()
         except task.TaskDone:
             pass
+
+
+def _sent_to(request) -> frozenset:
+    """The peer tags of an announcement's X-ChainCore-Sent-To header (docs/protocol.md 12): the peers the
+    sender announced the block to as well.  A hint only: a value that is not a list of tags is ignored."""
+    value = request.getHeader(SENT_TO_HEADER)
+    if not value:
+        return frozenset()
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    tags = value.split(",")
+    if len(tags) > MAX_SENT_TO or not all(len(t) == 8 and all(c in "0123456789abcdef" for c in t) for t in tags):
+        return frozenset()
+    return frozenset(tags)
+
+
+def _read_ids(request, name: str) -> list:
+    """The transaction ids a POST carries: 32-byte ids concatenated (octet-stream) or {name: [hex, ...]}
+    (JSON); at most MAX_ANNOUNCED_TXS, Malformed otherwise (a body over the cap is refused unread)."""
+    if media_type(request) == wire.MEDIA_TYPE:
+        raw = _read_binary(request, 32 * MAX_ANNOUNCED_TXS, f"list of {name}")
+        if not raw or len(raw) % 32:
+            raise Malformed(f"{name} in bytes must be one or more 32-byte ids, not {len(raw)} bytes")
+        return [raw[i:i + 32] for i in range(0, len(raw), 32)]
+    return _hex_ids(field(read_json(request), name), name)
 
 
 def _hex_ids(value, name: str) -> list:

@@ -189,7 +189,9 @@ ENDPOINTS = {
                          "A peer announces a block: its header, and maybe its compact form (header, 6-byte short "
                          "ids keyed by the block, the coinbase prefilled); the node fetches what it lacks from the "
                          "sender named in X-ChainCore-Peer.  As application/octet-stream: the 120-byte header, or "
-                         "the compact form's bytes, answered 204 with no body.",
+                         "the compact form's bytes, answered 204 with no body.  X-ChainCore-Sent-To (optional, a hint): "
+                         "the 8-hex-digit tags of the other peers the sender announced the block to "
+                         "(docs/protocol.md 12).",
                          binary="the 120-byte header alone, or the compact form (docs/protocol.md 12), which starts "
                                 "with it; counts beyond what a block holds are refused (400), a body over the largest "
                                 "compact form with 413",
@@ -200,11 +202,16 @@ ENDPOINTS = {
                              "block_hash": HEX32}}),
                                     204: ("a binary announcement taken (no body)", None)}),
     "announce_txs": Endpoint("post", "/announce_txs", "A peer announces transactions by id; the node fetches "
-                                                      "those it lacks from the sender (X-ChainCore-Peer).",
+                                                      "those it lacks from the sender (X-ChainCore-Peer).  As "
+                                                      "application/octet-stream: the 32-byte ids concatenated, "
+                                                      "answered 204 with no body.",
+                             binary="1 to 5000 transaction ids of 32 bytes each, concatenated (docs/protocol.md 12); "
+                                    "another length is refused (400), a body over 160,000 bytes with 413",
                              body={"type": "object", "required": ["tx_ids"], "properties": {
                                  "tx_ids": {"type": "array", "items": HEX32, "maxItems": 5000}}},
                              responses={200: ("how many it will fetch", {"type": "object", "properties": {
-                                 "wanted": {"type": "integer"}}})}),
+                                 "wanted": {"type": "integer"}}}),
+                                        204: ("a binary announcement taken (no body)", None)}),
     "compact": Endpoint("get", "/compact/{hash}", "A block in compact form (as BIP 152; its bytes with "
                                                   "Accept: application/octet-stream).", params=(HASH_PARAM,),
                         binary="header (120) || compact(n) || n 6-byte short ids || compact(k) || k x "
@@ -224,7 +231,9 @@ ENDPOINTS = {
                                                "transactions": {"type": "array", "items": ref("Transaction")}}}),
                                      404: ("unknown block", ref("Error"))}),
     "txs": Endpoint("post", "/txs", "Mempool transactions by id (those the node holds; a framed list of canonical "
-                                    "transactions with Accept: application/octet-stream).",
+                                    "transactions with Accept: application/octet-stream).  The ids may be sent as "
+                                    "application/octet-stream, 32 bytes each, concatenated.",
+                    binary="1 to 5000 transaction ids of 32 bytes each, concatenated (docs/protocol.md 12)",
                     binary_answer="compact(count), then each transaction found as compact(length) || its bytes "
                                   "(docs/protocol.md 11)",
                     body={"type": "object", "required": ["tx_ids"], "properties": {

@@ -53,13 +53,16 @@ def compact_to_json(block: Block) -> dict:
             "prefilled": [{"index": 0, "transaction": jsonview.tx_to_json(block.transactions[0])}]}
 
 
-def compact_to_bytes(block: Block) -> bytes:
+def compact_to_bytes(block: Block, prefill=()) -> bytes:
     """The compact form of block in bytes (docs/protocol.md 12): header, compact(n) short ids, compact(k)
-    prefilled transactions as (compact(index), var_bytes(tx)); the coinbase is the one prefilled."""
+    prefilled transactions as (compact(index), var_bytes(tx)); the coinbase is always prefilled, and so are
+    the transactions at the indexes in prefill (those the receiver is expected to lack, as BIP 152 allows)."""
     key = block_key(block.hash)
-    ids = [short_id(key, tx.tx_id) for tx in block.transactions[1:]]
-    return b"".join((block.header.raw, compact_size(len(ids)), *ids,
-                     compact_size(1), compact_size(0), var_bytes(block.transactions[0].raw)))
+    full = sorted({0} | {i for i in prefill if 0 < i < len(block.transactions)})
+    in_full = set(full)
+    ids = [short_id(key, tx.tx_id) for i, tx in enumerate(block.transactions) if i not in in_full]
+    return b"".join((block.header.raw, compact_size(len(ids)), *ids, compact_size(len(full)),
+                     *(compact_size(i) + var_bytes(block.transactions[i].raw) for i in full)))
 
 
 @dataclass(frozen=True)

@@ -203,11 +203,13 @@ class PeerClient:
             self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes, binary=True))
 
     def post_binary(self, peer_url: str, path: str, data: bytes, timeout_s: float = DATA_TIMEOUT_S,
-                    max_bytes: int = None):
+                    max_bytes: int = None, binary_answer: bool = False, headers: dict = None):
         """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)
-        ({} for a 204).  No Accept goes with it: the answer is JSON or nothing."""
+        ({} for a 204).  No Accept goes with it (the answer is JSON or nothing) unless binary_answer asks for
+        canonical bytes back, as post_json's does; headers ({name: [value]}) go with it as well."""
         return defer.Deferred.fromCoroutine(
-            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True))
+            self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True,
+                           answer_binary=binary_answer, headers=headers))
 
     def get_cached(self, peer_url: str, path: str, timeout_s: float = DATA_TIMEOUT_S, max_bytes: int = None):
         """A conditional GET: the last answer's ETag goes in If-None-Match and a 304 gives that answer back;
@@ -304,7 +306,7 @@ class PeerClient:
         traffic.requests += 1
         answer_binary = answer_binary or (binary and method == "GET")
         # a POST of bytes says no Accept (its answer is JSON or empty): every header costs on every link
-        headers = {} if binary and method == "POST" else \
+        headers = {} if binary and method == "POST" and not answer_binary else \
             {b"Accept": [_BINARY_ACCEPT if answer_binary else b"application/json"]}
         if not self._own_loopback or is_loopback_url(peer):  # a loopback URL means nothing to another host
             headers[PEER_HEADER] = [self._peer_header]
@@ -341,7 +343,9 @@ class PeerClient:
                 raise PeerUnreachable(f"{what}: response body {e}") from None
             except _NETWORK_ERRORS as e:
                 if deadline.expired:
-                    raise PeerUnreachable(f"{what}: no complete answer within {timeout_s} s") from None
+                    late = PeerUnreachable(f"{what}: no complete answer within {timeout_s} s")
+                    late.timed_out = True   # a lost or late answer, not a refusal: the peer may well be there
+                    raise late from None
                 raise PeerUnreachable(f"{what}: {_describe(e)}") from None
         finally:
             deadline.stop()

@@ -112,9 +112,10 @@ class PeerNetwork(service.MultiService):
         self.discovery.run_once()
         return "added"
 
-    def announced(self, url: str, header, compact=None) -> str:
-        """A peer announced a block (api.routes.PeerDirectory): relay fetches it if we lack it."""
-        return self.relay.announced(normalise_url(url), header, compact)
+    def announced(self, url: str, header, compact=None, sent_to=()) -> str:
+        """A peer announced a block (api.routes.PeerDirectory): relay fetches it if we lack it; sent_to are the
+        tags of the peers it sent the block to as well."""
+        return self.relay.announced(normalise_url(url), header, compact, sent_to)
 
     def announced_txs(self, url: str, tx_ids: list) -> int:
         """A peer announced transactions by id: relay fetches those we lack."""

@@ -1,15 +1,21 @@
 """Relay: announce new blocks and transactions to the relay peers; fetch what peers announce and we lack.
 
-A new tip is announced with its header (POST /announce: its 120 bytes); the
-first `compact_push` peers also get its compact form (BIP 152's high-bandwidth
-mode: one trip when their mempools hold the transactions), in bytes right
-after the header (docs/protocol.md 12).  A peer that lacks
+A new tip is announced with its header (POST /announce: its 120 bytes).  A
+block that starts here (mined, or first submitted by a client) goes to every
+peer as its compact form, with the transactions a peer was never told of
+prefilled, and names the peers it went to (X-ChainCore-Sent-To), so they do
+not announce it to each other; a relayed block's compact form goes to
+`compact_push` peers (BIP 152's high-bandwidth mode: one trip when their
+mempools hold the transactions), the header to the rest (docs/protocol.md
+12).  A peer that lacks
 the block fetches the compact form (GET /compact/<hash>), rebuilds it from
 its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
 a root that does not fit; the block then goes through Node.submit_block like
-any other.  Transactions are announced by id in small batches
-(POST /announce_txs) and fetched by id (POST /txs).  A peer that answers 404
+any other.  A fetch that gets no good answer is tried with another peer that
+announced the block meanwhile.  Transactions are announced by id in small batches
+(POST /announce_txs) and fetched by id (POST /txs), the ids as 32-byte
+strings concatenated.  A peer that answers 404
 to an announcement predates it and gets whole items as JSON (/submit_block,
 /add_transaction), which every version takes; one that refuses a binary
 announcement (415, or a 400 about its Content-Type) is announced to in JSON
@@ -26,8 +32,8 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview, wire
-from ..core.compact import (compact_to_bytes, compact_to_json, fill, max_block_txs, parse_compact,
-                            parse_compact_bytes, reconstruct)
+from ..core.compact import (compact_to_bytes, compact_to_json, fill, max_block_txs, max_compact_bytes,
+                            parse_compact, parse_compact_bytes, reconstruct)
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
 from .client import BinaryAnswer
 
@@ -39,6 +45,9 @@ TX_BATCH_S = 0.05             # transactions accepted within this long go out in
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
 BLOCK_MAX_BYTES = 64_000_000
+MAX_SENT_TO = 64              # peers named in one announcement's X-ChainCore-Sent-To
+MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
+_TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
 
 class KnownItems:
@@ -77,19 +86,21 @@ class Relay:
     """Announces the node's new blocks and transactions, and fetches what its peers announce."""
 
     def __init__(self, node, client, discovery, sync=None, clock=None, *, compact_push: int = COMPACT_PUSH,
-                 on_heard=None):
+                 on_heard=None, origin_push_all: bool = True):
         self.node = node
         self.client = client
         self.discovery = discovery
         self.sync = sync
         self.clock = clock if clock is not None else node.clock
         self.compact_push = compact_push
+        self.origin_push_all = origin_push_all  # a block made or first submitted here: every peer gets its form
         self.on_heard = on_heard          # f(url): a peer told us news (sync polls it less)
         self.known = KnownItems()
         self.counts = RelayCounts()
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
         self.fetching = {}                # block hash -> Deferred of its fetch
+        self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
         self._asked = OrderedDict()       # tx_id -> when it was asked of a peer
@@ -141,13 +152,28 @@ class Relay:
         peers = self._targets(block.hash, source)
         if not peers:
             return None
-        # the compact form goes to compact_push peers, a different few for each block, so no peer
-        # always waits for the extra trip
+        # a block that starts here (mined, or submitted by a client) is news to every peer: each gets the
+        # compact form at once, so the first hop takes one trip.  A relayed block's form goes to
+        # compact_push peers, a different few for each block, so no peer always waits for the extra trip;
+        # the rest, most of which the block's source or its other peers reach first, get the header
+        push = len(peers) if source is None and self.origin_push_all else self.compact_push
         pushed_to = set(sorted(peers, key=lambda p: hashlib.blake2b(p.encode() + block.hash,
-                                                                    digest_size=8).digest())[:self.compact_push])
+                                                                    digest_size=8).digest())[:push])
+        log.debug("announcing block {hash} to {n} peers, the compact form to {k}", hash=block.hash.hex()[:16],
+                  n=len(peers), k=len(pushed_to))
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
+        # the peers a block made here goes to, as tags: each of them then leaves out the others
+        # (they have the block from us), so a dense mesh carries one announcement per block and peer, not
+        # one per link
+        sent_to = {b"X-ChainCore-Sent-To": [",".join(peer_tag(p) for p in peers[:MAX_SENT_TO]).encode()]} \
+            if source is None and self.origin_push_all else None
         for peer in peers:
+            body = block.header.raw
+            if peer in pushed_to:
+                body = compact
+                if source is None and self.origin_push_all:
+                    body = self._with_prefill(block, peer, compact)
             self.known.add(peer, block.hash)
             if peer in self.legacy:
                 sends.append(self._post_block(peer, block))
@@ -155,8 +181,7 @@ class Relay:
             if peer in self.json_only:
                 sends.append(self._announce_json(peer, block, peer in pushed_to))
                 continue
-            body = compact if peer in pushed_to else block.header.raw
-            d = self.client.post_binary(peer, "/announce", body)
+            d = self.client.post_binary(peer, "/announce", body, headers=sent_to)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
                           lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
             d.addErrback(self._failed, peer)
@@ -164,6 +189,15 @@ class Relay:
         self.sent += len(sends)
         self.counts.announced += len(sends)
         return defer.DeferredList(sends, consumeErrors=True)
+
+    def _with_prefill(self, block, peer, compact: bytes) -> bytes:
+        """The compact form for peer with the transactions it is not known to have in full (none announced to
+        or by it): a block made here of transactions nobody was told of then takes one trip, not two."""
+        lacking = [i for i, tx in enumerate(block.transactions) if i and not self.known.has(peer, tx.tx_id)]
+        if not lacking:
+            return compact
+        form = compact_to_bytes(block, lacking)
+        return form if len(form) <= max_compact_bytes(self.node.params.max_block_size) else compact
 
     def _announce_json(self, peer, block, push: bool):
         """The announcement as JSON, for a peer that does not take bytes at /announce."""
@@ -190,13 +224,20 @@ class Relay:
                 if peer in self.legacy:
                     sends.extend(self._post_txs(peer, batch))
                     continue
-                d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]})
-                d.addCallback(self._announced, peer, lambda peer=peer, batch=batch: self._post_txs(peer, batch))
-                d.addErrback(self._failed, peer)
-                sends.append(d)
+                sends.append(self._announce_txs(peer, batch, binary=peer not in self.json_only))
         self.sent += len(sends)
         self.counts.announced += len(sends)
         return defer.DeferredList(sends, consumeErrors=True)
+
+    def _announce_txs(self, peer, batch, binary: bool):
+        """Announce batch of ids to peer: 32-byte ids concatenated, or JSON hex to a peer that takes only JSON."""
+        if binary:
+            d = self.client.post_binary(peer, "/announce_txs", b"".join(batch))
+        else:
+            d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]})
+        d.addCallback(self._announced, peer, lambda: self._post_txs(peer, batch),
+                      (lambda: self._announce_txs(peer, batch, binary=False)) if binary else None)
+        return d.addErrback(self._failed, peer)
 
     def _post_txs(self, peer, tx_ids) -> list:
         sends = []
@@ -228,7 +269,14 @@ class Relay:
         return status
 
     def _failed(self, failure, peer):
-        if failure.check(PeerUnreachable):
+        if failure.check(PeerUnreachable) and getattr(failure.value, "timed_out", False):
+            # one lost or late answer (a lossy link, a busy peer) does not make a live peer gone: it stays
+            # active and its tip is polled at the next round, and that poll reports it if it really is gone
+            log.info("relay to {peer} got no answer in time: {err}; its tip is polled next round", peer=peer,
+                     err=failure.value)
+            if self.sync is not None:
+                self.sync.poll.retry(peer)
+        elif failure.check(PeerUnreachable):  # refused, or nobody there: it is gone until discovery finds it
             self.discovery.report_failure(peer, str(failure.value))
         elif failure.check(Invalid):
             self.discovery.report_misbehaviour(peer, failure.value)
@@ -238,25 +286,50 @@ class Relay:
 
     # -- what peers announce ---------------------------------------------------------------
 
-    def announced(self, peer: str, header, compact=None) -> str:
-        """peer announced a block: "known" if we hold it or fetch it already, else start fetching it."""
+    def announced(self, peer: str, header, compact=None, sent_to=()) -> str:
+        """peer announced a block: "known" if we hold it or fetch it already, else start fetching it.  sent_to
+        are the tags (peer_tag) of the peers it announced the block to as well: we need not announce it there."""
         self.known.add(peer, header.hash)
+        if sent_to:
+            for other in self.discovery.relay_peers():
+                if peer_tag(other) in sent_to:
+                    self.known.add(other, header.hash)
+        log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,
+                  what="header" if compact is None else "compact form")
         if self.on_heard is not None:
             self.on_heard(peer)
-        if self.node.chain.has_block(header.hash) or header.hash in self.fetching:
+        if self.node.chain.has_block(header.hash):
+            return "known"
+        if header.hash in self.fetching:
+            # a second source, asked only if the first fails (one that never serves what it announces, or
+            # serves a form that does not fit, delays the block by one deadline, not until the next poll)
+            _, others = self._also.setdefault(header.hash, (header, []))
+            if peer not in others and len(others) < MAX_OTHER_SOURCES:
+                others.append(peer)
             return "known"
         if not header.has_valid_pow:
             self.discovery.report_misbehaviour(peer, "bad-pow")
             return "known"
+        self._start_fetch(peer, header, compact)
+        return "fetching"
+
+    def _start_fetch(self, peer, header, compact):
         d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
         self.fetching[header.hash] = d
         d.addErrback(self._fetch_failed, peer)
         d.addBoth(self._fetched, header.hash)
-        return "fetching"
 
     def _fetched(self, result, block_hash):
         self.fetching.pop(block_hash, None)
-        return result
+        header, others = self._also.pop(block_hash, (None, []))
+        if result is _TRY_ANOTHER and others and not self.node.chain.has_block(block_hash):
+            peer = others.pop(0)
+            log.info("fetching block {hash} from {peer}, which announced it too", hash=block_hash.hex()[:16],
+                     peer=peer)
+            if others:
+                self._also[block_hash] = (header, others)
+            self._start_fetch(peer, header, None)
+        return None if result is _TRY_ANOTHER else result
 
     async def _fetch_block(self, peer, header, compact):
         """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
@@ -272,6 +345,7 @@ class Relay:
                 compact = parse_compact(answer, params.max_money, max_block_txs(params.max_block_size))
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
+            log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:
@@ -300,6 +374,8 @@ class Relay:
                 raise Malformed(f"{peer} answered /block/{block_hash[:16]} with another block")
         else:
             self.counts.compact_rebuilt += 1
+        log.debug("block {hash} rebuilt ({n} transactions fetched); submitting it", hash=block_hash[:16],
+                  n=len(rebuilt.missing) if not rebuilt.collision else "all")
         return await self.node.submit_block(block, source=peer)
 
     def _txs_of(self, answer, at_most: int) -> list:
@@ -313,6 +389,11 @@ class Relay:
                 for t in jsonview.require_list(answer.get("transactions"), "transactions", at_most)]
 
     def _fetch_failed(self, failure, peer):
+        another = failure.check(PeerUnreachable, Malformed) is not None  # the peer failed us, not the block
+        self._log_fetch_failure(failure, peer)
+        return _TRY_ANOTHER if another else None
+
+    def _log_fetch_failure(self, failure, peer):
         if self.sync is not None and not failure.check(Invalid, defer.CancelledError):
             # we still lack a block it has (a lost answer, a busy peer): its tip is polled at the next
             # round, and a catch-up gets the block, instead of waiting for the poll's backoff
@@ -349,12 +430,19 @@ class Relay:
             self.on_heard(peer)
         if wanted:
             d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, wanted))
-            d.addErrback(self._fetch_failed, peer)
+            d.addErrback(self._log_fetch_failure, peer)
         return len(wanted)
 
     async def _fetch_txs(self, peer, tx_ids):
-        code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
-                                                   max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
+        code, answer = None, None
+        if peer not in self.json_only:
+            code, answer = await self.client.post_binary(peer, "/txs", b"".join(tx_ids), max_bytes=BLOCK_MAX_BYTES,
+                                                         binary_answer=True)
+            if _refuses_bytes(code, answer):
+                self.json_only.add(peer)
+        if peer in self.json_only:
+            code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
+                                                       max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
         if code != 200:
             raise PeerUnreachable(f"{peer} answered /txs with {code}")
         accepted = 0
@@ -365,6 +453,11 @@ class Relay:
                 continue  # conflicts and missing parents are normal between two mempools
             accepted += result.status == "accepted"
         return accepted
+
+
+def peer_tag(url: str) -> str:
+    """A peer's 4-byte tag in X-ChainCore-Sent-To: BLAKE2b-32 of its URL, as 8 hex digits."""
+    return hashlib.blake2b(url.encode(), digest_size=4).hexdigest()
 
 
 def _refuses_bytes(status: int, answer) -> bool:

@@ -61,6 +61,31 @@ def unavailable_reason(uid: int = None, which=shutil.which, tun: str = "/dev/net
     return None
 
 
+NEIGH_SYSCTL = "/proc/sys/net/ipv4/neigh/default"
+
+
+def ensure_neighbour_room(hosts: int, sysctl_dir: str = NEIGH_SYSCTL) -> dict:
+    """Raise the kernel's ARP table limits so a testbed of `hosts` fits; {name: (old, new)} of those raised.
+
+    The table is one for every namespace: with N hosts each knowing the
+    other N - 1 and the observer, N x (N + 1) entries are live, about 2,550
+    at 50 hosts, over the default gc_thresh3 of 1,024, and the kernel then
+    refuses new entries ("neighbor table overflow"): hosts cannot reach each
+    other.  Limits are only raised, never lowered, with room for other users.
+    """
+    wanted = 2 * hosts * (hosts + 1) + 1024
+    raised = {}
+    for name, value in (("gc_thresh1", wanted // 4), ("gc_thresh2", wanted // 2), ("gc_thresh3", wanted)):
+        path = os.path.join(sysctl_dir, name)
+        with open(path) as f:
+            old = int(f.read().split()[0])
+        if old < value:
+            with open(path, "w") as f:
+                f.write(f"{value}\n")
+            raised[name] = (old, value)
+    return raised
+
+
 def twistd_path() -> str:
     """The twistd beside this interpreter, else the one on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -230,6 +255,7 @@ class Testbed:
             self._up = True
             if not self.detach:
                 atexit.register(self.down)
+            ensure_neighbour_room(self.n)
             self._start_switch()
             for i in range(self.n):
                 self._make_host(i)

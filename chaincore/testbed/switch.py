@@ -4,7 +4,12 @@ The kernels we run on have no netem and no iptables, so everything a link
 does to traffic happens here, in user space: MAC learning and flooding (ARP
 included), a per-host delay, jitter and loss applied to the frames a host
 sends (as netem on its interface would), partitions into groups whose ports
-cannot reach each other, and byte counters per host and per pair of hosts.
+cannot reach each other, and byte counters per host and per pair of hosts,
+and, for what hosts deliver to each other, per receiver and kind of traffic:
+the HTTP request (`POST /announce`, hashes in paths as `<hash>`) or its
+answer a TCP segment carries (told by the request line its connection last
+sent to the node port), bare acknowledgements, connection set-up and
+tear-down, and ARP.
 Frames keep their order on each (sender, receiver) link, even with jitter.
 
 The `observer` port joins the machine itself to the switch: its frames are
@@ -39,6 +44,58 @@ _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000
 _MAX_FRAME = 65536
 _READ_BURST = 64
+NODE_PORT = 5000                                 # the nodes' HTTP port: segments to it are requests
+_MAX_FLOWS = 100_000
+_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ")
+
+
+def _path_kind(path: bytes) -> str:
+    """A request path as a kind of traffic: no query, 64-hex-digit parts (hashes) as <hash>."""
+    parts = path.split(b"?", 1)[0].decode("ascii", "replace").split("/")
+    return "/".join("<hash>" if len(p) == 64 else p for p in parts)
+
+
+class Kinds:
+    """Bytes delivered between hosts per (receiver, kind), the kind read from the frame's TCP segment."""
+
+    def __init__(self):
+        self.bytes = collections.Counter()           # (receiver, kind) -> bytes
+        self.frames = collections.Counter()
+        self._flows = collections.OrderedDict()      # (client ip, client port, server ip) -> last request line kind
+
+    def count(self, receiver: str, frame: bytes) -> None:
+        kind = self.kind(frame)
+        self.bytes[(receiver, kind)] += len(frame)
+        self.frames[(receiver, kind)] += 1
+
+    def kind(self, frame: bytes) -> str:
+        if frame[12:14] == b"\x08\x06":
+            return "arp"
+        if frame[12:14] != b"\x08\x00" or len(frame) < 34 or frame[23] != 6:
+            return "other"
+        ihl = (frame[14] & 0x0F) * 4
+        total = int.from_bytes(frame[16:18], "big")
+        tcp = 14 + ihl
+        if len(frame) < tcp + 20:
+            return "other"
+        sport, dport = int.from_bytes(frame[tcp:tcp + 2], "big"), int.from_bytes(frame[tcp + 2:tcp + 4], "big")
+        flags = frame[tcp + 13]
+        payload = frame[tcp + (frame[tcp + 12] >> 4) * 4:14 + total]
+        if not payload:
+            return "tcp syn/fin/rst" if flags & 0x07 else "tcp ack"
+        src, dst = frame[26:30], frame[30:34]
+        if dport == NODE_PORT:
+            flow = (src, sport, dst)
+            if payload.startswith(_METHODS):
+                method, _, rest = payload.partition(b" ")
+                self._flows[flow] = f"{method.decode()} {_path_kind(rest.split(b' ', 1)[0])}"
+                self._flows.move_to_end(flow)
+                while len(self._flows) > _MAX_FLOWS:
+                    self._flows.popitem(last=False)
+            return self._flows.get(flow, "request ?")
+        if sport == NODE_PORT:
+            return self._flows.get((dst, dport, src), "?") + " answer"
+        return "other tcp"
 
 
 def open_tap(name: str) -> int:
@@ -75,6 +132,7 @@ class Switch:
         self.loop, self.rng = loop, rng
         self.macs = {}                                   # MAC -> Port, learnt from source addresses
         self.pair_bytes = collections.Counter()          # (sender, receiver) -> bytes delivered
+        self.kinds = Kinds()                             # what hosts delivered to each other, by kind
         self._queues = {}                                # (sender, receiver) -> deque of frames in flight
         self._last_due = {}                              # (sender, receiver) -> delivery time of the last queued frame
         self.late_s_max, self.late_s_sum, self.late_n = 0.0, 0.0, 0   # how far behind due delayed frames went out
@@ -152,6 +210,8 @@ class Switch:
         target.counters["received_frames"] += 1
         target.counters["received_bytes"] += len(frame)
         self.pair_bytes[(source.name, target.name)] += len(frame)
+        if not (source.is_observer or target.is_observer):
+            self.kinds.count(target.name, frame)
 
     # -- control ------------------------------------------------------------------------
 
@@ -192,7 +252,8 @@ class Switch:
                     "late_ms": {"max": self.late_s_max * 1000, "sum": self.late_s_sum * 1000, "frames": self.late_n},
                     "hosts": {p.name: dict(p.counters, delay_ms=p.delay_s * 1000, jitter_ms=p.jitter_s * 1000,
                                            loss=p.loss, group=p.group) for p in self.ports.values()},
-                    "pairs": [[s, r, n] for (s, r), n in sorted(self.pair_bytes.items())]}
+                    "pairs": [[s, r, n] for (s, r), n in sorted(self.pair_bytes.items())],
+                    "kinds": [[r, k, n, self.kinds.frames[(r, k)]] for (r, k), n in sorted(self.kinds.bytes.items())]}
         return {"error": f"unknown op {op!r}"}
 
 

@@ -20,6 +20,9 @@ class Traffic:
         self.hosts = stats["hosts"]
         self.pairs = collections.Counter({(s, r): n for s, r, n in stats["pairs"]})
         self.cpu_s, self.late_ms = stats["cpu_s"], stats["late_ms"]
+        kinds = stats.get("kinds", [])
+        self.kind_bytes = collections.Counter({(r, k): n for r, k, n, _ in kinds})
+        self.kind_frames = collections.Counter({(r, k): f for r, k, _, f in kinds})
 
     def __sub__(self, earlier: "Traffic") -> "Traffic":
         hosts = {name: {k: (v - earlier.hosts[name][k] if k.endswith(("_frames", "_bytes", "_errors")) else v)
@@ -28,8 +31,10 @@ class Traffic:
         pairs = [[s, r, n - earlier.pairs.get((s, r), 0)] for (s, r), n in self.pairs.items()]
         late = {"max": self.late_ms["max"], "sum": self.late_ms["sum"] - earlier.late_ms["sum"],
                 "frames": self.late_ms["frames"] - earlier.late_ms["frames"]}
+        kinds = [[r, k, n - earlier.kind_bytes.get((r, k), 0), self.kind_frames[(r, k)] - earlier.kind_frames.get((r, k), 0)]
+                 for (r, k), n in self.kind_bytes.items()]
         return Traffic({"time": self.time - earlier.time, "hosts": hosts, "pairs": pairs,
-                        "cpu_s": self.cpu_s - earlier.cpu_s, "late_ms": late}, span=True)
+                        "cpu_s": self.cpu_s - earlier.cpu_s, "late_ms": late, "kinds": kinds}, span=True)
 
     @property
     def host_names(self) -> list:
@@ -42,6 +47,17 @@ class Traffic:
     def sent_to_hosts(self, host: str) -> int:
         """Bytes host sent that reached the other hosts (not the observer)."""
         return sum(n for (s, r), n in self.pairs.items() if s == host and r != OBSERVER)
+
+    def received_by_kind(self, hosts=None) -> dict:
+        """{kind: (bytes, frames)} delivered from other hosts to hosts (all when None): each HTTP request and
+        answer by method and path, bare TCP acknowledgements, connection set-up and tear-down, ARP."""
+        wanted = None if hosts is None else set(hosts)
+        out = collections.defaultdict(lambda: [0, 0])
+        for (r, k), n in self.kind_bytes.items():
+            if wanted is None or r in wanted:
+                out[k][0] += n
+                out[k][1] += self.kind_frames[(r, k)]
+        return {k: tuple(v) for k, v in out.items() if v[0]}
 
     def link_bytes(self) -> dict:
         """{(a, b): bytes both ways} for every pair of hosts that exchanged frames, a < b."""

@@ -210,7 +210,7 @@ class BinaryPostTests(SynchronousTestCase):
 
 class DocumentTests(SynchronousTestCase):
     def test_openapi_names_the_binary_forms(self):
-        """The OpenAPI document offers octet-stream on the nine operations that take or give bytes, and no other."""
+        """The OpenAPI document offers octet-stream on the ten operations that take or give bytes, and no other."""
         doc = openapi()
         binary = set()
         for path, ops in doc["paths"].items():
@@ -224,7 +224,7 @@ class DocumentTests(SynchronousTestCase):
                         self.assertEqual(list(response["content"]), ["application/json"])
         self.assertEqual(binary, {("get", "/block/{hash}"), ("get", "/blocks"), ("get", "/headers"),
                                   ("post", "/submit_block"), ("post", "/add_transaction"), ("post", "/announce"),
-                                  ("get", "/compact/{hash}"), ("post", "/block_txs"), ("post", "/txs")})
+                                  ("post", "/announce_txs"), ("get", "/compact/{hash}"), ("post", "/block_txs"), ("post", "/txs")})
 
 
 class StoredBytesTests(SynchronousTestCase):

@@ -21,7 +21,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from chaincore.core.jsonview import block_to_json, parse_block
 from chaincore.testbed import Testbed, TestbedUnavailable, clean_leftovers, unavailable_reason
 from chaincore.testbed.bed import REGISTRY, ip, is_alive, twistd_path
-from chaincore.testbed.switch import Port, Switch
+from chaincore.testbed.switch import Kinds, Port, Switch
+from chaincore.testbed.traffic import Traffic
 
 from ..support.builders import ALICE, solve
 from ..support.processes import node_http_client
@@ -134,6 +135,63 @@ def _mac(n: int) -> bytes:
 def _frame(src: int, dst, payload: bytes = b"") -> bytes:
     """An Ethernet frame from _mac(src) to _mac(dst), or to broadcast when dst is None."""
     return (b"\xff" * 6 if dst is None else _mac(dst)) + _mac(src) + b"\x08\x00" + payload.ljust(46, b".")
+
+
+def _tcp(src: int, sport: int, dst: int, dport: int, payload: bytes = b"", flags: int = 0x10) -> bytes:
+    """An Ethernet frame holding an IPv4 TCP segment from 198.18.0.<src+1>:sport to 198.18.0.<dst+1>:dport."""
+    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + bytes([5 << 4, flags]) + bytes(6)
+    ip_header = (bytes([0x45, 0]) + (20 + len(tcp) + len(payload)).to_bytes(2, "big") + bytes(5) + b"\x06"
+                 + bytes(2) + bytes([198, 18, 0, src + 1, 198, 18, 0, dst + 1]))
+    return _mac(dst) + _mac(src) + b"\x08\x00" + ip_header + tcp + payload
+
+
+class NeighbourRoomTests(SynchronousTestCase):
+    def test_arp_limits_are_raised_for_large_testbeds_and_never_lowered(self):
+        """50 hosts need room for 2,550 ARP entries: limits under what they need are raised, larger ones kept."""
+        from chaincore.testbed.bed import ensure_neighbour_room
+        folder = self.mktemp()
+        os.makedirs(folder)
+        for name, value in (("gc_thresh1", 128), ("gc_thresh2", 512), ("gc_thresh3", 100_000)):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(f"{value}\n")
+        raised = ensure_neighbour_room(50, folder)
+        self.assertEqual(raised, {"gc_thresh1": (128, 1531), "gc_thresh2": (512, 3062)})
+        with open(os.path.join(folder, "gc_thresh3")) as f:
+            self.assertEqual(f.read().strip(), "100000")
+        self.assertEqual(ensure_neighbour_room(5, folder), {})
+
+
+class KindTests(SynchronousTestCase):
+    """What the switch tells of each frame hosts deliver each other: request, answer, acknowledgement, ARP."""
+
+    def test_segments_are_counted_by_the_request_their_connection_carries(self):
+        """A request's segments count under its method and path (hashes as <hash>), the answer's under the same
+        with " answer", bare acknowledgements, set-up and ARP apart; a difference of snapshots subtracts them."""
+        kinds = Kinds()
+        block_hash = "ab" * 32
+        frames = [(1, _tcp(0, 40000, 1, 5000, flags=0x02)),
+                  (1, _tcp(0, 40000, 1, 5000, b"POST /announce HTTP/1.1\r\nHost: x\r\n\r\n")),
+                  (1, _tcp(0, 40000, 1, 5000, b"header bytes in a second segment")),
+                  (0, _tcp(1, 5000, 0, 40000, b"HTTP/1.1 204 No Content\r\n\r\n")),
+                  (1, _tcp(0, 40000, 1, 5000)),
+                  (1, _tcp(0, 40000, 1, 5000, f"GET /compact/{block_hash}?x=1 HTTP/1.1\r\n\r\n".encode())),
+                  (0, _tcp(1, 5000, 0, 40000, b"HTTP/1.1 200 OK\r\n\r\ncompact bytes")),
+                  (1, b"\xff" * 6 + _mac(0) + b"\x08\x06" + bytes(28))]
+        for receiver, frame in frames:
+            kinds.count(f"h{receiver}", frame)
+        stats = {"time": 1.0, "cpu_s": 0, "late_ms": {"max": 0, "sum": 0, "frames": 0}, "hosts": {}, "pairs": [],
+                 "kinds": [[r, k, n, kinds.frames[(r, k)]] for (r, k), n in kinds.bytes.items()]}
+        traffic = Traffic(stats)
+        by_kind = traffic.received_by_kind(["h1"])
+        self.assertEqual(sorted(by_kind), ["GET /compact/<hash>", "POST /announce", "arp", "tcp ack",
+                                           "tcp syn/fin/rst"])
+        self.assertEqual(by_kind["POST /announce"][1], 2)
+        self.assertEqual(by_kind["POST /announce"][0], len(frames[1][1]) + len(frames[2][1]))
+        self.assertEqual(sorted(traffic.received_by_kind(["h0"])), ["GET /compact/<hash> answer", "POST /announce answer"])
+        empty = Traffic(dict(stats, kinds=[]))
+        self.assertEqual((traffic - traffic).received_by_kind(), {})
+        self.assertEqual((traffic - empty).received_by_kind(), traffic.received_by_kind())
+
 
 
 class SwitchLogicTests(SynchronousTestCase):

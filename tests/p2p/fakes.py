@@ -197,6 +197,8 @@ def _posted_json(path: str, request):
             return {"block": jsonview.block_to_json(wire.decode_block(raw, REGTEST.max_block_size))}
         if path == "/announce":  # a header, or a compact form starting with it: the header as JSON, and the bytes
             return {"block": jsonview.header_to_json(Header.decode(raw[:HEADER_SIZE])), "bytes": raw}
+        if path in ("/announce_txs", "/txs"):  # 32-byte ids concatenated: as the JSON list of hex ids
+            return {"tx_ids": [raw[i:i + 32].hex() for i in range(0, len(raw), 32)]}
         return {"transaction": jsonview.tx_to_json(wire.decode_tx(raw, REGTEST.max_block_size))}
     return json.loads(raw or b"null")
 
@@ -227,7 +229,8 @@ class _NodeResource(Resource):
         path = request.path.decode()
         if self._peer.json_only:
             request.requestHeaders.removeHeader(b"accept")  # it answers JSON whatever is asked
-            if path == "/announce" and request.getHeader(b"content-type") == wire.MEDIA_TYPE.encode():
+            if path in ("/announce", "/announce_txs", "/txs") and \
+                    request.getHeader(b"content-type") == wire.MEDIA_TYPE.encode():
                 request.setResponseCode(415)
                 request.setHeader(b"Content-Type", b"application/json")
                 request.write(b'{"error": "Content-Type must be application/json"}')

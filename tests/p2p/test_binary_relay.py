@@ -178,7 +178,7 @@ class BinaryRelayTests(SyncTestCase):
         """Without the push the announcement is the 120-byte header; the peer fetches the compact form and the
         one missing transaction as bytes, receiving little more than that transaction's canonical size."""
         a, b = self.pair()
-        a.relay.compact_push = 0
+        a.relay.compact_push, a.relay.origin_push_all = 0, False
         txs = payments(4)
         self.relay_txs(a, b, txs[:3])
         block = make_block(funded_chain()[-1], txs, pay_to=BOB)
@@ -193,7 +193,7 @@ class BinaryRelayTests(SyncTestCase):
     def test_junk_compact_bytes_are_penalised(self):
         """A peer that answers junk bytes to GET /compact is reported as Malformed and nothing is submitted."""
         a, b = self.pair()
-        a.relay.compact_push = 0
+        a.relay.compact_push, a.relay.origin_push_all = 0, False
         block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
         a.canned[f"/compact/{block.hash.hex()}"] = lambda request: (200, b"\x01junk" * 30)
         settled(a.node.submit_block(block, local=True))
@@ -206,7 +206,7 @@ class BinaryRelayTests(SyncTestCase):
         next sync round instead of after the poll's backoff (and stays an active peer), and that round's catch-up
         brings the block."""
         a, b = self.pair()
-        a.relay.compact_push = 0
+        a.relay.compact_push, a.relay.origin_push_all = 0, False
         block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
         a.canned[f"/compact/{block.hash.hex()}"] = lambda request: (503, b'{"error": "busy"}')
         for _ in range(4):  # b polled a a few times and backed off
@@ -245,7 +245,7 @@ class BinaryRelayTests(SyncTestCase):
         self.assertIn(b.url, a.relay.json_only)
         self.assertEqual([("bytes" in body) for path, body in b.posted if path == "/announce"], [True, False])
         a.json_only, b.json_only = True, False   # now the announcer answers only JSON
-        a.relay.compact_push = 0
+        a.relay.compact_push, a.relay.origin_push_all = 0, False
         txs = payments(3, first_height=3)
         self.relay_txs(a, b, txs[:2])               # b reads a's JSON /txs answer
         second = make_block(first, txs, pay_to=BOB)

@@ -48,12 +48,14 @@ class CompactRelayTests(SyncTestCase):
         self.assertLess(sent, 450 + 15 * len(txs) + len(json.dumps(tx_to_json(block.transactions[0]))))
 
     def test_missing_transaction_alone_is_fetched(self):
-        """A peer whose mempool lacks one of the block's transactions asks for that one by index."""
+        """A peer whose mempool lacks one of the block's transactions (one the sender believes it has: told of
+        it, then dropped) asks for that one by index."""
         a, b = self.pair()
         txs = payments(5)
         for tx in txs[:4]:
             settled(a.node.submit_tx(tx))
         self.clock.pump([0.05] * 3)
+        a.relay.known.add(b.url, txs[4].tx_id)
         block = make_block(funded_chain()[-1], txs, pay_to=BOB)
         settled(a.node.submit_block(block, local=True))
         self.assertEqual(b.tip(), block.hash)
@@ -63,7 +65,7 @@ class CompactRelayTests(SyncTestCase):
     def test_header_only_announcement_fetches_the_compact_form(self):
         """A peer announced to without the compact form fetches it (GET /compact/<hash>) and rebuilds."""
         a, b = self.pair()
-        a.relay.compact_push = 0
+        a.relay.compact_push, a.relay.origin_push_all = 0, False
         block = make_block(funded_chain()[-1], payments(3), pay_to=BOB)
         settled(a.node.submit_block(block, local=True))
         self.assertEqual(b.tip(), block.hash)

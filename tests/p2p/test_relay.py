@@ -8,6 +8,7 @@ from tests.support.api import funded_chain
 from tests.support.builders import ALICE, BOB, make_block, signed_tx
 
 from .fakes import NodePeer
+from .test_compact_relay import payments
 from .test_sync import ME, SyncTestCase, main_chain, url
 from tests.support.nodes import settled
 
@@ -105,3 +106,31 @@ class RelayTests(SyncTestCase):
         self.assertEqual(me.tip(), ahead.tip())
         self.assertEqual(submissions(other), [ahead.tip().hex()])
         self.assertEqual(submissions(ahead), [])
+
+
+class AnnouncementFailureTests(SyncTestCase):
+    def test_a_lost_announcement_leaves_the_peer_active_and_polled_next_round(self):
+        """An announcement POST that gets no answer in time (lost on a lossy link) keeps the peer active and
+        makes its tip polled at the next round."""
+        a, b = self.pair()
+        for _ in range(4):  # a polled b a few times and backed off
+            self.successResultOf(a.sync.sync_round())
+            self.clock.advance(a.sync.poll.max_s)
+        self.successResultOf(a.sync.sync_round())
+        b.stalled.add("/announce")
+        block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
+        settled(a.node.submit_block(block, local=True))
+        self.assertEqual(b.count("/announce", "POST"), 1)
+        self.assertEqual(a.sync.poll.due([b.url], self.clock.seconds()), [])
+        self.clock.advance(6)  # past the announcement's 5 s deadline, well before the poll's backoff
+        self.assertEqual(a.discovery.active_peers(), [b.url])
+        self.assertEqual(a.sync.poll.due([b.url], self.clock.seconds()), [b.url])
+        self.assertNotEqual(b.tip(), block.hash)
+
+    def test_a_refused_announcement_drops_the_peer(self):
+        """An announcement whose connection is refused (nobody listens there now) drops the peer from the active
+        set, as a failed probe does; only a lost or late answer keeps it."""
+        a, b = self.pair()
+        b.reachable = False
+        settled(a.node.submit_block(make_block(funded_chain()[-1], payments(1), pay_to=BOB), local=True))
+        self.assertEqual(a.discovery.active_peers(), [])
