@@ -91,6 +91,18 @@ class PeerUnreachable(Fault):
     public = "a peer could not be reached"
 
 
+class PeerBusy(PeerUnreachable):
+    """A peer answered that it is busy (HTTP 429 or 503): it is there and broke no rule; ask again after
+    retry_after_s (its Retry-After), or ask another peer meanwhile."""
+
+    code = "peer-busy"
+    public = "a peer is busy"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Internal(Fault):
     """A bug: an invariant of our own did not hold."""
 

@@ -25,7 +25,7 @@ from twisted.web._newclient import (RequestGenerationFailed, RequestNotSent, Req
                                      ResponseFailed)
 
 from ..core import jsonview, wire
-from ..core.errors import Malformed, PeerUnreachable
+from ..core.errors import Malformed, PeerBusy, PeerUnreachable
 from ..core.jsonview import parse_block, parse_header
 from ..core.peer_url import is_loopback_url
 from .peers import normalise_url
@@ -34,6 +34,8 @@ HEALTH_TIMEOUT_S = 2.0
 DATA_TIMEOUT_S = 5.0
 DEFAULT_MAX_BODY_BYTES = 8_000_000
 STATUS_MAX_BYTES = 64_000
+BUSY_RETRY_DEFAULT_S = 2.0  # a busy peer (429/503) that names no Retry-After is asked again after this
+BUSY_RETRY_MAX_S = 30.0     # and one that names a longer wait, after this at the latest
 PEER_HEADER = b"X-ChainCore-Peer"
 
 # Failures of the connection or the exchange, never of the data itself.
@@ -196,11 +198,12 @@ class PeerClient:
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, answer_binary=binary_answer))
 
     def get_binary(self, peer_url: str, path: str, params=None, timeout_s: float = DATA_TIMEOUT_S,
-                   max_bytes: int = None):
+                   max_bytes: int = None, meta: dict = None):
         """GET peer_url+path asking for canonical bytes; fires with (200, BinaryAnswer), or with
-        (status_code, dict) when the peer answers JSON (an error, or a peer that sends only JSON)."""
+        (status_code, dict) when the peer answers JSON (an error, or a peer that sends only JSON).
+        meta, if given, receives the answer's "etag" and "retry_after" (seconds, or None)."""
         return defer.Deferred.fromCoroutine(
-            self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes, binary=True))
+            self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes, binary=True, meta=meta))
 
     def post_binary(self, peer_url: str, path: str, data: bytes, timeout_s: float = DATA_TIMEOUT_S,
                     max_bytes: int = None, binary_answer: bool = False, headers: dict = None):
@@ -351,6 +354,7 @@ class PeerClient:
             deadline.stop()
         if meta is not None:
             meta["etag"] = (response.headers.getRawHeaders(b"etag") or [None])[0]
+            meta["retry_after"] = _retry_after(response)
         if response.code in (204, 304) and not raw:
             return response.code, {}
         if answer_binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:
@@ -360,6 +364,25 @@ class PeerClient:
 
 _OCTETS = wire.MEDIA_TYPE.encode()
 _BINARY_ACCEPT = _OCTETS + b", application/json;q=0.5"  # a peer that sends only JSON still answers
+
+
+def _retry_after(response) -> float | None:
+    """The answer's Retry-After in seconds (the delta form; an HTTP date or junk counts as absent)."""
+    value = (response.headers.getRawHeaders(b"retry-after") or [b""])[0]
+    try:
+        return float(int(value.decode("latin-1").strip()))
+    except ValueError:
+        return None
+
+
+def _refusal(peer: str, path: str, code: int, meta: dict) -> PeerUnreachable:
+    """The error for an answer other than 200: PeerBusy for 429 and 503 (the peer is there, only busy:
+    ask again after its Retry-After, within BUSY_RETRY_MAX_S), PeerUnreachable otherwise."""
+    if code in (429, 503):
+        wait = meta.get("retry_after")
+        wait = BUSY_RETRY_DEFAULT_S if wait is None else min(max(wait, 0.5), BUSY_RETRY_MAX_S)
+        return PeerBusy(f"peer {peer} answered {path} with HTTP {code} (busy; again in {wait:.0f} s)", wait)
+    return PeerUnreachable(f"peer {peer} answered {path} with HTTP {code}")
 
 
 def _media_type(response) -> str:
@@ -446,10 +469,11 @@ def _answer_cap(max_bytes: int) -> int:
 
 async def _fetch_headers(client, peer, locator, limit, max_bytes, timeout_s):
     params = {"locator": ",".join(h.hex() for h in locator), "limit": str(limit), "max_bytes": str(max_bytes)}
+    meta = {}
     code, answer = await client.get_binary(peer, "/headers", params, timeout_s=timeout_s,
-                                           max_bytes=max_bytes + ENVELOPE_BYTES)
+                                           max_bytes=max_bytes + ENVELOPE_BYTES, meta=meta)
     if code != 200:
-        raise PeerUnreachable(f"peer {peer} answered /headers with HTTP {code}")
+        raise _refusal(peer, "/headers", code, meta)
     try:
         return headers_from_answer(answer), answer_more(answer)
     except Malformed as err:
@@ -459,11 +483,12 @@ async def _fetch_headers(client, peer, locator, limit, max_bytes, timeout_s):
 async def _fetch_blocks(client, peer, start, limit, max_bytes, timeout_s, max_block_bytes):
     params = {"start": str(start), "limit": str(limit), "max_bytes": str(max_bytes)}
     before = client.bytes_received(peer)
+    meta = {}
     code, answer = await client.get_binary(peer, "/blocks", params, timeout_s=timeout_s,
-                                           max_bytes=_answer_cap(max_bytes))
+                                           max_bytes=_answer_cap(max_bytes), meta=meta)
     received = client.bytes_received(peer) - before
     if code != 200:
-        raise PeerUnreachable(f"peer {peer} answered /blocks with HTTP {code}")
+        raise _refusal(peer, "/blocks", code, meta)
     try:
         return blocks_from_answer(answer, max_block_bytes), received
     except Malformed as err:

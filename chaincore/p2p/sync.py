@@ -19,7 +19,7 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview
-from ..core.errors import Fault, Invalid, Malformed, PeerUnreachable, Refused, RepeatedHeaders
+from ..core.errors import Fault, Invalid, Malformed, PeerBusy, PeerUnreachable, Refused, RepeatedHeaders
 from .client import fetch_blocks, fetch_headers, fetch_transactions
 from .download import STALL_TIMEOUT_S, DownloadPlanner, Wanted
 from .headers import HeaderTree
@@ -36,6 +36,7 @@ PEER_BYTES = 8_000_000           # in flight from one peer
 RUN_BYTES = 2_000_000            # blocks handed to the node at once: their signature batches are built together
 AHEAD_BYTES = 4_000_000          # waiting blocks after the run being connected whose signatures go out meanwhile
 MAX_TXS_PER_EXCHANGE = 5000
+BUSY_ANSWERS_KEPT = 10           # a peer answering busy (429/503) more often in one catch-up is dropped from it
 CATCH_UP_GC_THRESHOLD = (50_000, 20, 100)  # gc.set_threshold while catching up (Python's default: 700, 10, 10)
 
 
@@ -96,6 +97,8 @@ class _CatchUp:
         self.waiters = []        # callers that joined a running catch-up
         self.last_report = started_at
         self.lowest = None       # the lowest height taken in (the fork point is below it)
+        self.busy = {}           # peer -> (the call that asks it again, headers?): it answered 429/503
+        self.busy_answers = {}   # peer -> how many times it answered busy
 
 
 class Synchronizer:
@@ -218,6 +221,10 @@ class Synchronizer:
             locator = self.tree.ask(peer)
             try:
                 headers, more = await fetch_headers(self.client, peer, locator, HEADERS_PER_REQUEST)
+            except PeerBusy as err:
+                if peer in session.peers:
+                    self._busy(session, peer, err, headers=True)
+                return
             except PeerUnreachable as err:
                 if peer in session.peers:
                     self._failed(session, peer, str(err))
@@ -254,7 +261,7 @@ class Synchronizer:
             while True:
                 self._check_stalls(session)
                 planned = self._plan(session) if session.fault is None else 0
-                running = session.header_tasks or session.requests or session.delivering
+                running = session.header_tasks or session.requests or session.delivering or session.busy
                 if planned and not running:
                     continue  # answered at once (a fake network, a local peer): plan the next part
                 if not running:
@@ -268,6 +275,10 @@ class Synchronizer:
                 await self._wait(session)
         finally:
             self._session = None
+            for call, _headers in session.busy.values():
+                if call.active():
+                    call.cancel()
+            session.busy.clear()
             for peer in list(session.peers):
                 session.planner.failed(peer)
             # the node held the catch-up's connections in memory: to disk now (a failure is the node's to log)
@@ -329,6 +340,8 @@ class Synchronizer:
             return None  # cancelled: the peer was dropped already
         if failure.check(Malformed):
             self._misbehaved(session, request.peer, failure.value)
+        elif failure.check(PeerBusy):
+            self._busy(session, request.peer, failure.value)
         elif failure.check(PeerUnreachable):
             self._failed(session, request.peer, str(failure.value))
         else:
@@ -452,6 +465,37 @@ class Synchronizer:
         self._drop(session, peer)
         self.discovery.report_misbehaviour(peer, error)
 
+    def _busy(self, session: _CatchUp, peer: str, error: PeerBusy, headers: bool = False) -> None:
+        """peer answered that it is busy (its request budget for us ran out, or it holds all the connections
+        it takes): not a failure. Its blocks go to other peers, and it is asked again after its Retry-After;
+        an honest catch-up that outruns a peer's rate limit must not drop that peer again and again."""
+        session.busy_answers[peer] = session.busy_answers.get(peer, 0) + 1
+        if session.busy_answers[peer] > BUSY_ANSWERS_KEPT:  # busy for good, as far as this catch-up goes
+            self._failed(session, peer, f"{error} ({BUSY_ANSWERS_KEPT} times in one catch-up)")
+            return
+        self._count("busy")
+        log.info("peer {peer} is busy: {err}", peer=peer, err=error)
+        session.planner.failed(peer)  # frees its blocks for the others and leaves it out until allowed again
+        for request, d in list(session.requests.items()):
+            if request.peer == peer:
+                del session.requests[request]
+                d.cancel()
+        earlier = session.busy.get(peer)
+        if earlier is not None and earlier[0].active():
+            earlier[0].cancel()
+            headers = headers or earlier[1]
+        call = self.clock.callLater(error.retry_after_s, self._unbusy, session, peer)
+        session.busy[peer] = (call, headers)
+
+    def _unbusy(self, session: _CatchUp, peer: str) -> None:
+        _call, headers = session.busy.pop(peer, (None, False))
+        if peer not in session.peers:
+            return
+        session.planner.allow(peer)
+        if headers and peer not in session.header_tasks:
+            self._fetch_headers(session, peer)
+        self._wake(session)
+
     def _failed(self, session: _CatchUp, peer: str, reason: str) -> None:
         """peer gave no usable answer: no penalty, but it leaves the active set and the catch-up goes on."""
         self._count("failed")
@@ -460,6 +504,9 @@ class Synchronizer:
 
     def _drop(self, session: _CatchUp, peer: str) -> None:
         session.peers.pop(peer, None)
+        waiting = session.busy.pop(peer, None)
+        if waiting is not None and waiting[0].active():
+            waiting[0].cancel()
         session.full.discard(peer)
         session.planner.failed(peer)
         for request, d in list(session.requests.items()):

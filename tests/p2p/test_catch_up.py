@@ -326,3 +326,71 @@ class AnswerCapTests(SyncTestCase):
 def me_client(test, peer):
     """A PeerClient on the test's fake network."""
     return PeerClient(test.network.client(), test.clock, "http://localhost:5000")
+
+
+class BusyPeerTests(SyncTestCase):
+    def busy_blocks(self, peer, times: int) -> None:
+        """peer answers /blocks 429 with Retry-After 3 the first `times` times, then as it should."""
+        answered = {"busy": 0}
+
+        def busy(request):
+            answered["busy"] += 1
+            if answered["busy"] >= times:
+                del peer.canned["/blocks"]  # the next request gets the real answer
+            request.setHeader(b"Retry-After", b"3")
+            return 429, {"error": "too many block requests; try again in 3 s"}
+
+        peer.canned["/blocks"] = busy
+
+    def test_busy_peer_is_asked_again_after_its_retry_after_not_dropped(self):
+        """A peer that answers /blocks 429 stays active and unpenalised, is asked again once its Retry-After
+        has passed (not before), and the catch-up reaches its tip."""
+        chain = main_chain()
+        peer = self.peer(5001, chain[:41])
+        self.busy_blocks(peer, 2)
+        me = self.me(chain[:11], peer)
+        d = me.sync.sync_round()
+        self.assertEqual(peer.count("/blocks"), 1)
+        self.clock.advance(2.9)
+        self.assertEqual(peer.count("/blocks"), 1)  # not before its Retry-After
+        for _ in range(20):
+            if me.tip() == peer.tip():
+                break
+            self.clock.advance(1.0)
+        self.assertEqual(me.tip(), peer.tip())
+        self.assertGreaterEqual(peer.count("/blocks"), 3)
+        self.assertEqual(me.discovery.active_peers(), [peer.url])
+        self.assertEqual(me.discovery.table.get(peer.url).score, 0)
+        self.assertEqual(self.successResultOf(d), peer.url)
+
+    def test_busy_peer_gives_its_blocks_to_another_meanwhile(self):
+        """While one peer is busy, another serves the blocks it was asked for, in the same catch-up."""
+        chain = main_chain()
+        busy, other = self.peer(5001, chain[:41]), self.peer(5002, chain[:41])
+        self.busy_blocks(busy, 1000)
+        me = self.me(chain[:11], busy, other)
+        d = me.sync.sync_round()
+        for _ in range(5):
+            if me.tip() == other.tip():
+                break
+            self.clock.advance(1.0)
+        self.assertEqual(me.tip(), other.tip())
+        self.assertIn(busy.url, me.discovery.active_peers())
+        self.assertEqual(me.discovery.table.get(busy.url).score, 0)
+        self.clock.advance(60)
+        self.successResultOf(d)
+
+    def test_peer_busy_for_good_leaves_the_catch_up(self):
+        """A peer that answers nothing but 429 is dropped from the catch-up after a bounded number of tries,
+        so the catch-up ends instead of waiting on it forever."""
+        chain = main_chain()
+        peer = self.peer(5001, chain[:41])
+        self.busy_blocks(peer, 10_000)
+        me = self.me(chain[:11], peer)
+        d = me.sync.sync_round()
+        for _ in range(sync.BUSY_ANSWERS_KEPT + 5):
+            self.clock.advance(3.0)
+        self.successResultOf(d)
+        self.assertEqual(peer.count("/blocks"), sync.BUSY_ANSWERS_KEPT + 1)
+        self.assertNotIn(peer.url, me.discovery.active_peers())
+        self.assertEqual(me.discovery.table.get(peer.url).score, 0)  # a failure, not a penalty
