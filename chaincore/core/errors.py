@@ -93,14 +93,14 @@ class PeerUnreachable(Fault):
 
 class PeerBusy(PeerUnreachable):
     """A peer answered that it is busy (HTTP 429 or 503): it is there and broke no rule; ask again after
-    retry_after_s (its Retry-After), or ask another peer meanwhile."""
+    wait_s (from its Retry-After), or ask another peer meanwhile."""
 
     code = "peer-busy"
     public = "a peer is busy"
 
-    def __init__(self, message: str, retry_after_s: float = 1.0):
+    def __init__(self, message: str, wait_s: float = 1.0):
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.wait_s = wait_s
 
 
 class Internal(Fault):

@@ -484,7 +484,7 @@ class Synchronizer:
         if earlier is not None and earlier[0].active():
             earlier[0].cancel()
             headers = headers or earlier[1]
-        call = self.clock.callLater(error.retry_after_s, self._unbusy, session, peer)
+        call = self.clock.callLater(error.wait_s, self._unbusy, session, peer)
         session.busy[peer] = (call, headers)
 
     def _unbusy(self, session: _CatchUp, peer: str) -> None:

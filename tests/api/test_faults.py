@@ -97,7 +97,7 @@ class FaultTests(SynchronousTestCase):
         """Each Fault class answers 5xx with its class's public text, never its message; Retry-After when set."""
         faults = classes(errors.Fault)
         self.assertEqual({c.__name__ for c in faults},
-                         {"Fault", "Unavailable", "StoreError", "PeerUnreachable", "Internal"})
+                         {"Fault", "Unavailable", "StoreError", "PeerUnreachable", "PeerBusy", "Internal"})
         for cls in faults:
             self.store.lookup_error = cls(f"failed at {SECRET_PATH}" if not cls.shows_message else "catching up")
             answer = self.client.get(f"/balance/{ALICE.address}")
