@@ -90,11 +90,22 @@ class BrowserTests(plugin.PluginTestCase):
         return await deferToThread(fn, *args)
 
     def wait_for(self, condition, what: str):
-        """Wait until condition(driver) holds; an element the live page replaced meanwhile is looked up again."""
-        from selenium.common.exceptions import StaleElementReferenceException
+        """Wait until condition(driver) holds; an element the live page replaced meanwhile is looked up again
+        (Chrome says so as a stale element, or, when a navigation detaches it between the look-up and the
+        read, as "Node with given id does not belong to the document")."""
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
+
+        def holds(driver):
+            try:
+                return condition(driver)
+            except WebDriverException as e:
+                if "does not belong to the document" in str(e):
+                    return False
+                raise
+
         wait = WebDriverWait(self.driver, STEP_TIMEOUT_S, 0.1, ignored_exceptions=[StaleElementReferenceException])
-        return deferToThread(lambda: wait.until(condition, what))
+        return deferToThread(lambda: wait.until(holds, what))
 
     async def test_links_search_and_address_page(self):
         """Every link on the home page answers, search finds a block, a payment and an address, and the
