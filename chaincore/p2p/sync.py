@@ -362,6 +362,7 @@ class Synchronizer:
             self._wake(session)
             return
         raw_total = sum(b.size for b in blocks)
+        held = False
         for block in blocks:
             size = max(1, wire_bytes * block.size // raw_total)
             wrong = planner.received(peer, block.hash, size, now)
@@ -371,10 +372,17 @@ class Synchronizer:
                 return
             # a block the node is taking in or has stored (the tree prunes those) is never delivered
             # again: buffered, it would stay there, in memory, until the catch-up ends
-            if block.hash not in session.buffer and block.hash not in session.handed \
-                    and self.node.chain.entry(block.hash) is None:
-                session.buffer[block.hash] = (block, peer, size)
-                session.buffer_bytes += size
+            if block.hash not in session.buffer and block.hash not in session.handed:
+                if self.node.chain.entry(block.hash) is None:
+                    session.buffer[block.hash] = (block, peer, size)
+                    session.buffer_bytes += size
+                else:
+                    held = True
+        if held:
+            # the chain state took these meanwhile (relay brings blocks while a catch-up runs): off the
+            # header tree, or its path would start with them, ask for them again and again, and deliver
+            # none of the blocks above them
+            self.tree.prune()
         planner.answered(request)  # a short answer (the peer's byte cap) frees the rest for the next plan
         if session.delivering:
             self._preverify_ahead(session)  # the node is busy connecting: the workers start on what follows
@@ -398,7 +406,11 @@ class Synchronizer:
         """Hand the node every waiting block that follows what it holds, in height order, a run per peer."""
         while session.fault is None:
             run, run_bytes = [], 0
-            for e in self.tree.path(self.tree.best()):
+            path = self.tree.path(self.tree.best())
+            if path and self.node.chain.entry(path[0].hash) is not None:
+                self.tree.prune()  # the path starts with blocks the chain state took by another way
+                path = self.tree.path(self.tree.best())
+            for e in path:
                 item = session.buffer.get(e.hash)
                 if item is None or (run and (item[1] != run[0][1] or run_bytes >= RUN_BYTES)):
                     break

@@ -394,3 +394,28 @@ class BusyPeerTests(SyncTestCase):
         self.assertEqual(peer.count("/blocks"), sync.BUSY_ANSWERS_KEPT + 1)
         self.assertNotIn(peer.url, me.discovery.active_peers())
         self.assertEqual(me.discovery.table.get(peer.url).score, 0)  # a failure, not a penalty
+
+
+class RelayDuringCatchUpTests(SyncTestCase):
+    def test_blocks_taken_by_relay_meanwhile_are_not_asked_for_again(self):
+        """Blocks the node takes by another way (relay) while a catch-up has them in flight leave the header
+        tree: the catch-up delivers the blocks above them and reaches the tip, instead of asking for the
+        taken ones again and again."""
+        chain = main_chain()
+        peer = self.peer(5001, chain[:41])
+        peer.held.add("/blocks")
+        me = self.me(chain[:11], peer)
+        d = me.sync.sync_round()
+        self.assertGreater(peer.count("/blocks"), 0)
+        self.successResultOf(me.node.submit_blocks(list(chain[11:16]), source=peer.url))  # relay's way
+        self.assertEqual(me.node.chain.height, 15)
+        for _ in range(40):
+            peer.release()
+            self.network.flush()
+            if me.tip() == peer.tip():
+                break
+            self.clock.advance(0.1)
+        self.assertEqual(me.tip(), peer.tip())
+        self.assertLessEqual(peer.count("/blocks"), 10)
+        self.clock.advance(60)
+        self.successResultOf(d)
