@@ -389,8 +389,15 @@ def main(argv) -> None:
     reason = unavailable_reason()
     if reason:
         raise SystemExit(f"bench: {reason}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))  # unwinds, so the testbed is removed
+    signal.signal(signal.SIGTERM, _terminated)
     run(args)
+
+
+def _terminated(*_):
+    """SIGTERM unwinds (so the testbed is removed); a second one, as `timeout` or a process group sends
+    it, is ignored, or it would cut that removal short and leave namespaces and nodes behind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit("bench: terminated")
 
 
 if __name__ == "__main__":
