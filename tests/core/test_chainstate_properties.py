@@ -55,6 +55,31 @@ def replayed_utxo(cs: ChainState) -> dict:
     return utxo_of(fresh.store)
 
 
+def draw_branch(view: ChainState, depth: int, delta: int, bad_at: int, tag: bytes, data) -> tuple:
+    """(blocks, bad_index): a branch off view's main chain depth blocks below its tip and delta blocks longer,
+    of drawn valid spends; with 0 < bad_at <= its length, the block at bad_at overpays its reward (invalid)
+    and those after it are empty."""
+    fork_height = max(1, view.height - depth)
+    length = max(1, view.height - fork_height + delta)
+    builder = ChainState(MemoryStore(), REGTEST)  # the branch's own view, for valid spends
+    for height in range(1, fork_height + 1):
+        builder.accept_block(view.block(view.main_hash(height)), NOW)
+    parent, blocks = view.block(view.main_hash(fork_height)), []
+    bad_index = bad_at - 1 if 0 < bad_at <= length else length
+    for i in range(length):
+        if i < bad_index:
+            txs, fees = draw_txs(builder, data)
+            block = make_block(parent, txs, fees=fees, extra=tag)
+            builder.accept_block(block, NOW)
+        elif i == bad_index:
+            block = make_block(parent, reward=REGTEST.block_reward(parent.height + 1) + 1, extra=tag)
+        else:
+            block = make_block(parent, extra=tag)
+        blocks.append(block)
+        parent = block
+    return blocks, bad_index
+
+
 def draw_txs(view: ChainState, data) -> tuple:
     """Up to two transactions valid on view's tip, spending mature coins; the second may spend the first."""
     height = view.height + 1
@@ -113,24 +138,8 @@ class ChainRun:
     def fork(self, test, depth, delta, bad_at, shuffle, data):
         """A branch off the main chain depth blocks below the tip, delta blocks longer; bad_at > 0 overpays there."""
         cs, old_tip = self.cs, self.cs.tip
-        fork_height = max(1, cs.height - depth)
-        length = max(1, cs.height - fork_height + delta)
-        builder = ChainState(MemoryStore(), REGTEST)  # the branch's own view, for valid spends
-        for height in range(1, fork_height + 1):
-            builder.accept_block(cs.block(cs.main_hash(height)), NOW)
-        tag, parent, blocks = self.tag(), cs.block(cs.main_hash(fork_height)), []
-        bad_index = bad_at - 1 if 0 < bad_at <= length else length
-        for i in range(length):
-            if i < bad_index:
-                txs, fees = draw_txs(builder, data)
-                block = make_block(parent, txs, fees=fees, extra=tag)
-                builder.accept_block(block, NOW)
-            elif i == bad_index:
-                block = make_block(parent, reward=REGTEST.block_reward(parent.height + 1) + 1, extra=tag)
-            else:
-                block = make_block(parent, extra=tag)
-            blocks.append(block)
-            parent = block
+        blocks, bad_index = draw_branch(cs, depth, delta, bad_at, self.tag(), data)
+        length = len(blocks)
         order = data.draw(st.permutations(range(length)), label="order") if shuffle else range(length)
         for i in order:
             try:

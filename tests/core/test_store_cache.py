@@ -20,7 +20,7 @@ from chaincore.core.errors import Invalid, StoreError
 from chaincore.core.params import REGTEST
 from chaincore.core.store import CachedStore, ChainUpdate, MemoryStore
 from chaincore.core.tx import Coin, OutPoint
-from tests.core.test_chainstate_properties import BASE, NOW, draw_txs
+from tests.core.test_chainstate_properties import BASE, NOW, draw_branch, draw_txs
 from tests.support.builders import make_block
 
 OPERATIONS = st.lists(st.one_of(
@@ -63,25 +63,8 @@ class Twin:
             self.feed(make_block(self.ref.block(self.ref.tip.hash), txs, fees=fees, extra=self.tag()))
 
     def fork(self, depth, delta, bad_at, shuffle, data):
-        ref = self.ref
-        fork_height = max(1, ref.height - depth)
-        length = max(1, ref.height - fork_height + delta)
-        builder = ChainState(MemoryStore(), REGTEST)
-        for height in range(1, fork_height + 1):
-            builder.accept_block(ref.block(ref.main_hash(height)), NOW)
-        tag, parent, blocks = self.tag(), ref.block(ref.main_hash(fork_height)), []
-        bad_index = bad_at - 1 if 0 < bad_at <= length else length
-        for i in range(length):
-            if i < bad_index:
-                txs, fees = draw_txs(builder, data)
-                block = make_block(parent, txs, fees=fees, extra=tag)
-                builder.accept_block(block, NOW)
-            elif i == bad_index:
-                block = make_block(parent, reward=REGTEST.block_reward(parent.height + 1) + 1, extra=tag)
-            else:
-                block = make_block(parent, extra=tag)
-            blocks.append(block)
-            parent = block
+        blocks, _bad_index = draw_branch(self.ref, depth, delta, bad_at, self.tag(), data)
+        length = len(blocks)
         order = data.draw(st.permutations(range(length)), label="order") if shuffle else range(length)
         for i in order:
             self.feed(blocks[i])
