@@ -290,8 +290,11 @@ class Relay:
         """peer announced a block: "known" if we hold it or fetch it already, else start fetching it.  sent_to
         are the tags (peer_tag) of the peers it announced the block to as well: we need not announce it there."""
         self.known.add(peer, header.hash)
-        if sent_to:
-            for other in self.discovery.relay_peers():
+        relay_peers = self.discovery.relay_peers() if sent_to else ()
+        if sent_to and peer in relay_peers:
+            # a hint that stops us announcing: taken only from a peer we relay with, never from a stranger,
+            # who could otherwise name all our peers and keep every block we hear of from them
+            for other in relay_peers:
                 if peer_tag(other) in sent_to:
                     self.known.add(other, header.hash)
         log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,

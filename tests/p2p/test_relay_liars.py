@@ -92,8 +92,31 @@ class PushTests(SyncTestCase):
                 headers={b"X-ChainCore-Sent-To": [hint.encode()]}))
             self.assertEqual((code, me.tip()), (204, block.hash))
             parent = block
-        # the three junk hints named b and were ignored; the last, a good one naming a, spared a
-        self.assertEqual((a.count("/announce", "POST"), b.count("/announce", "POST")), (3, 4))
+        # the three junk hints named b and were ignored; the last names a well, but comes from a stranger
+        self.assertEqual((a.count("/announce", "POST"), b.count("/announce", "POST")), (4, 4))
+
+    def test_a_strangers_sent_to_spares_nobody_a_relay_peers_does(self):
+        """X-ChainCore-Sent-To is taken only from a peer we relay with: a stranger naming all our peers does not
+        keep the block from them, while the same hint from a relay peer spares the peer it names."""
+        from chaincore.p2p.relay import peer_tag
+        chain = funded_chain()
+        a, b = self.peer(5001, chain), self.peer(5002, chain)
+        me = self.me(chain, a, b)
+        stranger = self.network.add(NodePeer(url(5003), self.clock, chain, network=self.network))
+        hint = f"{peer_tag(a.url)},{peer_tag(b.url)}".encode()
+        block = make_block(chain[-1], pay_to=BOB)
+        code, _ = self.successResultOf(stranger.client.post_binary(
+            ME, "/announce", compact_blocks.compact_to_bytes(block), headers={b"X-ChainCore-Sent-To": [hint]}))
+        self.assertEqual((code, me.tip()), (204, block.hash))
+        self.assertEqual((a.count("/announce", "POST"), b.count("/announce", "POST")), (1, 1))
+        self.assertIn(a.url, me.discovery.relay_peers())
+        after = make_block(block, pay_to=BOB)
+        for held in (block, after):
+            settled(a.node.submit_block(held, source=ME))
+        me.relay.announced(a.url, after.header, sent_to={peer_tag(b.url)})  # as its /announce hands it on
+        self.network.flush()
+        self.assertEqual(me.tip(), after.hash)
+        self.assertEqual(b.count("/announce", "POST"), 1)  # spared: a said it sent the block there
 
 
 class LiarTests(SyncTestCase):
