@@ -98,6 +98,11 @@ class Discovery:
         """Whom news goes to: the outbound peers and the inbound ones."""
         return sorted(set(self.outbound_peers()) | set(self.inbound_peers()))
 
+    def polled(self, url: str, status: dict) -> None:
+        """An outbound peer answered a sync poll: it counts as this round's probe of it (an idle link then
+        carries the poll alone, not the poll and a probe of the same /status)."""
+        self.table.answered(url, status.get("node_id"), self._clock.seconds())
+
     def heard_from(self, url: str) -> None:
         """url (checked to name the sender) contacted us: an inbound peer, up to the cap."""
         try:

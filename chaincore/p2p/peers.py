@@ -208,6 +208,16 @@ class PeerTable:
         peer.last_seen, peer.next_probe_at = now, now + self.recheck_s
         return "alive" if was_active else "added"
 
+    def answered(self, url: str, node_id, now: float) -> bool:
+        """An active peer answered a /status poll as itself (same node_id): that is as good as a probe, so the
+        next probe moves recheck_s ahead.  True if it counted; a peer inactive or answering as another node
+        is left for discovery's own probe."""
+        peer = self._peers.get(url)
+        if peer is None or not peer.active or node_id is None or peer.node_id != node_id:
+            return False
+        peer.last_seen, peer.next_probe_at = now, max(peer.next_probe_at, now + self.recheck_s)
+        return True
+
     def record_failure(self, url: str, now: float) -> bool:
         """A probe or request failed: leave the active set, retry after backoff; True if it was active."""
         peer = self.get(url)

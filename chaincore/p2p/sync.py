@@ -145,6 +145,7 @@ class Synchronizer:
                 changed = self._tips.get(url) != status.get("tip_hash")
                 self._tips[url] = status.get("tip_hash")
                 self.poll.polled(url, self.clock.seconds(), changed)
+                self.discovery.polled(url, status)
             if not ok:
                 self.discovery.report_failure(url, _reason(status))
             elif plan_catch_up(self.node.chain.tip.chainwork, status):

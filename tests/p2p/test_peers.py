@@ -118,6 +118,19 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(table.due_for_probe(29), [])
         self.assertEqual(table.due_for_probe(30), [A])
 
+    def test_a_poll_answered_as_itself_counts_as_a_probe(self):
+        """A poll an active peer answers with its own node_id moves its next probe recheck_s ahead; an answer
+        from another node_id, or of an inactive peer, does not."""
+        table = PeerTable("me", recheck_s=30)
+        table.add(A, 0)
+        self.assertFalse(table.answered(A, "node-a", 5))  # not active yet: discovery probes it
+        table.mark_alive(A, "node-a", 0)
+        self.assertFalse(table.answered(A, "node-x", 20))
+        self.assertEqual(table.next_probe_at(A), 30)
+        self.assertTrue(table.answered(A, "node-a", 25))
+        self.assertEqual(table.due_for_probe(54), [])
+        self.assertEqual(table.due_for_probe(55), [A])
+
     def test_refused_peer_waits_an_hour(self):
         """A node of another network is refused, reported once, and probed again only after an hour."""
         self.table.add(A, 0)

@@ -11,7 +11,7 @@ from chaincore.core import jsonview
 from chaincore.core.block import Block
 from chaincore.core.tx import OutPoint
 from chaincore.p2p.client import DATA_TIMEOUT_S, HEALTH_TIMEOUT_S
-from chaincore.p2p.peers import BAN_THRESHOLD, PENALTIES
+from chaincore.p2p.peers import BAN_THRESHOLD, PENALTIES, RECHECK_S
 from chaincore.p2p.download import MAX_BLOCKS_PER_REQUEST as BLOCKS_PER_REQUEST
 from tests.support.api import funded_chain
 from tests.support.builders import ALICE, BOB, CAROL, regtest_chain, signed_tx
@@ -94,6 +94,19 @@ class RoundTests(SyncTestCase):
                      - before[p.url].bytes_sent - before[p.url].bytes_received)
             self.assertLess(spent, 2048)
         self.assertEqual(me.tip(), chain[-1].hash)
+
+    def test_a_good_poll_spares_the_peer_its_probe(self):
+        """An outbound peer that answers its sync poll is not probed by discovery at its old recheck time: an
+        idle link carries the poll alone, not the poll and a probe of the same /status."""
+        chain = main_chain()[:11]
+        peer = self.peer(5001, chain)
+        me = self.me(chain, peer)
+        self.clock.advance(RECHECK_S - 1)
+        self.round(me)  # the poll, just before discovery's recheck was due
+        self.clock.advance(2)
+        self.successResultOf(me.discovery.run_once())
+        self.assertEqual(peer.count("/status"), 1)
+        self.assertGreater(me.discovery.table.next_probe_at(peer.url), self.clock.seconds() + RECHECK_S - 5)
 
     def test_behind_by_n_blocks_fetches_headers_once_and_blocks_in_batches(self):
         """Behind by N blocks, catch-up asks /headers once and each missing height of /blocks once, in at most
