@@ -615,6 +615,7 @@ class Node:
         """[(OutPoint, Coin)] paying payload at the tip, from the store's address index.  The lists of the
         last few addresses asked are kept until the tip changes (coins change only with it): an address
         of thousands of coins asked again and again (/utxos, /balance, its explorer page) is read once."""
+        self.flush_chain()  # the store's address index holds only what is written (a failure goes back to disk's tip)
         tip = self.chain.tip.hash
         key = (tip, payload)
         coins = self._coins.get(key)
@@ -686,6 +687,7 @@ class Node:
                 rows.append(self._history_row(tx_id, payload))
             if len(pending) > skip + limit:
                 return rows, f"m{skip + limit}"
+        self.flush_chain()  # as coins_of: the history index holds only what is written
         chain_rows = self.store.history_rows(payload, limit - len(rows) + 1, after)
         more = len(chain_rows) > limit - len(rows)
         chain_rows = chain_rows[:limit - len(rows)]

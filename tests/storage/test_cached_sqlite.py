@@ -10,7 +10,8 @@ from chaincore.core.params import REGTEST
 from chaincore.core.store import CachedStore
 from chaincore.service.node import Node
 from chaincore.storage.sqlite import SqliteStore
-from tests.support.builders import regtest_chain
+from chaincore.core.errors import StoreError
+from tests.support.builders import ALICE, regtest_chain
 
 NOW = REGTEST.genesis.header.timestamp + 1_000_000
 BLOCKS = regtest_chain(60)
@@ -76,3 +77,26 @@ class CachedSqliteTests(SynchronousTestCase):
         self.assertTrue(node.flush_chain())
         self.assertEqual(store.inner.tip(), BLOCKS[-1].hash)
         self.assertFalse(node.store_failing)
+
+    def test_an_address_read_on_a_full_disk_leaves_memory_equal_to_disk(self):
+        """A /balance, /utxos or /history read while a catch-up's writes are held must write them first; when
+        that write fails (disk full) the chain state goes back to the tip on disk, as a failed flush at the
+        catch-up's end does, instead of running ahead of what disk and cache now hold."""
+        store = self.open()
+        clock = Clock()
+        clock.advance(NOW)
+        node = Node(store, REGTEST, clock, advertise_url="http://127.0.0.1:1")
+        node.submit_blocks(BLOCKS[1:11], requested=True)
+        self.assertTrue(node.flush_chain())
+        node.submit_blocks(BLOCKS[11:], requested=True)
+        db = store.inner._db
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+        for read in (lambda: node.balance(ALICE.address), lambda: node.history_page(ALICE.address)):
+            try:
+                read()
+            except StoreError:
+                pass  # answered 503; what matters is what memory holds afterwards
+            self.assertTrue(node.store_failing)
+            self.assertEqual(node.chain.tip.hash, store.inner.tip())
+            self.assertEqual(node.chain.tip.hash, BLOCKS[10].hash)
+        self.assertEqual(len(node.utxo_coins(ALICE.address)), 10)  # the ten coinbases on disk, read from it
