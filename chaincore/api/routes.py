@@ -32,8 +32,6 @@ from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, openapi_json
 log = logger("chaincore.api")
 
 PEER_HEADER = b"X-ChainCore-Peer"
-SENT_TO_HEADER = b"X-ChainCore-Sent-To"    # tags of the peers an announcement went to as well
-MAX_SENT_TO = 64
 STREAM_CHAIN_OVER = 500     # a whole /chain longer than this is written in slices
 STREAM_SLICE_BLOCKS = 10      # about 1 ms of work (blocks not yet encoded): the reactor answers others between
 BLOCK_TEXTS_BYTES = 8_000_000  # the JSON of blocks kept by _block_text
@@ -542,7 +540,7 @@ class NodeAPI:
                     raise Malformed("compact.header is not the announced block's header")
         self._peers.inbound(source)
         self._peers.hint(source)
-        status = self._peers.announced(source, header, compact, _sent_to(request))
+        status = self._peers.announced(source, header, compact, compact_blocks.parse_sent_to(request.getHeader(compact_blocks.SENT_TO_HEADER)))
         if media_type(request) == wire.MEDIA_TYPE:
             return no_content(request)  # a binary announcement gets the smallest answer there is
         return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})
@@ -839,20 +837,6 @@ class _TaskProducer:
             self._work.stop()
         except task.TaskDone:
             pass
-
-
-def _sent_to(request) -> frozenset:
-    """The peer tags of an announcement's X-ChainCore-Sent-To header (docs/protocol.md 12): the peers the
-    sender announced the block to as well.  A hint only: a value that is not a list of tags is ignored."""
-    value = request.getHeader(SENT_TO_HEADER)
-    if not value:
-        return frozenset()
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    tags = value.split(",")
-    if len(tags) > MAX_SENT_TO or not all(len(t) == 8 and all(c in "0123456789abcdef" for c in t) for t in tags):
-        return frozenset()
-    return frozenset(tags)
 
 
 def _read_ids(request, name: str) -> list:

@@ -20,6 +20,8 @@ from .errors import Malformed
 from .tx import Transaction
 
 SHORT_ID_BYTES = 6
+SENT_TO_HEADER = b"X-ChainCore-Sent-To"  # the peers an announcement of a block went to as well (protocol 12)
+MAX_SENT_TO = 64                          # tags in one such header; a longer list is no hint
 MAX_COMPACT_TXS = 100_000
 # the smallest transaction a block can hold: one input (empty key and signature), one output
 MIN_TX_BYTES = 4 + 1 + (32 + 4 + 1 + 1) + 1 + (8 + 21) + 4
@@ -197,3 +199,26 @@ def fill(compact: CompactBlock, found: tuple, delivered) -> Block | None:
     if delivered or merkle_root([tx.tx_id for tx in txs]) != compact.header.merkle_root:
         return None
     return Block(compact.header, tuple(txs))
+
+
+def peer_tag(url: str) -> str:
+    """A peer's 4-byte tag in X-ChainCore-Sent-To: BLAKE2b-32 of its URL, as 8 hex digits."""
+    return hashlib.blake2b(url.encode(), digest_size=4).hexdigest()
+
+
+def sent_to_value(urls) -> bytes:
+    """The X-ChainCore-Sent-To value naming urls (the first MAX_SENT_TO of them)."""
+    return ",".join(peer_tag(u) for u in list(urls)[:MAX_SENT_TO]).encode()
+
+
+def parse_sent_to(value) -> frozenset:
+    """The tags an X-ChainCore-Sent-To value names; empty for a missing value or one that is not a list of at
+    most MAX_SENT_TO tags (the header is a hint: junk is ignored, not refused)."""
+    if not value:
+        return frozenset()
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    tags = value.split(",")
+    if len(tags) > MAX_SENT_TO or not all(len(t) == 8 and all(c in "0123456789abcdef" for c in t) for t in tags):
+        return frozenset()
+    return frozenset(tags)

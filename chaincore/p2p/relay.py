@@ -32,8 +32,9 @@ from twisted.internet import defer
 from ..logs import logger
 
 from ..core import jsonview, wire
-from ..core.compact import (compact_to_bytes, compact_to_json, fill, max_block_txs, max_compact_bytes,
-                            parse_compact, parse_compact_bytes, reconstruct)
+from ..core.compact import (SENT_TO_HEADER, compact_to_bytes, compact_to_json, fill, max_block_txs,
+                            max_compact_bytes, parse_compact, parse_compact_bytes, peer_tag, reconstruct,
+                            sent_to_value)
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
 from .client import BinaryAnswer
 
@@ -45,7 +46,6 @@ TX_BATCH_S = 0.05             # transactions accepted within this long go out in
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
 BLOCK_MAX_BYTES = 64_000_000
-MAX_SENT_TO = 64              # peers named in one announcement's X-ChainCore-Sent-To
 MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
 _TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
@@ -166,7 +166,7 @@ class Relay:
         # the peers a block made here goes to, as tags: each of them then leaves out the others
         # (they have the block from us), so a dense mesh carries one announcement per block and peer, not
         # one per link
-        sent_to = {b"X-ChainCore-Sent-To": [",".join(peer_tag(p) for p in peers[:MAX_SENT_TO]).encode()]} \
+        sent_to = {SENT_TO_HEADER: [sent_to_value(peers)]} \
             if source is None and self.origin_push_all else None
         for peer in peers:
             body = block.header.raw
@@ -457,10 +457,6 @@ class Relay:
             accepted += result.status == "accepted"
         return accepted
 
-
-def peer_tag(url: str) -> str:
-    """A peer's 4-byte tag in X-ChainCore-Sent-To: BLAKE2b-32 of its URL, as 8 hex digits."""
-    return hashlib.blake2b(url.encode(), digest_size=4).hexdigest()
 
 
 def _refuses_bytes(status: int, answer) -> bool:

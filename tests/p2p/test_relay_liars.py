@@ -78,7 +78,7 @@ class PushTests(SyncTestCase):
     def test_a_sent_to_header_that_is_not_a_list_of_tags_is_ignored(self):
         """Junk in X-ChainCore-Sent-To (too many tags, wrong lengths, not hex) is no hint: the announcement is
         still taken and the node still announces the block to its other peers."""
-        from chaincore.p2p.relay import peer_tag
+        from chaincore.core.compact import peer_tag
         chain = funded_chain()
         a, b = self.peer(5001, chain), self.peer(5002, chain)
         me = self.me(chain, a, b)
@@ -98,7 +98,7 @@ class PushTests(SyncTestCase):
     def test_a_strangers_sent_to_spares_nobody_a_relay_peers_does(self):
         """X-ChainCore-Sent-To is taken only from a peer we relay with: a stranger naming all our peers does not
         keep the block from them, while the same hint from a relay peer spares the peer it names."""
-        from chaincore.p2p.relay import peer_tag
+        from chaincore.core.compact import peer_tag
         chain = funded_chain()
         a, b = self.peer(5001, chain), self.peer(5002, chain)
         me = self.me(chain, a, b)
