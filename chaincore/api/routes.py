@@ -562,7 +562,7 @@ class NodeAPI:
         p = params(request, "compact", {"hash": block_hash})
         self._charge(request, "block")
         request.setHeader(b"Vary", b"Accept")
-        block = self._node.block(bytes.fromhex(p["hash"]))
+        block = self._node.block_for_relay(bytes.fromhex(p["hash"]))
         if wants_binary(request):
             return binary_body(request, compact_blocks.compact_to_bytes(block))
         return json_body(request, 200, compact_blocks.compact_to_json(block))
@@ -571,7 +571,7 @@ class NodeAPI:
     def block_txs(self, request):
         self._charge(request, "block")
         body = read_json(request)
-        block = self._node.block(jsonview.require_hex(field(body, "block_hash"), "block_hash", 32))
+        block = self._node.block_for_relay(jsonview.require_hex(field(body, "block_hash"), "block_hash", 32))
         indexes = jsonview.require_list(field(body, "indexes"), "indexes", MAX_ANNOUNCED_TXS)
         txs = []
         for n, index in enumerate(indexes):

@@ -108,6 +108,7 @@ class ChainState:
         self.refuse_low_work = refuse_low_work
         self._not_stored = OrderedDict()   # hash -> None: low-work blocks refused lately
         self._invalid_reasons = {}      # hash -> the error that made it invalid (this run only)
+        self._prechecked = None         # the last block precheck passed: accept_block need not check its shape again
         if store.tip() is None:
             self._write_genesis()
         self._tip = self.entry(store.tip())
@@ -290,6 +291,24 @@ class ChainState:
 
     # -- accepting blocks ------------------------------------------------------------
 
+    def precheck(self, block: Block, now: int) -> bool:
+        """Whether block is a new child of the tip that meets every rule but those of the coins (proof of work,
+        header, shape, merkle root, sizes): the point at which it may be relayed before its transactions are
+        checked against the coins (BIP 152; rules.COIN_RULES).  Never raises: a block that fails says False,
+        and accept_block then refuses it with its rule.
+        """
+        block_hash = block.hash
+        if block.header.previous_hash != self._tip.hash or self.entry(block_hash) is not None \
+                or block_hash in self._orphans:
+            return False
+        try:
+            rules.check_block_sanity(block, self.params)
+            rules.check_header_context(block.header, self.parent_info(self._tip), self.params, now)
+        except Invalid:
+            return False
+        self._prechecked = block
+        return True
+
     def accept_block(self, block: Block, now: int, *, requested: bool = False, source: str | None = None):
         """Take a block: Accepted, Duplicate, Orphan or NotStored, or raise the rule it breaks.
 
@@ -314,7 +333,9 @@ class ChainState:
         requested = requested or not self.refuse_low_work
         if not requested and block_hash in self._not_stored:
             return NotStored(block_hash, "its branch has less work than the tip")
-        rules.check_block_sanity(block, self.params)
+        if block is not self._prechecked:  # the very object precheck passed: its shape is checked already
+            rules.check_block_sanity(block, self.params)
+        self._prechecked = None
         parent = self.entry(block.header.previous_hash)
         if parent is None:
             self._add_orphan(block, source, requested)

@@ -517,6 +517,13 @@ class BlockDelta:
     fees: int
 
 
+# The rules only the coins can check (connect_block's).  A block may be relayed once everything else holds
+# (its proof of work, header, shape and merkle root: ChainState.precheck), before its transactions are checked
+# against the coins, as BIP 152 relays compact blocks; so a peer that passes on a block that breaks one of these
+# is not at fault for it, and is not penalised.
+COIN_RULES = (MissingInput, ImmatureCoinbase, WrongKey, InsufficientFunds, BadCoinbaseValue, BadSignature)
+
+
 def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_batch,
                   verified=frozenset()) -> BlockDelta:
     """Apply a sane block to the coins get_coin knows; return the delta, or raise the first broken rule.

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol
 from treq.client import HTTPClient
 from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IAgent, UNKNOWN_LENGTH
+from twisted.web.iweb import IAgent, IBodyProducer, UNKNOWN_LENGTH
 from zope.interface import implementer
 from twisted.web._newclient import (RequestGenerationFailed, RequestNotSent, RequestTransmissionFailed,
                                      ResponseFailed)
@@ -136,7 +136,33 @@ def pooled_http_client(reactor, max_idle_per_host: int = 2, connect_timeout_s: f
     _HTTP11ClientFactory.noisy = False  # else every outgoing connection logs "Starting factory"
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max_idle_per_host
-    return HTTPClient(Uncompressed(Agent(reactor, pool=pool, connectTimeout=connect_timeout_s))), pool
+    return HTTPClient(Uncompressed(Agent(reactor, pool=pool, connectTimeout=connect_timeout_s)),
+                      data_to_body_producer=BytesBody), pool
+
+
+@implementer(IBodyProducer)
+class BytesBody:
+    """A request body of bytes written at once: treq's default (FileBodyProducer) writes it a reactor turn
+    after the headers, so a block announced and then checked left only once the check was done."""
+
+    def __init__(self, data: bytes):
+        if not isinstance(data, bytes):
+            raise TypeError(f"request bodies are bytes, not {type(data).__name__}")
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self.data)
+        return defer.succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
 
 
 @implementer(IAgent)

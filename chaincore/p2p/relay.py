@@ -36,6 +36,7 @@ from ..core.compact import (SENT_TO_HEADER, compact_to_bytes, compact_to_json, f
                             max_compact_bytes, parse_compact, parse_compact_bytes, peer_tag, reconstruct,
                             sent_to_value)
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from ..core.rules import COIN_RULES
 from .client import BinaryAnswer
 
 log = logger("chaincore.p2p.relay")
@@ -122,6 +123,16 @@ class Relay:
         if block.hash != self.node.chain.tip.hash:
             return None  # only the tip is news worth spreading
         return self._announce_block(block, source)
+
+    def on_early_block(self, block, source) -> bool:
+        """A new child of the tip that meets every rule but the coins' (Node.early_block_listeners): announce
+        it now, before the node checks its transactions (BIP 152), so each hop costs the network's delay and
+        not also a full check; on_block then finds its peers told already.  Whether anything was sent."""
+        if source:
+            self.known.add(source, block.hash)
+        if self.sync is not None and source is not None and source in self.sync.catching_up:
+            return False
+        return self._announce_block(block, source) is not None
 
     def on_caught_up(self, peer, received):
         """A catch-up from peer connected blocks without relaying them: announce the new tip once."""
@@ -406,6 +417,11 @@ class Relay:
             # follows reports it if it is); dropping it would leave us behind until discovery finds it again
             log.info("fetching a block announced by {peer} failed: {err}; its tip is polled next round",
                      peer=peer, err=failure.value)
+        elif failure.check(*COIN_RULES):
+            # peers pass blocks on before checking them against the coins (on_early_block): the block's maker
+            # broke the rule, not necessarily the peer that relayed it
+            log.info("block announced by {peer} refused: {err} (a rule of the coins, which peers relay "
+                     "before checking: not held against it)", peer=peer, err=failure.value)
         elif failure.check(Invalid):
             log.info("block announced by {peer} refused: {err}", peer=peer, err=failure.value)
             self.discovery.report_misbehaviour(peer, failure.value)

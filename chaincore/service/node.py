@@ -34,6 +34,7 @@ TEMPLATE_RESERVE_BYTES = 2_000  # room left in a template for the header and the
 OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than the process hop
 OFFLOAD_BATCH_INPUTS = 250
 MAX_GATED_AHEAD = 1024          # blocks preverified ahead remembered as checked until submitted (32 bytes each)
+MAX_PASSED_ON = 4               # blocks passed on before their check, kept to serve peers until checked
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
 TX_SUMMARY_S = 10               # accepted transactions are summed up in one info line per this many seconds
 
@@ -135,6 +136,14 @@ class Node:
         self.syncing = False
         # Listeners are subscribed by the wiring (service/wiring.py), never by themselves.
         self.block_listeners = []  # f(block, source) for each block newly stored (relay passes on tips only)
+        # f(block, source) -> whether it sent anything, for a new child of the tip that passed every rule but
+        # the coins' (ChainState.precheck), before those are checked: relay passes it on at once (BIP 152)
+        self.early_block_listeners = []
+        # () -> a Deferred that fires once what listeners just sent is written to the sockets (the reactor runs
+        # its timed calls before it writes, so two turns); None: blocks are checked at once (tests' fakes)
+        self.after_sends = None
+        self._early_height = -1    # the height last passed on before its check: once a height, as BIP 152
+        self._passed_on = OrderedDict()  # hash -> a block passed on early and not yet taken or refused
         self.tx_listeners = []     # f(tx, source) for each transaction newly in the mempool
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
@@ -202,7 +211,11 @@ class Node:
         Fires with (results of the blocks taken, the Invalid error that stopped
         the run or None).
         """
+        early = len(blocks) == 1 and not requested and self._pass_on_early(blocks[0], source)
         ready = self._preverify(blocks, inline_ok=local or mined)
+        if early and self.after_sends is not None:
+            # the block goes out before it is checked against the coins: let the reactor write it first
+            ready[0] = defer.DeferredList([ready[0], self.after_sends()])
         results, done = [], defer.Deferred()
         state = {"next": 0}
 
@@ -243,6 +256,22 @@ class Node:
         state["advance"] = advance
         advance()
         return done
+
+    def _pass_on_early(self, block: Block, source) -> bool:
+        """Hand a new child of the tip to the early listeners once it meets every rule but the coins' (not
+        during a catch-up; once a height, so a stream of siblings is not passed on); whether any sent it."""
+        if not self.early_block_listeners or self.syncing or block.height <= self._early_height:
+            return False
+        if not self.chain.precheck(block, self.now()):
+            return False
+        self._early_height = block.height
+        self._passed_on[block.hash] = block  # its peers ask for its compact form and transactions meanwhile
+        while len(self._passed_on) > MAX_PASSED_ON:
+            self._passed_on.popitem(last=False)
+        sent = False
+        for listener in list(self.early_block_listeners):
+            sent = bool(listener(block, source)) or sent
+        return sent
 
     def _accept_run(self, blocks: list, source, local: bool, mined: bool, requested: bool) -> tuple:
         """Accept blocks in order in one store batch: (results, the Invalid error that stopped them or None)."""
@@ -304,10 +333,12 @@ class Node:
         try:
             result = self.chain.accept_block(block, self.now(), requested=requested, source=source)
         except Invalid as err:
+            self._passed_on.pop(block.hash, None)
             self._count("block", "rejected", err.code)
             log.info("block {hash} at height {height} rejected: {reason}",
                      hash=block.hash.hex()[:16], height=block.height, reason=err)
             raise
+        self._passed_on.pop(block.hash, None)
         if isinstance(result, Accepted):
             self._count("block", "accepted")
             if result.disconnected:
@@ -575,6 +606,12 @@ class Node:
         if block is None:
             raise NotFound(f"no block {block_hash.hex()}")
         return block
+
+    def block_for_relay(self, block_hash: bytes) -> Block:
+        """A stored block, or one passed on to peers before its check against the coins and still being
+        checked (they ask for its compact form and transactions meanwhile); NotFound if neither."""
+        block = self._passed_on.get(block_hash)
+        return block if block is not None else self.block(block_hash)
 
     def block_bytes(self, block_hash: bytes) -> bytes:
         """The canonical bytes of a stored block, as stored (nothing decoded); NotFound if unknown."""

@@ -1,7 +1,7 @@
 """Timers that survive their own failures (Twisted's TimerService stops for good at the first error)."""
 
 from twisted.application.service import Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
 
@@ -49,3 +49,12 @@ class Every(Service):
 def every(interval_s: float, fn, clock, now: bool = True) -> Every:
     """An Every service: fn every interval_s seconds on clock, surviving its own failures."""
     return Every(interval_s, fn, clock, now)
+
+
+def after_two_turns(clock) -> Deferred:
+    """A Deferred that fires two reactor turns from now: after the reactor has written to its sockets what was
+    written to its transports this turn (a turn runs its timed calls, a request's body among them, before it
+    polls and writes)."""
+    d = Deferred()
+    clock.callLater(0, clock.callLater, 0, d.callback, None)
+    return d

@@ -38,7 +38,7 @@ from .config import NodeLimits
 from .heap import HEAP_TRIM_S, trim_heap
 from .metrics import NodeMetrics
 from .node import Node
-from .timers import every
+from .timers import after_two_turns, every
 from .workers import ProcessOffloader
 
 log = logger("chaincore.service")
@@ -251,6 +251,9 @@ def build_node(store, params, clock, *, advertise_url: str, http=None, offloader
                         **({"degree": outbound} if outbound else {}))
     # who hears what: the node tells relay and sync; sync tells relay when a catch-up brought blocks
     node.block_listeners.append(peers.relay.on_block)
+    node.early_block_listeners.append(peers.relay.on_early_block)
+    if reactor is not None:
+        node.after_sends = lambda: after_two_turns(reactor)
     node.tx_listeners.append(peers.relay.on_tx)
     node.orphan_listeners.append(peers.sync.on_orphan)
     peers.sync.caught_up_listeners.append(peers.relay.on_caught_up)

@@ -29,16 +29,16 @@ class MeshTests(TestCase):
         """A block mined on one of four nodes becomes every tip; a transaction reaches every mempool."""
         nodes = await start_nodes(self, 4)
         await wait_until(lambda: all(len(n.active_peers()) == 3 for n in nodes), 15, what="a full mesh")
-        first = nodes[0].mine_one(ALICE.address)
+        first = await nodes[0].mine_one(ALICE.address)
         await wait_until(lambda: all(n.tip() == first.hash for n in nodes), 10, what="the block everywhere")
         for _ in range(REGTEST.coinbase_maturity):
-            nodes[1].mine_one(BOB.address)
+            await nodes[1].mine_one(BOB.address)
         await wait_until(lambda: same_tip(nodes) and nodes[0].height() == 101, 20, what="101 blocks everywhere")
         tx = signed_tx([(OutPoint(first.transactions[0].tx_id, 0), ALICE)], [(CAROL, 10 * COIN),
                                                                              (ALICE, 40 * COIN - 10_000)])
         await nodes[2].node.submit_tx(tx)
         await wait_until(lambda: all(tx.tx_id in n.node.mempool for n in nodes), 10, what="the tx everywhere")
-        block = nodes[3].mine_one(BOB.address)
+        block = await nodes[3].mine_one(BOB.address)
         self.assertIn(tx.tx_id, [t.tx_id for t in block.transactions])
         await wait_until(lambda: all(n.tip() == block.hash and len(n.node.mempool) == 0 for n in nodes), 10,
                          what="the confirming block everywhere")
@@ -47,7 +47,7 @@ class MeshTests(TestCase):
         """A node started after 300 blocks were mined catches up with them."""
         (a,) = await start_nodes(self, 1, discover=False)
         for _ in range(300):
-            a.mine_one(ALICE.address)
+            await a.mine_one(ALICE.address)
         (port,) = free_ports(1)
         late = await start_node(self, port, peers=[a.url])
         self.assertFalse(late.node.syncing)
@@ -59,11 +59,11 @@ class MeshTests(TestCase):
         a, b = await start_nodes(self, 2)
         await wait_until(lambda: len(a.active_peers()) == 1 and len(b.active_peers()) == 1, 15, what="peers")
         for _ in range(5):
-            a.mine_one(ALICE.address)
+            await a.mine_one(ALICE.address)
         await wait_until(lambda: same_tip([a, b]), 10, what="b to follow")
         await b.stop()
         for _ in range(5):
-            a.mine_one(ALICE.address)
+            await a.mine_one(ALICE.address)
         b2 = await start_node(self, b.port, datadir=b.datadir, peers=[a.url])
         self.assertGreaterEqual(b2.height(), 5)
         await wait_until(lambda: b2.tip() == a.tip(), 15, what="the restarted node to reconverge")
@@ -72,7 +72,7 @@ class MeshTests(TestCase):
     async def test_split_groups_converge_on_the_heavier_branch(self):
         """Two groups that mined apart converge on the heavier branch when joined; the loser's txs come back."""
         a, b = await start_nodes(self, 2, discover=False)
-        shared = [a.mine_one(ALICE.address) for _ in range(REGTEST.coinbase_maturity + 1)]
+        shared = [await a.mine_one(ALICE.address) for _ in range(REGTEST.coinbase_maturity + 1)]
         b.peers.add(a.url)  # b starts empty: it gets the shared history by joining a
         await wait_until(lambda: b.tip() == a.tip(), 20, what="b to get the shared history")
         # the split: each forgets the other (neither probes ports, so neither finds the other again)
@@ -81,10 +81,10 @@ class MeshTests(TestCase):
         tx = signed_tx([(OutPoint(shared[0].transactions[0].tx_id, 0), ALICE)],
                        [(CAROL, 5 * COIN), (ALICE, 45 * COIN - 10_000)])
         await a.node.submit_tx(tx)
-        a_branch = a.mine_one(ALICE.address)
+        a_branch = await a.mine_one(ALICE.address)
         self.assertIn(tx.tx_id, [t.tx_id for t in a_branch.transactions])
         for _ in range(3):
-            b.mine_one(BOB.address)
+            await b.mine_one(BOB.address)
         self.assertNotEqual(a.tip(), b.tip())
         b.peers.add(a.url)
         a.peers.add(b.url)

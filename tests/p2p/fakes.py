@@ -17,7 +17,7 @@ from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
-from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -25,6 +25,7 @@ from zope.interface import implementer
 from chaincore.core import jsonview, wire
 from chaincore.core.block import HEADER_SIZE, Header
 from chaincore.core.params import REGTEST
+from chaincore.p2p.client import BytesBody
 from tests.support.nodes import make_node
 
 GENESIS_HEX = REGTEST.genesis_hash.hex()
@@ -85,25 +86,6 @@ class FakePeer:
         return app.resource()
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    def __init__(self, body: bytes):
-        self.body, self.length = body, len(body)
-
-    def startProducing(self, consumer):
-        consumer.write(self.body)
-        return defer.succeed(None)
-
-    def stopProducing(self):
-        pass
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-
 @implementer(IAgent)
 class FakeNetwork:
     """An IAgent routing requests by host:port to FakePeers; `client()` wraps it in a treq HTTPClient."""
@@ -121,7 +103,7 @@ class FakeNetwork:
         return peer
 
     def client(self) -> HTTPClient:
-        return HTTPClient(self, data_to_body_producer=_BytesProducer)
+        return HTTPClient(self, data_to_body_producer=BytesBody)
 
     def request(self, method, uri, headers=None, bodyProducer=None):
         parts = urlsplit(uri.decode("ascii"))

@@ -9,7 +9,6 @@ from chaincore.service.tap import Options
 from chaincore.service.wiring import make_node_service
 from tests.support.builders import solve
 from tests.support.waiting import free_ports
-from tests.support.nodes import settled
 
 
 
@@ -40,11 +39,12 @@ class RunningNode:
     def active_peers(self) -> list:
         return self.peers.discovery.active_peers()
 
-    def mine_one(self, address: str):
-        """Build a template, solve it and hand it to the node (which relays it); the block."""
+    async def mine_one(self, address: str):
+        """Build a template, solve it and hand it to the node (which relays it); the block, once the node took
+        it (a block it passes on to peers before checking it is taken a reactor turn or two later)."""
         block = self.node.block_template(address)
         solved = block.with_nonce(solve(block.header).nonce)
-        settled(self.node.submit_block(solved, local=True))
+        await self.node.submit_block(solved, local=True)
         return solved
 
     def stop(self) -> defer.Deferred:
