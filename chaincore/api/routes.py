@@ -219,6 +219,9 @@ class PeerDirectory(Protocol):
         """Peer url (checked to be the sender) announced a block (its header, maybe its compact form):
         "known", or "fetching" while the peer layer gets what it lacks from url."""
 
+    def push_answer(self, url: str) -> bytes | None:
+        """For the answer to peer url's block announcement: b"1" (push us compact forms), b"0" (stop), or None."""
+
     def announced_txs(self, url: str, tx_ids: list) -> int:
         """Peer url announced transactions by id; how many this node will fetch."""
 
@@ -541,6 +544,9 @@ class NodeAPI:
         self._peers.inbound(source)
         self._peers.hint(source)
         status = self._peers.announced(source, header, compact, compact_blocks.parse_sent_to(request.getHeader(compact_blocks.SENT_TO_HEADER)))
+        wish = self._peers.push_answer(source)
+        if wish is not None:
+            request.setHeader(compact_blocks.PUSH_HEADER, wish)
         if media_type(request) == wire.MEDIA_TYPE:
             return no_content(request)  # a binary announcement gets the smallest answer there is
         return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})

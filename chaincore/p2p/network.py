@@ -117,6 +117,10 @@ class PeerNetwork(service.MultiService):
         tags of the peers it sent the block to as well."""
         return self.relay.announced(normalise_url(url), header, compact, sent_to)
 
+    def push_answer(self, url: str) -> bytes | None:
+        """What to tell peer url of pushing us compact forms, in the answer to its announcement (relay)."""
+        return self.relay.push_answer(normalise_url(url))
+
     def announced_txs(self, url: str, tx_ids: list) -> int:
         """A peer announced transactions by id: relay fetches those we lack."""
         return self.relay.announced_txs(normalise_url(url), tx_ids)
@@ -155,8 +159,7 @@ class PeerNetwork(service.MultiService):
 
     def _peer_lost(self, url):
         # discovery logs the one line saying why (dropped, banned, refused)
-        self.relay.known.forget(url)
-        self.relay.legacy.discard(url)  # it may come back upgraded: it is asked with announcements again
+        self.relay.forget(url)
         self.sync.forget_peer(url)
         self.sync.poll.forget(url)
         self.client.forget_cached(url)

@@ -4,10 +4,12 @@ A new tip is announced with its header (POST /announce: its 120 bytes).  A
 block that starts here (mined, or first submitted by a client) goes to every
 peer as its compact form, with the transactions a peer was never told of
 prefilled, and names the peers it went to (X-ChainCore-Sent-To), so they do
-not announce it to each other; a relayed block's compact form goes to
-`compact_push` peers (BIP 152's high-bandwidth mode: one trip when their
-mempools hold the transactions), the header to the rest (docs/protocol.md
-12).  A peer that lacks
+not announce it to each other; a relayed block's compact form goes to the
+peers that asked for it, the header to the rest (docs/protocol.md 12).  Each
+node asks the `push_from` peers that last delivered a block to it first to
+push it compact forms (BIP 152's high-bandwidth mode, chosen by the
+receiver: one trip when its mempool holds the transactions), in the answer
+to an announcement (X-ChainCore-Push).  A peer that lacks
 the block fetches the compact form (GET /compact/<hash>), rebuilds it from
 its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
@@ -25,7 +27,6 @@ JSON answer (a JSON-only peer) is read as well.  Each peer's known items are
 remembered in a bounded set, so nothing is announced back to a peer that has it.
 """
 
-import hashlib
 from collections import OrderedDict
 
 from twisted.internet import defer
@@ -42,7 +43,8 @@ from .client import BinaryAnswer
 log = logger("chaincore.p2p.relay")
 
 KNOWN_PER_PEER = 5000
-COMPACT_PUSH = 3              # peers that get the compact form with the announcement (BIP 152 uses 3)
+COMPACT_PUSH = 8              # at most this many of the peers that asked get a relayed block's compact form
+PUSH_FROM = 2                 # peers asked to push compact forms here: those that last delivered a block first
 TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
@@ -87,13 +89,17 @@ class Relay:
     """Announces the node's new blocks and transactions, and fetches what its peers announce."""
 
     def __init__(self, node, client, discovery, sync=None, clock=None, *, compact_push: int = COMPACT_PUSH,
-                 on_heard=None, origin_push_all: bool = True):
+                 on_heard=None, origin_push_all: bool = True, push_from: int = PUSH_FROM):
         self.node = node
         self.client = client
         self.discovery = discovery
         self.sync = sync
         self.clock = clock if clock is not None else node.clock
         self.compact_push = compact_push
+        self.push_from = push_from
+        self.push_to = set()              # peers that asked for compact forms of the blocks we relay
+        self._first = []                  # peers that last delivered a block first, latest first (push_from)
+        self._told = {}                   # peer -> whether we last asked it to push (absent: never asked)
         self.origin_push_all = origin_push_all  # a block made or first submitted here: every peer gets its form
         self.on_heard = on_heard          # f(url): a peer told us news (sync polls it less)
         self.known = KnownItems()
@@ -164,12 +170,13 @@ class Relay:
         if not peers:
             return None
         # a block that starts here (mined, or submitted by a client) is news to every peer: each gets the
-        # compact form at once, so the first hop takes one trip.  A relayed block's form goes to
-        # compact_push peers, a different few for each block, so no peer always waits for the extra trip;
-        # the rest, most of which the block's source or its other peers reach first, get the header
-        push = len(peers) if source is None and self.origin_push_all else self.compact_push
-        pushed_to = set(sorted(peers, key=lambda p: hashlib.blake2b(p.encode() + block.hash,
-                                                                    digest_size=8).digest())[:push])
+        # compact form at once, so the first hop takes one trip.  A relayed block's form goes to the peers
+        # that asked for it (we delivered them blocks first lately); the rest, most of which other peers
+        # reach first, get the header
+        if source is None and self.origin_push_all:
+            pushed_to = set(peers)
+        else:
+            pushed_to = set([p for p in peers if p in self.push_to][:self.compact_push])
         log.debug("announcing block {hash} to {n} peers, the compact form to {k}", hash=block.hash.hex()[:16],
                   n=len(peers), k=len(pushed_to))
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
@@ -192,7 +199,9 @@ class Relay:
             if peer in self.json_only:
                 sends.append(self._announce_json(peer, block, peer in pushed_to))
                 continue
-            d = self.client.post_binary(peer, "/announce", body, headers=sent_to)
+            meta = {}
+            d = self.client.post_binary(peer, "/announce", body, headers=sent_to, meta=meta)
+            d.addCallback(self._push_wish, peer, meta)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
                           lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
             d.addErrback(self._failed, peer)
@@ -261,6 +270,41 @@ class Relay:
             sends.append(d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, "/add_transaction"),
                                         errbackArgs=(peer,)))
         return sends
+
+    def _push_wish(self, result, peer, meta):
+        """Take the peer's answer to whether it wants our compact forms pushed (X-ChainCore-Push)."""
+        wish = meta.get("push")
+        if wish == b"1":
+            self.push_to.add(peer)
+        elif wish == b"0":
+            self.push_to.discard(peer)
+        return result
+
+    def push_answer(self, peer: str) -> bytes | None:
+        """What to say to peer, in the answer to its block announcement, of pushing us compact forms: b"1" to
+        ask for them, b"0" to stop them, None when that has not changed since we last said it."""
+        want = peer in self._first
+        if self._told.get(peer, False) == want:
+            return None
+        self._told[peer] = want
+        return b"1" if want else b"0"
+
+    def delivered_first(self, peer: str) -> None:
+        """peer delivered a block before anyone else: it becomes the first of the push_from peers asked to
+        push compact forms here (told in the answer to its next announcement)."""
+        if peer in self._first:
+            self._first.remove(peer)
+        self._first.insert(0, peer)
+        del self._first[self.push_from:]
+
+    def forget(self, peer: str) -> None:
+        """peer is gone: what it asked of us and what we asked of it start again if it comes back."""
+        self.known.forget(peer)
+        self.legacy.discard(peer)  # it may come back upgraded: it is asked with announcements again
+        self.push_to.discard(peer)
+        self._told.pop(peer, None)
+        if peer in self._first:
+            self._first.remove(peer)
 
     def _announced(self, result, peer, legacy_send, json_send=None):
         status, answer = result
@@ -390,7 +434,10 @@ class Relay:
             self.counts.compact_rebuilt += 1
         log.debug("block {hash} rebuilt ({n} transactions fetched); submitting it", hash=block_hash[:16],
                   n=len(rebuilt.missing) if not rebuilt.collision else "all")
-        return await self.node.submit_block(block, source=peer)
+        result = await self.node.submit_block(block, source=peer)
+        if getattr(result, "status", None) == "accepted":
+            self.delivered_first(peer)
+        return result
 
     def _txs_of(self, answer, at_most: int) -> list:
         """The transactions of a /block_txs or /txs answer: a framed list of canonical transactions, or JSON

@@ -26,6 +26,7 @@ class RelayTests(SyncTestCase):
         chain = main_chain()[:11]
         a, b, c = (self.peer(5001 + i, chain) for i in range(3))
         me = self.me(chain, a, b, c)
+        me.relay.push_to.update({b.url, c.url})  # they asked for compact forms (they cannot reach us to fetch)
         block = make_block(chain[-1], pay_to=BOB)
         settled(me.node.submit_block(block, source=a.url))
         self.assertEqual([submissions(p) for p in (a, b, c)], [[], [block.hash.hex()], [block.hash.hex()]])

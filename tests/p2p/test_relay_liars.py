@@ -21,10 +21,10 @@ def pushed(peer: NodePeer) -> list:
 
 
 class PushTests(SyncTestCase):
-    def test_a_block_made_here_pushes_its_compact_form_to_every_peer_a_relayed_one_to_a_few(self):
+    def test_a_block_made_here_pushes_its_compact_form_to_every_peer_a_relayed_one_to_those_that_asked(self):
         """A block mined here (or first submitted by a client) goes to all five peers as its compact form; a
-        block relayed from a peer goes as the compact form to compact_push of the other four, as a header to
-        the rest."""
+        block relayed from a peer goes as the compact form to the peers that asked for it (at most
+        compact_push of them), as a header to the rest."""
         chain = funded_chain()
         peers = [self.peer(5001 + i, chain) for i in range(5)]
         me = self.me(chain, *peers)
@@ -33,12 +33,40 @@ class PushTests(SyncTestCase):
         self.assertEqual([pushed(p) for p in peers], [[True]] * 5)
         for p in peers:
             p.posted.clear()
+        me.relay.push_to.update(p.url for p in peers[:4])
         me.relay.compact_push = 2
         relayed = make_block(mined, pay_to=BOB)
         settled(me.node.submit_block(relayed, source=peers[0].url))
         self.assertEqual(pushed(peers[0]), [])
         self.assertEqual(sorted(x for p in peers[1:] for x in pushed(p)), [False, False, True, True])
+        self.assertEqual(pushed(peers[4]), [False])  # it never asked
 
+    def test_the_peer_that_delivered_a_block_first_is_asked_to_push_the_next(self):
+        """A block announced with its header alone costs a fetch; the receiver then asks its announcer, in the
+        answer to the next announcement, to push compact forms (X-ChainCore-Push: 1), and the next block
+        arrives in one trip.  When others deliver first, it asks it to stop (X-ChainCore-Push: 0)."""
+        a, b = self.pair()
+        a.relay.origin_push_all = False  # a relays every block as if it came from elsewhere
+        first = make_block(funded_chain()[-1], pay_to=BOB)
+        settled(a.node.submit_block(first, local=True))
+        self.assertEqual((b.tip(), pushed(b)), (first.hash, [False]))
+        self.assertEqual(a.count(f"/compact/{first.hash.hex()}"), 1)
+        self.assertIn(b.url, a.relay.push_to)
+        second = make_block(first, pay_to=BOB)
+        settled(a.node.submit_block(second, local=True))
+        self.assertEqual((b.tip(), pushed(b)), (second.hash, [False, True]))
+        self.assertEqual(a.count(f"/compact/{second.hash.hex()}"), 0)
+        b.relay.push_from = 1
+        b.relay.delivered_first(url(5009))  # someone else was first lately
+        a.relay.known.forget(b.url)
+        a.relay.on_block(second, None)      # announced again: b has it, and says stop in its answer
+        self.assertNotIn(b.url, a.relay.push_to)
+        self.assertIsNone(b.relay.push_answer(a.url))  # said once, not again
+        third = make_block(second, pay_to=BOB)
+        settled(a.node.submit_block(third, local=True))
+        self.assertEqual((b.tip(), pushed(b)[-1]), (third.hash, False))
+        a.service.peers._peer_lost(b.url)
+        self.assertNotIn(b.url, a.relay.push_to)
 
     def test_a_block_made_here_carries_the_transactions_a_peer_was_never_told_of(self):
         """The compact form a block's first node pushes holds in full the transactions a peer was never told of
