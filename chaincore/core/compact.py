@@ -209,9 +209,11 @@ def peer_tag(url: str) -> str:
     return hashlib.blake2b(url.encode(), digest_size=4).hexdigest()
 
 
-def sent_to_value(urls) -> bytes:
-    """The X-ChainCore-Sent-To value naming urls (the first MAX_SENT_TO of them)."""
-    return ",".join(peer_tag(u) for u in list(urls)[:MAX_SENT_TO]).encode()
+def sent_to_value(urls, tags: bool = False) -> bytes:
+    """The X-ChainCore-Sent-To value naming urls (tags already, with tags=True), the first MAX_SENT_TO of them
+    and each once."""
+    named = list(dict.fromkeys(urls if tags else (peer_tag(u) for u in urls)))
+    return ",".join(named[:MAX_SENT_TO]).encode()
 
 
 def parse_sent_to(value) -> frozenset:

@@ -50,6 +50,7 @@ TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of 
 MAX_TX_BATCH = 1000
 BLOCK_MAX_BYTES = 64_000_000
 MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
+HEARD_SENT_TO_BLOCKS = 16     # blocks whose Sent-To hint is kept to name on when relaying them
 _TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
 
@@ -107,6 +108,8 @@ class Relay:
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
         self.fetching = {}                # block hash -> Deferred of its fetch
+        self._header_only = set()         # hashes of blocks being fetched that were announced by header alone
+        self._heard_sent_to = OrderedDict()  # block hash -> the tags a relay peer named with it (Sent-To)
         self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
@@ -181,11 +184,12 @@ class Relay:
                   n=len(peers), k=len(pushed_to))
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
-        # the peers a block made here goes to, as tags: each of them then leaves out the others
-        # (they have the block from us), so a dense mesh carries one announcement per block and peer, not
-        # one per link
-        sent_to = {SENT_TO_HEADER: [sent_to_value(peers)]} \
-            if source is None and self.origin_push_all else None
+        # the peers the block goes to, as tags, with those the peer we had it from named (relayed): each
+        # then leaves them out (they have the block or are about to), so a dense mesh carries about one
+        # announcement per block and peer, not one per link
+        named = sorted(self._heard_sent_to.get(block.hash, ())) if source is not None else []
+        sent_to = {SENT_TO_HEADER: [sent_to_value(named + [peer_tag(p) for p in peers], tags=True)]} \
+            if source is not None or self.origin_push_all else None
         for peer in peers:
             body = block.header.raw
             if peer in pushed_to:
@@ -352,6 +356,10 @@ class Relay:
             for other in relay_peers:
                 if peer_tag(other) in sent_to:
                     self.known.add(other, header.hash)
+            if header.hash not in self._heard_sent_to:  # named on when we relay it (the first hint only)
+                self._heard_sent_to[header.hash] = sent_to
+                while len(self._heard_sent_to) > HEARD_SENT_TO_BLOCKS:
+                    self._heard_sent_to.popitem(last=False)
         log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,
                   what="header" if compact is None else "compact form")
         if self.on_heard is not None:
@@ -359,6 +367,14 @@ class Relay:
         if self.node.chain.has_block(header.hash):
             return "known"
         if header.hash in self.fetching:
+            if compact is not None and header.hash in self._header_only:
+                # the first announcer sent the header alone and its compact form is on the way; this peer
+                # pushed it: rebuild from it now (the first fetch stops once the block is in)
+                self._header_only.discard(header.hash)
+                d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
+                d.addErrback(self._fetch_failed, peer)
+                d.addCallback(lambda _: None)
+                return "fetching"
             # a second source, asked only if the first fails (one that never serves what it announces, or
             # serves a form that does not fit, delays the block by one deadline, not until the next poll)
             _, others = self._also.setdefault(header.hash, (header, []))
@@ -372,6 +388,8 @@ class Relay:
         return "fetching"
 
     def _start_fetch(self, peer, header, compact):
+        if compact is None:
+            self._header_only.add(header.hash)
         d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
         self.fetching[header.hash] = d
         d.addErrback(self._fetch_failed, peer)
@@ -379,6 +397,7 @@ class Relay:
 
     def _fetched(self, result, block_hash):
         self.fetching.pop(block_hash, None)
+        self._header_only.discard(block_hash)
         header, others = self._also.pop(block_hash, (None, []))
         if result is _TRY_ANOTHER and others and not self.node.chain.has_block(block_hash):
             peer = others.pop(0)
@@ -404,6 +423,8 @@ class Relay:
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
             log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
+            if self.node.chain.has_block(header.hash):
+                return None  # a peer pushed its compact form meanwhile, and the block is in
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:

@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core import compact as compact_blocks
 from chaincore.core.jsonview import tx_to_json
+from chaincore.core.params import REGTEST
 from chaincore.core.peer_url import is_loopback_url
 from chaincore.p2p.client import PeerClient
 from chaincore.p2p.peers import PollSchedule, choose_outbound
@@ -86,6 +87,27 @@ class CompactRelayTests(SyncTestCase):
         self.assertEqual(c.tip(), block.hash)
         self.assertEqual(a.count(f"/block/{block.hash.hex()}"), 1)
         self.assertEqual((c.relay.counts.full_fallbacks, c.relay.counts.compact_rebuilt), (1, 0))
+
+    def test_a_pushed_compact_form_does_not_wait_for_a_fetch_under_way(self):
+        """A block announced first by its header alone is being fetched (its compact form asked for) when
+        another peer pushes the compact form: the block is rebuilt from that at once, and the answer to the
+        first fetch, when it comes, changes nothing."""
+        chain = funded_chain()
+        block = make_block(chain[-1], pay_to=BOB)
+        a = self.network.add(NodePeer(url(5001), self.clock, chain + (block,), network=self.network))
+        b = self.network.add(NodePeer(url(5002), self.clock, chain + (block,), network=self.network))
+        me = self.me(chain, a, b)
+        a.held.add(f"/compact/{block.hash.hex()}")
+        self.assertEqual(me.relay.announced(a.url, block.header), "fetching")
+        self.assertNotEqual(me.tip(), block.hash)
+        pushed = compact_blocks.parse_compact_bytes(compact_blocks.compact_to_bytes(block), REGTEST.max_block_size)
+        self.assertEqual(me.relay.announced(b.url, block.header, pushed), "fetching")
+        self.assertEqual(me.tip(), block.hash)
+        self.assertEqual(a.release(), 1)
+        self.network.flush()
+        self.assertEqual(me.relay.fetching, {})
+        self.assertEqual(me.relay.counts.compact_rebuilt, 1)
+        self.assertEqual(me.relay.announced(b.url, block.header, pushed), "known")
 
     def test_reconstruct_reports_a_mempool_collision(self):
         """Two mempool transactions under one short id make the rebuild report a collision, not a guess."""

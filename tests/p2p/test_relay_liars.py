@@ -103,6 +103,25 @@ class PushTests(SyncTestCase):
         settled(nodes[1].node.submit_block(relayed, source=nodes[0].url))
         self.assertEqual({n.tip() for n in nodes[1:]}, {relayed.hash})
 
+    def test_a_relayer_names_on_whom_the_block_went_to(self):
+        """O -> R -> {X, Y}, with X and Y peers of each other: R relays O's block to X and Y naming both (and
+        what O named), so X does not announce it to Y nor Y to X."""
+        chain = funded_chain()
+        o, r, x, y = (url(5001 + i) for i in range(4))
+        links = {o: [r], r: [o, x, y], x: [r, y], y: [r, x]}
+        nodes = {u: self.network.add(NodePeer(u, self.clock, chain, network=self.network, seeds=links[u]))
+                 for u in links}
+        for node in nodes.values():
+            node.discovery._exchange_limit = 0  # no peers learnt by exchange: the links above stay the mesh
+        for node in nodes.values():
+            self.successResultOf(node.discovery.run_once())
+        self.assertEqual({u: set(nodes[u].discovery.relay_peers()) for u in links},
+                         {u: set(v) for u, v in links.items()})
+        block = make_block(chain[-1], pay_to=BOB)
+        settled(nodes[o].node.submit_block(block, local=True))
+        self.assertEqual({n.tip() for n in nodes.values()}, {block.hash})
+        self.assertEqual([nodes[u].count("/announce", "POST") for u in (o, r, x, y)], [0, 1, 1, 1])
+
     def test_a_sent_to_header_that_is_not_a_list_of_tags_is_ignored(self):
         """Junk in X-ChainCore-Sent-To (too many tags, wrong lengths, not hex) is no hint: the announcement is
         still taken and the node still announces the block to its other peers."""
