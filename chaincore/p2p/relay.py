@@ -108,7 +108,8 @@ class Relay:
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
         self.fetching = {}                # block hash -> Deferred of its fetch
-        self._header_only = set()         # hashes of blocks being fetched that were announced by header alone
+        self._header_only = set()         # hashes of blocks being fetched that wait for a compact form
+        self._ticket = {}                 # block hash -> the ticket of the fetch that owns it
         self._heard_sent_to = OrderedDict()  # block hash -> the tags a relay peer named with it (Sent-To)
         self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
@@ -368,12 +369,9 @@ class Relay:
             return "known"
         if header.hash in self.fetching:
             if compact is not None and header.hash in self._header_only:
-                # the first announcer sent the header alone and its compact form is on the way; this peer
-                # pushed it: rebuild from it now (the first fetch stops once the block is in)
-                self._header_only.discard(header.hash)
-                d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
-                d.addErrback(self._fetch_failed, peer)
-                d.addCallback(lambda _: None)
+                # the first announcer sent the header alone and we still wait for its compact form; this
+                # peer pushed it: the fetch goes on from it now, and the first one stops when its answer comes
+                self._start_fetch(peer, header, compact)
                 return "fetching"
             # a second source, asked only if the first fails (one that never serves what it announces, or
             # serves a form that does not fit, delays the block by one deadline, not until the next poll)
@@ -388,14 +386,20 @@ class Relay:
         return "fetching"
 
     def _start_fetch(self, peer, header, compact):
+        ticket = self._ticket[header.hash] = object()  # the fetch that owns the block (a later one takes over)
         if compact is None:
             self._header_only.add(header.hash)
-        d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact))
+        else:
+            self._header_only.discard(header.hash)
+        d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact, ticket))
         self.fetching[header.hash] = d
         d.addErrback(self._fetch_failed, peer)
-        d.addBoth(self._fetched, header.hash)
+        d.addBoth(self._fetched, header.hash, ticket)
 
-    def _fetched(self, result, block_hash):
+    def _fetched(self, result, block_hash, ticket):
+        if self._ticket.get(block_hash) is not ticket:
+            return None  # taken over by a fetch from a pushed compact form, which owns what follows
+        del self._ticket[block_hash]
         self.fetching.pop(block_hash, None)
         self._header_only.discard(block_hash)
         header, others = self._also.pop(block_hash, (None, []))
@@ -408,7 +412,7 @@ class Relay:
             self._start_fetch(peer, header, None)
         return None if result is _TRY_ANOTHER else result
 
-    async def _fetch_block(self, peer, header, compact):
+    async def _fetch_block(self, peer, header, compact, ticket=None):
         """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
         block_hash = header.hash.hex()
         params = self.node.params
@@ -423,8 +427,9 @@ class Relay:
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
             log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
-            if self.node.chain.has_block(header.hash):
-                return None  # a peer pushed its compact form meanwhile, and the block is in
+            if ticket is not None and self._ticket.get(header.hash) is not ticket:
+                return None  # a peer pushed its compact form meanwhile: that fetch goes on, not this one
+            self._header_only.discard(header.hash)
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:

@@ -90,21 +90,26 @@ class CompactRelayTests(SyncTestCase):
 
     def test_a_pushed_compact_form_does_not_wait_for_a_fetch_under_way(self):
         """A block announced first by its header alone is being fetched (its compact form asked for) when
-        another peer pushes the compact form: the block is rebuilt from that at once, and the answer to the
-        first fetch, when it comes, changes nothing."""
+        another peer pushes the compact form: the fetch goes on from that at once (the transactions it lacks
+        asked of the pusher), and the first announcer's answer, when it comes, asks for nothing more."""
         chain = funded_chain()
-        block = make_block(chain[-1], pay_to=BOB)
+        block = make_block(chain[-1], payments(2), pay_to=BOB)   # transactions we do not hold: asked for
         a = self.network.add(NodePeer(url(5001), self.clock, chain + (block,), network=self.network))
         b = self.network.add(NodePeer(url(5002), self.clock, chain + (block,), network=self.network))
         me = self.me(chain, a, b)
         a.held.add(f"/compact/{block.hash.hex()}")
+        b.held.add("/block_txs")
         self.assertEqual(me.relay.announced(a.url, block.header), "fetching")
-        self.assertNotEqual(me.tip(), block.hash)
         pushed = compact_blocks.parse_compact_bytes(compact_blocks.compact_to_bytes(block), REGTEST.max_block_size)
         self.assertEqual(me.relay.announced(b.url, block.header, pushed), "fetching")
-        self.assertEqual(me.tip(), block.hash)
-        self.assertEqual(a.release(), 1)
+        self.assertEqual(b.count("/block_txs", "POST"), 1)
+        self.assertEqual(a.release(), 1)        # the compact form asked of a arrives: nothing follows
         self.network.flush()
+        self.assertEqual(a.count("/block_txs", "POST"), 0)
+        self.assertNotEqual(me.tip(), block.hash)
+        self.assertEqual(b.release(), 1)
+        self.network.flush()
+        self.assertEqual(me.tip(), block.hash)
         self.assertEqual(me.relay.fetching, {})
         self.assertEqual(me.relay.counts.compact_rebuilt, 1)
         self.assertEqual(me.relay.announced(b.url, block.header, pushed), "known")
