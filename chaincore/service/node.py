@@ -35,6 +35,7 @@ OFFLOAD_MIN_INPUTS = 500        # below this, verifying inline costs less than t
 OFFLOAD_BATCH_INPUTS = 250
 MAX_GATED_AHEAD = 1024          # blocks preverified ahead remembered as checked until submitted (32 bytes each)
 MAX_PASSED_ON = 4               # blocks passed on before their check, kept to serve peers until checked
+PEER_BLOCK_FLUSH_S = 1.0        # a block from a peer reaches disk's chain state within this long (one write)
 TYPICAL_TX_BYTES = 300          # one input, a payment and change: what /fees prices as "typical"
 TX_SUMMARY_S = 10               # accepted transactions are summed up in one info line per this many seconds
 
@@ -144,6 +145,7 @@ class Node:
         self.after_sends = None
         self._early_height = -1    # the height last passed on before its check: once a height, as BIP 152
         self._passed_on = OrderedDict()  # hash -> a block passed on early and not yet taken or refused
+        self._flush_call = None    # the pending write of relayed blocks' chain state (_flush_soon)
         self.tx_listeners = []     # f(tx, source) for each transaction newly in the mempool
         self.orphan_listeners = []  # f(missing_hash, source) when a block's ancestors are missing
         self.reorg_listeners = []  # f(disconnected, connected) when the main chain switches branches
@@ -287,10 +289,14 @@ class Node:
                     except Invalid as err:
                         stopped = err
                         break
-                if not requested:
-                    # what relay and miners bring is on disk when its answer goes out; a catch-up's
+                if not requested and source is None:
+                    # what miners and clients bring is on disk when its answer goes out; a catch-up's
                     # runs are held in memory up to the store's bound and flushed when it ends
                     self._flush_store()
+                elif not requested:
+                    # a relayed block's is written within PEER_BLOCK_FLUSH_S, after the moment every peer
+                    # spends checking it (its bytes are stored already: a crash connects it again)
+                    self._flush_soon()
         except StoreError as err:
             self._store_failed(err)
             raise
@@ -314,6 +320,16 @@ class Node:
         flush = getattr(self.store, "flush", None)
         if flush is not None:
             flush()
+
+    def stop(self) -> None:
+        """Cancel the pending write of relayed blocks' chain state (the node is stopping: closing the
+        store writes it)."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+
+    def _flush_soon(self) -> None:
+        if self._flush_call is None or not self._flush_call.active():
+            self._flush_call = self.clock.callLater(PEER_BLOCK_FLUSH_S, self.flush_chain)
 
     def flush_chain(self) -> bool:
         """Write the chain state the store holds in memory (a catch-up's connections) to disk; whether it

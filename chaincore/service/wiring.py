@@ -78,6 +78,7 @@ class NodeService(service.MultiService):
         d = super().stopService()
 
         def close(result):
+            self.node.stop()  # its pending write is done by the store's close
             if self.listening is not None:
                 self.listening.close_connections()
             if self.site is not None:

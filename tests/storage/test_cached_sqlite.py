@@ -100,3 +100,31 @@ class CachedSqliteTests(SynchronousTestCase):
             self.assertEqual(node.chain.tip.hash, store.inner.tip())
             self.assertEqual(node.chain.tip.hash, BLOCKS[10].hash)
         self.assertEqual(len(node.utxo_coins(ALICE.address)), 10)  # the ten coinbases on disk, read from it
+
+    def test_a_relayed_block_is_written_within_a_second_a_clients_at_once(self):
+        """A block from a peer is written with the chain state within PEER_BLOCK_FLUSH_S (its bytes at once),
+        so the moment every peer checks it is not also spent writing; a client's block is written before it is
+        answered; a flush that then finds the disk full takes the node back to disk's tip."""
+        from chaincore.service.node import PEER_BLOCK_FLUSH_S
+        store = self.open()
+        clock = Clock()
+        clock.advance(NOW)
+        node = Node(store, REGTEST, clock, advertise_url="http://127.0.0.1:1")
+        node.submit_block(BLOCKS[1])
+        self.assertEqual(store.inner.tip(), BLOCKS[1].hash)
+        for block in BLOCKS[2:4]:
+            node.submit_block(block, source="http://198.18.0.2:5000")
+        self.assertEqual(node.chain.tip.hash, BLOCKS[3].hash)
+        self.assertEqual(store.inner.tip(), BLOCKS[1].hash)
+        self.assertIsNotNone(store.inner.get_block(BLOCKS[3].hash))
+        clock.advance(PEER_BLOCK_FLUSH_S)
+        self.assertEqual(store.inner.tip(), BLOCKS[3].hash)
+        self.assertEqual(len(clock.getDelayedCalls()), 0)  # one write for both blocks, none left pending
+        for block in BLOCKS[4:]:
+            node.submit_block(block, source="http://198.18.0.2:5000")
+        db = store.inner._db
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+        clock.advance(PEER_BLOCK_FLUSH_S)
+        self.assertTrue(node.store_failing)
+        self.assertEqual(node.chain.tip.hash, store.inner.tip())
+        self.assertEqual(node.chain.tip.hash, BLOCKS[3].hash)
