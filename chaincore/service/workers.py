@@ -7,7 +7,7 @@ forkserver that imported only the consensus core, the functions they run
 live in the core (`rules.verify_batch`, `rules.verify_groups`, `pow`), their
 initializer in `workerproc` (standard library only), and the node's main
 script (twistd) is not re-run in them, so no Twisted, web or TLS module is
-ever imported in a worker.  The pool does a catch-up's blocks.  The
+ever imported in a worker.  The pool mines and checks a catch-up's blocks.  The
 signatures of network transactions, and of blocks submitted one at a time,
 take a lighter road: batches of many requests (`ProcessOffloader.verify_groups`,
 `SignatureBatcher`) or of a block's transactions (`verify_tx_bytes`), one
