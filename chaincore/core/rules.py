@@ -272,17 +272,25 @@ def verify_groups(groups) -> list:
     return [verify_batch(checks) < 0 for checks in groups]
 
 
-# A batch of groups as one buffer (what the node writes to a signature worker's pipe): a u32 group count,
-# then per group a u32 check count and per check three u16-length-prefixed fields (public key, sighash,
-# signature).  The answer is a u32 group count and a bitmap, bit i (LSB first) set when group i verified.
+# What the node writes to a signature worker's pipe is one buffer of one of two kinds, told apart by its
+# first byte (both ends are the same ChainCore: the node starts its workers from its own install):
+# - KIND_GROUPS, a batch of requests' checks: a u32 group count, then per group a u32 check count and per
+#   check three u16-length-prefixed fields (public key, sighash, signature).  The answer is a u32 group
+#   count and a bitmap, bit i (LSB first) set when group i verified.
+# - KIND_TXS, a block's transactions: a u32 count, then per transaction a u32 length and its canonical
+#   bytes, checked with verify_tx_bytes.  The answer is verify_tx_bytes's index as a signed 32-bit integer.
+KIND_GROUPS = 1
+KIND_TXS = 2
+_KIND_GROUPS, _KIND_TXS = bytes((KIND_GROUPS,)), bytes((KIND_TXS,))
 _COUNT = struct.Struct(">I")
 _LENGTHS = struct.Struct(">HHH")
+_INDEX = struct.Struct(">i")
 
 
 def encode_groups(groups) -> bytes:
     """Groups of (public_key, sighash, signature) checks as one buffer for verify_encoded."""
     count, lengths = _COUNT.pack, _LENGTHS.pack
-    parts = [count(len(groups))]
+    parts = [_KIND_GROUPS, count(len(groups))]
     append = parts.append
     for checks in groups:
         append(count(len(checks)))
@@ -294,10 +302,18 @@ def encode_groups(groups) -> bytes:
     return b"".join(parts)
 
 
+def _check_kind(buf: bytes, kind: int, what: str) -> None:
+    if not buf:
+        raise Malformed(f"{what} is empty")
+    if buf[0] != kind:
+        raise Malformed(f"{what} is of kind {buf[0]}, not {kind}")
+
+
 def decode_groups(buf: bytes) -> list:
     """The groups encode_groups wrote; Malformed for a buffer it could not have written."""
+    _check_kind(buf, KIND_GROUPS, "signature batch")
     try:
-        (n,), pos, groups = _COUNT.unpack_from(buf, 0), 4, []
+        (n,), pos, groups = _COUNT.unpack_from(buf, 1), 5, []
         for _ in range(n):
             (m,) = _COUNT.unpack_from(buf, pos)
             pos += 4
@@ -305,6 +321,9 @@ def decode_groups(buf: bytes) -> list:
             for _ in range(m):
                 a, b, c = _LENGTHS.unpack_from(buf, pos)
                 pos += 6
+                if pos + a + b + c > len(buf):
+                    raise Malformed(f"signature batch cut short: a check runs {pos + a + b + c - len(buf)} "
+                                    f"bytes past its end")
                 sighash = buf[pos + a:pos + a + b]
                 if checks and sighash == checks[-1][1]:
                     sighash = checks[-1][1]  # one object per transaction, as signature_checks gives it
@@ -318,9 +337,46 @@ def decode_groups(buf: bytes) -> list:
     return groups
 
 
+def encode_txs(raw_txs) -> bytes:
+    """Transactions' canonical bytes as one buffer for verify_encoded (which runs verify_tx_bytes on them)."""
+    count = _COUNT.pack
+    parts = [_KIND_TXS, count(len(raw_txs))]
+    append = parts.append
+    for raw in raw_txs:
+        append(count(len(raw)))
+        append(raw)
+    return b"".join(parts)
+
+
+def decode_txs(buf: bytes) -> list:
+    """The transactions' bytes encode_txs wrote; Malformed for a buffer it could not have written."""
+    _check_kind(buf, KIND_TXS, "transaction batch")
+    try:
+        (n,), pos, raw_txs = _COUNT.unpack_from(buf, 1), 5, []
+        for _ in range(n):
+            (size,) = _COUNT.unpack_from(buf, pos)
+            pos += 4
+            if pos + size > len(buf):
+                raise Malformed(f"transaction batch cut short: a transaction runs {pos + size - len(buf)} "
+                                f"bytes past its end")
+            raw_txs.append(buf[pos:pos + size])
+            pos += size
+    except struct.error as err:
+        raise Malformed(f"transaction batch cut short: {err}") from None
+    if pos != len(buf):
+        raise Malformed(f"transaction batch has {len(buf) - pos} bytes past its end")
+    return raw_txs
+
+
 def verify_encoded(buf: bytes) -> bytes:
-    """verify_groups over an encode_groups buffer, answered as a group count and a bitmap (encode_answer)."""
-    return encode_answer(verify_groups(decode_groups(buf)))
+    """What a signature worker answers a buffer with, by its kind: verify_groups over an encode_groups
+    buffer (encode_answer), verify_tx_bytes over an encode_txs one (encode_index); Malformed for others."""
+    kind = buf[:1]
+    if kind == _KIND_TXS:
+        return encode_index(verify_tx_bytes(decode_txs(buf)))
+    if kind == _KIND_GROUPS:
+        return encode_answer(verify_groups(decode_groups(buf)))
+    raise Malformed(f"signature worker request of unknown kind {kind.hex() or 'none (empty)'}")
 
 
 def encode_answer(results) -> bytes:
@@ -330,14 +386,31 @@ def encode_answer(results) -> bytes:
 
 
 def decode_answer(buf: bytes) -> list:
-    """The [bool] encode_answer wrote; Malformed for a buffer of the wrong length."""
+    """The [bool] encode_answer wrote; Malformed for a buffer of the wrong length or with bits past its count."""
     if len(buf) < 4:
         raise Malformed("signature answer cut short")
     (n,) = _COUNT.unpack_from(buf, 0)
     if len(buf) != 4 + (n + 7) // 8:
         raise Malformed(f"signature answer of {len(buf)} bytes for {n} groups")
     bits = int.from_bytes(buf[4:], "little")
+    if bits >> n:
+        raise Malformed(f"signature answer has bits set past its {n} groups")
     return [bool(bits >> i & 1) for i in range(n)]
+
+
+def encode_index(index: int) -> bytes:
+    """verify_tx_bytes's answer (the index of the first bad transaction, or -1) as a signed 32-bit integer."""
+    return _INDEX.pack(index)
+
+
+def decode_index(buf: bytes) -> int:
+    """The index encode_index wrote; Malformed for a buffer of the wrong length or an index below -1."""
+    if len(buf) != _INDEX.size:
+        raise Malformed(f"transaction answer of {len(buf)} bytes, not {_INDEX.size}")
+    (index,) = _INDEX.unpack(buf)
+    if index < -1:
+        raise Malformed(f"transaction answer names transaction {index}")
+    return index
 
 
 def check_signatures(tx: Transaction, cache: "SignatureCache | None" = None) -> None:

@@ -213,8 +213,9 @@ class Node:
         Fires with (results of the blocks taken, the Invalid error that stopped
         the run or None).
         """
-        early = len(blocks) == 1 and not requested and self._pass_on_early(blocks[0], source)
-        ready = self._preverify(blocks, inline_ok=local or mined)
+        single = len(blocks) == 1 and not requested  # relay, clients and miners: not a catch-up
+        early = single and self._pass_on_early(blocks[0], source)
+        ready = self._preverify(blocks, inline_ok=local or mined, single=single)
         if early and self.after_sends is not None:
             # the block goes out before it is checked against the coins: let the reactor write it first
             ready[0] = defer.DeferredList([ready[0], self.after_sends()])
@@ -415,7 +416,7 @@ class Node:
         """
         self._preverify(list(blocks), ahead=True)
 
-    def _preverify(self, blocks, inline_ok: bool = False, ahead: bool = False) -> list:
+    def _preverify(self, blocks, inline_ok: bool = False, ahead: bool = False, single: bool = False) -> list:
         """Send the not yet verified signatures of blocks that pass their cheap checks to the worker
         processes, in batches; for each block, a Deferred that fires (with None) once its batches are back.
 
@@ -425,6 +426,11 @@ class Node:
         A block from this machine's miner (`inline_ok`) with few inputs is not
         worth the process hop: it is left to the chain state, and its Deferred
         has fired already; anything that came over the network goes to the workers.
+
+        A block submitted on its own (`single`: relay, clients, miners) goes to
+        the pipe signature workers (`offloader.verify_tx_bytes`): no executor to
+        start, no thread or pickling in the node.  A catch-up's runs keep the
+        process pool (`offloader.run`), whose throughput joining nodes rely on.
         """
         ready = [defer.succeed(None) for _ in blocks]
         if self.offloader is None:
@@ -471,7 +477,11 @@ class Node:
             # are new (a transaction seen in the mempool is in sig_cache, skipped above), and building
             # them here (sighashes, check-cache keys) cost the reactor more than the bytes cost to send.
             txs = [tx for _, tx in ch]
-            job = self.offloader.run(rules.verify_tx_bytes, [tx.raw for tx in txs])
+            raw_txs = [tx.raw for tx in txs]
+            if single:
+                job = self.offloader.verify_tx_bytes(raw_txs)
+            else:
+                job = self.offloader.run(rules.verify_tx_bytes, raw_txs)
             for tx in txs:
                 self._verifying[tx.tx_id] = job
             job.addBoth(self._verified, txs)

@@ -40,8 +40,9 @@ def _alive(pid: int) -> bool:
 
 
 def serve_signatures(stdin=None, stdout=None) -> None:
-    """A signature worker's loop: read length-prefixed rules.encode_groups buffers from stdin and answer each
-    on stdout with a length-prefixed rules.encode_answer, until stdin closes (the node ended or let it go).
+    """A signature worker's loop: read length-prefixed request buffers from stdin (rules.encode_groups or
+    rules.encode_txs) and answer each on stdout with a length-prefixed rules.verify_encoded answer, in order,
+    until stdin closes (the node ended or let it go).
 
     The node talks to this process through pipes its reactor watches, so
     sending a batch and taking its answer costs the node no thread and no

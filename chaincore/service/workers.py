@@ -7,10 +7,12 @@ forkserver that imported only the consensus core, the functions they run
 live in the core (`rules.verify_batch`, `rules.verify_groups`, `pow`), their
 initializer in `workerproc` (standard library only), and the node's main
 script (twistd) is not re-run in them, so no Twisted, web or TLS module is
-ever imported in a worker.  The signatures of network transactions take a
-lighter road (`ProcessOffloader.verify_groups`, `SignatureBatcher`): batches
-of many requests, one buffer each, written to `SignatureWorkers` processes
-through pipes the reactor watches, with no thread or pickling in the node.
+ever imported in a worker.  The pool mines and checks a catch-up's blocks.  The
+signatures of network transactions, and of blocks submitted one at a time,
+take a lighter road: batches of many requests (`ProcessOffloader.verify_groups`,
+`SignatureBatcher`) or of a block's transactions (`verify_tx_bytes`), one
+buffer each, written to `SignatureWorkers` processes through pipes the
+reactor watches, with no thread or pickling in the node.
 """
 
 import contextlib
@@ -65,6 +67,10 @@ class InlineOffloader:
     def verify_groups(self, groups) -> defer.Deferred:
         """rules.verify_groups(groups) through the buffers a signature worker reads and answers."""
         return self.run(rules.verify_encoded, rules.encode_groups(groups)).addCallback(rules.decode_answer)
+
+    def verify_tx_bytes(self, raw_txs) -> defer.Deferred:
+        """rules.verify_tx_bytes(raw_txs) through the buffers a signature worker reads and answers."""
+        return self.run(rules.verify_encoded, rules.encode_txs(raw_txs)).addCallback(rules.decode_index)
 
     def shutdown(self):
         return defer.succeed(None)
@@ -131,6 +137,11 @@ class ProcessOffloader:
         """rules.verify_groups(groups) in a signature worker (SignatureWorkers): a Deferred of [bool]."""
         return self._signatures.verify_groups(groups)
 
+    def verify_tx_bytes(self, raw_txs) -> defer.Deferred:
+        """rules.verify_tx_bytes(raw_txs) in a signature worker (SignatureWorkers): a Deferred of the index of the
+        first transaction with a bad signature or undecodable bytes, or -1."""
+        return self._signatures.verify_tx_bytes(raw_txs)
+
     def run(self, fn, *args) -> defer.Deferred:
         if self._executor is None:
             from concurrent.futures import ProcessPoolExecutor  # (as in worker_context)
@@ -158,17 +169,19 @@ _LENGTH = struct.Struct(">I")
 
 class _SignatureWorker(protocol.ProcessProtocol):
     """One `python -m chaincore.service.workerproc` process: batches go in on its stdin, answers come back
-    on its stdout, in order, each a length-prefixed buffer (rules.encode_groups, rules.encode_answer)."""
+    on its stdout, in order, each a length-prefixed buffer (a request of rules.encode_groups or
+    rules.encode_txs; its answer, read with the decoder it was sent with)."""
 
     def __init__(self, lost):
         self._lost = lost        # f(self) once no batch should go to it any more (it may be called twice)
-        self.pending = deque()   # Deferreds of the batches sent, oldest first
+        self.pending = deque()   # (Deferred, decoder of its answer) of the batches sent, oldest first
         self._buffer = b""
         self.ended = defer.Deferred()
 
-    def send(self, buf: bytes) -> defer.Deferred:
+    def send(self, buf: bytes, decode) -> defer.Deferred:
+        """Write a request buffer; the Deferred fires with decode(its answer), or fails with WorkerLost."""
         d = defer.Deferred()
-        self.pending.append(d)
+        self.pending.append((d, decode))
         self.transport.writeSequence([_LENGTH.pack(len(buf)), buf])
         return d
 
@@ -182,9 +195,9 @@ class _SignatureWorker(protocol.ProcessProtocol):
             if not self.pending:
                 self._broken("an answer nobody asked for")
                 return
-            d = self.pending.popleft()
+            d, decode = self.pending.popleft()
             try:
-                results = rules.decode_answer(answer)
+                results = decode(answer)
             except Malformed as err:
                 d.errback(WorkerLost(f"signature worker answered nonsense: {err}"))
                 self._broken(str(err))
@@ -207,13 +220,14 @@ class _SignatureWorker(protocol.ProcessProtocol):
             log.warn("a signature worker ended ({reason}) with {n} batch(es) unanswered; the next batch starts "
                      "another", reason=reason.value, n=len(self.pending))
         pending, self.pending = self.pending, deque()
-        for d in pending:
+        for d, _ in pending:
             d.errback(WorkerLost(f"signature worker ended: {reason.value}"))
         self.ended.callback(None)
 
 
 class SignatureWorkers:
-    """Worker processes that verify batches of signature groups for the reactor, without threads.
+    """Worker processes that verify batches of signature groups, or of a block's transactions, for the reactor,
+    without threads.
 
     A ProcessPoolExecutor hands each job to threads in the node process (a
     manager thread, a queue feeder) that pickle it, write it and wake the
@@ -232,10 +246,28 @@ class SignatureWorkers:
 
     def verify_groups(self, groups) -> defer.Deferred:
         """For each group of (public_key, sighash, signature) checks whether all of them verify: a Deferred of [bool]."""
+        return self._worker().send(rules.encode_groups(groups), rules.decode_answer).addCallback(
+            self._check_count, len(groups))
+
+    def verify_tx_bytes(self, raw_txs) -> defer.Deferred:
+        """rules.verify_tx_bytes(raw_txs): a Deferred of the index of the first transaction with a bad signature or
+        undecodable bytes, or -1."""
+        raw_txs = list(raw_txs)
+        return self._worker().send(rules.encode_txs(raw_txs), rules.decode_index).addCallback(
+            self._check_index, len(raw_txs))
+
+    def _worker(self) -> "_SignatureWorker":
+        """The least busy worker, or a new one while some are busy and there is room for more."""
         worker = min(self._running, key=lambda w: len(w.pending), default=None)
         if worker is None or (worker.pending and len(self._running) < self.workers):
             worker = self._start()
-        return worker.send(rules.encode_groups(groups)).addCallback(self._check_count, len(groups))
+        return worker
+
+    @staticmethod
+    def _check_index(index: int, n: int) -> int:
+        if index >= n:
+            raise WorkerLost(f"signature worker named transaction {index} of {n}")
+        return index
 
     @staticmethod
     def _check_count(results: list, n: int) -> list:

@@ -7,6 +7,7 @@ and its stable `code`.
 
 from dataclasses import dataclass, replace
 
+from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core.block import Block, Header, merkle_root
@@ -21,10 +22,12 @@ from chaincore.core.keys import ORDER
 from chaincore.core.params import COIN, MAIN, MAX_MONEY, REGTEST
 from chaincore.core.rules import (
     ParentInfo, check_block_sanity, check_header_context, check_signatures, check_tx_inputs, check_tx_sanity,
-    connect_block, earliest_timestamp, is_final, signature_checks, verify_batch, verify_groups,
+    connect_block, decode_answer, decode_groups, decode_index, decode_txs, earliest_timestamp, encode_groups,
+    encode_index, encode_txs, is_final, signature_checks, verify_batch, verify_encoded, verify_groups,
 )
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Coin, OutPoint, Transaction, TxIn, TxOut, make_coinbase
 from tests.support.builders import ALICE, BOB, CAROL, make_block, payload, regtest_chain, signed_tx, solve
+from tests.support.strategies import FAST
 
 FUNDING_A = OutPoint(b"\xa1" * 32, 0)
 FUNDING_B = OutPoint(b"\xb2" * 32, 1)
@@ -818,3 +821,84 @@ class WorkerVerifyTests(SynchronousTestCase):
         self.assertEqual(verify_tx_bytes([tx.raw for tx in good]), -1)
         self.assertEqual(verify_tx_bytes([good[0].raw, bad.raw, good[2].raw]), 1)
         self.assertEqual(verify_tx_bytes([good[0].raw, good[2].raw[:-1]]), 1)
+
+
+_check_fields = st.tuples(st.binary(max_size=70), st.binary(max_size=40), st.binary(max_size=70))
+_groups = st.lists(st.lists(_check_fields, max_size=4), max_size=4)
+_raw_txs = st.lists(st.binary(max_size=300), max_size=6)
+
+
+class SignatureWorkerWireTests(SynchronousTestCase):
+    """The two kinds of buffer the node writes to a signature worker, and their answers."""
+
+    def setUp(self):
+        self.good = [signed_tx([(OutPoint(bytes([n]) * 32, 0), ALICE)], [(payload(BOB), 5)]) for n in range(3)]
+        sig = bytearray(self.good[1].inputs[0].signature)
+        sig[7] ^= 1
+        self.bad = self.good[1].with_signatures([bytes(sig)])
+
+    @FAST
+    @given(_raw_txs)
+    def test_txs_round_trip(self, raw_txs):
+        """Transactions' bytes come out of their buffer as they went in, empty ones included."""
+        self.assertEqual(decode_txs(encode_txs(raw_txs)), raw_txs)
+
+    @FAST
+    @given(_groups)
+    def test_groups_round_trip(self, groups):
+        """Groups of checks come out of their buffer as they went in."""
+        self.assertEqual(decode_groups(encode_groups(groups)), groups)
+
+    @FAST
+    @given(_raw_txs, st.data())
+    def test_cut_or_extended_txs_are_malformed(self, raw_txs, data):
+        """A transaction buffer cut anywhere, or with any bytes past its end, is Malformed."""
+        buf = encode_txs(raw_txs)
+        self.assertRaises(Malformed, decode_txs, buf[:data.draw(st.integers(0, len(buf) - 1))])
+        self.assertRaises(Malformed, decode_txs, buf + data.draw(st.binary(min_size=1, max_size=8)))
+
+    @FAST
+    @given(_groups, st.data())
+    def test_cut_or_extended_groups_are_malformed(self, groups, data):
+        """A group buffer cut anywhere, or with any bytes past its end, is Malformed."""
+        buf = encode_groups(groups)
+        self.assertRaises(Malformed, decode_groups, buf[:data.draw(st.integers(0, len(buf) - 1))])
+        self.assertRaises(Malformed, decode_groups, buf + data.draw(st.binary(min_size=1, max_size=8)))
+
+    def test_kinds_are_not_mistaken(self):
+        """Each decoder refuses the other kind's buffer, and verify_encoded refuses an unknown or missing kind."""
+        txs, groups = encode_txs([b"abc"]), encode_groups([[(b"k", b"h", b"s")]])
+        self.assertNotEqual(txs[0], groups[0])
+        self.assertRaises(Malformed, decode_groups, txs)
+        self.assertRaises(Malformed, decode_txs, groups)
+        self.assertRaises(Malformed, verify_encoded, b"\x07" + txs[1:])
+        self.assertRaises(Malformed, verify_encoded, b"")
+
+    def test_tx_batch_answers_the_first_bad_index(self):
+        """A transaction batch is answered -1 when all verify, else the index of the first bad or undecodable one."""
+        def ask(raw_txs):
+            return decode_index(verify_encoded(encode_txs(raw_txs)))
+        self.assertEqual(ask([tx.raw for tx in self.good]), -1)
+        self.assertEqual(ask([]), -1)
+        self.assertEqual(ask([self.good[0].raw, self.bad.raw, self.good[2].raw]), 1)
+        self.assertEqual(ask([self.good[0].raw, self.good[1].raw, self.good[2].raw[:-1]]), 2)
+        self.assertEqual(ask([b"\x00"]), 0)
+
+    def test_group_batch_still_answers_a_bitmap(self):
+        """verify_encoded answers a group batch with its bitmap, one bit a group."""
+        good = signature_checks(self.good[0])
+        bad = signature_checks(self.bad)
+        self.assertEqual(decode_answer(verify_encoded(encode_groups([good, bad, []]))), [True, False, True])
+
+    def test_index_answer(self):
+        """An index answer is four bytes holding -1 or more; anything else is Malformed."""
+        for index in (-1, 0, 5, 2**31 - 1):
+            self.assertEqual(decode_index(encode_index(index)), index)
+        self.assertRaises(Malformed, decode_index, encode_index(-2))
+        self.assertRaises(Malformed, decode_index, encode_index(0)[:-1])
+        self.assertRaises(Malformed, decode_index, encode_index(0) + b"\x00")
+
+    def test_bitmap_with_bits_past_its_count_is_malformed(self):
+        """A group answer with a bit set past its count is one encode_answer could not have written."""
+        self.assertRaises(Malformed, decode_answer, b"\x00\x00\x00\x03\x08")
+        self.assertEqual(decode_answer(b"\x00\x00\x00\x03\x05"), [True, False, True])
