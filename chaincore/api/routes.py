@@ -219,8 +219,8 @@ class PeerDirectory(Protocol):
         """Peer url (checked to be the sender) announced a block (its header, maybe its compact form):
         "known", or "fetching" while the peer layer gets what it lacks from url."""
 
-    def push_answer(self, url: str) -> bytes | None:
-        """For the answer to peer url's block announcement: b"1" (push us compact forms), b"0" (stop), or None."""
+    def send_compact(self, url: str, want: bool) -> None:
+        """Peer url (checked to be the sender) asks for compact forms of the blocks we relay, or no more."""
 
     def announced_txs(self, url: str, tx_ids: list) -> int:
         """Peer url announced transactions by id; how many this node will fetch."""
@@ -544,12 +544,28 @@ class NodeAPI:
         self._peers.inbound(source)
         self._peers.hint(source)
         status = self._peers.announced(source, header, compact, compact_blocks.parse_sent_to(request.getHeader(compact_blocks.SENT_TO_HEADER)))
-        wish = self._peers.push_answer(source)
-        if wish is not None:
-            request.setHeader(compact_blocks.PUSH_HEADER, wish)
         if media_type(request) == wire.MEDIA_TYPE:
             return no_content(request)  # a binary announcement gets the smallest answer there is
         return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})
+
+    @app.route("/send_compact", methods=["POST"])
+    def send_compact(self, request):
+        self._charge(request, "announce")
+        if media_type(request) == wire.MEDIA_TYPE:
+            raw = request.content.read(2)
+            if raw not in (b"\x00", b"\x01"):
+                raise Malformed("a compact-push choice is one byte, 0 or 1")
+            want = raw == b"\x01"
+        else:
+            want = field(read_json(request), "push")
+            if not isinstance(want, bool):
+                raise Malformed("push must be true or false")
+        source = self._announcer(request)
+        self._peers.inbound(source)
+        self._peers.send_compact(source, want)
+        if media_type(request) == wire.MEDIA_TYPE:
+            return no_content(request)
+        return json_body(request, 200, {"push": want})
 
     @app.route("/announce_txs", methods=["POST"])
     def announce_txs(self, request):

@@ -201,6 +201,18 @@ ENDPOINTS = {
                              "status": {"type": "string", "enum": ["known", "fetching"]},
                              "block_hash": HEX32}}),
                                     204: ("a binary announcement taken (no body)", None)}),
+    "send_compact": Endpoint("post", "/send_compact", "A peer asks the node to push it the compact form of every "
+                                                      "block the node relays with the announcement (true), or to "
+                                                      "announce blocks with their header alone again (false): "
+                                                      "BIP 152's high-bandwidth mode, chosen by the receiver.  "
+                                                      "The sender is named in X-ChainCore-Peer.  As "
+                                                      "application/octet-stream: one byte, 1 or 0, answered 204.",
+                             binary="one byte: 1 (push) or 0 (announce by header); anything else is refused (400)",
+                             body={"type": "object", "required": ["push"], "properties": {
+                                 "push": {"type": "boolean"}}},
+                             responses={200: ("the choice taken", {"type": "object", "properties": {
+                                 "push": {"type": "boolean"}}}),
+                                        204: ("a binary choice taken (no body)", None)}),
     "announce_txs": Endpoint("post", "/announce_txs", "A peer announces transactions by id; the node fetches "
                                                       "those it lacks from the sender (X-ChainCore-Peer).  As "
                                                       "application/octet-stream: the 32-byte ids concatenated, "

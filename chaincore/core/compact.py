@@ -22,9 +22,6 @@ from .tx import Transaction
 SHORT_ID_BYTES = 6
 SENT_TO_HEADER = b"X-ChainCore-Sent-To"  # the peers an announcement of a block went to as well (protocol 12)
 MAX_SENT_TO = 64                          # tags in one such header; a longer list is no hint
-# on the answer to a block announcement: "1", push me compact forms of the blocks you relay (BIP 152's
-# high-bandwidth mode, chosen by the receiver); "0", announce them with the header alone again
-PUSH_HEADER = b"X-ChainCore-Push"
 MAX_COMPACT_TXS = 100_000
 # the smallest transaction a block can hold: one input (empty key and signature), one output
 MIN_TX_BYTES = 4 + 1 + (32 + 4 + 1 + 1) + 1 + (8 + 21) + 4

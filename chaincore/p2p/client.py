@@ -25,7 +25,6 @@ from twisted.web._newclient import (RequestGenerationFailed, RequestNotSent, Req
                                      ResponseFailed)
 
 from ..core import jsonview, wire
-from ..core.compact import PUSH_HEADER
 from ..core.errors import Malformed, PeerBusy, PeerUnreachable
 from ..core.jsonview import parse_block, parse_header
 from ..core.peer_url import is_loopback_url
@@ -237,7 +236,7 @@ class PeerClient:
         """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)
         ({} for a 204).  No Accept goes with it (the answer is JSON or nothing) unless binary_answer asks for
         canonical bytes back, as post_json's does; headers ({name: [value]}) go with it as well.  meta, if
-        given, receives what the answer's headers said ("etag", "retry_after", "push")."""
+        given, receives what the answer's headers said ("etag", "retry_after")."""
         return defer.Deferred.fromCoroutine(
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True,
                            answer_binary=binary_answer, headers=headers, meta=meta))
@@ -383,7 +382,6 @@ class PeerClient:
         if meta is not None:
             meta["etag"] = (response.headers.getRawHeaders(b"etag") or [None])[0]
             meta["retry_after"] = _retry_after(response)
-            meta["push"] = (response.headers.getRawHeaders(PUSH_HEADER) or [None])[0]
         if response.code in (204, 304) and not raw:
             return response.code, {}
         if answer_binary and response.code == 200 and _media_type(response) == wire.MEDIA_TYPE:

@@ -117,9 +117,9 @@ class PeerNetwork(service.MultiService):
         tags of the peers it sent the block to as well."""
         return self.relay.announced(normalise_url(url), header, compact, sent_to)
 
-    def push_answer(self, url: str) -> bytes | None:
-        """What to tell peer url of pushing us compact forms, in the answer to its announcement (relay)."""
-        return self.relay.push_answer(normalise_url(url))
+    def send_compact(self, url: str, want: bool) -> None:
+        """Peer url asked us to push it compact forms of the blocks we relay, or to stop (relay)."""
+        self.relay.push_wished(normalise_url(url), want)
 
     def announced_txs(self, url: str, tx_ids: list) -> int:
         """A peer announced transactions by id: relay fetches those we lack."""

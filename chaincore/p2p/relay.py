@@ -7,9 +7,8 @@ prefilled, and names the peers it went to (X-ChainCore-Sent-To), so they do
 not announce it to each other; a relayed block's compact form goes to the
 peers that asked for it, the header to the rest (docs/protocol.md 12).  Each
 node asks the `push_from` peers that last delivered a block to it first to
-push it compact forms (BIP 152's high-bandwidth mode, chosen by the
-receiver: one trip when its mempool holds the transactions), in the answer
-to an announcement (X-ChainCore-Push).  A peer that lacks
+push it compact forms (POST /send_compact: BIP 152's high-bandwidth mode,
+chosen by the receiver: one trip when its mempool holds the transactions).  A peer that lacks
 the block fetches the compact form (GET /compact/<hash>), rebuilds it from
 its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
@@ -100,7 +99,7 @@ class Relay:
         self.push_from = push_from
         self.push_to = set()              # peers that asked for compact forms of the blocks we relay
         self._first = []                  # peers that last delivered a block first, latest first (push_from)
-        self._told = {}                   # peer -> whether we last asked it to push (absent: never asked)
+        self._told = {}                   # peer -> whether we last asked it to push (absent: nothing said)
         self.origin_push_all = origin_push_all  # a block made or first submitted here: every peer gets its form
         self.on_heard = on_heard          # f(url): a peer told us news (sync polls it less)
         self.known = KnownItems()
@@ -204,9 +203,7 @@ class Relay:
             if peer in self.json_only:
                 sends.append(self._announce_json(peer, block, peer in pushed_to))
                 continue
-            meta = {}
-            d = self.client.post_binary(peer, "/announce", body, headers=sent_to, meta=meta)
-            d.addCallback(self._push_wish, peer, meta)
+            d = self.client.post_binary(peer, "/announce", body, headers=sent_to)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
                           lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
             d.addErrback(self._failed, peer)
@@ -276,31 +273,38 @@ class Relay:
                                         errbackArgs=(peer,)))
         return sends
 
-    def _push_wish(self, result, peer, meta):
-        """Take the peer's answer to whether it wants our compact forms pushed (X-ChainCore-Push)."""
-        wish = meta.get("push")
-        if wish == b"1":
+    def push_wished(self, peer: str, want: bool) -> None:
+        """peer asked us (POST /send_compact) to push it compact forms of the blocks we relay, or to stop."""
+        if want:
             self.push_to.add(peer)
-        elif wish == b"0":
+        else:
             self.push_to.discard(peer)
-        return result
-
-    def push_answer(self, peer: str) -> bytes | None:
-        """What to say to peer, in the answer to its block announcement, of pushing us compact forms: b"1" to
-        ask for them, b"0" to stop them, None when that has not changed since we last said it."""
-        want = peer in self._first
-        if self._told.get(peer, False) == want:
-            return None
-        self._told[peer] = want
-        return b"1" if want else b"0"
 
     def delivered_first(self, peer: str) -> None:
         """peer delivered a block before anyone else: it becomes the first of the push_from peers asked to
-        push compact forms here (told in the answer to its next announcement)."""
+        push compact forms here (POST /send_compact); one that leaves those is asked to stop."""
         if peer in self._first:
             self._first.remove(peer)
         self._first.insert(0, peer)
+        dropped = self._first[self.push_from:]
         del self._first[self.push_from:]
+        for other in [peer] + dropped:
+            self._tell(other, other in self._first)
+
+    def _tell(self, peer: str, want: bool):
+        """Say to peer whether we want its compact forms pushed, unless that is what we last said."""
+        if self._told.get(peer, False) == want:
+            return None
+        self._told[peer] = want
+
+        def unsaid(why):
+            if self._told.get(peer) == want:
+                del self._told[peer]  # said again at the next block it delivers first
+            log.debug("{peer} did not take our compact-push choice: {why}", peer=peer, why=why)
+
+        d = self.client.post_binary(peer, "/send_compact", b"\x01" if want else b"\x00")
+        d.addCallback(lambda result: unsaid(f"answered {result[0]}") if result[0] >= 300 else None)
+        return d.addErrback(lambda failure: unsaid(failure.getErrorMessage()))
 
     def forget(self, peer: str) -> None:
         """peer is gone: what it asked of us and what we asked of it start again if it comes back."""

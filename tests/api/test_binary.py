@@ -224,7 +224,7 @@ class DocumentTests(SynchronousTestCase):
                         self.assertEqual(list(response["content"]), ["application/json"])
         self.assertEqual(binary, {("get", "/block/{hash}"), ("get", "/blocks"), ("get", "/headers"),
                                   ("post", "/submit_block"), ("post", "/add_transaction"), ("post", "/announce"),
-                                  ("post", "/announce_txs"), ("get", "/compact/{hash}"), ("post", "/block_txs"), ("post", "/txs")})
+                                  ("post", "/announce_txs"), ("post", "/send_compact"), ("get", "/compact/{hash}"), ("post", "/block_txs"), ("post", "/txs")})
 
 
 class StoredBytesTests(SynchronousTestCase):

@@ -179,6 +179,8 @@ def _posted_json(path: str, request):
             return {"block": jsonview.block_to_json(wire.decode_block(raw, REGTEST.max_block_size))}
         if path == "/announce":  # a header, or a compact form starting with it: the header as JSON, and the bytes
             return {"block": jsonview.header_to_json(Header.decode(raw[:HEADER_SIZE])), "bytes": raw}
+        if path == "/send_compact":  # one byte: the choice as it came
+            return {"bytes": raw}
         if path in ("/announce_txs", "/txs"):  # 32-byte ids concatenated: as the JSON list of hex ids
             return {"tx_ids": [raw[i:i + 32].hex() for i in range(0, len(raw), 32)]}
         return {"transaction": jsonview.tx_to_json(wire.decode_tx(raw, REGTEST.max_block_size))}

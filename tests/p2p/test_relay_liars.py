@@ -42,31 +42,45 @@ class PushTests(SyncTestCase):
         self.assertEqual(pushed(peers[4]), [False])  # it never asked
 
     def test_the_peer_that_delivered_a_block_first_is_asked_to_push_the_next(self):
-        """A block announced with its header alone costs a fetch; the receiver then asks its announcer, in the
-        answer to the next announcement, to push compact forms (X-ChainCore-Push: 1), and the next block
-        arrives in one trip.  When others deliver first, it asks it to stop (X-ChainCore-Push: 0)."""
+        """A block announced with its header alone costs a fetch; the receiver then asks its announcer to push
+        compact forms (POST /send_compact, one byte), and the next block arrives in one trip.  When others
+        deliver first, it asks it to stop."""
         a, b = self.pair()
         a.relay.origin_push_all = False  # a relays every block as if it came from elsewhere
         first = make_block(funded_chain()[-1], pay_to=BOB)
         settled(a.node.submit_block(first, local=True))
         self.assertEqual((b.tip(), pushed(b)), (first.hash, [False]))
         self.assertEqual(a.count(f"/compact/{first.hash.hex()}"), 1)
+        self.assertEqual([body for path, body in a.posted if path == "/send_compact"], [{"bytes": b"\x01"}])
         self.assertIn(b.url, a.relay.push_to)
         second = make_block(first, pay_to=BOB)
         settled(a.node.submit_block(second, local=True))
         self.assertEqual((b.tip(), pushed(b)), (second.hash, [False, True]))
         self.assertEqual(a.count(f"/compact/{second.hash.hex()}"), 0)
+        self.assertEqual(a.count("/send_compact", "POST"), 1)  # said once, not at every block
         b.relay.push_from = 1
-        b.relay.delivered_first(url(5009))  # someone else was first lately
-        a.relay.known.forget(b.url)
-        a.relay.on_block(second, None)      # announced again: b has it, and says stop in its answer
+        b.relay.delivered_first(url(5009))  # someone else (gone: nobody answers there) was first lately
         self.assertNotIn(b.url, a.relay.push_to)
-        self.assertIsNone(b.relay.push_answer(a.url))  # said once, not again
         third = make_block(second, pay_to=BOB)
         settled(a.node.submit_block(third, local=True))
         self.assertEqual((b.tip(), pushed(b)[-1]), (third.hash, False))
+        b.relay.push_wished(a.url, True)
         a.service.peers._peer_lost(b.url)
         self.assertNotIn(b.url, a.relay.push_to)
+
+    def test_send_compact_refuses_anything_but_one_byte_or_a_boolean(self):
+        """POST /send_compact takes 1 or 0 as one byte, or {"push": bool}; anything else is a 400, nothing
+        taken."""
+        a, b = self.pair()
+        for body in (b"", b"\x02", b"\x01\x01"):
+            code, answer = self.successResultOf(b.client.post_binary(a.url, "/send_compact", body))
+            self.assertEqual(code, 400, body)
+        code, answer = self.successResultOf(b.client.post_json(a.url, "/send_compact", {"push": "yes"}))
+        self.assertEqual(code, 400)
+        self.assertNotIn(b.url, a.relay.push_to)
+        code, answer = self.successResultOf(b.client.post_json(a.url, "/send_compact", {"push": True}))
+        self.assertEqual((code, answer), (200, {"push": True}))
+        self.assertIn(b.url, a.relay.push_to)
 
     def test_a_block_made_here_carries_the_transactions_a_peer_was_never_told_of(self):
         """The compact form a block's first node pushes holds in full the transactions a peer was never told of
