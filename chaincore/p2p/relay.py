@@ -44,6 +44,7 @@ log = logger("chaincore.p2p.relay")
 KNOWN_PER_PEER = 5000
 COMPACT_PUSH = 8              # at most this many of the peers that asked get a relayed block's compact form
 PUSH_FROM = 2                 # peers asked to push compact forms here: those that last delivered a block first
+MAX_PUSH_TO = 128             # peers whose wish for pushed compact forms is kept
 TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
@@ -274,11 +275,17 @@ class Relay:
         return sends
 
     def push_wished(self, peer: str, want: bool) -> None:
-        """peer asked us (POST /send_compact) to push it compact forms of the blocks we relay, or to stop."""
-        if want:
-            self.push_to.add(peer)
-        else:
+        """peer asked us (POST /send_compact) to push it compact forms of the blocks we relay, or to stop.
+        At most MAX_PUSH_TO are kept: past that, those no longer among our relay peers are forgotten first, and
+        a wish that still finds no room is not taken (only relay peers are ever pushed to anyway)."""
+        if not want:
             self.push_to.discard(peer)
+            return
+        if peer not in self.push_to and len(self.push_to) >= MAX_PUSH_TO:
+            self.push_to &= set(self.discovery.relay_peers())
+            if len(self.push_to) >= MAX_PUSH_TO:
+                return
+        self.push_to.add(peer)
 
     def delivered_first(self, peer: str) -> None:
         """peer delivered a block before anyone else: it becomes the first of the push_from peers asked to

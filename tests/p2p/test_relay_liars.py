@@ -68,6 +68,18 @@ class PushTests(SyncTestCase):
         a.service.peers._peer_lost(b.url)
         self.assertNotIn(b.url, a.relay.push_to)
 
+    def test_wishes_for_pushes_are_bounded(self):
+        """A host naming itself at many ports cannot grow the set of push wishes without end: past the bound,
+        wishes of peers that are not relay peers are dropped, and a new one finds no room."""
+        from chaincore.p2p.relay import MAX_PUSH_TO
+        a, b = self.pair()
+        for port in range(6000, 6000 + MAX_PUSH_TO + 50):
+            a.relay.push_wished(url(port), True)
+        self.assertLessEqual(len(a.relay.push_to), MAX_PUSH_TO)
+        a.relay.push_wished(b.url, True)  # a relay peer: room is made for it
+        self.assertIn(b.url, a.relay.push_to)
+        self.assertLessEqual(len(a.relay.push_to), MAX_PUSH_TO)
+
     def test_send_compact_refuses_anything_but_one_byte_or_a_boolean(self):
         """POST /send_compact takes 1 or 0 as one byte, or {"push": bool}; anything else is a 400, nothing
         taken."""
