@@ -45,6 +45,7 @@ KNOWN_PER_PEER = 5000
 COMPACT_PUSH = 8              # at most this many of the peers that asked get a relayed block's compact form
 PUSH_FROM = 2                 # peers asked to push compact forms here: those that last delivered a block first
 MAX_PUSH_TO = 128             # peers whose wish for pushed compact forms is kept
+MAX_EXCUSED = 1024            # peers remembered as having relayed a block that broke a coin rule
 TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
@@ -111,6 +112,7 @@ class Relay:
         self._header_only = set()         # hashes of blocks being fetched that wait for a compact form
         self._ticket = {}                 # block hash -> the ticket of the fetch that owns it
         self._heard_sent_to = OrderedDict()  # block hash -> the tags a relay peer named with it (Sent-To)
+        self._excused = {}                # peer -> the height of the last block of it refused by a coin rule
         self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
@@ -404,7 +406,7 @@ class Relay:
             self._header_only.discard(header.hash)
         d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact, ticket))
         self.fetching[header.hash] = d
-        d.addErrback(self._fetch_failed, peer)
+        d.addErrback(self._fetch_failed, peer, header.height)
         d.addBoth(self._fetched, header.hash, ticket)
 
     def _fetched(self, result, block_hash, ticket):
@@ -486,12 +488,12 @@ class Relay:
         return [jsonview.parse_tx(t, "transaction", params.max_money)
                 for t in jsonview.require_list(answer.get("transactions"), "transactions", at_most)]
 
-    def _fetch_failed(self, failure, peer):
+    def _fetch_failed(self, failure, peer, height=None):
         another = failure.check(PeerUnreachable, Malformed) is not None  # the peer failed us, not the block
-        self._log_fetch_failure(failure, peer)
+        self._log_fetch_failure(failure, peer, height)
         return _TRY_ANOTHER if another else None
 
-    def _log_fetch_failure(self, failure, peer):
+    def _log_fetch_failure(self, failure, peer, height=None):
         if self.sync is not None and not failure.check(Invalid, defer.CancelledError):
             # we still lack a block it has (a lost answer, a busy peer): its tip is polled at the next
             # round, and a catch-up gets the block, instead of waiting for the poll's backoff
@@ -501,11 +503,15 @@ class Relay:
             # follows reports it if it is); dropping it would leave us behind until discovery finds it again
             log.info("fetching a block announced by {peer} failed: {err}; its tip is polled next round",
                      peer=peer, err=failure.value)
-        elif failure.check(*COIN_RULES):
-            # peers pass blocks on before checking them against the coins (on_early_block): the block's maker
-            # broke the rule, not necessarily the peer that relayed it
+        elif failure.check(*COIN_RULES) and height is not None and self._excused.get(peer, -1) < height:
+            # peers pass blocks on before checking them against the coins (on_early_block), once a height:
+            # the block's maker broke the rule, not necessarily the peer that relayed it; a second such
+            # block from it at a height is its own doing, and counts as any broken rule
+            self._excused[peer] = height
+            while len(self._excused) > MAX_EXCUSED:
+                del self._excused[next(iter(self._excused))]
             log.info("block announced by {peer} refused: {err} (a rule of the coins, which peers relay "
-                     "before checking: not held against it)", peer=peer, err=failure.value)
+                     "before checking: not held against it, once a height)", peer=peer, err=failure.value)
         elif failure.check(Invalid):
             log.info("block announced by {peer} refused: {err}", peer=peer, err=failure.value)
             self.discovery.report_misbehaviour(peer, failure.value)

@@ -92,6 +92,30 @@ class EarlyRelayTests(SyncTestCase):
         self.failureResultOf(d, BadSignature)
         self.assertIn(BadSignature, COIN_RULES)
 
+    def test_a_second_coin_rule_block_at_one_height_is_held_against_its_announcer(self):
+        """An honest node passes on one block a height before checking it: a peer that announces a second block
+        breaking a coin rule at the same height is penalised for it, one at the next height is excused again."""
+        a, b = self.pair()
+        parent = funded_chain()[-1]
+
+        def announce(block):
+            everything = range(len(block.transactions))
+            form = compact_blocks.parse_compact_bytes(compact_blocks.compact_to_bytes(block, everything),
+                                                      REGTEST.max_block_size)
+            return b.relay.announced(a.url, block.header, form)
+
+        forged = [_bad_signature(tx) for tx in payments(2)]  # bad-signature: a coin rule with points
+        self.assertEqual(announce(make_block(parent, [forged[0]], pay_to=BOB)), "fetching")
+        self.assertEqual(b.discovery.table.get(a.url).score, 0)
+        self.assertEqual(announce(make_block(parent, [forged[1]], pay_to=BOB)), "fetching")
+        score = b.discovery.table.get(a.url).score
+        self.assertGreater(score, 0)
+        good = make_block(parent, pay_to=BOB)
+        settled(b.node.submit_block(good))
+        later = _bad_signature(payments(3)[2])
+        self.assertEqual(announce(make_block(good, [later], pay_to=BOB)), "fetching")
+        self.assertEqual(b.discovery.table.get(a.url).score, score)
+
     def test_any_other_rule_broken_is_held_against_the_announcer(self):
         """A block whose merkle root does not fit is never passed on by an honest node: its announcer is
         penalised as before."""
