@@ -302,12 +302,18 @@ class Mempool:
         return [e.tx.tx_id for e in self._remove(tx_id, with_descendants)]
 
     def _remove(self, tx_id: bytes, with_descendants: bool) -> list:
+        return self._remove_all([tx_id], with_descendants)
+
+    def _remove_all(self, tx_ids, with_descendants: bool) -> list:
+        """Remove tx_ids (those in the pool; with their descendants if asked) in one pass: the entries
+        removed, in arrival order."""
         self.removals += 1
-        if tx_id not in self._entries:
+        doomed = {t for t in tx_ids if t in self._entries}
+        if not doomed:
             return []
-        doomed = {tx_id}
         if with_descendants:
-            doomed |= self._walk(self._children[tx_id], self._children)
+            for t in list(doomed):
+                doomed |= self._walk(self._children[t], self._children)
         removed = []
         for t in doomed:
             e = self._entries[t]
@@ -338,11 +344,9 @@ class Mempool:
         return removed
 
     def remove_for_block(self, block) -> list:
-        """Drop what a newly connected block confirms, and whatever conflicts with it; the removed tx_ids."""
-        removed = []
-        for tx in block.transactions:
-            if tx.tx_id in self._entries:
-                removed += self.remove(tx.tx_id, with_descendants=False)
+        """Drop what a newly connected block confirms, and whatever conflicts with it; the removed tx_ids.
+        The confirmed ones go in one pass (their parents in the pool are confirmed with them)."""
+        removed = [e.tx.tx_id for e in self._remove_all([tx.tx_id for tx in block.transactions], False)]
         for tx in block.transactions[1:]:
             for txin in tx.inputs:
                 other = self._spends.get(txin.outpoint)
