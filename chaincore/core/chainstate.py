@@ -121,12 +121,18 @@ class ChainState:
 
         A store that holds writes in memory (CachedStore) loses the connections
         made since its last flush in a crash or a failed write, while the blocks
-        themselves are on disk: this makes them the active chain again.
+        themselves are on disk: this makes them the active chain again.  A flush
+        can land part-way through a switch of branches, on a block that only ties
+        the chain the switch failed back to: the tip then ties the best stored
+        entry, which is the first seen of that work, so the chain state goes back
+        to it (ties keep the first-seen chain, CONTRACT 4).
         """
         best = next(iter(self.store.best_entries(1)), None)
-        if best is None or best.chainwork <= self._tip.chainwork:
+        if best is None or best.hash == self._tip.hash or best.chainwork < self._tip.chainwork:
             return None
         result = Accepted(best.hash, best.height, False)
+        if best.chainwork == self._tip.chainwork:
+            self._switch_to(best, result)
         self._activate_best_chain(result)
         result.main_chain = self.is_main(best.hash)
         return result
