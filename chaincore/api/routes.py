@@ -543,7 +543,8 @@ class NodeAPI:
                     raise Malformed("compact.header is not the announced block's header")
         self._peers.inbound(source)
         self._peers.hint(source)
-        status = self._peers.announced(source, header, compact, compact_blocks.parse_sent_to(request.getHeader(compact_blocks.SENT_TO_HEADER)))
+        sent_to = compact_blocks.parse_sent_to(request.getHeader(compact_blocks.SENT_TO_HEADER))
+        status = self._peers.announced(source, header, compact, sent_to)
         if media_type(request) == wire.MEDIA_TYPE:
             return no_content(request)  # a binary announcement gets the smallest answer there is
         return json_body(request, 200, {"status": status, "block_hash": header.hash.hex()})

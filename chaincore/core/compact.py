@@ -206,11 +206,9 @@ def peer_tag(url: str) -> str:
     return hashlib.blake2b(url.encode(), digest_size=4).hexdigest()
 
 
-def sent_to_value(urls, tags: bool = False) -> bytes:
-    """The X-ChainCore-Sent-To value naming urls (tags already, with tags=True), the first MAX_SENT_TO of them
-    and each once."""
-    named = list(dict.fromkeys(urls if tags else (peer_tag(u) for u in urls)))
-    return ",".join(named[:MAX_SENT_TO]).encode()
+def sent_to_value(tags) -> bytes:
+    """The X-ChainCore-Sent-To value naming tags (peer_tag), each once, the first MAX_SENT_TO of them."""
+    return ",".join(list(dict.fromkeys(tags))[:MAX_SENT_TO]).encode()
 
 
 def parse_sent_to(value) -> frozenset:

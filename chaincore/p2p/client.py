@@ -232,14 +232,13 @@ class PeerClient:
             self._exchange("GET", peer_url, path, params, None, timeout_s, max_bytes, binary=True, meta=meta))
 
     def post_binary(self, peer_url: str, path: str, data: bytes, timeout_s: float = DATA_TIMEOUT_S,
-                    max_bytes: int = None, binary_answer: bool = False, headers: dict = None, meta: dict = None):
+                    max_bytes: int = None, binary_answer: bool = False, headers: dict = None):
         """POST canonical bytes (application/octet-stream) to peer_url+path; fires with (status_code, dict)
         ({} for a 204).  No Accept goes with it (the answer is JSON or nothing) unless binary_answer asks for
-        canonical bytes back, as post_json's does; headers ({name: [value]}) go with it as well.  meta, if
-        given, receives what the answer's headers said ("etag", "retry_after")."""
+        canonical bytes back, as post_json's does; headers ({name: [value]}) go with it as well."""
         return defer.Deferred.fromCoroutine(
             self._exchange("POST", peer_url, path, None, data, timeout_s, max_bytes, binary=True,
-                           answer_binary=binary_answer, headers=headers, meta=meta))
+                           answer_binary=binary_answer, headers=headers))
 
     def get_cached(self, peer_url: str, path: str, timeout_s: float = DATA_TIMEOUT_S, max_bytes: int = None):
         """A conditional GET: the last answer's ETag goes in If-None-Match and a 304 gives that answer back;

@@ -187,11 +187,11 @@ class Relay:
                   n=len(peers), k=len(pushed_to))
         compact = compact_to_bytes(block) if pushed_to else None   # starts with the header
         sends = []
-        # the peers the block goes to, as tags, with those the peer we had it from named (relayed): each
+        # the peers the block goes to, as tags, then those the peer we had it from named (relayed): each
         # then leaves them out (they have the block or are about to), so a dense mesh carries about one
         # announcement per block and peer, not one per link
         named = sorted(self._heard_sent_to.get(block.hash, ())) if source is not None else []
-        sent_to = {SENT_TO_HEADER: [sent_to_value(named + [peer_tag(p) for p in peers], tags=True)]} \
+        sent_to = {SENT_TO_HEADER: [sent_to_value([peer_tag(p) for p in peers] + named)]} \
             if source is not None or self.origin_push_all else None
         for peer in peers:
             body = block.header.raw
