@@ -290,9 +290,10 @@ class Node:
                     except Invalid as err:
                         stopped = err
                         break
-                if not requested and source is None:
-                    # what miners and clients bring is on disk when its answer goes out; a catch-up's
-                    # runs are held in memory up to the store's bound and flushed when it ends
+                if not requested and (source is None or self.store_failing):
+                    # what miners and clients bring is on disk when its answer goes out (and anything while
+                    # the store has been failing: only a write says it writes again); a catch-up's runs are
+                    # held in memory up to the store's bound and flushed when it ends
                     self._flush_store()
                 elif not requested:
                     # a relayed block's is written within PEER_BLOCK_FLUSH_S, after the moment every peer

@@ -11,7 +11,7 @@ from chaincore.core.store import CachedStore
 from chaincore.service.node import Node
 from chaincore.storage.sqlite import SqliteStore
 from chaincore.core.errors import StoreError
-from tests.support.builders import ALICE, regtest_chain
+from tests.support.builders import ALICE, make_block, regtest_chain
 
 NOW = REGTEST.genesis.header.timestamp + 1_000_000
 BLOCKS = regtest_chain(60)
@@ -128,3 +128,9 @@ class CachedSqliteTests(SynchronousTestCase):
         self.assertTrue(node.store_failing)
         self.assertEqual(node.chain.tip.hash, store.inner.tip())
         self.assertEqual(node.chain.tip.hash, BLOCKS[3].hash)
+        # space again: the next relayed block is written at once, since only a write says the store writes
+        db.execute("PRAGMA max_page_count = 1073741823")
+        node.submit_block(make_block(BLOCKS[-1]), source="http://198.18.0.2:5000")
+        self.assertFalse(node.store_failing)
+        self.assertEqual(store.inner.tip(), node.chain.tip.hash)
+        self.assertEqual(node.chain.height, len(BLOCKS))
