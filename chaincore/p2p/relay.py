@@ -110,7 +110,7 @@ class Relay:
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
         self.fetching = {}                # block hash -> Deferred of its fetch
         self._header_only = set()         # hashes of blocks being fetched that wait for a compact form
-        self._ticket = {}                 # block hash -> the ticket of the fetch that owns it
+        self._ticket = {}                 # block hash -> (ticket, peer) of the fetch that owns it
         self._heard_sent_to = OrderedDict()  # block hash -> the tags a relay peer named with it (Sent-To)
         self._excused = {}                # peer -> the height of the last block of it refused by a coin rule
         self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
@@ -383,7 +383,12 @@ class Relay:
         if header.hash in self.fetching:
             if compact is not None and header.hash in self._header_only:
                 # the first announcer sent the header alone and we still wait for its compact form; this
-                # peer pushed it: the fetch goes on from it now, and the first one stops when its answer comes
+                # peer pushed it: the fetch goes on from it now, and the first one stops when its answer
+                # comes (its peer stays a source to ask if this one fails)
+                _, first = self._ticket[header.hash]
+                _, others = self._also.setdefault(header.hash, (header, []))
+                if first not in others and first != peer:
+                    others.insert(0, first)
                 self._start_fetch(peer, header, compact)
                 return "fetching"
             # a second source, asked only if the first fails (one that never serves what it announces, or
@@ -399,7 +404,8 @@ class Relay:
         return "fetching"
 
     def _start_fetch(self, peer, header, compact):
-        ticket = self._ticket[header.hash] = object()  # the fetch that owns the block (a later one takes over)
+        ticket = object()  # the fetch that owns the block (a later one takes over)
+        self._ticket[header.hash] = (ticket, peer)
         if compact is None:
             self._header_only.add(header.hash)
         else:
@@ -409,8 +415,11 @@ class Relay:
         d.addErrback(self._fetch_failed, peer, header.height)
         d.addBoth(self._fetched, header.hash, ticket)
 
+    def _owner(self, block_hash):
+        return self._ticket.get(block_hash, (None, None))[0]
+
     def _fetched(self, result, block_hash, ticket):
-        if self._ticket.get(block_hash) is not ticket:
+        if self._owner(block_hash) is not ticket:
             return None  # taken over by a fetch from a pushed compact form, which owns what follows
         del self._ticket[block_hash]
         self.fetching.pop(block_hash, None)
@@ -440,7 +449,7 @@ class Relay:
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
             log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
-            if ticket is not None and self._ticket.get(header.hash) is not ticket:
+            if ticket is not None and self._owner(header.hash) is not ticket:
                 return None  # a peer pushed its compact form meanwhile: that fetch goes on, not this one
             self._header_only.discard(header.hash)
         block = None

@@ -114,6 +114,26 @@ class CompactRelayTests(SyncTestCase):
         self.assertEqual(me.relay.counts.compact_rebuilt, 1)
         self.assertEqual(me.relay.announced(b.url, block.header, pushed), "known")
 
+    def test_a_pusher_that_fails_after_taking_over_leaves_the_first_announcer_to_ask(self):
+        """The peer whose pushed form took the fetch over then fails to serve the missing transactions: the
+        block is fetched from the peer that announced it first, not left to the next poll."""
+        chain = funded_chain()
+        block = make_block(chain[-1], payments(2), pay_to=BOB)
+        a = self.network.add(NodePeer(url(5001), self.clock, chain + (block,), network=self.network))
+        b = self.network.add(NodePeer(url(5002), self.clock, chain + (block,), network=self.network))
+        me = self.me(chain, a, b)
+        a.held.add(f"/compact/{block.hash.hex()}")
+        b.canned["/block_txs"] = lambda request: (503, {"error": "busy"})
+        self.assertEqual(me.relay.announced(a.url, block.header), "fetching")
+        pushed = compact_blocks.parse_compact_bytes(compact_blocks.compact_to_bytes(block), REGTEST.max_block_size)
+        self.assertEqual(me.relay.announced(b.url, block.header, pushed), "fetching")
+        self.assertNotEqual(me.tip(), block.hash)
+        self.assertEqual(a.release(), 2)  # the first fetch's compact form, and the retry's
+        self.network.flush()
+        self.assertEqual(me.tip(), block.hash)
+        self.assertEqual(a.count("/block_txs", "POST"), 1)
+        self.assertEqual(me.relay.fetching, {})
+
     def test_reconstruct_reports_a_mempool_collision(self):
         """Two mempool transactions under one short id make the rebuild report a collision, not a guess."""
         block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
