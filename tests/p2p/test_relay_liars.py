@@ -68,6 +68,21 @@ class PushTests(SyncTestCase):
         a.service.peers._peer_lost(b.url)
         self.assertNotIn(b.url, a.relay.push_to)
 
+    def test_send_compact_needs_a_sender_naming_itself(self):
+        """A choice with no X-ChainCore-Peer, or one naming another host, is refused (400) and taken for
+        nobody; the sender naming itself is taken."""
+        from tests.support.api import APIClient
+        a, _ = self.pair()
+        client = APIClient(self, a.service)
+        octets = "application/octet-stream"
+        for headers in ({}, {"X-ChainCore-Peer": "http://10.0.0.5:5001"}):
+            answer = client.request("POST", "/send_compact", data=b"\x01", headers=headers, content_type=octets)
+            self.assertEqual(answer.status, 400, headers)
+        self.assertEqual(a.relay.push_to, set())
+        answer = client.request("POST", "/send_compact", data=b"\x01", content_type=octets,
+                                headers={"X-ChainCore-Peer": "http://127.0.0.1:5009"})
+        self.assertEqual((answer.status, a.relay.push_to), (204, {"http://127.0.0.1:5009"}))
+
     def test_wishes_for_pushes_are_bounded(self):
         """A host naming itself at many ports cannot grow the set of push wishes without end: past the bound,
         wishes of peers that are not relay peers are dropped, and a new one finds no room."""
