@@ -296,7 +296,7 @@ def run(args) -> None:
               f"min {min(degrees)}, hops from h0 max {max(hops.values())}, unreachable {args.hosts - len(hops)}")
 
         # funding: mature coinbases, then fan-out transactions into many small coins
-        needed = 2 * args.blocks * args.txs
+        needed = 2 * args.blocks * args.txs * args.inputs
         funders = -(-needed // FANOUT)
         blocks = [net.mine_template() for _ in range(REGTEST.coinbase_maturity + funders)]
         coins = []
@@ -312,8 +312,12 @@ def run(args) -> None:
 
         rows, stages = [], {}
         for mode in ("relayed", "fresh") * args.blocks:
-            txs = [signed([(t, i)], [(PAYLOAD, amount - FEE)]) for t, i, amount in coins[:args.txs]]
-            del coins[:args.txs]
+            txs = []
+            for _ in range(args.txs):
+                spent, coins[:args.inputs] = coins[:args.inputs], []
+                total = sum(amount for _, _, amount in spent) - FEE
+                pays = [total // args.outputs] * (args.outputs - 1)
+                txs.append(signed([(t, i) for t, i, _ in spent], [(PAYLOAD, a) for a in pays + [total - sum(pays)]]))
             if mode == "relayed":
                 for tx in txs:
                     http_json(net.origin.url + "/add_transaction", {"transaction": tx_to_json(tx)})
@@ -380,6 +384,8 @@ def main(argv) -> None:
     parser.add_argument("--loss", type=float, default=0)
     parser.add_argument("--blocks", type=int, default=3, help="blocks per mode")
     parser.add_argument("--txs", type=int, default=100, help="signed transactions per block")
+    parser.add_argument("--inputs", type=int, default=1, help="signed inputs per transaction")
+    parser.add_argument("--outputs", type=int, default=1, help="outputs per transaction")
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle network measured")
     parser.add_argument("--idle-warmup", type=float, default=160,
                         help="seconds of quiet before the idle measurement starts")
