@@ -452,6 +452,11 @@ class Relay:
             if ticket is not None and self._owner(header.hash) is not ticket:
                 return None  # a peer pushed its compact form meanwhile: that fetch goes on, not this one
             self._header_only.discard(header.hash)
+            if self.node.chain.has_block(header.hash):
+                # it came meanwhile (a catch-up, a client): its transactions have left the mempool, and
+                # rebuilding it now would ask the peer for every one of them
+                log.debug("block {hash} arrived while its compact form was fetched", hash=block_hash[:16])
+                return None
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:

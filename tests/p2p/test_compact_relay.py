@@ -134,6 +134,27 @@ class CompactRelayTests(SyncTestCase):
         self.assertEqual(a.count("/block_txs", "POST"), 1)
         self.assertEqual(me.relay.fetching, {})
 
+    def test_a_block_that_arrives_while_its_compact_form_is_fetched_is_not_fetched_again(self):
+        """The block comes another way (a catch-up) while its compact form is on its way: the compact form,
+        when it arrives, asks for nothing (the block's transactions left the mempool with it, so a rebuild
+        would ask the peer for every one of them: the block's size again)."""
+        chain = funded_chain()
+        txs = payments(3)
+        block = make_block(chain[-1], txs, pay_to=BOB)
+        a = self.network.add(NodePeer(url(5001), self.clock, chain + (block,), network=self.network))
+        me = self.me(chain, a)
+        for tx in txs:
+            settled(me.node.submit_tx(tx))
+        a.held.add(f"/compact/{block.hash.hex()}")
+        self.assertEqual(me.relay.announced(a.url, block.header), "fetching")
+        self.assertEqual(settled(me.node.submit_block(block, source=a.url)).status, "accepted")
+        self.assertEqual(len(me.node.mempool), 0)
+        self.assertEqual(a.release(), 1)
+        self.network.flush()
+        self.assertEqual((a.count("/block_txs", "POST"), a.count(f"/block/{block.hash.hex()}")), (0, 0))
+        self.assertEqual(me.relay.fetching, {})
+        self.assertEqual(me.tip(), block.hash)
+
     def test_reconstruct_reports_a_mempool_collision(self):
         """Two mempool transactions under one short id make the rebuild report a collision, not a guess."""
         block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
