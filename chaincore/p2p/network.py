@@ -57,6 +57,7 @@ class PeerNetwork(service.MultiService):
         self.sync = Synchronizer(node, self.client, self.discovery, reactor, metrics)
         self.relay = Relay(node, self.client, self.discovery, self.sync, reactor, compact_push=compact_push,
                            on_heard=self._heard_news)
+        self.sync.in_flight = self.relay.fetching.__contains__
         self._hint_call = None
         self.startup_done = None  # a Deferred that fires when startup sync is over
 

@@ -118,6 +118,7 @@ class Synchronizer:
         self.caught_up_listeners = []  # f(peer, received) after a catch-up that brought blocks
         self.poll = PollSchedule()     # when each outbound peer's tip is polled next
         self._tips = {}                # peer -> the tip_hash it last showed
+        self.in_flight = lambda block_hash: False  # whether relay is fetching that block (the wiring sets it)
 
     # -- rounds ------------------------------------------------------------------------
 
@@ -149,7 +150,10 @@ class Synchronizer:
             if not ok:
                 self.discovery.report_failure(url, _reason(status))
             elif plan_catch_up(self.node.chain.tip.chainwork, status):
-                ahead[url] = claimed_work(status)
+                if self._relay_fetches(status):
+                    self.poll.retry(url)  # relay is fetching its tip already: ask again next round
+                else:
+                    ahead[url] = claimed_work(status)
         self._count("round")
         if not ahead:
             return None
@@ -159,6 +163,14 @@ class Synchronizer:
             if work is not None and work > self.node.chain.tip.chainwork:
                 self.poll.retry(url)  # still behind it: ask again next round, whatever the backoff says
         return first
+
+    def _relay_fetches(self, status: dict) -> bool:
+        """Whether the tip a peer's /status shows is a block relay is fetching (a catch-up would download it
+        a second time, whole)."""
+        try:
+            return self.in_flight(bytes.fromhex(status.get("tip_hash")))
+        except (TypeError, ValueError):
+            return False
 
     def catch_up(self, peer: str, claimed_chainwork: int | None = None):
         """Catch up with one peer (it joins the running catch-up, if any); fires with the blocks taken."""

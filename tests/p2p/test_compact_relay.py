@@ -155,6 +155,24 @@ class CompactRelayTests(SyncTestCase):
         self.assertEqual(me.relay.fetching, {})
         self.assertEqual(me.tip(), block.hash)
 
+    def test_a_sync_round_leaves_a_block_relay_is_fetching_to_relay(self):
+        """A peer's /status shows as its tip the block relay is fetching from it: the round does not download
+        that block a second time, whole (the peer is asked again next round); relay's fetch brings it."""
+        chain = funded_chain()
+        block = make_block(chain[-1], payments(2), pay_to=BOB)
+        a = self.network.add(NodePeer(url(5001), self.clock, chain + (block,), network=self.network))
+        me = self.me(chain, a)
+        a.held.add(f"/compact/{block.hash.hex()}")
+        self.assertEqual(me.relay.announced(a.url, block.header), "fetching")
+        me.sync.poll.retry(a.url)  # its poll is due now
+        self.successResultOf(me.sync.sync_round())
+        self.assertEqual(a.count("/status"), 1)
+        self.assertEqual([p for m, p in a.requests if p.startswith(("/headers", "/blocks", "/block/"))], [])
+        self.assertEqual(a.release(), 1)
+        self.network.flush()
+        self.assertEqual(me.tip(), block.hash)
+        self.assertEqual([p for m, p in a.requests if p.startswith(("/headers", "/blocks", "/block/"))], [])
+
     def test_reconstruct_reports_a_mempool_collision(self):
         """Two mempool transactions under one short id make the rebuild report a collision, not a guess."""
         block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
