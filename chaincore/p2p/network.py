@@ -28,6 +28,7 @@ log = logger("chaincore.p2p")
 DISCOVERY_INTERVAL_S = 2.0   # a round probes only peers that are due, so it is cheap
 SYNC_INTERVAL_S = 5.0        # a round polls only the outbound peers whose poll is due (peers.PollSchedule)
 MEMPOOL_INTERVAL_S = 600.0   # transactions are announced; the whole-mempool exchange is a slow safety net
+MEMPOOL_READD_S = 60.0       # a peer added again this soon after its mempool was asked for is not asked again
 SAVE_INTERVAL_S = 60.0
 STARTUP_RETRIES = 2
 STARTUP_RETRY_DELAY_S = 2.0
@@ -59,6 +60,7 @@ class PeerNetwork(service.MultiService):
                            on_heard=self._heard_news)
         self.sync.in_flight = self.relay.fetching.__contains__
         self._hint_call = None
+        self._mempool_asked = {}  # peer -> when it was last asked for its mempool on being added
         self.startup_done = None  # a Deferred that fires when startup sync is over
 
     def startService(self):
@@ -154,9 +156,24 @@ class PeerNetwork(service.MultiService):
         # discovery logs the one "peer added" line
         if not self.node.syncing:
             d = self.sync.sync_round()
-            d.addCallback(lambda _: self.sync.exchange_mempool(url))
+            if self._mempool_due(url):
+                d.addCallback(lambda _: self.sync.exchange_mempool(url))
             return d
         return None
+
+    def _mempool_due(self, url) -> bool:
+        """Whether a peer just added is asked for its whole mempool: not when it was asked within MEMPOOL_READD_S
+        (a peer that drops and comes back every few seconds on a loaded machine would otherwise be asked for
+        its whole mempool each time; announcements carry transactions between peers that stay)."""
+        now = self.reactor.seconds()
+        asked = self._mempool_asked
+        if now - asked.get(url, now - MEMPOOL_READD_S) < MEMPOOL_READD_S:
+            return False
+        if len(asked) >= 1024:
+            for peer in [p for p, when in asked.items() if now - when >= MEMPOOL_READD_S]:
+                del asked[peer]
+        asked[url] = now
+        return True
 
     def _peer_lost(self, url):
         # discovery logs the one line saying why (dropped, banned, refused)

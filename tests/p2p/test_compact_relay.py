@@ -173,6 +173,20 @@ class CompactRelayTests(SyncTestCase):
         self.assertEqual(me.tip(), block.hash)
         self.assertEqual([p for m, p in a.requests if p.startswith(("/headers", "/blocks", "/block/"))], [])
 
+    def test_a_peer_added_again_soon_is_not_asked_for_its_whole_mempool_again(self):
+        """A peer that drops and is added again within a minute (a loaded machine's timeouts) costs a status
+        poll, not its whole mempool each time; one added again later is asked again."""
+        chain = funded_chain()
+        a = self.network.add(NodePeer(url(5001), self.clock, chain, network=self.network))
+        me = self.me(chain, a)
+        network = me.service.peers
+        for _ in range(3):
+            self.successResultOf(network._peer_added(a.url, {}))
+        self.assertEqual(a.count("/transactions"), 1)
+        self.clock.advance(61)
+        self.successResultOf(network._peer_added(a.url, {}))
+        self.assertEqual(a.count("/transactions"), 2)
+
     def test_reconstruct_reports_a_mempool_collision(self):
         """Two mempool transactions under one short id make the rebuild report a collision, not a guess."""
         block = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
