@@ -2,12 +2,15 @@
 not fit, flood announcements, or pass on blocks that break the coins' rules; what each costs the node, and
 that the honest block still arrives and is passed on."""
 
+import dataclasses
+
 from chaincore.core import compact as compact_blocks
 from chaincore.core.errors import MissingInput
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
 from tests.support.api import funded_chain
-from tests.support.builders import ALICE, BOB, make_block, signed_tx
+from chaincore.p2p import relay
+from tests.support.builders import ALICE, BOB, make_block, signed_tx, solve
 from tests.support.nodes import settled
 
 from .fakes import NodePeer
@@ -39,3 +42,71 @@ class InvalidBlockServingTests(SyncTestCase):
         code, _ = self.successResultOf(b.client.post_json(a.url, "/block_txs",
                                                           {"block_hash": bad.hash.hex(), "indexes": [1]}))
         self.assertEqual(code, 404)
+
+
+def fake_headers(parent, n: int) -> list:
+    """n distinct headers on parent with valid proof of work (trivial on regtest) and no block behind them."""
+    model = make_block(parent, pay_to=BOB).header
+    return [solve(dataclasses.replace(model, merkle_root=i.to_bytes(4, "big") + b"\x07" * 28)) for i in range(n)]
+
+
+class FetchFloodTests(SyncTestCase):
+    def setUp(self):
+        super().setUp()
+        self.block = make_block(funded_chain()[-1], payments(2), pay_to=BOB)
+        self.liar = self.network.add(NodePeer(url(5001), self.clock, funded_chain(), network=self.network))
+        self.honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain() + (self.block,),
+                                                network=self.network))
+        self.me = self.me(funded_chain(), self.liar, self.honest)
+
+    def test_thousands_of_fake_headers_hold_a_bounded_number_of_fetches(self):
+        """A peer announcing 1,000 distinct blocks it never serves holds only a few fetches at once, not one per
+        header; the real block it then announces first still comes from the honest announcer at once, and no
+        fetch is left behind once the liar's have timed out."""
+        for header in fake_headers(funded_chain()[-1], 1000):
+            self.liar.stalled.add(f"/compact/{header.hash.hex()}")
+            self.me.relay.announced(self.liar.url, header)
+        self.assertLessEqual(len(self.me.relay.fetching), relay.MAX_FETCHES_PER_PEER)
+        self.liar.stalled.add(f"/compact/{self.block.hash.hex()}")
+        self.me.relay.announced(self.liar.url, self.block.header)
+        self.me.relay.announced(self.honest.url, self.block.header)
+        self.clock.pump([1] * 6)
+        self.assertEqual(self.me.tip(), self.block.hash)
+        self.clock.pump([1] * 6)
+        self.assertEqual(self.me.relay.fetching, {})
+
+    def test_fetches_from_many_claimed_peers_are_bounded_in_all(self):
+        """Fake headers announced under 200 claimed URLs hold at most relay.MAX_FETCHES fetches in all."""
+        headers = fake_headers(funded_chain()[-1], 400)
+        for n, header in enumerate(headers):
+            self.me.relay.announced(url(6000 + n // 2), header)  # nobody there: each fetch fails at once
+        self.assertEqual(self.me.relay.fetching, {})
+        for n, header in enumerate(headers):
+            self.liar.stalled.add(f"/compact/{header.hash.hex()}")
+        self.network.add(self.liar, *(url(6000 + n) for n in range(200)))  # the liar answers at all of them
+        for n, header in enumerate(headers):
+            self.me.relay.announced(url(6000 + n // 2), header)
+        self.assertLessEqual(len(self.me.relay.fetching), relay.MAX_FETCHES)
+        self.me.relay.announced(self.honest.url, self.block.header)
+        self.assertEqual(self.me.tip(), self.block.hash)  # an honest announcer's block is not crowded out
+
+    def test_a_pusher_that_failed_a_block_cannot_take_its_fetch_over_again(self):
+        """A peer pushes the compact form of a block being fetched from its first announcer, takes the fetch
+        over and never serves the missing transactions: once it failed, pushing the form again does not take
+        the fetch back from the first announcer, and the block arrives from that one."""
+        a, b = self.honest, self.liar
+        settled(b.node.submit_block(self.block))
+        path = f"/compact/{self.block.hash.hex()}"
+        a.held.add(path)
+        b.stalled.add("/block_txs")
+        pushed = compact_blocks.parse_compact_bytes(compact_blocks.compact_to_bytes(self.block),
+                                                    REGTEST.max_block_size)
+        self.assertEqual(self.me.relay.announced(a.url, self.block.header), "fetching")
+        self.assertEqual(self.me.relay.announced(b.url, self.block.header, pushed), "fetching")
+        self.clock.advance(6)  # the pusher's /block_txs times out: the form is asked of a again
+        self.assertEqual(self.me.relay.announced(b.url, self.block.header, pushed), "known")
+        a.held.discard(path)
+        a.release()
+        self.network.flush()
+        self.assertEqual(self.me.tip(), self.block.hash)
+        self.assertEqual(b.count("/block_txs", "POST"), 1)
