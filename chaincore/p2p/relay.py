@@ -51,6 +51,9 @@ TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of 
 MAX_TX_BATCH = 1000
 BLOCK_MAX_BYTES = 64_000_000
 MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
+MAX_FETCHES = 8               # blocks fetched at once from announcers that are not outbound peers (a few of
+                              # the client's 32 requests at once: strangers cannot take all of them)
+MAX_FETCHES_PER_PEER = 2      # fetches of blocks one peer announced that may run at once
 HEARD_SENT_TO_BLOCKS = 16     # blocks whose Sent-To hint is kept to name on when relaying them
 _TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
@@ -87,6 +90,37 @@ class RelayCounts:
         self.legacy_sends = 0     # whole items posted to peers without /announce
 
 
+class _Fetch:
+    """A block being fetched: the fetch that owns it (its ticket and peer), whether that one still waits for
+    the compact form, the peers that announced the block too (asked next, in order) and those whose fetch of
+    it failed (never asked for it again: a peer that fails a block cannot keep taking its fetch back)."""
+
+    def __init__(self, header):
+        self.header = header
+        self.ticket = None
+        self.peer = None
+        self.header_only = True
+        self.others = []
+        self.failed = set()
+
+    def add_source(self, peer, first: bool = False) -> None:
+        """Remember peer as one to ask if the owner fails (at most MAX_OTHER_SOURCES; first: before the rest)."""
+        if peer in self.others or peer in self.failed:
+            return
+        if first:
+            self.others.insert(0, peer)
+            del self.others[MAX_OTHER_SOURCES:]
+        elif len(self.others) < MAX_OTHER_SOURCES:
+            self.others.append(peer)
+
+    def others_to_ask(self):
+        """The remembered sources in order, each taken off the list as it is yielded."""
+        while self.others:
+            peer = self.others.pop(0)
+            if peer not in self.failed:
+                yield peer
+
+
 class Relay:
     """Announces the node's new blocks and transactions, and fetches what its peers announce."""
 
@@ -108,12 +142,10 @@ class Relay:
         self.counts = RelayCounts()
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
-        self.fetching = {}                # block hash -> Deferred of its fetch
-        self._header_only = set()         # hashes of blocks being fetched that wait for a compact form
-        self._ticket = {}                 # block hash -> (ticket, peer) of the fetch that owns it
+        self.fetching = {}                # block hash -> _Fetch: who fetches it, who announced it too
+        self._running = {}                # peer -> its fetches not yet over (owning a block or not)
         self._heard_sent_to = OrderedDict()  # block hash -> the tags a relay peer named with it (Sent-To)
         self._excused = {}                # peer -> the height of the last block of it refused by a coin rule
-        self._also = {}                   # block hash -> (header, [peer, ...]) that announced it during its fetch
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
         self._asked = OrderedDict()       # tx_id -> when it was asked of a peer
@@ -380,59 +412,75 @@ class Relay:
             self.on_heard(peer)
         if self.node.chain.has_block(header.hash):
             return "known"
-        if header.hash in self.fetching:
-            if compact is not None and header.hash in self._header_only:
-                # the first announcer sent the header alone and we still wait for its compact form; this
-                # peer pushed it: the fetch goes on from it now, and the first one stops when its answer
-                # comes (its peer stays a source to ask if this one fails)
-                _, first = self._ticket[header.hash]
-                _, others = self._also.setdefault(header.hash, (header, []))
-                if first not in others and first != peer:
-                    others.insert(0, first)
-                self._start_fetch(peer, header, compact)
+        fetch = self.fetching.get(header.hash)
+        if fetch is not None:
+            if peer == fetch.peer or peer in fetch.failed:
+                return "known"  # a peer that failed us for this block is not asked for it again
+            if compact is not None and fetch.header_only and self._may_fetch_from(peer):
+                # the owner was sent the header alone and we still wait for its compact form; this peer
+                # pushed it: the fetch goes on from it now, and the first one stops when its answer comes
+                # (its peer stays a source to ask if this one fails)
+                fetch.add_source(fetch.peer, first=True)
+                self._start_fetch(peer, fetch, compact)
                 return "fetching"
             # a second source, asked only if the first fails (one that never serves what it announces, or
             # serves a form that does not fit, delays the block by one deadline, not until the next poll)
-            _, others = self._also.setdefault(header.hash, (header, []))
-            if peer not in others and len(others) < MAX_OTHER_SOURCES:
-                others.append(peer)
+            fetch.add_source(peer)
             return "known"
         if not header.has_valid_pow:
             self.discovery.report_misbehaviour(peer, "bad-pow")
             return "known"
-        self._start_fetch(peer, header, compact)
+        if not self._may_fetch_from(peer) or \
+                (len(self.fetching) >= MAX_FETCHES and peer not in self.discovery.outbound_peers()):
+            # fetches are bounded per announcer and in all (but for the peers we chose, so strangers cannot
+            # crowd them out), so announcements of blocks nobody serves cannot pile them up: this one waits
+            # for another announcer, or the peer's next poll
+            log.debug("not fetching block {hash} announced by {peer}: {n} fetches under way", peer=peer,
+                      hash=header.hash.hex()[:16], n=self._running.get(peer, 0))
+            self._poll_soon(peer)
+            return "known"
+        fetch = self.fetching[header.hash] = _Fetch(header)
+        self._start_fetch(peer, fetch, compact)
         return "fetching"
 
-    def _start_fetch(self, peer, header, compact):
+    def _may_fetch_from(self, peer) -> bool:
+        return self._running.get(peer, 0) < MAX_FETCHES_PER_PEER
+
+    def _start_fetch(self, peer, fetch, compact):
         ticket = object()  # the fetch that owns the block (a later one takes over)
-        self._ticket[header.hash] = (ticket, peer)
-        if compact is None:
-            self._header_only.add(header.hash)
-        else:
-            self._header_only.discard(header.hash)
+        fetch.ticket, fetch.peer, fetch.header_only = ticket, peer, compact is None
+        self._running[peer] = self._running.get(peer, 0) + 1
+        header = fetch.header
         d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact, ticket))
-        self.fetching[header.hash] = d
         d.addErrback(self._fetch_failed, peer, header.height)
-        d.addBoth(self._fetched, header.hash, ticket)
+        d.addBoth(self._fetched, header.hash, ticket, peer)
+
+    def _poll_soon(self, peer) -> None:
+        if self.sync is not None:
+            self.sync.poll.retry(peer)
 
     def _owner(self, block_hash):
-        return self._ticket.get(block_hash, (None, None))[0]
+        fetch = self.fetching.get(block_hash)
+        return fetch.ticket if fetch is not None else None
 
-    def _fetched(self, result, block_hash, ticket):
-        if self._owner(block_hash) is not ticket:
-            return None  # taken over by a fetch from a pushed compact form, which owns what follows
-        del self._ticket[block_hash]
-        self.fetching.pop(block_hash, None)
-        self._header_only.discard(block_hash)
-        header, others = self._also.pop(block_hash, (None, []))
-        if result is _TRY_ANOTHER and others and not self.node.chain.has_block(block_hash):
-            peer = others.pop(0)
-            log.info("fetching block {hash} from {peer}, which announced it too", hash=block_hash.hex()[:16],
-                     peer=peer)
-            if others:
-                self._also[block_hash] = (header, others)
-            self._start_fetch(peer, header, None)
-        return None if result is _TRY_ANOTHER else result
+    def _fetched(self, result, block_hash, ticket, peer):
+        self._running[peer] -= 1
+        if not self._running[peer]:
+            del self._running[peer]
+        fetch = self.fetching.get(block_hash)
+        if fetch is None or fetch.ticket is not ticket:
+            return None  # taken over by a fetch from another peer, which owns what follows
+        if result is _TRY_ANOTHER:
+            fetch.failed.add(peer)
+            if not self.node.chain.has_block(block_hash):
+                for other in fetch.others_to_ask():
+                    if self._may_fetch_from(other):
+                        log.info("fetching block {hash} from {peer}, which announced it too",
+                                 hash=block_hash.hex()[:16], peer=other)
+                        self._start_fetch(other, fetch, None)
+                        return None
+        del self.fetching[block_hash]
+        return None
 
     async def _fetch_block(self, peer, header, compact, ticket=None):
         """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
@@ -451,7 +499,8 @@ class Relay:
             log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
             if ticket is not None and self._owner(header.hash) is not ticket:
                 return None  # a peer pushed its compact form meanwhile: that fetch goes on, not this one
-            self._header_only.discard(header.hash)
+            if ticket is not None:
+                self.fetching[header.hash].header_only = False
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:
