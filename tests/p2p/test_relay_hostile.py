@@ -4,7 +4,7 @@ that the honest block still arrives and is passed on."""
 
 import dataclasses
 
-from chaincore.core import compact as compact_blocks
+from chaincore.core import compact as compact_blocks, wire
 from chaincore.core.errors import MissingInput
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
@@ -110,3 +110,24 @@ class FetchFloodTests(SyncTestCase):
         self.network.flush()
         self.assertEqual(self.me.tip(), self.block.hash)
         self.assertEqual(b.count("/block_txs", "POST"), 1)
+
+    def test_an_announcer_that_answers_each_step_late_gives_way_to_another_within_a_deadline(self):
+        """The first announcer answers every step of the fetch just before its timeout (the compact form, then
+        transactions that do not fit, then another block): the block still comes from the second announcer
+        within FETCH_DEADLINE_S, not after three timeouts."""
+        settled(self.liar.node.submit_block(self.block))
+        wrong = payments(4)[2:]
+        self.liar.canned["/block_txs"] = lambda request: (200, wire.frame_list(tx.raw for tx in wrong))
+        self.liar.canned[f"/block/{self.block.hash.hex()}"] = lambda request: (200, funded_chain()[5].raw)
+        self.liar.held.update({f"/compact/{self.block.hash.hex()}", "/block_txs", f"/block/{self.block.hash.hex()}"})
+        self.me.relay.announced(self.liar.url, self.block.header)
+        self.me.relay.announced(self.honest.url, self.block.header)
+        for second in range(1, 16):
+            self.clock.advance(1)
+            if second % 4 == 0:
+                self.liar.release()
+                self.network.flush()
+            if self.me.tip() == self.block.hash:
+                break
+        self.assertLessEqual(second, relay.FETCH_DEADLINE_S + 1)
+        self.assertEqual(self.me.tip(), self.block.hash)
