@@ -54,6 +54,7 @@ MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block bein
 MAX_FETCHES = 8               # blocks fetched at once from announcers that are not outbound peers (a few of
                               # the client's 32 requests at once: strangers cannot take all of them)
 MAX_FETCHES_PER_PEER = 2      # fetches of blocks one peer announced that may run at once
+FETCH_DEADLINE_S = 6.0        # a fetch not at its block's check by then: another announcer is asked as well
 HEARD_SENT_TO_BLOCKS = 16     # blocks whose Sent-To hint is kept to name on when relaying them
 _TRY_ANOTHER = object()       # a fetch failed for want of a good answer: another announcer may serve it
 
@@ -93,7 +94,9 @@ class RelayCounts:
 class _Fetch:
     """A block being fetched: the fetch that owns it (its ticket and peer), whether that one still waits for
     the compact form, the peers that announced the block too (asked next, in order) and those whose fetch of
-    it failed (never asked for it again: a peer that fails a block cannot keep taking its fetch back)."""
+    it failed or ran past its deadline (never asked for it again: a peer that fails a block cannot keep
+    taking its fetch back), the fetches a pushed compact form took over (they stop at their next step), and
+    the owner's deadline."""
 
     def __init__(self, header):
         self.header = header
@@ -102,6 +105,9 @@ class _Fetch:
         self.header_only = True
         self.others = []
         self.failed = set()
+        self.stopped = set()
+        self.deadline = None      # the owner's FETCH_DEADLINE_S call; None once past it or checking
+        self.overdue = False      # the owner ran past its deadline with nobody else to ask: the next may
 
     def add_source(self, peer, first: bool = False) -> None:
         """Remember peer as one to ask if the owner fails (at most MAX_OTHER_SOURCES; first: before the rest)."""
@@ -152,9 +158,12 @@ class Relay:
         self.sent = 0  # the wiring subscribes on_block, on_tx and on_caught_up
 
     def stop(self) -> None:
-        """Cancel the pending transaction announcement (the node is stopping)."""
+        """Cancel the pending transaction announcement and the fetches' deadlines (the node is stopping)."""
         if self._tx_call is not None and self._tx_call.active():
             self._tx_call.cancel()
+        for fetch in self.fetching.values():
+            if fetch.deadline is not None and fetch.deadline.active():
+                fetch.deadline.cancel()
 
     # -- what the node tells us ------------------------------------------------------------
 
@@ -420,7 +429,12 @@ class Relay:
                 # the owner was sent the header alone and we still wait for its compact form; this peer
                 # pushed it: the fetch goes on from it now, and the first one stops when its answer comes
                 # (its peer stays a source to ask if this one fails)
+                fetch.stopped.add(fetch.ticket)
                 fetch.add_source(fetch.peer, first=True)
+                self._start_fetch(peer, fetch, compact)
+                return "fetching"
+            if fetch.overdue and self._may_fetch_from(peer):
+                fetch.failed.add(fetch.peer)  # the owner went past its deadline: this one is asked too
                 self._start_fetch(peer, fetch, compact)
                 return "fetching"
             # a second source, asked only if the first fails (one that never serves what it announces, or
@@ -448,9 +462,12 @@ class Relay:
 
     def _start_fetch(self, peer, fetch, compact):
         ticket = object()  # the fetch that owns the block (a later one takes over)
-        fetch.ticket, fetch.peer, fetch.header_only = ticket, peer, compact is None
+        fetch.ticket, fetch.peer, fetch.header_only, fetch.overdue = ticket, peer, compact is None, False
         self._running[peer] = self._running.get(peer, 0) + 1
         header = fetch.header
+        if fetch.deadline is not None and fetch.deadline.active():
+            fetch.deadline.cancel()
+        fetch.deadline = self.clock.callLater(FETCH_DEADLINE_S, self._overdue, header.hash, ticket)
         d = defer.Deferred.fromCoroutine(self._fetch_block(peer, header, compact, ticket))
         d.addErrback(self._fetch_failed, peer, header.height)
         d.addBoth(self._fetched, header.hash, ticket, peer)
@@ -459,9 +476,35 @@ class Relay:
         if self.sync is not None:
             self.sync.poll.retry(peer)
 
-    def _owner(self, block_hash):
+    def _overdue(self, block_hash, ticket):
+        """The owner of a fetch has not reached the block's check in FETCH_DEADLINE_S (an announcer answering
+        each step just in time, or one whose requests wait behind others): another announcer is asked too,
+        and the late one may still finish; with nobody else to ask, the next announcer is asked at once."""
         fetch = self.fetching.get(block_hash)
-        return fetch.ticket if fetch is not None else None
+        if fetch is None or fetch.ticket is not ticket:
+            return
+        fetch.deadline = None
+        late = fetch.peer
+        for other in fetch.others_to_ask():
+            if self._may_fetch_from(other):
+                fetch.failed.add(late)
+                log.info("fetching block {hash} from {peer}, which announced it too: {late} is late",
+                         hash=block_hash.hex()[:16], peer=other, late=late)
+                self._start_fetch(other, fetch, None)
+                return
+        fetch.overdue = True
+
+    def _stops(self, block_hash, ticket) -> bool:
+        """Whether a fetch is to stop at this step: the block came meanwhile, or a pushed form took it over."""
+        if self.node.chain.has_block(block_hash):
+            return True
+        fetch = self.fetching.get(block_hash)
+        return fetch is not None and ticket in fetch.stopped
+
+    def _end_fetch(self, block_hash) -> None:
+        fetch = self.fetching.pop(block_hash)
+        if fetch.deadline is not None and fetch.deadline.active():
+            fetch.deadline.cancel()
 
     def _fetched(self, result, block_hash, ticket, peer):
         self._running[peer] -= 1
@@ -479,7 +522,7 @@ class Relay:
                                  hash=block_hash.hex()[:16], peer=other)
                         self._start_fetch(other, fetch, None)
                         return None
-        del self.fetching[block_hash]
+        self._end_fetch(block_hash)
         return None
 
     async def _fetch_block(self, peer, header, compact, ticket=None):
@@ -497,10 +540,11 @@ class Relay:
             if compact.hash != header.hash:
                 raise Malformed(f"{peer} answered /compact/{block_hash[:16]} with another block")
             log.debug("compact form of block {hash} fetched from {peer}", hash=block_hash[:16], peer=peer)
-            if ticket is not None and self._owner(header.hash) is not ticket:
+            if self._stops(header.hash, ticket):
                 return None  # a peer pushed its compact form meanwhile: that fetch goes on, not this one
-            if ticket is not None:
-                self.fetching[header.hash].header_only = False
+            fetch = self.fetching.get(header.hash)
+            if fetch is not None and fetch.ticket is ticket:
+                fetch.header_only = False
         block = None
         rebuilt = reconstruct(compact, self.node.mempool.transactions())
         if not rebuilt.collision:
@@ -511,6 +555,8 @@ class Relay:
                     max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
                 if code != 200:
                     raise PeerUnreachable(f"{peer} answered /block_txs with {code}")
+                if self._stops(header.hash, ticket):
+                    return None
                 delivered = self._txs_of(answer, len(rebuilt.missing))
                 self.counts.txs_fetched += len(delivered)
             block = fill(compact, rebuilt.txs, delivered)
@@ -521,6 +567,8 @@ class Relay:
             code, answer = await self.client.get_binary(peer, f"/block/{block_hash}", max_bytes=BLOCK_MAX_BYTES)
             if code != 200:
                 raise PeerUnreachable(f"{peer} answered /block with {code}")
+            if self._stops(header.hash, ticket):
+                return None
             if isinstance(answer, BinaryAnswer):
                 block = wire.decode_block(answer.data, params.max_block_size)
             else:
@@ -531,6 +579,10 @@ class Relay:
             self.counts.compact_rebuilt += 1
         log.debug("block {hash} rebuilt ({n} transactions fetched); submitting it", hash=block_hash[:16],
                   n=len(rebuilt.missing) if not rebuilt.collision else "all")
+        fetch = self.fetching.get(header.hash)
+        if fetch is not None and fetch.ticket is ticket and fetch.deadline is not None:
+            fetch.deadline.cancel()  # the block is here and being checked: nobody else is asked meanwhile
+            fetch.deadline = None
         result = await self.node.submit_block(block, source=peer)
         if getattr(result, "status", None) == "accepted":
             self.delivered_first(peer)

@@ -131,3 +131,18 @@ class FetchFloodTests(SyncTestCase):
                 break
         self.assertLessEqual(second, relay.FETCH_DEADLINE_S + 1)
         self.assertEqual(self.me.tip(), self.block.hash)
+
+    def test_an_announcer_after_the_deadline_is_asked_at_once(self):
+        """The only announcer answers each step just in time: once it is past the deadline, the next peer that
+        announces the block is asked at once, not after the late one's next timeout."""
+        settled(self.liar.node.submit_block(self.block))
+        self.liar.held.update({f"/compact/{self.block.hash.hex()}", "/block_txs"})
+        self.me.relay.announced(self.liar.url, self.block.header)
+        self.clock.advance(4)
+        self.assertEqual(self.liar.release(), 1)  # the compact form; the transactions are held in turn
+        self.network.flush()
+        self.clock.advance(relay.FETCH_DEADLINE_S - 4)
+        self.assertEqual(self.me.relay.announced(self.honest.url, self.block.header), "fetching")
+        self.assertEqual(self.me.tip(), self.block.hash)
+        self.clock.advance(10)
+        self.assertEqual(self.me.relay.fetching, {})
