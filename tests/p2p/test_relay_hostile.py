@@ -13,7 +13,7 @@ from chaincore.p2p import relay
 from tests.support.builders import ALICE, BOB, make_block, signed_tx, solve
 from tests.support.nodes import settled
 
-from .fakes import NodePeer
+from .fakes import FakeNetwork, NodePeer
 from .test_compact_relay import payments
 from .test_early_relay import _turn
 from .test_sync import ME, SyncTestCase, url
@@ -146,3 +146,85 @@ class FetchFloodTests(SyncTestCase):
         self.assertEqual(self.me.tip(), self.block.hash)
         self.clock.advance(10)
         self.assertEqual(self.me.relay.fetching, {})
+
+
+class RecordingClient:
+    """The node's PeerClient, recording the byte cap of every request relay makes (path, max_bytes)."""
+
+    def __init__(self, client):
+        self._client = client
+        self.caps = []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def _recorded(self, method):
+        def call(peer, path, *args, **kwargs):
+            self.caps.append((path, kwargs.get("max_bytes")))
+            return getattr(self._client, method)(peer, path, *args, **kwargs)
+        return call
+
+    def __getattribute__(self, name):
+        if name in ("get_binary", "post_json", "post_binary"):
+            return object.__getattribute__(self, "_recorded")(name)
+        return object.__getattribute__(self, name)
+
+
+class AnswerTests(SyncTestCase):
+    """Answers to /block_txs that hold too many, too few, reordered or wrong transactions, or too many bytes."""
+
+    def setUp(self):
+        super().setUp()
+        self.build()
+
+    def build(self):
+        self.network = FakeNetwork()
+        self.block = make_block(funded_chain()[-1], payments(3), pay_to=BOB)
+        self.liar = self.network.add(NodePeer(url(5001), self.clock, funded_chain() + (self.block,),
+                                              network=self.network))
+        self.honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain() + (self.block,),
+                                                network=self.network))
+        self.ours = self.me(funded_chain(), self.liar, self.honest)
+        self.liar.canned[f"/block/{self.block.hash.hex()}"] = lambda request: (200, funded_chain()[5].raw)
+
+    def fetch_with(self, answer):
+        """The liar answers /block_txs with answer (a list of transactions, or bytes); the honest peer announced
+        the block too: the block must be ours in the end, from whichever served it right."""
+        body = answer if isinstance(answer, bytes) else wire.frame_list(tx.raw for tx in answer)
+        self.liar.canned["/block_txs"] = lambda request: (200, body)
+        self.assertEqual(self.ours.relay.announced(self.liar.url, self.block.header), "fetching")
+        self.ours.relay.announced(self.honest.url, self.block.header)
+        self.assertEqual(self.ours.tip(), self.block.hash)
+        self.assertEqual(self.ours.relay.fetching, {})
+
+    def test_too_many_transactions_are_malformed(self):
+        """An answer holding more transactions than were asked for is malformed: the liar is penalised and
+        the block comes from the honest announcer."""
+        self.fetch_with(list(self.block.transactions[1:]) + payments(4)[3:])
+        self.assertGreater(self.ours.discovery.table.get(self.liar.url).score, 0)
+        self.assertEqual(self.liar.count(f"/block/{self.block.hash.hex()}"), 0)
+
+    def test_too_few_reordered_or_wrong_transactions_fall_back_to_the_whole_block(self):
+        """Too few, reordered or wrong transactions do not fit the block: the whole block is asked of the same
+        peer; another block in answer is malformed, and the block comes from the honest announcer."""
+        txs = list(self.block.transactions[1:])
+        for answer in (txs[:2], [txs[1], txs[0], txs[2]], payments(6)[3:]):
+            self.build()
+            self.fetch_with(answer)
+            self.assertEqual(self.liar.count(f"/block/{self.block.hash.hex()}"), 1)
+            self.assertGreater(self.ours.discovery.table.get(self.liar.url).score, 0)
+
+    def test_answers_are_read_up_to_what_a_block_can_hold(self):
+        """Every answer relay reads (compact form, transactions, whole block) is capped near the block size
+        limit as JSON, not at tens of megabytes: a peer cannot make the node buffer more per request."""
+        self.ours.relay.client = recording = RecordingClient(self.ours.relay.client)
+        self.fetch_with(b"\xff" * 4_000_000)
+        tx = payments(5)[4]
+        settled(self.honest.node.submit_tx(tx))
+        self.ours.relay.announced_txs(self.honest.url, [tx.tx_id])
+        self.assertIn(tx.tx_id, self.ours.node.mempool)
+        caps = dict(recording.caps)
+        self.assertEqual(set(caps) >= {f"/compact/{self.block.hash.hex()}", "/block_txs", "/txs"}, True)
+        for path, cap in recording.caps:
+            self.assertIsNotNone(cap, path)
+            self.assertLessEqual(cap, 3 * REGTEST.max_block_size + 10_000, path)
