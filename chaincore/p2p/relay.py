@@ -49,7 +49,8 @@ MAX_EXCUSED = 1024            # peers remembered as having relayed a block that 
 TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
 MAX_TX_BATCH = 1000
-BLOCK_MAX_BYTES = 64_000_000
+ANSWER_ENVELOPE_BYTES = 4_096  # an answer's keys and counters around its items
+REPLY_MAX_BYTES = 64_000      # the most read of the answer to an announcement or a whole item posted (a status)
 MAX_OTHER_SOURCES = 8         # peers remembered as also announcing a block being fetched
 MAX_FETCHES = 8               # blocks fetched at once from announcers that are not outbound peers (a few of
                               # the client's 32 requests at once: strangers cannot take all of them)
@@ -247,7 +248,7 @@ class Relay:
             if peer in self.json_only:
                 sends.append(self._announce_json(peer, block, peer in pushed_to))
                 continue
-            d = self.client.post_binary(peer, "/announce", body, headers=sent_to)
+            d = self.client.post_binary(peer, "/announce", body, headers=sent_to, max_bytes=REPLY_MAX_BYTES)
             d.addCallback(self._announced, peer, lambda peer=peer: self._post_block(peer, block),
                           lambda peer=peer: self._announce_json(peer, block, peer in pushed_to))
             d.addErrback(self._failed, peer)
@@ -271,13 +272,14 @@ class Relay:
         if push:
             body["compact"] = compact_to_json(block)
             del body["compact"]["header"]  # the announcement carries it once, as "block"
-        d = self.client.post_json(peer, "/announce", body)
+        d = self.client.post_json(peer, "/announce", body, max_bytes=REPLY_MAX_BYTES)
         d.addCallback(self._announced, peer, lambda: self._post_block(peer, block))
         return d.addErrback(self._failed, peer)
 
     def _post_block(self, peer, block):
         self.counts.legacy_sends += 1
-        d = self.client.post_json(peer, "/submit_block", {"block": jsonview.block_to_json(block)})
+        d = self.client.post_json(peer, "/submit_block", {"block": jsonview.block_to_json(block)},
+                                  max_bytes=REPLY_MAX_BYTES)
         return d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, "/submit_block"), errbackArgs=(peer,))
 
     def flush_txs(self):
@@ -298,9 +300,10 @@ class Relay:
     def _announce_txs(self, peer, batch, binary: bool):
         """Announce batch of ids to peer: 32-byte ids concatenated, or JSON hex to a peer that takes only JSON."""
         if binary:
-            d = self.client.post_binary(peer, "/announce_txs", b"".join(batch))
+            d = self.client.post_binary(peer, "/announce_txs", b"".join(batch), max_bytes=REPLY_MAX_BYTES)
         else:
-            d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]})
+            d = self.client.post_json(peer, "/announce_txs", {"tx_ids": [i.hex() for i in batch]},
+                                      max_bytes=REPLY_MAX_BYTES)
         d.addCallback(self._announced, peer, lambda: self._post_txs(peer, batch),
                       (lambda: self._announce_txs(peer, batch, binary=False)) if binary else None)
         return d.addErrback(self._failed, peer)
@@ -312,7 +315,8 @@ class Relay:
             if tx is None:
                 continue  # mined or evicted meanwhile
             self.counts.legacy_sends += 1
-            d = self.client.post_json(peer, "/add_transaction", {"transaction": jsonview.tx_to_json(tx)})
+            d = self.client.post_json(peer, "/add_transaction", {"transaction": jsonview.tx_to_json(tx)},
+                                      max_bytes=REPLY_MAX_BYTES)
             sends.append(d.addCallbacks(self._answered, self._failed, callbackArgs=(peer, "/add_transaction"),
                                         errbackArgs=(peer,)))
         return sends
@@ -352,7 +356,7 @@ class Relay:
                 del self._told[peer]  # said again at the next block it delivers first
             log.debug("{peer} did not take our compact-push choice: {why}", peer=peer, why=why)
 
-        d = self.client.post_binary(peer, "/send_compact", b"\x01" if want else b"\x00")
+        d = self.client.post_binary(peer, "/send_compact", b"\x01" if want else b"\x00", max_bytes=REPLY_MAX_BYTES)
         d.addCallback(lambda result: unsaid(f"answered {result[0]}") if result[0] >= 300 else None)
         return d.addErrback(lambda failure: unsaid(failure.getErrorMessage()))
 
@@ -529,8 +533,9 @@ class Relay:
         """Get the announced block from peer (compact, missing transactions, or whole) and submit it."""
         block_hash = header.hash.hex()
         params = self.node.params
+        cap = answer_max_bytes(params.max_block_size)
         if compact is None:
-            code, answer = await self.client.get_binary(peer, f"/compact/{block_hash}")
+            code, answer = await self.client.get_binary(peer, f"/compact/{block_hash}", max_bytes=cap)
             if code != 200:
                 raise PeerUnreachable(f"{peer} answered /compact with {code}")
             if isinstance(answer, BinaryAnswer):
@@ -552,7 +557,7 @@ class Relay:
             if rebuilt.missing:
                 code, answer = await self.client.post_json(
                     peer, "/block_txs", {"block_hash": block_hash, "indexes": list(rebuilt.missing)},
-                    max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
+                    max_bytes=cap, binary_answer=True)
                 if code != 200:
                     raise PeerUnreachable(f"{peer} answered /block_txs with {code}")
                 if self._stops(header.hash, ticket):
@@ -564,7 +569,7 @@ class Relay:
             self.counts.full_fallbacks += 1
             log.debug("compact block {hash} did not fit: fetching it whole from {peer}", hash=block_hash[:16],
                       peer=peer)
-            code, answer = await self.client.get_binary(peer, f"/block/{block_hash}", max_bytes=BLOCK_MAX_BYTES)
+            code, answer = await self.client.get_binary(peer, f"/block/{block_hash}", max_bytes=cap)
             if code != 200:
                 raise PeerUnreachable(f"{peer} answered /block with {code}")
             if self._stops(header.hash, ticket):
@@ -653,15 +658,15 @@ class Relay:
         return len(wanted)
 
     async def _fetch_txs(self, peer, tx_ids):
-        code, answer = None, None
+        code, answer, cap = None, None, answer_max_bytes(self.node.params.max_block_size)
         if peer not in self.json_only:
-            code, answer = await self.client.post_binary(peer, "/txs", b"".join(tx_ids), max_bytes=BLOCK_MAX_BYTES,
+            code, answer = await self.client.post_binary(peer, "/txs", b"".join(tx_ids), max_bytes=cap,
                                                          binary_answer=True)
             if _refuses_bytes(code, answer):
                 self.json_only.add(peer)
         if peer in self.json_only:
             code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
-                                                       max_bytes=BLOCK_MAX_BYTES, binary_answer=True)
+                                                       max_bytes=cap, binary_answer=True)
         if code != 200:
             raise PeerUnreachable(f"{peer} answered /txs with {code}")
         accepted = 0
@@ -673,6 +678,13 @@ class Relay:
             accepted += result.status == "accepted"
         return accepted
 
+
+
+def answer_max_bytes(max_block_size: int) -> int:
+    """The most bytes read of a peer's answer to relay (a compact form, a block's transactions, a whole block,
+    transactions by id): a block of the size limit as JSON (about 2.5 times its bytes) and the envelope, so a
+    peer cannot make the node buffer more per request than a real answer takes."""
+    return 3 * max_block_size + ANSWER_ENVELOPE_BYTES
 
 
 def _refuses_bytes(status: int, answer) -> bool:
