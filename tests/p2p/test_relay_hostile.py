@@ -228,3 +228,61 @@ class AnswerTests(SyncTestCase):
         for path, cap in recording.caps:
             self.assertIsNotNone(cap, path)
             self.assertLessEqual(cap, 3 * REGTEST.max_block_size + 10_000, path)
+
+
+class TxAnnouncementTests(SyncTestCase):
+    """Transaction ids announced by peers that flood them, cannot serve them or serve something else."""
+
+    def setUp(self):
+        super().setUp()
+        self.liar = self.network.add(NodePeer(url(5001), self.clock, funded_chain(), network=self.network))
+        self.honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain(), network=self.network))
+        self.ours = self.me(funded_chain(), self.liar, self.honest)
+        self.tx = payments(1)[0]
+        settled(self.honest.node.submit_tx(self.tx))
+
+    def test_an_id_its_announcer_does_not_serve_is_asked_of_the_next_announcer_at_once(self):
+        """The first announcer answers /txs without the transaction: the peer that announced it meanwhile is
+        asked at once, not ignored for TX_ASKED_S (and then never asked)."""
+        self.liar.held.add("/txs")
+        self.assertEqual(self.ours.relay.announced_txs(self.liar.url, [self.tx.tx_id]), 1)
+        self.assertEqual(self.ours.relay.announced_txs(self.honest.url, [self.tx.tx_id]), 0)
+        self.assertEqual(self.liar.release(), 1)  # its mempool lacks it: an empty list
+        self.network.flush()
+        self.assertIn(self.tx.tx_id, self.ours.node.mempool)
+
+    def test_an_id_whose_announcer_never_answers_is_asked_of_the_next_after_the_timeout(self):
+        """The first announcer never answers /txs: the next announcer is asked once the request times out."""
+        self.liar.stalled.add("/txs")
+        self.ours.relay.announced_txs(self.liar.url, [self.tx.tx_id])
+        self.ours.relay.announced_txs(self.honest.url, [self.tx.tx_id])
+        self.clock.advance(6)
+        self.assertIn(self.tx.tx_id, self.ours.node.mempool)
+
+    def test_transactions_not_asked_for_are_not_taken(self):
+        """A /txs answer holding a transaction other than those asked is refused whole and counted against
+        the peer; the transaction asked for then comes from the next announcer."""
+        other = payments(2)[1]
+        self.liar.canned["/txs"] = lambda request: (200, wire.frame_list([other.raw]))
+        self.ours.relay.announced_txs(self.liar.url, [self.tx.tx_id])
+        self.assertNotIn(other.tx_id, self.ours.node.mempool)
+        self.assertGreater(self.ours.discovery.table.get(self.liar.url).score, 0)
+        self.ours.relay.announced_txs(self.honest.url, [self.tx.tx_id])
+        self.assertIn(self.tx.tx_id, self.ours.node.mempool)
+
+    def test_floods_of_ids_are_bounded(self):
+        """A peer announcing 100,000 distinct ids it never serves has a bounded number asked of it at once,
+        in one request, and ids repeated in an announcement are asked once; ids under many claimed URLs stay
+        bounded in all."""
+        self.liar.stalled.add("/txs")
+        for batch in range(20):
+            ids = [(batch * 5000 + i).to_bytes(32, "big") for i in range(5000)]
+            self.ours.relay.announced_txs(self.liar.url, ids)
+        self.assertLessEqual(len(self.ours.relay._asked), relay.MAX_TX_IN_FLIGHT_PER_PEER)
+        self.assertEqual(self.liar.count("/txs", "POST"), 1)
+        self.clock.advance(6)
+        self.assertEqual(self.ours.relay.announced_txs(self.honest.url, [b"\x42" * 32] * 5000), 1)
+        for port in range(6000, 6100):
+            ids = [(port * 5000 + i).to_bytes(32, "big") for i in range(5000)]
+            self.ours.relay.announced_txs(url(port), ids)  # nobody there: each fetch fails at once
+        self.assertLessEqual(len(self.ours.relay._asked), relay.MAX_ASKED)
