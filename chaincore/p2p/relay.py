@@ -47,7 +47,11 @@ PUSH_FROM = 2                 # peers asked to push compact forms here: those th
 MAX_PUSH_TO = 128             # peers whose wish for pushed compact forms is kept
 MAX_EXCUSED = 1024            # peers remembered as having relayed a block that broke a coin rule
 TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
-TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon
+TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon (unless the
+                              # answer lacked it: then the next peer that announced it is asked at once)
+MAX_TX_IN_FLIGHT_PER_PEER = 5000  # ids asked of one peer and not yet answered (one announcement's worth)
+MAX_ASKED = 50_000            # ids remembered as asked, in all (past it the oldest are forgotten)
+MAX_TX_SOURCES = 4            # peers remembered as also announcing a transaction being asked for
 MAX_TX_BATCH = 1000
 ANSWER_ENVELOPE_BYTES = 4_096  # an answer's keys and counters around its items
 REPLY_MAX_BYTES = 64_000      # the most read of the answer to an announcement or a whole item posted (a status)
@@ -128,6 +132,25 @@ class _Fetch:
                 yield peer
 
 
+class _Asked:
+    """A transaction asked of a peer: when, of whom, whether its answer came (and held it), and the peers that
+    announced it meanwhile (asked next if the answer lacks it)."""
+
+    __slots__ = ("when", "peer", "others", "answered", "served")
+
+    def __init__(self, when: float, peer: str):
+        self.when, self.peer, self.others = when, peer, None
+        self.answered = self.served = False
+
+    def add_source(self, peer: str) -> None:
+        if peer == self.peer:
+            return
+        if self.others is None:
+            self.others = []
+        if peer not in self.others and len(self.others) < MAX_TX_SOURCES:
+            self.others.append(peer)
+
+
 class Relay:
     """Announces the node's new blocks and transactions, and fetches what its peers announce."""
 
@@ -155,7 +178,8 @@ class Relay:
         self._excused = {}                # peer -> the height of the last block of it refused by a coin rule
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
-        self._asked = OrderedDict()       # tx_id -> when it was asked of a peer
+        self._asked = OrderedDict()       # tx_id -> _Asked: when, of whom, who announced it too
+        self._tx_in_flight = {}           # peer -> how many ids asked of it are not answered yet
         self.sent = 0  # the wiring subscribes on_block, on_tx and on_caught_up
 
     def stop(self) -> None:
@@ -639,25 +663,77 @@ class Relay:
         return None
 
     def announced_txs(self, peer: str, tx_ids: list) -> int:
-        """peer announced transactions by id: fetch those we lack and did not just ask for; how many."""
+        """peer announced transactions by id: fetch those we lack and did not just ask for; how many.  At most
+        MAX_TX_IN_FLIGHT_PER_PEER are asked of a peer at once (the rest wait for another announcement); an id
+        asked of another peer that has not answered remembers this one, to ask if that answer lacks it."""
         now = self.clock.seconds()
-        while self._asked and next(iter(self._asked.values())) < now - TX_ASKED_S:
+        while self._asked and next(iter(self._asked.values())).when < now - TX_ASKED_S:
             self._asked.popitem(last=False)
+        room = MAX_TX_IN_FLIGHT_PER_PEER - self._tx_in_flight.get(peer, 0)
         wanted = []
         for tx_id in tx_ids:
             self.known.add(peer, tx_id)
-            if tx_id in self.node.mempool or tx_id in self._asked or self.node.store.tx_location(tx_id) is not None:
+            asked = self._asked.get(tx_id)
+            if asked is not None and not asked.answered:
+                asked.add_source(peer)  # asked of another: this one is asked if that answer lacks it
                 continue
-            self._asked[tx_id] = now
+            if asked is not None and (asked.served or asked.peer == peer):
+                continue  # served lately (and refused, or we would hold it), or this peer lacked it lately
+            if room <= 0 or tx_id in self.node.mempool or self.node.store.tx_location(tx_id) is not None:
+                continue
+            self._asked[tx_id] = _Asked(now, peer)
+            self._asked.move_to_end(tx_id)
             wanted.append(tx_id)
+            room -= 1
+        while len(self._asked) > MAX_ASKED:  # many peers flooding at once: a forgotten id may be asked twice
+            self._asked.popitem(last=False)
         if self.on_heard is not None:
             self.on_heard(peer)
         if wanted:
-            d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, wanted))
-            d.addErrback(self._log_fetch_failure, peer)
+            self._ask_txs(peer, wanted)
         return len(wanted)
 
+    def _ask_txs(self, peer, tx_ids) -> None:
+        self._tx_in_flight[peer] = self._tx_in_flight.get(peer, 0) + len(tx_ids)
+        d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, tx_ids))
+        d.addErrback(self._txs_failed, peer)
+        d.addCallback(self._txs_answered, peer, tx_ids)
+
+    def _txs_failed(self, failure, peer) -> set:
+        self._log_fetch_failure(failure, peer)
+        return set()  # nothing delivered: each id is asked of its next announcer
+
+    def _txs_answered(self, delivered, peer, tx_ids) -> None:
+        """The answer of peer to tx_ids came (delivered: the ids it held) or failed (none): each id it lacked
+        is asked at once of the next peer that announced it, or of the next to announce it (not of peer again
+        within TX_ASKED_S)."""
+        left = self._tx_in_flight.get(peer, 0) - len(tx_ids)
+        if left > 0:
+            self._tx_in_flight[peer] = left
+        else:
+            self._tx_in_flight.pop(peer, None)
+        now, again = self.clock.seconds(), {}
+        for tx_id in tx_ids:
+            asked = self._asked.get(tx_id)
+            if asked is None or asked.peer != peer or asked.answered:
+                continue
+            asked.answered, asked.served = True, tx_id in delivered
+            if asked.served:
+                continue
+            for other in asked.others or ():
+                if self._tx_in_flight.get(other, 0) + len(again.get(other, ())) < MAX_TX_IN_FLIGHT_PER_PEER:
+                    retry = self._asked[tx_id] = _Asked(now, other)
+                    self._asked.move_to_end(tx_id)
+                    retry.others = [p for p in asked.others if p != other] or None
+                    again.setdefault(other, []).append(tx_id)
+                    break
+        for other, ids in again.items():
+            log.debug("asking {peer} for {n} transactions another announcer did not serve", peer=other, n=len(ids))
+            self._ask_txs(other, ids)
+
     async def _fetch_txs(self, peer, tx_ids):
+        """Ask peer for tx_ids and submit what it serves; the ids it served.  An answer holding a transaction
+        not asked for is Malformed, and none of it is taken."""
         code, answer, cap = None, None, answer_max_bytes(self.node.params.max_block_size)
         if peer not in self.json_only:
             code, answer = await self.client.post_binary(peer, "/txs", b"".join(tx_ids), max_bytes=cap,
@@ -669,15 +745,24 @@ class Relay:
                                                        max_bytes=cap, binary_answer=True)
         if code != 200:
             raise PeerUnreachable(f"{peer} answered /txs with {code}")
-        accepted = 0
-        for tx in self._txs_of(answer, len(tx_ids)):
+        txs = self._txs_of(answer, len(tx_ids))
+        asked = set(tx_ids)
+        unasked = [tx for tx in txs if tx.tx_id not in asked]
+        if unasked:
+            raise Malformed(f"{peer} answered /txs with {len(unasked)} transactions not asked for, such as "
+                            f"{unasked[0].tx_id.hex()[:16]}")
+        delivered = set()
+        for tx in txs:
+            if tx.tx_id in delivered:
+                continue
+            delivered.add(tx.tx_id)
             try:
-                result = await self.node.submit_tx(tx, source=peer)
+                await self.node.submit_tx(tx, source=peer)
+            except Invalid as err:
+                self.discovery.report_misbehaviour(peer, err)  # by the rule's code: none for a conflict
             except Refused:
                 continue  # conflicts and missing parents are normal between two mempools
-            accepted += result.status == "accepted"
-        return accepted
-
+        return delivered
 
 
 def answer_max_bytes(max_block_size: int) -> int:
