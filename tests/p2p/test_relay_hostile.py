@@ -287,3 +287,22 @@ class TxAnnouncementTests(SyncTestCase):
             ids = [(port * 5000 + i).to_bytes(32, "big") for i in range(5000)]
             self.ours.relay.announced_txs(url(port), ids)
         self.assertLessEqual(len(self.ours.relay._asked), relay.MAX_ASKED)
+
+
+class ClaimedPeerFloodTests(SyncTestCase):
+    """What announcements under thousands of claimed peer URLs leave behind in relay's and sync's maps."""
+
+    def test_per_peer_records_stay_bounded_and_keep_the_relay_peers(self):
+        """Announcements of a block and of transaction ids from 3,000 claimed URLs leave a bounded number of
+        per-peer records (known items, poll schedules), and the records of our relay peers are kept."""
+        block = make_block(funded_chain()[-1], pay_to=BOB)
+        peer = self.network.add(NodePeer(url(5001), self.clock, funded_chain(), network=self.network))
+        ours = self.me(funded_chain(), peer)
+        ours.relay.known.add(peer.url, block.hash)
+        settled(ours.node.submit_block(block))
+        for port in range(10000, 13000):
+            ours.relay.announced(url(port), block.header)
+            ours.relay.announced_txs(url(port), [port.to_bytes(32, "big")])  # nobody there: asked, failed
+        self.assertLessEqual(len(ours.relay.known._by_peer), relay.MAX_KNOWN_PEERS)
+        self.assertTrue(ours.relay.known.has(peer.url, block.hash))
+        self.assertLessEqual(len(ours.sync.poll._next), 10)
