@@ -42,6 +42,7 @@ from .client import BinaryAnswer
 log = logger("chaincore.p2p.relay")
 
 KNOWN_PER_PEER = 5000
+MAX_KNOWN_PEERS = 64          # peers whose known items are kept (the relay peers are at most 8 + 32)
 COMPACT_PUSH = 8              # at most this many of the peers that asked get a relayed block's compact form
 PUSH_FROM = 2                 # peers asked to push compact forms here: those that last delivered a block first
 MAX_PUSH_TO = 128             # peers whose wish for pushed compact forms is kept
@@ -65,14 +66,25 @@ _TRY_ANOTHER = object()       # a fetch failed for want of a good answer: anothe
 
 
 class KnownItems:
-    """A bounded record of which peer is known to have which item hash."""
+    """A bounded record of which peer is known to have which item hash: at most `bound` items a peer, for at
+    most `max_peers` peers.  Past that, the peer added to least lately is forgotten, those `keep()` names
+    (the relay peers, whom announcements go to) last, so announcements under many claimed URLs neither grow
+    the record nor push our peers' out."""
 
-    def __init__(self, bound: int = KNOWN_PER_PEER):
+    def __init__(self, bound: int = KNOWN_PER_PEER, max_peers: int = MAX_KNOWN_PEERS, keep=None):
         self._bound = bound
-        self._by_peer = {}
+        self._max_peers = max_peers
+        self._keep = keep
+        self._by_peer = OrderedDict()
 
     def add(self, peer: str, item: bytes) -> None:
-        known = self._by_peer.setdefault(peer, OrderedDict())
+        known = self._by_peer.get(peer)
+        if known is None:
+            if len(self._by_peer) >= self._max_peers:
+                self._make_room()
+            known = self._by_peer[peer] = OrderedDict()
+        else:
+            self._by_peer.move_to_end(peer)
         known[item] = None
         known.move_to_end(item)
         while len(known) > self._bound:
@@ -83,6 +95,11 @@ class KnownItems:
 
     def forget(self, peer: str) -> None:
         self._by_peer.pop(peer, None)
+
+    def _make_room(self) -> None:
+        kept = set(self._keep()) if self._keep is not None else ()
+        victim = next((p for p in self._by_peer if p not in kept), None)
+        self._by_peer.pop(victim if victim is not None else next(iter(self._by_peer)))
 
 
 class RelayCounts:
@@ -168,7 +185,7 @@ class Relay:
         self._told = {}                   # peer -> whether we last asked it to push (absent: nothing said)
         self.origin_push_all = origin_push_all  # a block made or first submitted here: every peer gets its form
         self.on_heard = on_heard          # f(url): a peer told us news (sync polls it less)
-        self.known = KnownItems()
+        self.known = KnownItems(keep=discovery.relay_peers)
         self.counts = RelayCounts()
         self.legacy = set()               # peers that answered 404 to /announce: they get whole items
         self.json_only = set()            # peers that refused a binary announcement: they get JSON ones
@@ -388,6 +405,7 @@ class Relay:
         """peer is gone: what it asked of us and what we asked of it start again if it comes back."""
         self.known.forget(peer)
         self.legacy.discard(peer)  # it may come back upgraded: it is asked with announcements again
+        self.json_only.discard(peer)
         self.push_to.discard(peer)
         self._told.pop(peer, None)
         if peer in self._first:
@@ -416,8 +434,7 @@ class Relay:
             # active and its tip is polled at the next round, and that poll reports it if it really is gone
             log.info("relay to {peer} got no answer in time: {err}; its tip is polled next round", peer=peer,
                      err=failure.value)
-            if self.sync is not None:
-                self.sync.poll.retry(peer)
+            self._poll_soon(peer)
         elif failure.check(PeerUnreachable):  # refused, or nobody there: it is gone until discovery finds it
             self.discovery.report_failure(peer, str(failure.value))
         elif failure.check(Invalid):
@@ -445,8 +462,7 @@ class Relay:
                     self._heard_sent_to.popitem(last=False)
         log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,
                   what="header" if compact is None else "compact form")
-        if self.on_heard is not None:
-            self.on_heard(peer)
+        self._heard(peer)
         if self.node.chain.has_block(header.hash):
             return "known"
         fetch = self.fetching.get(header.hash)
@@ -501,8 +517,15 @@ class Relay:
         d.addBoth(self._fetched, header.hash, ticket, peer)
 
     def _poll_soon(self, peer) -> None:
-        if self.sync is not None:
+        """Have peer's tip polled at the next round: only for a peer of the table (sync polls no other, and a
+        claimed URL must not leave a poll schedule behind)."""
+        if self.sync is not None and self.discovery.table.get(peer) is not None:
             self.sync.poll.retry(peer)
+
+    def _heard(self, peer) -> None:
+        """peer told us news: its polls may wait (for a peer of the table only, as _poll_soon)."""
+        if self.on_heard is not None and self.discovery.table.get(peer) is not None:
+            self.on_heard(peer)
 
     def _overdue(self, block_hash, ticket):
         """The owner of a fetch has not reached the block's check in FETCH_DEADLINE_S (an announcer answering
@@ -633,10 +656,10 @@ class Relay:
         return _TRY_ANOTHER if another else None
 
     def _log_fetch_failure(self, failure, peer, height=None):
-        if self.sync is not None and not failure.check(Invalid, defer.CancelledError):
+        if not failure.check(Invalid, defer.CancelledError):
             # we still lack a block it has (a lost answer, a busy peer): its tip is polled at the next
             # round, and a catch-up gets the block, instead of waiting for the poll's backoff
-            self.sync.poll.retry(peer)
+            self._poll_soon(peer)
         if failure.check(PeerUnreachable):
             # it just talked to us: one lost or refused answer does not make it gone (the poll that
             # follows reports it if it is); dropping it would leave us behind until discovery finds it again
@@ -687,8 +710,7 @@ class Relay:
             room -= 1
         while len(self._asked) > MAX_ASKED:  # many peers flooding at once: a forgotten id may be asked twice
             self._asked.popitem(last=False)
-        if self.on_heard is not None:
-            self.on_heard(peer)
+        self._heard(peer)
         if wanted:
             self._ask_txs(peer, wanted)
         return len(wanted)
@@ -735,12 +757,14 @@ class Relay:
         """Ask peer for tx_ids and submit what it serves; the ids it served.  An answer holding a transaction
         not asked for is Malformed, and none of it is taken."""
         code, answer, cap = None, None, answer_max_bytes(self.node.params.max_block_size)
-        if peer not in self.json_only:
+        json_only = peer in self.json_only
+        if not json_only:
             code, answer = await self.client.post_binary(peer, "/txs", b"".join(tx_ids), max_bytes=cap,
                                                          binary_answer=True)
-            if _refuses_bytes(code, answer):
+            json_only = _refuses_bytes(code, answer)
+            if json_only and self.discovery.table.get(peer) is not None:  # remembered for peers of the table
                 self.json_only.add(peer)
-        if peer in self.json_only:
+        if json_only:
             code, answer = await self.client.post_json(peer, "/txs", {"tx_ids": [i.hex() for i in tx_ids]},
                                                        max_bytes=cap, binary_answer=True)
         if code != 200:
