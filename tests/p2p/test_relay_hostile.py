@@ -306,3 +306,33 @@ class ClaimedPeerFloodTests(SyncTestCase):
         self.assertLessEqual(len(ours.relay.known._by_peer), relay.MAX_KNOWN_PEERS)
         self.assertTrue(ours.relay.known.has(peer.url, block.hash))
         self.assertLessEqual(len(ours.sync.poll._next), 10)
+
+
+class SentToTests(SyncTestCase):
+    def test_an_inbound_peer_naming_every_peer_does_not_stop_our_relay_to_the_peers_we_chose(self):
+        """Any host that answers /status becomes an inbound relay peer by announcing to us; one that then names
+        all our peers in X-ChainCore-Sent-To does not keep its blocks from the outbound peers we chose, nor
+        has its names passed on."""
+        chain = funded_chain()
+        a, b = self.peer(5001, chain), self.peer(5002, chain)
+        ours = self.me(chain, a, b)
+        ours.discovery.degree = 2  # a and b are the peers we chose
+        stranger = self.network.add(NodePeer(url(5003), self.clock, chain, network=self.network))
+        first = make_block(chain[-1], pay_to=BOB)
+        code, _ = self.successResultOf(stranger.client.post_binary(ME, "/announce",
+                                                                  compact_blocks.compact_to_bytes(first)))
+        self.assertEqual(code, 204)
+        self.successResultOf(ours.discovery.run_once())  # the hint is probed: the stranger is now active
+        self.assertIn(stranger.url, ours.discovery.relay_peers())
+        self.assertNotIn(stranger.url, ours.discovery.outbound_peers())
+        hint = ",".join(compact_blocks.peer_tag(u) for u in (a.url, b.url, url(5009))).encode()
+        second = make_block(first, pay_to=BOB)
+        for peer in (a, b):
+            peer.posted.clear()
+        code, _ = self.successResultOf(stranger.client.post_binary(
+            ME, "/announce", compact_blocks.compact_to_bytes(second), headers={b"X-ChainCore-Sent-To": [hint]}))
+        self.assertEqual((code, ours.tip()), (204, second.hash))
+        for peer in (a, b):
+            sent = [body for path, body in peer.posted if path == "/announce"]
+            self.assertEqual(len(sent), 1, peer.url)
+        self.assertNotIn(second.hash, ours.relay._heard_sent_to)
