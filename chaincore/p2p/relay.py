@@ -449,17 +449,8 @@ class Relay:
         """peer announced a block: "known" if we hold it or fetch it already, else start fetching it.  sent_to
         are the tags (peer_tag) of the peers it announced the block to as well: we need not announce it there."""
         self.known.add(peer, header.hash)
-        relay_peers = self.discovery.relay_peers() if sent_to else ()
-        if sent_to and peer in relay_peers:
-            # a hint that stops us announcing: taken only from a peer we relay with, never from a stranger,
-            # who could otherwise name all our peers and keep every block we hear of from them
-            for other in relay_peers:
-                if peer_tag(other) in sent_to:
-                    self.known.add(other, header.hash)
-            if header.hash not in self._heard_sent_to:  # named on when we relay it (the first hint only)
-                self._heard_sent_to[header.hash] = sent_to
-                while len(self._heard_sent_to) > HEARD_SENT_TO_BLOCKS:
-                    self._heard_sent_to.popitem(last=False)
+        if sent_to:
+            self._take_hint(peer, header.hash, sent_to)
         log.debug("announcement of block {hash} from {peer}: {what}", hash=header.hash.hex()[:16], peer=peer,
                   what="header" if compact is None else "compact form")
         self._heard(peer)
@@ -500,6 +491,28 @@ class Relay:
         fetch = self.fetching[header.hash] = _Fetch(header)
         self._start_fetch(peer, fetch, compact)
         return "fetching"
+
+    def _take_hint(self, peer, block_hash, sent_to) -> None:
+        """A hint that stops us announcing block_hash to the peers it names.  Taken only from a relay peer,
+        never from a stranger, who could otherwise name all our peers and keep every block we hear of from
+        them; and since any host that answers /status becomes an inbound peer by contacting us, a hint from
+        one spares only inbound peers, never the outbound peers we chose, and is not named on: only a peer
+        we chose can keep a block from those."""
+        outbound = self.discovery.outbound_peers()
+        if peer in outbound:
+            spared = self.discovery.relay_peers()
+            if block_hash not in self._heard_sent_to:  # named on when we relay it (the first hint only)
+                self._heard_sent_to[block_hash] = sent_to
+                while len(self._heard_sent_to) > HEARD_SENT_TO_BLOCKS:
+                    self._heard_sent_to.popitem(last=False)
+        else:
+            inbound = self.discovery.inbound_peers()
+            if peer not in inbound:
+                return
+            spared = [p for p in inbound if p not in outbound]
+        for other in spared:
+            if peer_tag(other) in sent_to:
+                self.known.add(other, block_hash)
 
     def _may_fetch_from(self, peer) -> bool:
         return self._running.get(peer, 0) < MAX_FETCHES_PER_PEER
