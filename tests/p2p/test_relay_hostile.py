@@ -336,3 +336,47 @@ class SentToTests(SyncTestCase):
             sent = [body for path, body in peer.posted if path == "/announce"]
             self.assertEqual(len(sent), 1, peer.url)
         self.assertNotIn(second.hash, ours.relay._heard_sent_to)
+
+
+class EarlyRelayFloodTests(SyncTestCase):
+    def test_bad_coin_blocks_at_one_height_are_checked_once_penalised_after_the_excuse_and_spare_the_honest_one(
+            self):
+        """A peer pushes five blocks at one height, each with valid proof of work and a coin that does not exist:
+        the first is excused and passed on (once a height), the next ones count against it until it is
+        banned, none is checked twice nor passed on, one it pushes once banned is not even checked, and the
+        honest block at that height is still taken and passed on; the peer we passed the bad block on to
+        holds nothing against us."""
+        chain = funded_chain()
+        parent = chain[-1]
+        good = make_block(parent, payments(1), pay_to=BOB)
+        liar = self.network.add(NodePeer(url(5001), self.clock, chain, network=self.network))
+        honest = self.network.add(NodePeer(url(5002), self.clock, chain, network=self.network))
+        downstream = self.network.add(NodePeer(url(5003), self.clock, chain, network=self.network, seeds=[ME]))
+        ours = self.me(chain, liar, honest, downstream)
+        self.successResultOf(downstream.discovery.run_once())
+        settled(honest.node.submit_block(good))  # found meanwhile (it has no peers to pass it on to)
+        bad = [ghost_block(parent, n) for n in range(6)]
+
+        def push(block):
+            form = compact_blocks.compact_to_bytes(block, range(len(block.transactions)))
+            code, _ = self.successResultOf(liar.client.post_binary(ME, "/announce", form))
+            return code
+
+        self.assertEqual(push(bad[0]), 204)
+        self.assertEqual(ours.discovery.table.get(liar.url).score, 0)  # excused: the first at this height
+        for block in bad[1:5]:
+            push(block)
+            if liar.url not in ours.discovery.active_peers():
+                break
+        self.assertNotIn(liar.url, ours.discovery.active_peers())  # banned
+        checked = [b for b in bad if ours.node.chain.entry(b.hash) is not None]
+        push(bad[5])
+        self.assertIsNone(ours.node.chain.entry(bad[5].hash))  # a banned peer's block is not checked
+        for block in checked:
+            self.assertEqual(ours.relay.announced(honest.url, block.header), "known")  # never checked twice
+        self.assertEqual(ours.relay.announced(honest.url, good.header), "fetching")
+        self.assertEqual(ours.tip(), good.hash)
+        self.assertEqual(downstream.tip(), good.hash)
+        announced = [body["block"]["hash"] for path, body in downstream.posted if path == "/announce"]
+        self.assertEqual(announced, [bad[0].hash.hex(), good.hash.hex()])
+        self.assertEqual(downstream.discovery.table.get(ME).score, 0)
