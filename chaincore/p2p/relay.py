@@ -35,7 +35,7 @@ from ..core import jsonview, wire
 from ..core.compact import (SENT_TO_HEADER, compact_to_bytes, compact_to_json, fill, max_block_txs,
                             max_compact_bytes, parse_compact, parse_compact_bytes, peer_tag, reconstruct,
                             sent_to_value)
-from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from ..core.errors import BlockRuleError, Invalid, Malformed, PeerUnreachable, Refused
 from ..core.rules import COIN_RULES
 from .client import BinaryAnswer
 
@@ -447,7 +447,10 @@ class Relay:
 
     def announced(self, peer: str, header, compact=None, sent_to=()) -> str:
         """peer announced a block: "known" if we hold it or fetch it already, else start fetching it.  sent_to
-        are the tags (peer_tag) of the peers it announced the block to as well: we need not announce it there."""
+        are the tags (peer_tag) of the peers it announced the block to as well: we need not announce it there.
+        A banned peer's announcement is not acted on."""
+        if self._banned(peer):
+            return "known"
         self.known.add(peer, header.hash)
         if sent_to:
             self._take_hint(peer, header.hash, sent_to)
@@ -513,6 +516,12 @@ class Relay:
         for other in spared:
             if peer_tag(other) in sent_to:
                 self.known.add(other, block_hash)
+
+    def _banned(self, peer) -> bool:
+        if self.discovery.table.is_banned(peer, self.clock.seconds()):
+            log.debug("announcement from banned peer {peer} ignored", peer=peer)
+            return True
+        return False
 
     def _may_fetch_from(self, peer) -> bool:
         return self._running.get(peer, 0) < MAX_FETCHES_PER_PEER
@@ -689,7 +698,10 @@ class Relay:
                      "before checking: not held against it, once a height)", peer=peer, err=failure.value)
         elif failure.check(Invalid):
             log.info("block announced by {peer} refused: {err}", peer=peer, err=failure.value)
-            self.discovery.report_misbehaviour(peer, failure.value)
+            # a block breaking a coin rule past its excuse counts as a block breaking a rule: the rule's own
+            # points are a transaction's (none for a missing input, on which two mempools may differ)
+            block_coins = height is not None and failure.check(*COIN_RULES)
+            self.discovery.report_misbehaviour(peer, BlockRuleError.code if block_coins else failure.value)
         elif failure.check(Refused):
             log.info("block announced by {peer} not taken: {err}", peer=peer, err=failure.value)
         elif failure.check(defer.CancelledError):
@@ -702,6 +714,8 @@ class Relay:
         """peer announced transactions by id: fetch those we lack and did not just ask for; how many.  At most
         MAX_TX_IN_FLIGHT_PER_PEER are asked of a peer at once (the rest wait for another announcement); an id
         asked of another peer that has not answered remembers this one, to ask if that answer lacks it."""
+        if self._banned(peer):
+            return 0
         now = self.clock.seconds()
         while self._asked and next(iter(self._asked.values())).when < now - TX_ASKED_S:
             self._asked.popitem(last=False)
