@@ -4,12 +4,14 @@ that the honest block still arrives and is passed on."""
 
 import dataclasses
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from chaincore.core import compact as compact_blocks, wire
 from chaincore.core.errors import MissingInput
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
-from tests.support.api import funded_chain
 from chaincore.p2p import relay
+from tests.support.api import APIClient, assert_error, funded_chain, funded_node
 from tests.support.builders import ALICE, BOB, make_block, signed_tx, solve
 from tests.support.nodes import settled
 
@@ -380,3 +382,33 @@ class EarlyRelayFloodTests(SyncTestCase):
         announced = [body["block"]["hash"] for path, body in downstream.posted if path == "/announce"]
         self.assertEqual(announced, [bad[0].hash.hex(), good.hash.hex()])
         self.assertEqual(downstream.discovery.table.get(ME).score, 0)
+
+
+class ServingTests(SynchronousTestCase):
+    """What the node serves to peers that ask for a block's or the mempool's transactions."""
+
+    def setUp(self):
+        self.txs = payments(2)
+        self.block = make_block(funded_chain()[-1], self.txs, pay_to=BOB)
+        self.service = funded_node(funded_chain() + (self.block,))
+        self.client = APIClient(self, self.service)
+
+    def test_block_txs_refuses_an_index_asked_twice(self):
+        """POST /block_txs asking one index 5,000 times (an answer five times the block) is refused with 400
+        naming the repeat; each index once is served."""
+        answer = self.client.post("/block_txs", {"block_hash": self.block.hash.hex(), "indexes": [1] * 5000},
+                                  headers={"Accept": "application/octet-stream"})
+        self.assertEqual(answer.status, 400, len(answer.body))
+        assert_error(self, answer, 400, "malformed")
+        self.assertIn("indexes[1]", answer.json["error"])
+        answer = self.client.post("/block_txs", {"block_hash": self.block.hash.hex(), "indexes": [2, 1]},
+                                  headers={"Accept": "application/octet-stream"})
+        self.assertEqual(answer.body, wire.frame_list([self.txs[1].raw, self.txs[0].raw]))
+
+    def test_txs_answers_an_id_asked_twice_once(self):
+        """POST /txs asking one mempool transaction 5,000 times answers it once."""
+        tx = payments(3)[2]
+        settled(self.service.node.submit_tx(tx))
+        answer = self.client.request("POST", "/txs", data=tx.tx_id * 5000, content_type="application/octet-stream",
+                                     headers={"Accept": "application/octet-stream"})
+        self.assertEqual((answer.status, len(answer.body)), (200, len(wire.frame_list([tx.raw]))))
