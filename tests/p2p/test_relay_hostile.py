@@ -6,7 +6,7 @@ import dataclasses
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.core import compact as compact_blocks, wire
+from chaincore.core import compact as compact_blocks, encoding, wire
 from chaincore.core.errors import MissingInput
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
@@ -412,3 +412,62 @@ class ServingTests(SynchronousTestCase):
         answer = self.client.request("POST", "/txs", data=tx.tx_id * 5000, content_type="application/octet-stream",
                                      headers={"Accept": "application/octet-stream"})
         self.assertEqual((answer.status, len(answer.body)), (200, len(wire.frame_list([tx.raw]))))
+
+
+class CompactFormTests(SynchronousTestCase):
+    """Compact forms that lie about their slots, announced to the node's POST /announce."""
+
+    def setUp(self):
+        self.service = funded_node()
+        self.client = APIClient(self, self.service)
+        self.block = make_block(funded_chain()[-1], payments(3), pay_to=BOB)
+        self.relay = self.service.peers.relay
+
+    def announce(self, data: bytes):
+        return self.client.request("POST", "/announce", data=data, content_type="application/octet-stream",
+                                   headers={"X-ChainCore-Peer": "http://127.0.0.1:5009"})
+
+    def form(self, ids: list, prefilled: list) -> bytes:
+        """The block's header, the short ids given, then (index, transaction) pairs in the order given."""
+        return b"".join((self.block.header.raw, encoding.compact_size(len(ids)), *ids,
+                         encoding.compact_size(len(prefilled)),
+                         *(encoding.compact_size(i) + encoding.var_bytes(tx.raw) for i, tx in prefilled)))
+
+    def test_prefilled_transactions_in_any_order_fill_their_slots(self):
+        """Prefilled indexes are positions, not offsets: given 3 then 0, they fill slots 3 and 0."""
+        key, txs = compact_blocks.block_key(self.block.hash), self.block.transactions
+        ids = [compact_blocks.short_id(key, tx.tx_id) for tx in txs[1:3]]
+        parsed = compact_blocks.parse_compact_bytes(self.form(ids, [(3, txs[3]), (0, txs[0])]),
+                                                    REGTEST.max_block_size)
+        self.assertEqual((parsed.slots[0], parsed.slots[3]), (txs[0], txs[3]))
+        self.assertEqual(parsed.slots[1:3], tuple(ids))
+
+    def test_lying_slots_are_refused_before_any_fetch(self):
+        """A prefilled index past the block, one given twice, a count of ids or prefilled transactions more
+        than the bytes hold, and a form with no coinbase are each answered 400 and start no fetch."""
+        txs = self.block.transactions
+        key = compact_blocks.block_key(self.block.hash)
+        ids = [compact_blocks.short_id(key, tx.tx_id) for tx in txs[1:]]
+        for body in (self.form(ids, [(4, txs[0])]), self.form(ids[:2], [(0, txs[0]), (0, txs[3])]),
+                     self.block.header.raw + encoding.compact_size(5000) + b"".join(ids),
+                     self.form(ids, [])[:-1] + encoding.compact_size(300) + b"\x00\x01",
+                     self.form(ids, [(1, txs[1])])):
+            assert_error(self, self.announce(body), 400, "malformed")
+        self.assertEqual(self.relay.fetching, {})
+
+    def test_a_json_form_with_no_transactions_is_refused(self):
+        """A JSON compact form with no short ids and nothing prefilled has no coinbase: 400, as in bytes."""
+        body = {"block": compact_blocks.compact_to_json(self.block)["header"],
+                "compact": {"short_ids": "", "prefilled": []}}
+        assert_error(self, self.client.post("/announce", body, headers={"X-ChainCore-Peer": "http://127.0.0.1:5009"}),
+                     400, "malformed")
+        self.assertEqual(self.relay.fetching, {})
+
+    def test_a_form_of_another_block_is_refused(self):
+        """A JSON announcement whose compact form carries another block's header is answered 400."""
+        other = make_block(funded_chain()[-1], payments(1), pay_to=BOB)
+        body = {"block": compact_blocks.compact_to_json(self.block)["header"],
+                "compact": compact_blocks.compact_to_json(other)}
+        assert_error(self, self.client.post("/announce", body, headers={"X-ChainCore-Peer": "http://127.0.0.1:5009"}),
+                     400, "malformed")
+        self.assertEqual(self.relay.fetching, {})
