@@ -216,6 +216,15 @@ class AnswerTests(SyncTestCase):
             self.assertEqual(self.liar.count(f"/block/{self.block.hash.hex()}"), 1)
             self.assertGreater(self.ours.discovery.table.get(self.liar.url).score, 0)
 
+    def test_a_compact_form_of_another_block_is_malformed(self):
+        """The header announced has valid proof of work but GET /compact answers another block's form: the
+        liar is penalised and the block comes from the honest announcer."""
+        other = compact_blocks.compact_to_bytes(funded_chain()[7])
+        self.liar.canned[f"/compact/{self.block.hash.hex()}"] = lambda request: (200, other)
+        self.fetch_with(list(self.block.transactions[1:]))
+        self.assertGreater(self.ours.discovery.table.get(self.liar.url).score, 0)
+        self.assertEqual(self.liar.count("/block_txs", "POST"), 0)
+
     def test_answers_are_read_up_to_what_a_block_can_hold(self):
         """Every answer relay reads (compact form, transactions, whole block) is capped near the block size
         limit as JSON, not at tens of megabytes: a peer cannot make the node buffer more per request."""
