@@ -480,3 +480,19 @@ class CompactFormTests(SynchronousTestCase):
         assert_error(self, self.client.post("/announce", body, headers={"X-ChainCore-Peer": "http://127.0.0.1:5009"}),
                      400, "malformed")
         self.assertEqual(self.relay.fetching, {})
+
+
+class SendCompactFloodTests(SynchronousTestCase):
+    def test_choices_from_many_claimed_peers_stay_bounded(self):
+        """POST /send_compact from 1,000 claimed URLs of one host leaves at most MAX_PUSH_TO wishes and the
+        inbound cap of inbound peers; none of them is pushed to, as none is a relay peer."""
+        service = funded_node()
+        client = APIClient(self, service)
+        for port in range(20000, 21000):
+            answer = client.request("POST", "/send_compact", data=b"\x01", content_type="application/octet-stream",
+                                    headers={"X-ChainCore-Peer": f"http://127.0.0.1:{port}"})
+            self.assertEqual(answer.status, 204)
+        peers = service.peers
+        self.assertLessEqual(len(peers.relay.push_to), relay.MAX_PUSH_TO)
+        self.assertLessEqual(len(peers.discovery._inbound), peers.discovery.max_inbound)
+        self.assertEqual(peers.discovery.relay_peers(), [])
