@@ -496,3 +496,43 @@ class SendCompactFloodTests(SynchronousTestCase):
         self.assertLessEqual(len(peers.relay.push_to), relay.MAX_PUSH_TO)
         self.assertLessEqual(len(peers.discovery._inbound), peers.discovery.max_inbound)
         self.assertEqual(peers.discovery.relay_peers(), [])
+
+
+class TxRequestTests(SyncTestCase):
+    """Requests for transactions by id to one peer: how many at once, and what waits behind them."""
+
+    def setUp(self):
+        super().setUp()
+        self.slow = self.network.add(NodePeer(url(5001), self.clock, funded_chain(), network=self.network))
+        self.honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain(), network=self.network))
+        self.ours = self.me(funded_chain(), self.slow, self.honest)
+
+    def test_ids_announced_one_at_a_time_to_a_stalling_peer_hold_few_requests(self):
+        """A peer announcing 1,000 ids one announcement each and never answering /txs has at most
+        MAX_TX_REQUESTS_PER_PEER requests of ours open (or queued) at once, not one per announcement; an id
+        waiting behind them is asked at once of another peer that announces it."""
+        self.slow.stalled.add("/txs")
+        for n in range(1000):
+            self.ours.relay.announced_txs(self.slow.url, [n.to_bytes(32, "big")])
+        self.assertEqual(self.slow.count("/txs", "POST"), relay.MAX_TX_REQUESTS_PER_PEER)
+        tx = payments(1)[0]
+        settled(self.honest.node.submit_tx(tx))
+        self.ours.relay.announced_txs(self.slow.url, [tx.tx_id])
+        self.ours.relay.announced_txs(self.honest.url, [tx.tx_id])
+        self.assertIn(tx.tx_id, self.ours.node.mempool)
+
+    def test_batches_announced_while_requests_are_open_are_asked_when_they_answer(self):
+        """Ids announced while a peer's requests are open wait and go out together once one answers: nothing
+        an honest peer on a slow link announces is dropped."""
+        txs = payments(6)
+        for tx in txs:
+            settled(self.slow.node.submit_tx(tx))
+        self.slow.held.add("/txs")
+        for tx in txs:
+            self.ours.relay.announced_txs(self.slow.url, [tx.tx_id])
+        self.assertEqual(self.slow.count("/txs", "POST"), relay.MAX_TX_REQUESTS_PER_PEER)
+        self.slow.held.discard("/txs")
+        self.slow.release()
+        self.network.flush()
+        self.assertTrue(all(tx.tx_id in self.ours.node.mempool for tx in txs))
+        self.assertEqual(self.slow.count("/txs", "POST"), relay.MAX_TX_REQUESTS_PER_PEER + 1)
