@@ -50,7 +50,9 @@ MAX_EXCUSED = 1024            # peers remembered as having relayed a block that 
 TX_BATCH_S = 0.05             # transactions accepted within this long go out in one announcement
 TX_ASKED_S = 10.0             # a transaction asked of one peer is not asked of another this soon (unless the
                               # answer lacked it: then the next peer that announced it is asked at once)
-MAX_TX_IN_FLIGHT_PER_PEER = 5000  # ids asked of one peer and not yet answered (one announcement's worth)
+MAX_TX_IN_FLIGHT_PER_PEER = 5000  # ids asked of one peer or waiting to be (one announcement's worth)
+MAX_TX_REQUESTS_PER_PEER = 2  # requests for transactions open to one peer at once (the rest wait and batch)
+MAX_TX_PEERS = 32             # peers with ids asked or waiting at once (past it, only outbound peers get room)
 MAX_ASKED = 50_000            # ids remembered as asked, in all (past it the oldest are forgotten)
 MAX_TX_SOURCES = 4            # peers remembered as also announcing a transaction being asked for
 MAX_TX_BATCH = 1000
@@ -168,6 +170,19 @@ class _Asked:
             self.others.append(peer)
 
 
+class _TxRequests:
+    """The requests for transactions by id open to one peer, the ids they hold, and the ids waiting for one of
+    them to answer (sent together then)."""
+
+    __slots__ = ("open", "asked", "waiting")
+
+    def __init__(self):
+        self.open, self.asked, self.waiting = 0, 0, OrderedDict()
+
+    def load(self) -> int:
+        return self.asked + len(self.waiting)
+
+
 class Relay:
     """Announces the node's new blocks and transactions, and fetches what its peers announce."""
 
@@ -196,7 +211,7 @@ class Relay:
         self._tx_queue = OrderedDict()    # peer -> [tx_id, ...] waiting for the next announcement
         self._tx_call = None
         self._asked = OrderedDict()       # tx_id -> _Asked: when, of whom, who announced it too
-        self._tx_in_flight = {}           # peer -> how many ids asked of it are not answered yet
+        self._tx_peers = {}               # peer -> _TxRequests: its open requests and the ids waiting for them
         self.sent = 0  # the wiring subscribes on_block, on_tx and on_caught_up
 
     def stop(self) -> None:
@@ -711,42 +726,72 @@ class Relay:
         return None
 
     def announced_txs(self, peer: str, tx_ids: list) -> int:
-        """peer announced transactions by id: fetch those we lack and did not just ask for; how many.  At most
-        MAX_TX_IN_FLIGHT_PER_PEER are asked of a peer at once (the rest wait for another announcement); an id
+        """peer announced transactions by id: fetch those we lack and did not just ask for; how many.  A peer
+        has at most MAX_TX_REQUESTS_PER_PEER requests open (ids announced meanwhile wait and go out together)
+        and MAX_TX_IN_FLIGHT_PER_PEER ids asked or waiting (the rest wait for another announcement); an id
         asked of another peer that has not answered remembers this one, to ask if that answer lacks it."""
         if self._banned(peer):
             return 0
         now = self.clock.seconds()
         while self._asked and next(iter(self._asked.values())).when < now - TX_ASKED_S:
             self._asked.popitem(last=False)
-        room = MAX_TX_IN_FLIGHT_PER_PEER - self._tx_in_flight.get(peer, 0)
-        wanted = []
+        state = self._tx_peers.get(peer)
+        room = MAX_TX_IN_FLIGHT_PER_PEER - (state.load() if state is not None else 0)
+        if state is None and len(self._tx_peers) >= MAX_TX_PEERS and peer not in self.discovery.outbound_peers():
+            room = 0  # strangers cannot crowd out the peers we chose: their ids come from another announcer
+        wanted = {}
         for tx_id in tx_ids:
             self.known.add(peer, tx_id)
-            asked = self._asked.get(tx_id)
-            if asked is not None and not asked.answered:
-                asked.add_source(peer)  # asked of another: this one is asked if that answer lacks it
+            if tx_id in wanted or not self._worth_asking(tx_id, peer) or room <= 0 or \
+                    (state is not None and tx_id in state.waiting):
                 continue
-            if asked is not None and (asked.served or asked.peer == peer):
-                continue  # served lately (and refused, or we would hold it), or this peer lacked it lately
-            if room <= 0 or tx_id in self.node.mempool or self.node.store.tx_location(tx_id) is not None:
+            if tx_id in self.node.mempool or self.node.store.tx_location(tx_id) is not None:
                 continue
-            self._asked[tx_id] = _Asked(now, peer)
-            self._asked.move_to_end(tx_id)
-            wanted.append(tx_id)
+            wanted[tx_id] = None
             room -= 1
-        while len(self._asked) > MAX_ASKED:  # many peers flooding at once: a forgotten id may be asked twice
-            self._asked.popitem(last=False)
         self._heard(peer)
         if wanted:
-            self._ask_txs(peer, wanted)
+            state = self._tx_peers.setdefault(peer, _TxRequests())
+            state.waiting.update(wanted)
+            self._send_tx_requests(peer, state)
         return len(wanted)
 
-    def _ask_txs(self, peer, tx_ids) -> None:
-        self._tx_in_flight[peer] = self._tx_in_flight.get(peer, 0) + len(tx_ids)
-        d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, tx_ids))
-        d.addErrback(self._txs_failed, peer)
-        d.addCallback(self._txs_answered, peer, tx_ids)
+    def _worth_asking(self, tx_id, peer) -> bool:
+        """Whether tx_id may be asked of peer now: not asked of another that has not answered (peer is then
+        remembered, to ask if that answer lacks it), not served lately, not lacked by peer lately."""
+        asked = self._asked.get(tx_id)
+        if asked is None:
+            return True
+        if not asked.answered:
+            asked.add_source(peer)
+            return False
+        return not asked.served and asked.peer != peer
+
+    def _send_tx_requests(self, peer, state) -> None:
+        """Ask peer for the ids waiting for it, in batches, while it has fewer than MAX_TX_REQUESTS_PER_PEER
+        requests open; an id asked of another meanwhile is left to that one."""
+        now = self.clock.seconds()
+        while state.open < MAX_TX_REQUESTS_PER_PEER and state.waiting:
+            batch = []
+            while state.waiting and len(batch) < MAX_TX_BATCH:
+                tx_id, _ = state.waiting.popitem(last=False)
+                if not self._worth_asking(tx_id, peer) or tx_id in self.node.mempool:
+                    continue
+                former = self._asked.pop(tx_id, None)
+                asked = self._asked[tx_id] = _Asked(now, peer)
+                if former is not None and former.others:  # lacked by another: the rest stay sources
+                    asked.others = [p for p in former.others if p != peer] or None
+                batch.append(tx_id)
+            if batch:
+                state.open += 1
+                state.asked += len(batch)
+                d = defer.Deferred.fromCoroutine(self._fetch_txs(peer, batch))
+                d.addErrback(self._txs_failed, peer)
+                d.addCallback(self._txs_answered, peer, batch)
+        while len(self._asked) > MAX_ASKED:  # many peers flooding at once: a forgotten id may be asked twice
+            self._asked.popitem(last=False)
+        if not state.open and not state.waiting:
+            self._tx_peers.pop(peer, None)
 
     def _txs_failed(self, failure, peer) -> set:
         self._log_fetch_failure(failure, peer)
@@ -755,13 +800,11 @@ class Relay:
     def _txs_answered(self, delivered, peer, tx_ids) -> None:
         """The answer of peer to tx_ids came (delivered: the ids it held) or failed (none): each id it lacked
         is asked at once of the next peer that announced it, or of the next to announce it (not of peer again
-        within TX_ASKED_S)."""
-        left = self._tx_in_flight.get(peer, 0) - len(tx_ids)
-        if left > 0:
-            self._tx_in_flight[peer] = left
-        else:
-            self._tx_in_flight.pop(peer, None)
-        now, again = self.clock.seconds(), {}
+        within TX_ASKED_S); the ids waiting for peer go out."""
+        state = self._tx_peers[peer]
+        state.open -= 1
+        state.asked -= len(tx_ids)
+        retried = {}
         for tx_id in tx_ids:
             asked = self._asked.get(tx_id)
             if asked is None or asked.peer != peer or asked.answered:
@@ -770,15 +813,15 @@ class Relay:
             if asked.served:
                 continue
             for other in asked.others or ():
-                if self._tx_in_flight.get(other, 0) + len(again.get(other, ())) < MAX_TX_IN_FLIGHT_PER_PEER:
-                    retry = self._asked[tx_id] = _Asked(now, other)
-                    self._asked.move_to_end(tx_id)
-                    retry.others = [p for p in asked.others if p != other] or None
-                    again.setdefault(other, []).append(tx_id)
+                other_state = retried.get(other) or self._tx_peers.get(other) or _TxRequests()
+                if other_state.load() < MAX_TX_IN_FLIGHT_PER_PEER:
+                    other_state.waiting[tx_id] = None
+                    retried[other] = self._tx_peers[other] = other_state
                     break
-        for other, ids in again.items():
-            log.debug("asking {peer} for {n} transactions another announcer did not serve", peer=other, n=len(ids))
-            self._ask_txs(other, ids)
+        self._send_tx_requests(peer, state)
+        for other, other_state in retried.items():
+            log.debug("asking {peer} for transactions another announcer did not serve", peer=other)
+            self._send_tx_requests(other, other_state)
 
     async def _fetch_txs(self, peer, tx_ids):
         """Ask peer for tx_ids and submit what it serves; the ids it served.  An answer holding a transaction
