@@ -13,11 +13,13 @@ the block fetches the compact form (GET /compact/<hash>), rebuilds it from
 its mempool, asks only for the transactions it lacks (POST /block_txs), and
 falls back to the whole block (GET /block/<hash>) on a short-id collision or
 a root that does not fit; the block then goes through Node.submit_block like
-any other.  A fetch that gets no good answer is tried with another peer that
-announced the block meanwhile.  Transactions are announced by id in small batches
-(POST /announce_txs) and fetched by id (POST /txs), the ids as 32-byte
-strings concatenated.  A peer that answers 404
-to an announcement predates it and gets whole items as JSON (/submit_block,
+any other.  A fetch that gets no good answer, or none within FETCH_DEADLINE_S, is
+tried with another peer that announced the block meanwhile.  Transactions are announced by
+id in small batches (POST /announce_txs) and fetched by id (POST /txs), the ids as 32-byte
+strings concatenated; an id the answer lacks is asked of the next peer that announced it.
+Peers are strangers: fetches, ids asked, answers read and every per-peer record are bounded,
+so a peer that floods announcements, under any number of claimed URLs, costs a bounded amount.
+A peer that answers 404 to an announcement predates it and gets whole items as JSON (/submit_block,
 /add_transaction), which every version takes; one that refuses a binary
 announcement (415, or a 400 about its Content-Type) is announced to in JSON
 from then on.  Compact forms,
