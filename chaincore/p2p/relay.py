@@ -796,7 +796,13 @@ class Relay:
             self._tx_peers.pop(peer, None)
 
     def _txs_failed(self, failure, peer) -> set:
-        self._log_fetch_failure(failure, peer)
+        if failure.check(Invalid):
+            log.info("transactions asked of {peer} refused: {err}", peer=peer, err=failure.value)
+            self.discovery.report_misbehaviour(peer, failure.value)
+        elif failure.check(PeerUnreachable, defer.CancelledError):
+            log.info("asking {peer} for transactions failed: {err}", peer=peer, err=failure.value)
+        else:
+            log.failure("asking {peer} for transactions failed", failure, peer=peer)
         return set()  # nothing delivered: each id is asked of its next announcer
 
     def _txs_answered(self, delivered, peer, tx_ids) -> None:
