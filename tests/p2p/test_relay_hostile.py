@@ -537,3 +537,20 @@ class TxRequestTests(SyncTestCase):
         self.network.flush()
         self.assertTrue(all(tx.tx_id in self.ours.node.mempool for tx in txs))
         self.assertEqual(self.slow.count("/txs", "POST"), relay.MAX_TX_REQUESTS_PER_PEER + 1)
+
+
+class StallTests(SyncTestCase):
+    def test_an_announcer_that_never_answers_block_txs_gives_way_to_another(self):
+        """The first announcer serves the compact form and never answers /block_txs: the block comes from the
+        second announcer once the request times out (within the fetch deadline), and no fetch is left."""
+        block = make_block(funded_chain()[-1], payments(2), pay_to=BOB)
+        liar = self.network.add(NodePeer(url(5001), self.clock, funded_chain() + (block,), network=self.network))
+        honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain() + (block,), network=self.network))
+        ours = self.me(funded_chain(), liar, honest)
+        liar.stalled.add("/block_txs")
+        self.assertEqual(ours.relay.announced(liar.url, block.header), "fetching")
+        self.assertEqual(ours.relay.announced(honest.url, block.header), "known")
+        self.clock.advance(relay.FETCH_DEADLINE_S)
+        self.assertEqual(ours.tip(), block.hash)
+        self.assertEqual(ours.relay.fetching, {})
+        self.assertIn(liar.url, ours.discovery.active_peers())  # silence is no misbehaviour
