@@ -596,9 +596,12 @@ class NodeAPI:
         body = read_json(request)
         block = self._node.block_for_relay(jsonview.require_hex(field(body, "block_hash"), "block_hash", 32))
         indexes = jsonview.require_list(field(body, "indexes"), "indexes", MAX_ANNOUNCED_TXS)
-        txs = []
+        txs, seen = [], set()
         for n, index in enumerate(indexes):
             index = jsonview.require_int(index, f"indexes[{n}]", hi=len(block.transactions) - 1)
+            if index in seen:  # each at most once: the answer is never bigger than the block
+                raise Malformed(f"indexes[{n}] asks for index {index} again")
+            seen.add(index)
             txs.append(block.transactions[index])
         request.setHeader(b"Vary", b"Accept")
         if wants_binary(request):  # a framed list of canonical transactions, in the order asked
@@ -609,7 +612,7 @@ class NodeAPI:
     @app.route("/txs", methods=["POST"])
     def txs(self, request):
         self._charge(request, "txs")
-        ids = _read_ids(request, "tx_ids")
+        ids = list(dict.fromkeys(_read_ids(request, "tx_ids")))  # an id asked twice is answered once
         found = [tx for tx in (self._node.mempool.get(tx_id) for tx_id in ids) if tx is not None]
         request.setHeader(b"Vary", b"Accept")
         if wants_binary(request):  # a framed list of the canonical transactions found

@@ -236,7 +236,7 @@ ENDPOINTS = {
                                         "in the order asked (docs/protocol.md 11)",
                           body={"type": "object", "required": ["block_hash", "indexes"], "properties": {
                               "block_hash": HEX32,
-                              "indexes": {"type": "array", "items": U32, "maxItems": 5000}}},
+                              "indexes": {"type": "array", "items": U32, "maxItems": 5000, "uniqueItems": True}}},
                           responses={200: ("the transactions, in the order asked",
                                            {"type": "object", "properties": {
                                                "block_hash": HEX32,

@@ -137,7 +137,7 @@ def parse_compact(obj, max_money: int = 21_000_000 * 100_000_000, max_txs: int =
             raise Malformed(f"compact.prefilled[{n}] fills index {index} twice")
         slots[index] = jsonview.parse_tx(jsonview.field(item, "transaction", "prefilled"),
                                          f"compact.prefilled[{n}].transaction", max_money)
-    if slots and slots[0] is None:
+    if not slots or slots[0] is None:
         raise Malformed("compact: the coinbase (index 0) must be prefilled")
     rest = iter(ids[i:i + SHORT_ID_BYTES] for i in range(0, len(ids), SHORT_ID_BYTES))
     slots = [s if s is not None else next(rest) for s in slots]

@@ -58,7 +58,7 @@ class PeerNetwork(service.MultiService):
         self.sync = Synchronizer(node, self.client, self.discovery, reactor, metrics)
         self.relay = Relay(node, self.client, self.discovery, self.sync, reactor, compact_push=compact_push,
                            on_heard=self._heard_news)
-        self.sync.in_flight = self.relay.fetching.__contains__
+        self.sync.in_flight = self.relay.in_time
         self._hint_call = None
         self._mempool_asked = {}  # peer -> when it was last asked for its mempool on being added
         self.startup_done = None  # a Deferred that fires when startup sync is over

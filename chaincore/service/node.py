@@ -25,6 +25,7 @@ from ..core.chainstate import Accepted, ChainState, NotStored, Orphan
 from ..core.errors import BadSignature, Invalid, Malformed, NotFound, StoreError, Unavailable
 from ..core.mempool import Mempool, TxAccepted
 from ..core.params import describe_amount
+from ..core.store import INVALID
 from ..core.tx import make_coinbase
 from .workers import SignatureBatcher
 
@@ -636,9 +637,15 @@ class Node:
 
     def block_for_relay(self, block_hash: bytes) -> Block:
         """A stored block, or one passed on to peers before its check against the coins and still being
-        checked (they ask for its compact form and transactions meanwhile); NotFound if neither."""
+        checked (they ask for its compact form and transactions meanwhile); NotFound if neither, or if the
+        block is known to break a rule (stored when its connection failed: no peer is handed it again)."""
         block = self._passed_on.get(block_hash)
-        return block if block is not None else self.block(block_hash)
+        if block is not None:
+            return block
+        entry = self.chain.entry(block_hash)
+        if entry is not None and entry.status == INVALID:
+            raise NotFound(f"block {block_hash.hex()} breaks a rule")
+        return self.block(block_hash)
 
     def block_bytes(self, block_hash: bytes) -> bytes:
         """The canonical bytes of a stored block, as stored (nothing decoded); NotFound if unknown."""
