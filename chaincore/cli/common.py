@@ -203,13 +203,13 @@ class NodeClient:
             raise CliError(f"the answer to {where} is larger than {MAX_RESPONSE_BYTES} bytes")
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the parser goes is not an answer either
             raise CliError(f"the answer to {where} is not JSON") from None
 
     def _error_text(self, status: int, raw: bytes) -> str:
         try:
             message = json.loads(raw)["error"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             message = None
         if not isinstance(message, str):
             message = raw[:200].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")

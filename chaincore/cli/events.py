@@ -83,7 +83,7 @@ class EventStream:
                         self.last_id = event_id
                     try:
                         return kind, json.loads("\n".join(data)) if data else {}
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         return kind, {}
                 kind, data, event_id = None, [], None
                 continue

@@ -169,6 +169,13 @@ class EventStreamTests(SynchronousTestCase):
         stream.open()
         self.assertEqual(handler.seen_ids, [None, "r-7"])
 
+    def test_event_too_deeply_nested_is_read_as_empty(self):
+        """An event whose data nests deeper than the JSON parser goes comes out with empty data, no RecursionError."""
+        _, url = self.serve([b"event: block\ndata: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"])
+        stream = EventStream(url)
+        self.addCleanup(stream.close)
+        self.assertEqual(stream.next(5), ("block", {}))
+
     def test_polls_a_node_without_events(self):
         """Against a node without /events, waiting polls /tx until the confirmations are there."""
         node = FakeNode(self)
