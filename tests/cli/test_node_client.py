@@ -24,3 +24,34 @@ class HostileAnswerTests(SynchronousTestCase):
         self.node.answers[("GET", "/status")] = (400, Raw(b"[" * 100_000 + b"]" * 100_000))
         err = self.assertRaises(NodeRefused, NodeClient(self.node.url).get, "/status")
         self.assertIn("(400)", str(err))
+
+
+class TimeLimitTests(SynchronousTestCase):
+    def test_trickled_answer_hits_the_time_limit(self):
+        """A node sending its answer a byte at a time cannot hold the client past its time limit."""
+        node = FakeNode(self)
+        node.answers[("GET", "/status")] = (200, Raw(b" " * 1_000 + b"{}", pause_s=0.05))
+        started = time.monotonic()
+        err = self.assertRaises(NodeUnreachable, NodeClient(node.url, timeout_s=5, total_timeout_s=0.5).get,
+                                "/status")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("no complete answer", str(err))
+        self.assertIn("within 0.5 s", str(err))
+
+    def test_trickled_error_hits_the_time_limit(self):
+        """The body of an error answer is under the same time limit."""
+        node = FakeNode(self)
+        node.answers[("POST", "/add_transaction")] = (400, Raw(b" " * 1_000, pause_s=0.05))
+        started = time.monotonic()
+        err = self.assertRaises(NodeUnreachable, NodeClient(node.url, timeout_s=5, total_timeout_s=0.5).post,
+                                "/add_transaction", {})
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("within 0.5 s", str(err))
+
+    def test_silent_node_hits_the_time_limit(self):
+        """A node that never answers is given up on with the same one-line reason."""
+        node = FakeNode(self)
+        node.answers[("GET", "/status")] = lambda seen: (time.sleep(2), (200, {}))[1]
+        err = self.assertRaises(NodeUnreachable, NodeClient(node.url, timeout_s=5, total_timeout_s=0.3).get,
+                                "/status")
+        self.assertIn("within 0.3 s", str(err))
