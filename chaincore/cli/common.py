@@ -31,6 +31,8 @@ EXIT_USAGE = 2
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer stopped by a closed pipe
 NODE_ENV = "CHAINCORE_NODE"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_ERROR_CHARS = 500        # an error line stays readable, whatever text a node or an argument brought
+MAX_NODE_MESSAGE_CHARS = 300
 _COINS_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
 
 
@@ -111,8 +113,10 @@ def add_node_option(parser: argparse.ArgumentParser, env) -> None:
                              + (f", now {default})" if default else ", which is not set)"))
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split()) or "unknown error"
+def one_line(text: str, max_chars: int = MAX_ERROR_CHARS) -> str:
+    """text with its whitespace runs made single spaces, cut to max_chars (ending "...")."""
+    text = " ".join(text.split()) or "unknown error"
+    return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
 
 
 # -- amounts --------------------------------------------------------------------
@@ -297,7 +301,7 @@ class NodeClient:
             message = None
         if not isinstance(message, str):
             message = raw[:200].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")
-        return f"the node refused ({status}): {message}"
+        return f"the node refused ({status}): {one_line(message, MAX_NODE_MESSAGE_CHARS)}"
 
 
 def _reason(reason) -> str:

@@ -1,10 +1,11 @@
 """The CLIs' NodeClient against nodes that misbehave: every answer it cannot use is one CliError line."""
 
+import io
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.cli.common import CliError, NodeClient, NodeRefused, NodeUnreachable
+from chaincore.cli.common import CliError, NodeClient, NodeRefused, NodeUnreachable, run_main
 
 from .fakenode import FakeNode, Raw
 
@@ -55,3 +56,25 @@ class TimeLimitTests(SynchronousTestCase):
         err = self.assertRaises(NodeUnreachable, NodeClient(node.url, timeout_s=5, total_timeout_s=0.3).get,
                                 "/status")
         self.assertIn("within 0.3 s", str(err))
+
+
+class LongErrorTests(SynchronousTestCase):
+    def test_huge_error_message_is_cut(self):
+        """A node's error message of megabytes is cut to a readable length, still one line."""
+        node = FakeNode(self)
+        node.answers[("GET", "/status")] = (400, {"error": "bad\n " * 1_000_000})
+        err = self.assertRaises(NodeRefused, NodeClient(node.url).get, "/status")
+        self.assertLess(len(str(err)), 400)
+        self.assertTrue(str(err).startswith("the node refused (400): bad bad bad"), str(err)[:80])
+
+    def test_every_error_line_is_cut(self):
+        """run_main prints at most a screenful for any error, however long its text."""
+        stderr = io.StringIO()
+
+        def body(argv):
+            raise CliError("x" * 100_000)
+        self.assertEqual(run_main("prog", body, [], stderr), 1)
+        line = stderr.getvalue()
+        self.assertEqual(len(line.splitlines()), 1)
+        self.assertLess(len(line), 1_000)
+        self.assertTrue(line.rstrip().endswith("..."), line[-20:])
