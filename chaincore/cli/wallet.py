@@ -102,18 +102,36 @@ def load_wallet(path: str) -> Wallet:
             obj = json.load(f)
     except FileNotFoundError:
         raise CliError(f"wallet file {path} does not exist (make one with `{PROG} create --wallet {path}`)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"cannot read wallet file {path}: {getattr(e, 'strerror', None) or e}") from None
-    except ValueError:
+    except OSError as e:
+        raise CliError(f"cannot read wallet file {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise CliError(f"wallet file {path} is not JSON") from None
     try:
         if obj["format"] != WALLET_FORMAT or obj["version"] != WALLET_VERSION:
             raise CliError(f"{path} is not a version {WALLET_VERSION} ChainCore wallet")
         keys.address_payload(obj["address"])
-        return Wallet(path, obj["address"], obj["private_key_pem"], bool(obj["encrypted"]), int(obj["created"]),
-                      list(obj.get("unconfirmed_sends", [])))
+        if (not isinstance(obj["private_key_pem"], str) or type(obj["encrypted"]) is not bool
+                or type(obj["created"]) is not int):
+            raise ValueError("a field has the wrong type")
     except (KeyError, TypeError, ValueError, errors.BadAddress):
         raise CliError(f"{path} is not a ChainCore wallet file") from None
+    pending = obj.get("unconfirmed_sends", [])
+    if not (isinstance(pending, list) and all(_is_pending_send(p) for p in pending)):
+        raise CliError(f"wallet file {path} is damaged: its unconfirmed_sends are not a list of sends "
+                       "(its key and address are intact)")
+    return Wallet(path, obj["address"], obj["private_key_pem"], obj["encrypted"], obj["created"], pending)
+
+
+def _is_pending_send(p) -> bool:
+    """Whether p has the shape pending_send gives."""
+    return (isinstance(p, dict) and _is_tx_id(p.get("tx_id")) and isinstance(p.get("transaction"), dict)
+            and isinstance(p.get("spends"), list)
+            and all(isinstance(s, dict) and _is_tx_id(s.get("tx_id")) and type(s.get("output_index")) is int
+                    and s["output_index"] >= 0 for s in p["spends"]))
+
+
+def _is_tx_id(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def save_wallet(wallet: Wallet, overwrite: bool = True) -> None:

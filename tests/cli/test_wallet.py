@@ -283,6 +283,49 @@ class WalletFileTests(CliCase):
         self.fails(2, "invalid choice", "steal")
 
 
+class DamagedWalletTests(CliCase):
+    """A wallet file whose JSON parses but whose fields are wrong is refused in one line and left as it is."""
+
+    def setUp(self):
+        super().setUp()
+        self.address = self.create()
+        self.node = WalletNode(self)
+        self.node.fund(self.address, 50 * COIN)
+        with open(self.path) as f:
+            self.good = json.load(f)
+
+    def refused_everywhere(self, content: bytes, text: str):
+        with open(self.path, "wb") as f:
+            f.write(content)
+        for argv in (["address"], ["balance", "--node", self.node.url],
+                     ["send", "--node", self.node.url, "--to", CAROL.address, "--amount", "1", "--fee", "0",
+                      "--no-broadcast"]):
+            self.fails(1, text, argv[0], "--wallet", self.path, *argv[1:])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), content)
+        self.assertEqual(self.node.posted(), [])
+
+    def test_wrong_fields(self):
+        """Unconfirmed sends, dates, flags, keys or addresses of the wrong shape are one line each, no traceback."""
+        spend = {"tx_id": "ab" * 32, "output_index": 0}
+        send = {"tx_id": "cd" * 32, "sent": NOW, "spends": [spend], "transaction": {}}
+        for name, value in [("unconfirmed_sends", [{"x": 1}]), ("unconfirmed_sends", "abc"),
+                            ("unconfirmed_sends", {"a": 1}), ("unconfirmed_sends", [dict(send, tx_id="zz")]),
+                            ("unconfirmed_sends", [dict(send, spends="x")]),
+                            ("unconfirmed_sends", [dict(send, spends=[dict(spend, tx_id=5)])]),
+                            ("unconfirmed_sends", [dict(send, spends=[dict(spend, output_index=True)])]),
+                            ("unconfirmed_sends", [dict(send, transaction=[])]),
+                            ("created", float("inf")), ("created", "abc"), ("encrypted", "false"),
+                            ("encrypted", None), ("private_key_pem", 5), ("address", 5)]:
+            content = json.dumps(dict(self.good, **{name: value})).encode()
+            self.refused_everywhere(content, self.path)
+
+    def test_not_a_wallet_at_all(self):
+        """JSON that is not an object, and bytes that are not text, are refused as not a wallet file."""
+        for content in (b"[]", b'"x"', b"null", b"5", b"\xff\xfe{}"):
+            self.refused_everywhere(content, self.path)
+
+
 class SendTests(CliCase):
     def setUp(self):
         super().setUp()
