@@ -282,10 +282,16 @@ class WalletCommands:
             return self.env[PASSPHRASE_ENV]
         if self.prompt is None:
             return None
-        first = self.prompt(f"Passphrase {purpose}: ")
-        if confirm and first and self.prompt("Repeat the passphrase: ") != first:
+        first = self._ask(f"Passphrase {purpose}: ")
+        if confirm and first and self._ask("Repeat the passphrase: ") != first:
             raise CliError("the passphrases do not match")
         return first
+
+    def _ask(self, text: str) -> str:
+        try:
+            return self.prompt(text)
+        except EOFError:  # Ctrl-D, or a terminal that closed
+            raise CliError("no passphrase given (end of input)") from None
 
     def create(self, args) -> int:
         """Make a key in a new wallet file and print its address; never overwrite a file."""

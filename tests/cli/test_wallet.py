@@ -255,6 +255,23 @@ class WalletFileTests(CliCase):
         self.fails(1, "do not match", "create", "--wallet", other, env={}, prompt=lambda text: next(answers))
         self.assertFalse(os.path.exists(other))
 
+    def test_end_of_input_at_the_prompt(self):
+        """Ctrl-D at a passphrase prompt is one line and exit status 1: create writes nothing, send sends nothing."""
+        def eof(text):
+            raise EOFError()
+        self.fails(1, "no passphrase", "create", "--wallet", self.path, env={}, prompt=eof)
+        self.assertFalse(os.path.exists(self.path))
+        answers = iter(["secret"])
+        self.fails(1, "no passphrase", "create", "--wallet", self.path, env={},
+                   prompt=lambda text: next(answers, None) or eof(text))
+        self.assertFalse(os.path.exists(self.path))
+        self.create(env=self.encrypted)
+        node = WalletNode(self)
+        node.fund(wallet.load_wallet(self.path).address, 50 * COIN)
+        self.fails(1, "no passphrase", "send", "--wallet", self.path, "--node", node.url, "--to", CAROL.address,
+                   "--amount", "1", "--fee", "0", env={}, prompt=eof)
+        self.assertEqual(node.posted(), [])
+
     def test_refuses_to_overwrite(self):
         """create leaves an existing file untouched and fails."""
         self.create()
