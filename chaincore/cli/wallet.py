@@ -8,6 +8,7 @@ is asked only for public facts (UTXOs, balance, history, status); signing
 reuses chaincore.core.keys and chaincore.core.tx.
 """
 
+import argparse
 import contextlib
 import fcntl
 import getpass
@@ -295,6 +296,9 @@ class WalletCommands:
 
     def create(self, args) -> int:
         """Make a key in a new wallet file and print its address; never overwrite a file."""
+        if os.path.isdir(args.wallet):
+            example = os.path.join(args.wallet, "wallet.json")
+            raise CliError(f"{args.wallet} is a folder; give a file name such as {example}")
         if os.path.lexists(args.wallet):
             raise CliError(f"wallet file {args.wallet} already exists; refusing to overwrite it")
         passphrase = self.passphrase("to encrypt the new wallet (empty for none)", confirm=True) or ""
@@ -538,6 +542,15 @@ def _payload(address: str, option: str) -> bytes:
         raise UsageError(f"{option}: {e}") from None
 
 
+def _wallet_path(text: str) -> str:
+    """--wallet: a file name, not nothing and not a folder (create would otherwise write beside it)."""
+    if not text:
+        raise argparse.ArgumentTypeError("needs a file name")
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; give a file name such as {text}wallet.json")
+    return text
+
+
 def make_parser(env=None) -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="A ChainCore wallet: one key, kept on this machine.")
     add_version(parser)
@@ -546,7 +559,7 @@ def make_parser(env=None) -> OneLineParser:
     def command(name, help_text, node=False):
         p = commands.add_parser(name, help=help_text, description=help_text)
         add_version(p)
-        p.add_argument("--wallet", required=True, metavar="FILE", help="the wallet file")
+        p.add_argument("--wallet", required=True, type=_wallet_path, metavar="FILE", help="the wallet file")
         if node:
             add_node_option(p, os.environ if env is None else env)
         return p

@@ -272,6 +272,15 @@ class WalletFileTests(CliCase):
                    "--amount", "1", "--fee", "0", env={}, prompt=eof)
         self.assertEqual(node.posted(), [])
 
+    def test_wallet_path_must_name_a_file(self):
+        """An empty --wallet or one ending in a slash is a usage error, a folder is refused, and create makes nothing."""
+        folder_like = os.path.join(self.folder, "sub") + "/"
+        for command in ("create", "address"):
+            self.fails(2, "--wallet", command, "--wallet", "")
+            self.fails(2, "--wallet", command, "--wallet", folder_like)
+        self.assertEqual(os.listdir(self.folder), [])
+        self.fails(1, "is a folder", "create", "--wallet", self.folder)
+
     def test_refuses_to_overwrite(self):
         """create leaves an existing file untouched and fails."""
         self.create()
