@@ -60,9 +60,12 @@ class Wallet:
 
 @contextlib.contextmanager
 def wallet_lock(path: str):
-    """Hold an exclusive lock beside the wallet file (the file itself is replaced on every save)."""
+    """Hold an exclusive lock beside the wallet file (the file itself is replaced on every save).
+
+    Beside the real file, so that every link to one wallet takes the same lock.
+    """
     try:
-        handle = open(path + ".lock", "a")
+        handle = open(os.path.realpath(path) + ".lock", "a")
     except OSError as e:
         raise CliError(f"cannot lock {path}: {e.strerror}") from None
     with handle:
@@ -136,8 +139,12 @@ def _is_tx_id(value) -> bool:
 
 
 def save_wallet(wallet: Wallet, overwrite: bool = True) -> None:
-    """Write the wallet atomically with mode 0600; without overwrite, refuse if the file exists."""
-    path = os.path.abspath(wallet.path)
+    """Write the wallet atomically with mode 0600; without overwrite, refuse if the file exists.
+
+    A wallet reached through a symbolic link is written where it lives: replacing
+    the link would leave the real file behind, stale, and a copy of the key beside it.
+    """
+    path = os.path.realpath(wallet.path)
     folder = os.path.dirname(path)
     try:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -487,6 +487,18 @@ class SendTests(CliCase):
                           "--to", CAROL.address, "--amount", "3", "--fee", "0.00000001")
         self.assertIn("have 3.00000000 spendable, need 3.00000001", line)
 
+    def test_send_through_a_symbolic_link_writes_the_wallet_it_points_to(self):
+        """A wallet reached through a symbolic link is updated where it lives; the link stays a link."""
+        self.node.fund(self.address, 50 * COIN)
+        link = os.path.join(self.folder, "link.json")
+        os.symlink(os.path.basename(self.path), link)
+        code, out, err = self.run_wallet("send", "--wallet", link, "--node", self.node.url, "--to", CAROL.address,
+                                         "--amount", "1", "--fee", "0.0001")
+        self.assertEqual(code, 0, err)
+        self.assertTrue(os.path.islink(link))
+        (tx,) = self.node.posted()
+        self.assertEqual([p["tx_id"] for p in wallet.load_wallet(self.path).pending], [tx.tx_id.hex()])
+
     def test_node_refusal_is_one_line_and_releases_the_coins(self):
         """The node's 400 error is printed as one line, and the refused send is not kept."""
         self.node.fund(self.address, 50 * COIN)
