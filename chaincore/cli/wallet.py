@@ -215,7 +215,11 @@ class Utxo:
 
 
 def parse_utxos(answer) -> list:
-    """Utxo values from a /utxos answer; CliError if the node's answer has the wrong shape."""
+    """Utxo values from a /utxos answer, without those worth nothing; CliError if it has the wrong shape.
+
+    Outputs of zero are valid in a block (a coinbase once the reward has halved
+    away, or anyone's gift), so they are passed over, never spent.
+    """
     try:
         utxos = [Utxo(u["tx_id"], u["output_index"], u["amount"], u.get("height"), _flag(u, "coinbase"),
                       _flag(u, "mature"), _flag(u, "spent_in_mempool")) for u in answer["utxos"]]
@@ -223,9 +227,9 @@ def parse_utxos(answer) -> list:
         raise CliError("the node's /utxos answer is malformed") from None
     for u in utxos:
         if (not isinstance(u.tx_id, str) or len(u.tx_id) != 64 or type(u.output_index) is not int
-                or type(u.amount) is not int or u.amount <= 0):
+                or type(u.amount) is not int or u.amount < 0):
             raise CliError("the node's /utxos answer is malformed")
-    return utxos
+    return [u for u in utxos if u.amount > 0]
 
 
 def _flag(obj: dict, name: str) -> bool | None:

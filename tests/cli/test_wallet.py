@@ -499,6 +499,16 @@ class SendTests(CliCase):
         (tx,) = self.node.posted()
         self.assertEqual([p["tx_id"] for p in wallet.load_wallet(self.path).pending], [tx.tx_id.hex()])
 
+    def test_zero_value_outputs_are_passed_over(self):
+        """Outputs worth nothing (coinbases once the reward has halved away, or a block's gift) do not stop a send."""
+        self.node.fund(self.address, 0, coinbase=True)
+        coin = self.node.fund(self.address, 5 * COIN)
+        self.node.fund(self.address, 0)
+        code, out, err = self.send(self.node, CAROL.address, "1")
+        self.assertEqual(code, 0, err)
+        (tx,) = self.node.posted()
+        self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [coin])
+
     def test_node_refusal_is_one_line_and_releases_the_coins(self):
         """The node's 400 error is printed as one line, and the refused send is not kept."""
         self.node.fund(self.address, 50 * COIN)
