@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from chaincore.core import errors, keys
 from chaincore.core.jsonview import parse_tx, tx_to_json
 from chaincore.core.keys import PrivateKey
+from chaincore.core.params import COIN, describe_amount
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Transaction, TxIn, TxOut
 
 from .common import (CliError, positive_int, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
@@ -35,6 +36,7 @@ WALLET_VERSION = 1
 TX_VERSION = 1
 HISTORY_PAGE = 100
 ESTIMATED_TX_BYTES = 300   # a first guess of the size, refined once the coins are chosen
+HIGH_FEE_FLOOR = COIN // 100  # a fee over the amount is refused as a likely typo only above this
 
 
 @dataclass
@@ -266,6 +268,13 @@ def build_send(key: PrivateKey, coins, to_payload: bytes, amount: int, fee: int)
     return tx.with_signatures([key.sign(tx.sighash)] * len(inputs))
 
 
+def check_fee(fee: int, amount: int, what: str) -> None:
+    """CliError for a fee above both the amount and HIGH_FEE_FLOOR: most likely a typo (or a node's bad rate)."""
+    if fee > amount and fee > HIGH_FEE_FLOOR:
+        raise CliError(f"{what} of {describe_amount(fee)} is more than the amount sent, {describe_amount(amount)}; "
+                       "add --allow-high-fee to pay it")
+
+
 def is_coinbase_json(tx_json) -> bool:
     try:
         (first,) = tx_json["inputs"]
@@ -398,6 +407,8 @@ class WalletCommands:
         to_payload = _payload(args.to, "--to")
         amount = parse_coins(args.amount, "--amount")
         fee = None if args.fee is None else parse_coins(args.fee, "--fee", allow_zero=True)
+        if fee is not None and not args.allow_high_fee:
+            check_fee(fee, amount, "--fee")
         wallet = load_wallet(args.wallet)
         passphrase = None
         if wallet.encrypted:
@@ -452,6 +463,8 @@ class WalletCommands:
         tx = build_send(key, coins, to_payload, amount, fee)
         if fee_rate is not None and fee < fee_rate * tx.size:
             raise CliError(f"could not settle the fee at {fee_rate} units per byte; give --fee")
+        if fee_rate is not None and not args.allow_high_fee:
+            check_fee(fee, amount, f"the node's rate of {fee_rate} units per byte makes a fee that")
         if args.no_broadcast:
             self.say(json.dumps(tx_to_json(tx), indent=2))
             return 0
@@ -593,6 +606,8 @@ def make_parser(env=None) -> OneLineParser:
                       help="after sending, wait until the payment has N confirmations")
     send.add_argument("--wait-timeout", type=positive_int, default=3600, metavar="SECONDS",
                       help="give up waiting after this many seconds (default 3600)")
+    send.add_argument("--allow-high-fee", action="store_true",
+                      help="pay a fee larger than the amount (above 0.01 coin such a fee is refused as a likely typo)")
     send.add_argument("--no-broadcast", action="store_true",
                       help="print the signed transaction JSON instead of sending it (its coins are not reserved)")
     return parser

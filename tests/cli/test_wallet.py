@@ -509,6 +509,19 @@ class SendTests(CliCase):
         (tx,) = self.node.posted()
         self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [coin])
 
+    def test_fee_over_the_amount_is_refused(self):
+        """A fee above the amount (and above 0.01 coin) is taken for a typo: refused unless --allow-high-fee."""
+        self.node.fund(self.address, 50 * COIN)
+        line = self.fails(1, "--allow-high-fee", "send", "--wallet", self.path, "--node", self.node.url,
+                          "--to", CAROL.address, "--amount", "1", "--fee", "2")
+        self.assertIn("2.00000000 coins (200,000,000 units)", line)
+        self.assertEqual((self.node.posted(), wallet.load_wallet(self.path).pending), ([], []))
+        self.assertEqual(self.send(self.node, CAROL.address, "1", "2", "--allow-high-fee")[0], 0)
+        self.assertEqual(self.send(self.node, CAROL.address, "0.00000001", "0.0001")[0], 0)  # small, if above
+        first, second = self.node.posted()  # the second spends the first's change
+        self.assertEqual([50 * COIN - first.output_total, first.outputs[1].amount - second.output_total],
+                         [2 * COIN, 10_000])
+
     def test_node_refusal_is_one_line_and_releases_the_coins(self):
         """The node's 400 error is printed as one line, and the refused send is not kept."""
         self.node.fund(self.address, 50 * COIN)

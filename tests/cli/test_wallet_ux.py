@@ -123,6 +123,14 @@ class DefaultFeeTests(CliCase):
         self.assertEqual(fee, 3 * tx.size)
         self.assertIn("3 units/byte from the node", out)
 
+    def test_node_rate_making_the_fee_over_the_amount_is_refused(self):
+        """A node whose rate would make the fee larger than the payment gets one line, and nothing is sent."""
+        self.node.fund(self.address, 50 * COIN)
+        self.node.answers[("GET", "/fees")] = (200, {"fee_rate": 1_000_000})
+        self.fails(1, "--allow-high-fee", "send", "--wallet", self.path, "--node", self.node.url,
+                   "--to", CAROL.address, "--amount", "1")
+        self.assertEqual(self.node.posted(), [])
+
     def test_bad_fee_answer_is_one_line(self):
         """A node whose /fees answer is not a sane rate gets one line asking for --fee."""
         self.node.fund(self.address, 2 * COIN)
