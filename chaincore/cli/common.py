@@ -22,7 +22,7 @@ import urllib.request
 
 from chaincore import __version__
 from chaincore.core.errors import BadPeerURL
-from chaincore.core.params import COIN, MAX_MONEY
+from chaincore.core.params import COIN, MAX_MONEY, describe_amount
 from chaincore.core.peer_url import normalise_url
 
 EXIT_OK = 0
@@ -140,7 +140,7 @@ def parse_coins(text: str, name: str = "amount", allow_zero: bool = False) -> in
     if units == 0 and not allow_zero:
         raise UsageError(f"{name} must be more than zero")
     if units > MAX_MONEY:
-        raise UsageError(f"{name} {text} is over the money supply of {MAX_MONEY // COIN} coins")
+        raise UsageError(f"{name} {text} is over the money supply of {describe_amount(MAX_MONEY)}")
     return units
 
 

@@ -450,15 +450,15 @@ class WalletCommands:
             have = sum(u.amount for u in free + change) - sum(u.amount for u in immature)
             detail = []
             if ours:
-                detail.append(f"{format_coins(sum(u.amount for u in ours))} held by unconfirmed sends")
+                detail.append(f"{format_coins(sum(u.amount for u in ours))} coins held by unconfirmed sends")
             if others:
-                detail.append(f"{format_coins(sum(u.amount for u in others))} spent by other unconfirmed "
+                detail.append(f"{format_coins(sum(u.amount for u in others))} coins spent by other unconfirmed "
                               "transactions")
             if immature:
-                detail.append(f"{format_coins(sum(u.amount for u in immature))} in immature coinbases")
-            raise CliError(f"insufficient funds: have {format_coins(have)} spendable"
+                detail.append(f"{format_coins(sum(u.amount for u in immature))} coins in immature coinbases")
+            raise CliError(f"insufficient funds: have {describe_amount(have)} spendable"
                            + (f" ({', '.join(detail)})" if detail else "")
-                           + f", need {format_coins(amount + fee)} (amount {format_coins(amount)} "
+                           + f", need {describe_amount(amount + fee)} (amount {format_coins(amount)} "
                            f"+ fee {format_coins(fee)})")
         tx = build_send(key, coins, to_payload, amount, fee)
         if fee_rate is not None and fee < fee_rate * tx.size:

@@ -160,6 +160,11 @@ class AmountTests(SynchronousTestCase):
                      "99999999999999999999999"]:
             self.assertRaises(UsageError, parse_coins, text)
 
+    def test_supply_error_names_units(self):
+        """An amount over the supply is refused naming the supply in coins and base units."""
+        err = self.assertRaises(UsageError, parse_coins, "21000001")
+        self.assertIn("21000000.00000000 coins (2,100,000,000,000,000 units)", str(err))
+
     def test_zero_fee_allowed(self):
         """A fee may be zero (the node decides whether it is enough)."""
         self.assertEqual(parse_coins("0", "--fee", allow_zero=True), 0)
@@ -384,7 +389,7 @@ class SendTests(CliCase):
         self.assertEqual({i.prev_tx_id for i in third.inputs}, {first.tx_id})  # the 49-coin change
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "50", "--fee", "0")
-        self.assertIn("have 42.99970000 spendable", line)  # unconfirmed change: 38.9999 + 3.9998 coins
+        self.assertIn("have 42.99970000 coins (4,299,970,000 units) spendable", line)  # unconfirmed change: 38.9999 + 3.9998 coins
         self.assertEqual(len(self.node.posted()), 3)
 
     def test_simultaneous_sends_take_turns(self):
@@ -458,7 +463,7 @@ class SendTests(CliCase):
         self.node.fund(self.address, 50 * COIN, height=150, coinbase=True)
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "1", "--fee", "0")
-        self.assertIn("50.00000000 in immature coinbases", line)
+        self.assertIn("50.00000000 coins in immature coinbases", line)
         young = self.node.fund(self.address, 5 * COIN, height=190)
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         (tx,) = self.node.posted()
@@ -473,19 +478,20 @@ class SendTests(CliCase):
         young = self.node.fund(self.address, 5 * COIN, height=199)
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "6", "--fee", "0")
-        self.assertIn("have 5.00000000 spendable (7.00000000 spent by other unconfirmed transactions, "
-                      "50.00000000 in immature coinbases)", line)
+        self.assertIn("have 5.00000000 coins (500,000,000 units) spendable (7.00000000 coins spent by other "
+                      "unconfirmed transactions, 50.00000000 coins in immature coinbases)", line)
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         (tx,) = self.node.posted()
         self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [young])
         self.assertEqual([r.path for r in self.node.requests if r.path.startswith("/tx/")], [])
 
     def test_insufficient_funds(self):
-        """An amount the coins cannot cover is refused with what the wallet has and what it needs."""
+        """An amount the coins cannot cover is refused with what the wallet has and needs, in coins and units."""
         self.node.fund(self.address, 3 * COIN)
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "3", "--fee", "0.00000001")
-        self.assertIn("have 3.00000000 spendable, need 3.00000001", line)
+        self.assertIn("have 3.00000000 coins (300,000,000 units) spendable, "
+                      "need 3.00000001 coins (300,000,001 units) (amount 3.00000000 + fee 0.00000001)", line)
 
     def test_send_through_a_symbolic_link_writes_the_wallet_it_points_to(self):
         """A wallet reached through a symbolic link is updated where it lives; the link stays a link."""
