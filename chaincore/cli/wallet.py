@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from chaincore.core import errors, keys
 from chaincore.core.jsonview import parse_tx, tx_to_json
 from chaincore.core.keys import PrivateKey
-from chaincore.core.params import COIN, describe_amount
+from chaincore.core.params import COIN, MAX_MONEY, describe_amount
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Transaction, TxIn, TxOut
 
 from .common import (CliError, positive_int, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
@@ -341,12 +341,13 @@ class WalletCommands:
         node = NodeClient(node_url(args.node))
         answer = node.get(f"/balance/{wallet.address}")
         try:
-            confirmed, unconfirmed = int(answer["confirmed"]), int(answer["unconfirmed"])
-            total = int(answer.get("balance", confirmed + unconfirmed))
+            confirmed = _units(answer["confirmed"])
+            unconfirmed = _units(answer["unconfirmed"], signed=True)
+            total = _units(answer.get("balance", confirmed + unconfirmed))
             spendable = answer.get("spendable")
             immature = answer.get("immature")
-            spendable = None if spendable is None else int(spendable)
-            immature = None if immature is None else int(immature)
+            spendable = None if spendable is None else _units(spendable)
+            immature = None if immature is None else _units(immature)
         except (KeyError, TypeError, ValueError):
             raise CliError("the node's /balance answer is malformed") from None
         self.say(f"address      {wallet.address}")
@@ -557,6 +558,14 @@ class WalletCommands:
                 return False
             return True
         return spendable
+
+
+def _units(value, signed: bool = False) -> int:
+    """An amount of base units from a node's answer: an integer within the money supply; ValueError otherwise."""
+    low = -MAX_MONEY if signed else 0
+    if type(value) is not int or not low <= value <= MAX_MONEY:
+        raise ValueError(f"{value!r} is not an amount")
+    return value
 
 
 def _payload(address: str, option: str) -> bytes:

@@ -571,6 +571,15 @@ class QueryTests(CliCase):
         self.assertIn("unconfirmed  +0.00000001", out)
         self.assertIn("balance      50.00000001", out)
 
+    def test_balance_of_the_wrong_types_is_malformed(self):
+        """Booleans, floats, text or amounts beyond the money supply in /balance are refused, never shown."""
+        good = {"address": self.address, "balance": 5, "confirmed": 5, "unconfirmed": 0, "spendable": 5,
+                "immature": 0}
+        for name, value in [("spendable", True), ("balance", 1.5), ("confirmed", 10 ** 40), ("unconfirmed", "1"),
+                            ("immature", -1), ("unconfirmed", -10 ** 40), ("confirmed", None)]:
+            self.node.answers[("GET", f"/balance/{self.address}")] = (200, dict(good, **{name: value}))
+            self.fails(1, "malformed", "balance", "--wallet", self.path, "--node", self.node.url)
+
     def test_history(self):
         """history prints one line per transaction with its signed amount and confirmations."""
         self.node.answers[("GET", f"/history/{self.address}")] = (200, {"history": [
