@@ -400,6 +400,8 @@ class WalletCommands:
     def send(self, args) -> int:
         """Select coins, sign a payment with change, and broadcast it (or print it with --no-broadcast)."""
         load_wallet(args.wallet)  # a missing or foreign file is reported before any lock file is made
+        if args.no_broadcast:
+            return self._send(args)  # it writes nothing, so it needs no lock (a read-only wallet will do)
         with wallet_lock(args.wallet):  # two sends at once from one wallet take turns
             return self._send(args)
 
@@ -419,7 +421,7 @@ class WalletCommands:
         key = unlock(wallet, passphrase)
         status = node.get("/status")
         utxos = parse_utxos(node.get(f"/utxos/{wallet.address}"))
-        if self.reconcile(wallet, node, utxos):
+        if self.reconcile(wallet, node, utxos) and not args.no_broadcast:
             save_wallet(wallet)
         reserved = wallet.reserved()
         ours = [u for u in utxos if u.outpoint in reserved]
@@ -618,7 +620,8 @@ def make_parser(env=None) -> OneLineParser:
     send.add_argument("--allow-high-fee", action="store_true",
                       help="pay a fee larger than the amount (above 0.01 coin such a fee is refused as a likely typo)")
     send.add_argument("--no-broadcast", action="store_true",
-                      help="print the signed transaction JSON instead of sending it (its coins are not reserved)")
+                      help="print the signed transaction JSON instead of sending it; writes nothing to the wallet file, "
+                           "so its coins are not reserved (a read-only wallet will do)")
     return parser
 
 

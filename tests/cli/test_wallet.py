@@ -528,6 +528,25 @@ class SendTests(CliCase):
         self.assertEqual([50 * COIN - first.output_total, first.outputs[1].amount - second.output_total],
                          [2 * COIN, 10_000])
 
+    def test_no_broadcast_writes_nothing(self):
+        """--no-broadcast signs from a wallet it cannot write (no lock file can be made) and leaves the file as is."""
+        self.node.fund(self.address, 50 * COIN)
+        self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
+        self.node.confirm()  # the recorded send is now confirmed: a send would forget it and save
+        lock = os.path.realpath(self.path) + ".lock"
+        os.remove(lock)
+        os.mkdir(lock)  # no lock file can be opened: stands for a read-only folder or medium
+        with open(self.path, "rb") as f:
+            before = f.read()
+        code, out, err = self.send(self.node, CAROL.address, "2", "0.0001", "--no-broadcast")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(parse_tx(json.loads(out)).outputs[0].amount, 2 * COIN)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(len(self.node.posted()), 1)
+        self.fails(1, "cannot lock", "send", "--wallet", self.path, "--node", self.node.url, "--to", CAROL.address,
+                   "--amount", "2", "--fee", "0.0001")
+
     def test_node_refusal_is_one_line_and_releases_the_coins(self):
         """The node's 400 error is printed as one line, and the refused send is not kept."""
         self.node.fund(self.address, 50 * COIN)
