@@ -620,8 +620,8 @@ def make_parser(env=None) -> OneLineParser:
     send.add_argument("--allow-high-fee", action="store_true",
                       help="pay a fee larger than the amount (above 0.01 coin such a fee is refused as a likely typo)")
     send.add_argument("--no-broadcast", action="store_true",
-                      help="print the signed transaction JSON instead of sending it; writes nothing to the wallet file, "
-                           "so its coins are not reserved (a read-only wallet will do)")
+                      help="print the signed transaction JSON instead of sending it; writes nothing to the wallet "
+                           "file, so its coins are not reserved (a read-only wallet will do)")
     return parser
 
 

@@ -278,7 +278,7 @@ class WalletFileTests(CliCase):
         self.assertEqual(node.posted(), [])
 
     def test_wallet_path_must_name_a_file(self):
-        """An empty --wallet or one ending in a slash is a usage error, a folder is refused, and create makes nothing."""
+        """An empty --wallet or one ending in a slash is a usage error, a folder is refused; create makes nothing."""
         folder_like = os.path.join(self.folder, "sub") + "/"
         for command in ("create", "address"):
             self.fails(2, "--wallet", command, "--wallet", "")
@@ -389,7 +389,8 @@ class SendTests(CliCase):
         self.assertEqual({i.prev_tx_id for i in third.inputs}, {first.tx_id})  # the 49-coin change
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "50", "--fee", "0")
-        self.assertIn("have 42.99970000 coins (4,299,970,000 units) spendable", line)  # unconfirmed change: 38.9999 + 3.9998 coins
+        # the unconfirmed change: 38.9999 + 3.9998 coins
+        self.assertIn("have 42.99970000 coins (4,299,970,000 units) spendable", line)
         self.assertEqual(len(self.node.posted()), 3)
 
     def test_simultaneous_sends_take_turns(self):
