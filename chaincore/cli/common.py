@@ -313,11 +313,11 @@ def _reason(reason) -> str:
 
 
 def positive_int(text: str) -> int:
-    """A whole number of at least 1 from a command-line option; UsageError otherwise."""
+    """A whole number of at least 1 from a command-line option (argparse names the option in its error)."""
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise UsageError(f"{text} must be at least 1")
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value

@@ -8,6 +8,7 @@ mempool or an old timestamp is dropped quickly.  A plain synchronous program:
 urllib for HTTP, concurrent.futures for the workers.
 """
 
+import argparse
 import collections
 import concurrent.futures
 import multiprocessing
@@ -345,9 +346,9 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 <= value <= 86_400:
-        raise UsageError(f"{text} must be between 0 and 86400 seconds")
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 86400 seconds")
     return value
 
 

@@ -201,6 +201,12 @@ class MinerErrorTests(SynchronousTestCase):
         self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--blocks", "two"], 2, "whole number")
         self.assertOneLineError(["--node", "ftp://x", "--address", ALICE.address], 2, "not an http")
 
+    def test_bad_counts_name_their_option(self):
+        """A count that is not a whole number of at least 1 is refused naming the option it was given to."""
+        for option, value in (("--workers", "0"), ("--workers", "-3"), ("--blocks", "0"), ("--blocks", "two")):
+            self.assertOneLineError(["--node", "x", "--address", ALICE.address, option, value], 2,
+                                    f"argument {option}: ")
+
     def test_malformed_template(self):
         """A template without header_hex is one line and exit status 1."""
         node = FakeNode(self)
