@@ -35,6 +35,7 @@ TTY_STATUS_S = 1.0
 LOG_STATUS_S = 10.0
 WORKER_WATCH_S = 1.0
 RATE_WINDOW_S = 10.0
+MAX_WORKERS = 64  # or the number of CPUs, if larger
 _BLOCK_FIELDS = ("index", "previous_hash", "merkle_root", "timestamp", "target", "nonce", "version", "transactions")
 
 
@@ -333,13 +334,24 @@ def make_parser(env=None) -> OneLineParser:
     add_version(parser)
     add_node_option(parser, os.environ if env is None else env)
     parser.add_argument("--address", required=True, help="the address the block rewards go to")
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes searching nonces (default: the number of CPUs)")
+    parser.add_argument("--workers", type=_worker_count, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes searching nonces, at most the larger of "
+                             f"{MAX_WORKERS} and the number of CPUs (default: the number of CPUs)")
     parser.add_argument("--blocks", type=positive_int, default=None, metavar="N",
                         help="stop after N accepted blocks (default: mine until interrupted)")
     parser.add_argument("--pause", type=_seconds, default=0, metavar="S",
                         help="rest S seconds after each accepted block, to pace a test network (default 0)")
     return parser
+
+
+def _worker_count(text: str) -> int:
+    """--workers: each worker is a process, so a typo such as 1000000 must not start that many."""
+    count = positive_int(text)
+    limit = max(MAX_WORKERS, os.cpu_count() or 1)
+    if count > limit:
+        raise argparse.ArgumentTypeError(f"{count} is more than {limit} (each worker is a process; "
+                                         f"this machine has {os.cpu_count() or 1} CPUs)")
+    return count
 
 
 def _seconds(text: str) -> float:

@@ -207,6 +207,13 @@ class MinerErrorTests(SynchronousTestCase):
             self.assertOneLineError(["--node", "x", "--address", ALICE.address, option, value], 2,
                                     f"argument {option}: ")
 
+    def test_too_many_workers(self):
+        """More workers than MAX_WORKERS is refused before any process starts (each would be a process)."""
+        self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--workers", "1000000"], 2,
+                                "argument --workers: 1000000 is more than 64")
+        args = miner.make_parser({}).parse_args(["--node", "x", "--address", ALICE.address, "--workers", "64"])
+        self.assertEqual(args.workers, 64)
+
     def test_malformed_template(self):
         """A template without header_hex is one line and exit status 1."""
         node = FakeNode(self)
