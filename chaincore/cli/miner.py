@@ -33,7 +33,6 @@ RETRY_S = 2.0
 RETRY_LOG_S = 30.0
 TTY_STATUS_S = 1.0
 LOG_STATUS_S = 10.0
-WORKER_WATCH_S = 1.0
 RATE_WINDOW_S = 10.0
 MAX_WORKERS = 64  # or the number of CPUs, if larger
 _BLOCK_FIELDS = ("index", "previous_hash", "merkle_root", "timestamp", "target", "nonce", "version", "transactions")
@@ -74,24 +73,27 @@ def parse_template(obj) -> Template:
     return Template(block, header, offset, size, target)
 
 
-def _init_worker(miner_pid: int) -> None:
-    """Set up a worker process: ignore Ctrl-C and end when the miner is gone."""
+def _init_worker(miner_alive) -> None:
+    """Set up a worker process: ignore Ctrl-C and end when the miner is gone.
+
+    miner_alive is the reading end of a pipe whose only writing end the miner
+    holds, so it reads end-of-file the moment the miner dies, however it died.
+    """
     # Ctrl-C reaches the whole process group; only the miner should act on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_after, args=(miner_pid,), daemon=True).start()
+    threading.Thread(target=_exit_after, args=(miner_alive,), daemon=True).start()
 
 
-def _exit_after(miner_pid: int) -> None:
+def _exit_after(miner_alive) -> None:
     # A miner killed with SIGKILL cannot shut its pool down; idle workers would then live
-    # on, and with them the forkserver, holding the miner's stdout and stderr open.
-    while True:
-        time.sleep(WORKER_WATCH_S)
-        try:
-            os.kill(miner_pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:
-            pass
+    # on, and with them the forkserver, holding the miner's stdout and stderr open.  Its
+    # pid is no sign: a killed miner stays a zombie until its parent reaps it, and a parent
+    # reading the output to its end before it waits would then wait for ever.
+    try:
+        while True:
+            miner_alive.recv_bytes()
+    except (EOFError, OSError):
+        os._exit(0)
 
 
 def default_mp_context():
@@ -387,8 +389,10 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
         display = Display(stderr, clock)
         in_main_thread = threading.current_thread() is threading.main_thread()
         old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-        executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=mp_context or default_mp_context(),
-                                                          initializer=_init_worker, initargs=(os.getpid(),))
+        context = mp_context or default_mp_context()
+        miner_alive, alive_w = context.Pipe(duplex=False)  # alive_w stays here, open until this process ends
+        executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context,
+                                                          initializer=_init_worker, initargs=(miner_alive,))
         miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor, pause_s=args.pause)
         try:
             miner.run()
@@ -399,6 +403,7 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
             try:
                 executor.shutdown(wait=True, cancel_futures=True)
             finally:
+                alive_w.close()
                 if in_main_thread:
                     signal.signal(signal.SIGINT, old_int)
                     signal.signal(signal.SIGTERM, old_term)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -271,6 +272,31 @@ class InterruptTests(SynchronousTestCase):
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)
         return proc.returncode, out, err
+
+    def test_killed_miner_leaves_nothing_behind(self):
+        """After SIGKILL, before anyone reaps the miner, its workers and helpers exit and let go of its output."""
+        node = MiningNode(self, target=IMPOSSIBLE)
+        proc = subprocess.Popen([sys.executable, "-m", "chaincore.cli.miner", "--node", node.url,
+                                 "--address", ALICE.address, "--workers", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+        def cleanup():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole group, should anything be left
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            proc.stdout.close()
+        self.addCleanup(cleanup)
+        deadline = time.monotonic() + 10
+        while len(node.seen("GET", "/status")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting on another process: its first status poll means the loop runs
+        proc.kill()  # and not reaped: a parent that reads the output to its end before waiting
+        done = threading.Thread(target=proc.stdout.read, daemon=True)
+        done.start()
+        done.join(10)
+        self.assertFalse(done.is_alive(), "the miner's output stayed open after it was killed")
 
     def test_ctrl_c_stops_cleanly(self):
         """SIGINT ends a running miner with its summary, exit status 0 and no traceback."""
