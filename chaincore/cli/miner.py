@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 from chaincore.core import errors, keys
+from chaincore.core.block import merkle_root
+from chaincore.core.jsonview import parse_block
 from chaincore.core.mining import NonceRanges, is_stale
 from chaincore.core.pow import search_nonce
 
@@ -68,9 +70,28 @@ def parse_template(obj) -> Template:
         if (type(offset) is not int or type(size) is not int or not 0 < size <= 32
                 or not 0 <= offset <= len(header) - size or type(block["index"]) is not int):
             raise ValueError("nonce outside the header")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        _check_agrees(block, header, offset, size, target)
+    except (AttributeError, KeyError, TypeError, ValueError, errors.Invalid) as e:
         raise CliError(f"the node's mining template is malformed ({e})") from None
     return Template(block, header, offset, size, target)
+
+
+def _check_agrees(block: dict, header: bytes, offset: int, size: int, target: int) -> None:
+    """ValueError unless the header bytes, the target and the merkle root are those of the block.
+
+    Otherwise a nonce found for the header would not solve the block the node
+    rebuilds from the JSON: every block would be refused, at once on regtest,
+    in a loop as fast as the node answers.
+    """
+    parsed = parse_block(dict(block, nonce=0), "block")
+    if merkle_root([tx.tx_id for tx in parsed.transactions]) != parsed.header.merkle_root:
+        raise ValueError("its merkle root is not its transactions'")
+    if parsed.header.target != target:
+        raise ValueError("its target is not its block's")
+    blank = bytearray(header)
+    blank[offset:offset + size] = bytes(size)
+    if bytes(blank) != parsed.header.raw:
+        raise ValueError("its header_hex is not its block's header")
 
 
 def _init_worker(miner_alive) -> None:

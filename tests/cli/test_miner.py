@@ -215,6 +215,29 @@ class MinerErrorTests(SynchronousTestCase):
         args = miner.make_parser({}).parse_args(["--node", "x", "--address", ALICE.address, "--workers", "64"])
         self.assertEqual(args.workers, 64)
 
+    def test_template_whose_parts_disagree(self):
+        """A template whose header bytes, merkle root or target are not its block's is refused before any hashing."""
+        def header_of_another_block(view):
+            view["header_hex"] = ("00" if view["header_hex"][:2] != "00" else "01") + view["header_hex"][2:]
+
+        def merkle_root_of_nothing(view):
+            view["block"]["merkle_root"] = "00" * 32
+
+        def easier_target(view):
+            view["target"] = "f" * 64
+        for junk in (header_of_another_block, merkle_root_of_nothing, easier_target):
+            node = MiningNode(self, target=HARD)
+            serve = node.template
+
+            def template(seen, junk=junk, serve=serve):
+                status, view = serve(seen)
+                junk(view)
+                return status, view
+            node.answers[("GET", "/mining/template")] = template
+            self.assertOneLineError(["--node", node.url, "--address", ALICE.address, "--workers", "1",
+                                     "--blocks", "1"], 1, "template is malformed")
+            self.assertEqual(node.seen("POST", "/submit_block"), [], junk.__name__)
+
     def test_malformed_template(self):
         """A template without header_hex is one line and exit status 1."""
         node = FakeNode(self)
