@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -142,23 +143,29 @@ class DefaultFeeTests(CliCase):
 class _SSEHandler(http.server.BaseHTTPRequestHandler):
     frames = []
     seen_ids = []
+    trickle_s = 0.0  # when set, each frame goes out a byte at a time, this long apart
 
     def do_GET(self):
         type(self).seen_ids.append(self.headers.get("Last-Event-ID"))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for frame in type(self).frames:
-            self.wfile.write(frame)
-        self.wfile.flush()
+        try:
+            for frame in type(self).frames:
+                for piece in ([frame[n:n + 1] for n in range(len(frame))] if self.trickle_s else [frame]):
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    time.sleep(self.trickle_s)
+        except OSError:
+            pass  # the reader hung up
 
     def log_message(self, *args):
         pass
 
 
 class EventStreamTests(SynchronousTestCase):
-    def serve(self, frames):
-        handler = type("Handler", (_SSEHandler,), {"frames": frames, "seen_ids": []})
+    def serve(self, frames, trickle_s=0.0):
+        handler = type("Handler", (_SSEHandler,), {"frames": frames, "seen_ids": [], "trickle_s": trickle_s})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -183,6 +190,15 @@ class EventStreamTests(SynchronousTestCase):
         stream = EventStream(url)
         self.addCleanup(stream.close)
         self.assertEqual(stream.next(5), ("block", {}))
+
+    def test_trickled_stream_keeps_the_time_limit(self):
+        """A stream trickling bytes that never end a line cannot hold a reader past the time it was given."""
+        _, url = self.serve([b"x" * 10_000], trickle_s=0.05)
+        stream = EventStream(url)
+        self.addCleanup(stream.close)
+        started = time.monotonic()
+        self.assertIsNone(stream.next(0.5))
+        self.assertLess(time.monotonic() - started, 5)
 
     def test_polls_a_node_without_events(self):
         """Against a node without /events, waiting polls /tx until the confirmations are there."""
