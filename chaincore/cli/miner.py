@@ -59,8 +59,8 @@ class Template:
         return self.block["previous_hash"]
 
 
-def parse_template(obj) -> Template:
-    """A Template from the node's answer; CliError if it lacks what a miner needs."""
+def parse_template(obj, address: str | None = None) -> Template:
+    """A Template from the node's answer; CliError if it lacks what a miner needs, or pays another than address."""
     try:
         block = obj.get("block") or {k: obj[k] for k in _BLOCK_FIELDS}
         block = {k: v for k, v in block.items() if k != "hash"}
@@ -70,14 +70,20 @@ def parse_template(obj) -> Template:
         if (type(offset) is not int or type(size) is not int or not 0 < size <= 32
                 or not 0 <= offset <= len(header) - size or type(block["index"]) is not int):
             raise ValueError("nonce outside the header")
-        _check_agrees(block, header, offset, size, target)
+        parsed = _check_agrees(block, header, offset, size, target)
     except (AttributeError, KeyError, TypeError, ValueError, errors.Invalid) as e:
         raise CliError(f"the node's mining template is malformed ({e})") from None
+    if address is not None:
+        payload = keys.address_payload(address)
+        others = {o.address for o in parsed.transactions[0].outputs if o.recipient != payload and o.amount > 0}
+        if others or not parsed.transactions[0].is_coinbase:
+            raise CliError(f"the node's mining template pays its reward to {', '.join(sorted(others)) or 'nobody'}, "
+                           f"not {address}")
     return Template(block, header, offset, size, target)
 
 
-def _check_agrees(block: dict, header: bytes, offset: int, size: int, target: int) -> None:
-    """ValueError unless the header bytes, the target and the merkle root are those of the block.
+def _check_agrees(block: dict, header: bytes, offset: int, size: int, target: int):
+    """The parsed block; ValueError unless the header bytes, the target and the merkle root are the block's.
 
     Otherwise a nonce found for the header would not solve the block the node
     rebuilds from the JSON: every block would be refused, at once on regtest,
@@ -92,6 +98,9 @@ def _check_agrees(block: dict, header: bytes, offset: int, size: int, target: in
     blank[offset:offset + size] = bytes(size)
     if bytes(blank) != parsed.header.raw:
         raise ValueError("its header_hex is not its block's header")
+    if not parsed.transactions:
+        raise ValueError("it has no coinbase")
+    return parsed
 
 
 def _init_worker(miner_alive) -> None:
@@ -290,7 +299,7 @@ class Miner:
         now = self.clock()
         try:
             status = self.node.get("/status")
-            template = parse_template(self.node.get("/mining/template", {"address": self.address}))
+            template = parse_template(self.node.get("/mining/template", {"address": self.address}), self.address)
         except (NodeUnreachable, NodeRefused) as e:
             busy = isinstance(e, NodeRefused) and e.status == 503  # catching up with its peers: wait for it
             if first and not busy:

@@ -16,7 +16,7 @@ from chaincore.cli.common import NodeClient
 from chaincore.core.block import NONCE_OFFSET, NONCE_SIZE
 from chaincore.core.jsonview import block_to_json, parse_block
 from chaincore.core.params import REGTEST
-from tests.support.builders import ALICE, make_block
+from tests.support.builders import ALICE, BOB, make_block
 
 from .fakenode import FakeNode
 
@@ -237,6 +237,13 @@ class MinerErrorTests(SynchronousTestCase):
             self.assertOneLineError(["--node", node.url, "--address", ALICE.address, "--workers", "1",
                                      "--blocks", "1"], 1, "template is malformed")
             self.assertEqual(node.seen("POST", "/submit_block"), [], junk.__name__)
+
+    def test_template_paying_someone_else(self):
+        """A template whose coinbase pays another address than --address is refused: nothing is mined for it."""
+        node = MiningNode(self)  # its templates pay Alice, whatever address was asked for
+        self.assertOneLineError(["--node", node.url, "--address", BOB.address, "--workers", "1", "--blocks", "1"],
+                                1, f"not {BOB.address}")
+        self.assertEqual(node.seen("POST", "/submit_block"), [])
 
     def test_malformed_template(self):
         """A template without header_hex is one line and exit status 1."""
