@@ -372,8 +372,11 @@ class WalletCommands:
         """
         wallet = load_wallet(args.wallet)
         node = NodeClient(node_url(args.node))
-        cursor, printed = args.cursor, 0
+        cursor, printed, seen = args.cursor, 0, set()
         while True:
+            if cursor in seen:  # a node whose pages lead back to one already read would never end
+                raise CliError(f"the node's /history pages loop (cursor {cursor!r} came twice)")
+            seen.add(cursor)
             page = HISTORY_PAGE if args.limit is None else min(HISTORY_PAGE, args.limit - printed)
             query = {"limit": page, **({"cursor": cursor} if cursor else {})}
             answer = node.get(f"/history/{wallet.address}", query)
@@ -381,6 +384,8 @@ class WalletCommands:
                 entries = [(e["tx_id"], e.get("height"), int(e.get("confirmations", 0)), int(e["amount_delta"]))
                            for e in answer["history"]]
                 cursor = answer.get("next")
+                if cursor is not None and not isinstance(cursor, (str, int)) or isinstance(cursor, bool):
+                    raise TypeError("next is not a cursor")
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise CliError("the node's /history answer is malformed") from None
             if not entries and not printed:

@@ -92,6 +92,15 @@ class HistoryPagingTests(CliCase):
         out = self.ok("history", "--wallet", self.path, "--node", self.node.url, "--limit", "5", "--cursor", "20")
         self.assertTrue(out.startswith(f"{20:064x}"), out[:80])
 
+    def test_pages_that_loop_are_an_error(self):
+        """A node whose `next` leads back to a page already read gets one line, not endless output."""
+        self.node.answers[("GET", f"/history/{self.address}")] = (200, {"history": [
+            {"tx_id": "aa" * 32, "height": 3, "confirmations": 5, "amount_delta": COIN}], "next": "again"})
+        self.fails(1, "loop", "history", "--wallet", self.path, "--node", self.node.url)
+        self.assertEqual(len(self.node.seen("GET", f"/history/{self.address}")), 2)
+        self.node.answers[("GET", f"/history/{self.address}")] = (200, {"history": [], "next": {"a": 1}})
+        self.fails(1, "malformed", "history", "--wallet", self.path, "--node", self.node.url)
+
     def test_closed_pipe_is_quiet(self):
         """`history | head -1` prints one line and no traceback: the wallet stops quietly when its reader goes."""
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
