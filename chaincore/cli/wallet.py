@@ -164,12 +164,13 @@ def save_wallet(wallet: Wallet, overwrite: bool = True) -> None:
             os.link(temp, path)  # fails if path exists, so two creates never overwrite each other
             os.unlink(temp)
     except FileExistsError:
-        os.unlink(temp)
         raise CliError(f"wallet file {wallet.path} already exists; refusing to overwrite it") from None
     except OSError as e:
-        if os.path.exists(temp):
-            os.unlink(temp)
         raise CliError(f"cannot write wallet file {wallet.path}: {e.strerror or e}") from None
+    finally:
+        # whatever stopped the write (a full disk, Ctrl-C), no stray copy of the key stays behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
     _sync_folder(folder)
 
 

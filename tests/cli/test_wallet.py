@@ -296,6 +296,22 @@ class WalletFileTests(CliCase):
             self.assertEqual(f.read(), before)
         self.assertEqual([n for n in os.listdir(self.folder) if n.endswith(".tmp")], [])
 
+    def test_interrupted_save_leaves_no_copy_of_the_key(self):
+        """Ctrl-C while a wallet is written leaves the old file as it was and no temporary copy of the key."""
+        self.create()
+        with open(self.path, "rb") as f:
+            before = f.read()
+
+        class Interrupted(wallet.Wallet):
+            def to_json(self):
+                raise KeyboardInterrupt()
+        loaded = wallet.load_wallet(self.path)
+        broken = Interrupted(loaded.path, loaded.address, loaded.key_pem, loaded.encrypted, loaded.created)
+        self.assertRaises(KeyboardInterrupt, wallet.save_wallet, broken)
+        self.assertEqual(os.listdir(self.folder), ["w.json"])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
     def test_missing_and_foreign_files(self):
         """A missing wallet file or a file that is not a wallet is one line and exit status 1."""
         self.fails(1, "does not exist", "address", "--wallet", self.path)
