@@ -280,6 +280,9 @@ class NodeClient:
                     raise NodeUnreachable(f"the node at {self.base_url} gave no complete answer to "
                                           f"{request.get_method()} {request.selector} within "
                                           f"{self.total_timeout_s:g} s") from None
+                if isinstance(e, http.client.BadStatusLine) and not isinstance(e, http.client.RemoteDisconnected):
+                    raise NodeUnreachable(f"the node at {self.base_url} does not answer in HTTP "
+                                          "(is that the port of a ChainCore node?)") from None
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
                 raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {_reason(reason)}") from None
         if refused:

@@ -1,6 +1,8 @@
 """The CLIs' NodeClient against nodes that misbehave: every answer it cannot use is one CliError line."""
 
 import io
+import socket
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -78,3 +80,23 @@ class LongErrorTests(SynchronousTestCase):
         self.assertEqual(len(line.splitlines()), 1)
         self.assertLess(len(line), 1_000)
         self.assertTrue(line.rstrip().endswith("..."), line[-20:])
+
+
+class NotHTTPTests(SynchronousTestCase):
+    def test_answer_that_is_not_http(self):
+        """A server answering bytes that are not HTTP is named as such, without echoing the bytes."""
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        self.addCleanup(server.close)
+
+        def answer():
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"\x00\xffSSH-2.0-garbage\r\n\r\n")
+        threading.Thread(target=answer, daemon=True).start()
+        err = self.assertRaises(NodeUnreachable, NodeClient(f"http://127.0.0.1:{server.getsockname()[1]}").get,
+                                "/status")
+        self.assertIn("does not answer in HTTP", str(err))
+        self.assertNotIn("garbage", str(err))
