@@ -15,13 +15,14 @@ import os
 import re
 import socket
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from chaincore import __version__
 from chaincore.core.errors import BadPeerURL
-from chaincore.core.params import COIN, MAX_MONEY
+from chaincore.core.params import COIN, MAX_MONEY, describe_amount
 from chaincore.core.peer_url import normalise_url
 
 EXIT_OK = 0
@@ -30,6 +31,8 @@ EXIT_USAGE = 2
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer stopped by a closed pipe
 NODE_ENV = "CHAINCORE_NODE"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_ERROR_CHARS = 500        # an error line stays readable, whatever text a node or an argument brought
+MAX_NODE_MESSAGE_CHARS = 300
 _COINS_TEXT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
 
 
@@ -110,8 +113,10 @@ def add_node_option(parser: argparse.ArgumentParser, env) -> None:
                              + (f", now {default})" if default else ", which is not set)"))
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split()) or "unknown error"
+def one_line(text: str, max_chars: int = MAX_ERROR_CHARS) -> str:
+    """text with its whitespace runs made single spaces, cut to max_chars (ending "...")."""
+    text = " ".join(text.split()) or "unknown error"
+    return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
 
 
 # -- amounts --------------------------------------------------------------------
@@ -135,7 +140,7 @@ def parse_coins(text: str, name: str = "amount", allow_zero: bool = False) -> in
     if units == 0 and not allow_zero:
         raise UsageError(f"{name} must be more than zero")
     if units > MAX_MONEY:
-        raise UsageError(f"{name} {text} is over the money supply of {MAX_MONEY // COIN} coins")
+        raise UsageError(f"{name} {text} is over the money supply of {describe_amount(MAX_MONEY)}")
     return units
 
 
@@ -159,12 +164,84 @@ def node_url(text: str) -> str:
         raise UsageError(f"node URL: {e}") from None
 
 
-class NodeClient:
-    """GET and POST JSON to one node; failures raise NodeUnreachable, NodeRefused or CliError."""
+class _Deadline:
+    """Shuts the sockets of one request down when its time is up.
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0):
+    A socket timeout bounds each wait for bytes, not the whole answer: a node
+    sending a byte every few seconds would hold the program forever.  Shutting
+    the socket from a timer thread wakes any read blocked on it.
+    """
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    def watch(self, sock) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _WatchedConnections:
+    """A urllib handler mixin whose connections hand their socket to a _Deadline once connected."""
+
+    def __init__(self, deadline: _Deadline, **kw):
+        super().__init__(**kw)
+        self.deadline = deadline
+
+    def do_open(self, http_class, request, **kw):
+        deadline = self.deadline
+
+        class Watched(http_class):
+            def connect(self):
+                super().connect()
+                deadline.watch(self.sock)
+        return super().do_open(Watched, request, **kw)
+
+
+class _HTTPHandler(_WatchedConnections, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_WatchedConnections, urllib.request.HTTPSHandler):
+    pass
+
+
+class NodeClient:
+    """GET and POST JSON to one node; failures raise NodeUnreachable, NodeRefused or CliError.
+
+    timeout_s bounds each wait for the node (connecting, each read);
+    total_timeout_s bounds a whole request, answer included.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0, total_timeout_s: float = 30.0):
         self.base_url = base_url
         self.timeout_s = timeout_s
+        self.total_timeout_s = total_timeout_s
 
     def get(self, path: str, query: dict | None = None, missing_ok: bool = False):
         """The JSON answer to GET path; None for a 404 when missing_ok."""
@@ -187,33 +264,47 @@ class NodeClient:
     def _request(self, request) -> tuple:
         request.add_header("Accept", "application/json")
         where = f"{request.get_method()} {request.full_url}"
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.status, self._json(response.read(MAX_RESPONSE_BYTES + 1), where)
-        except urllib.error.HTTPError as e:
-            with e:
-                raise NodeRefused(e.code, self._error_text(e.code, e.read(MAX_RESPONSE_BYTES + 1))) from None
-        except urllib.error.URLError as e:
-            raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {_reason(e.reason)}") from None
-        except (OSError, http.client.HTTPException) as e:
-            raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {_reason(e)}") from None
+        with _Deadline(self.total_timeout_s) as deadline:
+            opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+            try:
+                try:
+                    with opener.open(request, timeout=self.timeout_s) as response:
+                        status, raw, refused = response.status, response.read(MAX_RESPONSE_BYTES + 1), False
+                except urllib.error.HTTPError as e:
+                    with e:
+                        status, raw, refused = e.code, e.read(MAX_RESPONSE_BYTES + 1), True
+                if deadline.expired:  # a read cut short by the deadline may return part of the body
+                    raise TimeoutError()
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                if deadline.expired:
+                    raise NodeUnreachable(f"the node at {self.base_url} gave no complete answer to "
+                                          f"{request.get_method()} {request.selector} within "
+                                          f"{self.total_timeout_s:g} s") from None
+                if isinstance(e, http.client.BadStatusLine) and not isinstance(e, http.client.RemoteDisconnected):
+                    raise NodeUnreachable(f"the node at {self.base_url} does not answer in HTTP "
+                                          "(is that the port of a ChainCore node?)") from None
+                reason = e.reason if isinstance(e, urllib.error.URLError) else e
+                raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {_reason(reason)}") from None
+        if refused:
+            raise NodeRefused(status, self._error_text(status, raw))
+        return status, self._json(raw, where)
 
     def _json(self, raw: bytes, where: str):
         if len(raw) > MAX_RESPONSE_BYTES:
             raise CliError(f"the answer to {where} is larger than {MAX_RESPONSE_BYTES} bytes")
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the parser goes is not an answer either
             raise CliError(f"the answer to {where} is not JSON") from None
 
     def _error_text(self, status: int, raw: bytes) -> str:
         try:
             message = json.loads(raw)["error"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             message = None
         if not isinstance(message, str):
             message = raw[:200].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")
-        return f"the node refused ({status}): {message}"
+        return f"the node refused ({status}): {one_line(message, MAX_NODE_MESSAGE_CHARS)}"
 
 
 def _reason(reason) -> str:
@@ -225,11 +316,11 @@ def _reason(reason) -> str:
 
 
 def positive_int(text: str) -> int:
-    """A whole number of at least 1 from a command-line option; UsageError otherwise."""
+    """A whole number of at least 1 from a command-line option (argparse names the option in its error)."""
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise UsageError(f"{text} must be at least 1")
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value

@@ -10,6 +10,7 @@ Last-Event-ID when the connection drops.  Waiting for confirmations asks
 import http.client
 import json
 import socket
+import threading
 import time
 import urllib.parse
 
@@ -17,6 +18,7 @@ from .common import CliError
 
 POLL_S = 2.0
 READ_TIMEOUT_S = 30.0  # the node sends a comment every 15 s, so silence this long means a dead stream
+WATCHDOG_GRACE_S = 1.0  # past a read's deadline before its socket is shut down under it
 
 
 class EventStream:
@@ -56,7 +58,17 @@ class EventStream:
         """The next event as (kind, data), or None when timeout_s passed or the stream broke."""
         if self._response is None and not self.open():
             return None
-        deadline = time.monotonic() + timeout_s
+        # The socket timeout bounds each wait for bytes; a node trickling bytes that never end
+        # a line would pass it for ever, so a timer shuts the socket down soon after the deadline.
+        watchdog = threading.Timer(timeout_s + WATCHDOG_GRACE_S, _shut, (self._sock,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._next(time.monotonic() + timeout_s)
+        finally:
+            watchdog.cancel()
+
+    def _next(self, deadline: float):
         kind, data, event_id = None, [], None
         while True:
             left = deadline - time.monotonic()
@@ -83,7 +95,7 @@ class EventStream:
                         self.last_id = event_id
                     try:
                         return kind, json.loads("\n".join(data)) if data else {}
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         return kind, {}
                 kind, data, event_id = None, [], None
                 continue
@@ -102,6 +114,13 @@ class EventStream:
         if self._conn is not None:
             self._conn.close()
         self._conn, self._sock, self._response = None, None, None
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def wait_for_confirmations(node, tx_id: str, wanted: int, timeout_s: float, progress=None,

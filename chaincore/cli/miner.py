@@ -8,6 +8,7 @@ mempool or an old timestamp is dropped quickly.  A plain synchronous program:
 urllib for HTTP, concurrent.futures for the workers.
 """
 
+import argparse
 import collections
 import concurrent.futures
 import multiprocessing
@@ -19,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 from chaincore.core import errors, keys
+from chaincore.core.block import merkle_root
+from chaincore.core.jsonview import parse_block
 from chaincore.core.mining import NonceRanges, is_stale
 from chaincore.core.pow import search_nonce
 
@@ -32,8 +35,8 @@ RETRY_S = 2.0
 RETRY_LOG_S = 30.0
 TTY_STATUS_S = 1.0
 LOG_STATUS_S = 10.0
-WORKER_WATCH_S = 1.0
 RATE_WINDOW_S = 10.0
+MAX_WORKERS = 64  # or the number of CPUs, if larger
 _BLOCK_FIELDS = ("index", "previous_hash", "merkle_root", "timestamp", "target", "nonce", "version", "transactions")
 
 
@@ -56,8 +59,8 @@ class Template:
         return self.block["previous_hash"]
 
 
-def parse_template(obj) -> Template:
-    """A Template from the node's answer; CliError if it lacks what a miner needs."""
+def parse_template(obj, address: str | None = None) -> Template:
+    """A Template from the node's answer; CliError if it lacks what a miner needs, or pays another than address."""
     try:
         block = obj.get("block") or {k: obj[k] for k in _BLOCK_FIELDS}
         block = {k: v for k, v in block.items() if k != "hash"}
@@ -67,29 +70,60 @@ def parse_template(obj) -> Template:
         if (type(offset) is not int or type(size) is not int or not 0 < size <= 32
                 or not 0 <= offset <= len(header) - size or type(block["index"]) is not int):
             raise ValueError("nonce outside the header")
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        parsed = _check_agrees(block, header, offset, size, target)
+    except (AttributeError, KeyError, TypeError, ValueError, errors.Invalid) as e:
         raise CliError(f"the node's mining template is malformed ({e})") from None
+    if address is not None:
+        payload = keys.address_payload(address)
+        others = {o.address for o in parsed.transactions[0].outputs if o.recipient != payload and o.amount > 0}
+        if others or not parsed.transactions[0].is_coinbase:
+            raise CliError(f"the node's mining template pays its reward to {', '.join(sorted(others)) or 'nobody'}, "
+                           f"not {address}")
     return Template(block, header, offset, size, target)
 
 
-def _init_worker(miner_pid: int) -> None:
-    """Set up a worker process: ignore Ctrl-C and end when the miner is gone."""
+def _check_agrees(block: dict, header: bytes, offset: int, size: int, target: int):
+    """The parsed block; ValueError unless the header bytes, the target and the merkle root are the block's.
+
+    Otherwise a nonce found for the header would not solve the block the node
+    rebuilds from the JSON: every block would be refused, at once on regtest,
+    in a loop as fast as the node answers.
+    """
+    parsed = parse_block(dict(block, nonce=0), "block")
+    if merkle_root([tx.tx_id for tx in parsed.transactions]) != parsed.header.merkle_root:
+        raise ValueError("its merkle root is not its transactions'")
+    if parsed.header.target != target:
+        raise ValueError("its target is not its block's")
+    blank = bytearray(header)
+    blank[offset:offset + size] = bytes(size)
+    if bytes(blank) != parsed.header.raw:
+        raise ValueError("its header_hex is not its block's header")
+    if not parsed.transactions:
+        raise ValueError("it has no coinbase")
+    return parsed
+
+
+def _init_worker(miner_alive) -> None:
+    """Set up a worker process: ignore Ctrl-C and end when the miner is gone.
+
+    miner_alive is the reading end of a pipe whose only writing end the miner
+    holds, so it reads end-of-file the moment the miner dies, however it died.
+    """
     # Ctrl-C reaches the whole process group; only the miner should act on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_after, args=(miner_pid,), daemon=True).start()
+    threading.Thread(target=_exit_after, args=(miner_alive,), daemon=True).start()
 
 
-def _exit_after(miner_pid: int) -> None:
+def _exit_after(miner_alive) -> None:
     # A miner killed with SIGKILL cannot shut its pool down; idle workers would then live
-    # on, and with them the forkserver, holding the miner's stdout and stderr open.
-    while True:
-        time.sleep(WORKER_WATCH_S)
-        try:
-            os.kill(miner_pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:
-            pass
+    # on, and with them the forkserver, holding the miner's stdout and stderr open.  Its
+    # pid is no sign: a killed miner stays a zombie until its parent reaps it, and a parent
+    # reading the output to its end before it waits would then wait for ever.
+    try:
+        while True:
+            miner_alive.recv_bytes()
+    except (EOFError, OSError):
+        os._exit(0)
 
 
 def default_mp_context():
@@ -265,7 +299,7 @@ class Miner:
         now = self.clock()
         try:
             status = self.node.get("/status")
-            template = parse_template(self.node.get("/mining/template", {"address": self.address}))
+            template = parse_template(self.node.get("/mining/template", {"address": self.address}), self.address)
         except (NodeUnreachable, NodeRefused) as e:
             busy = isinstance(e, NodeRefused) and e.status == 503  # catching up with its peers: wait for it
             if first and not busy:
@@ -332,8 +366,9 @@ def make_parser(env=None) -> OneLineParser:
     add_version(parser)
     add_node_option(parser, os.environ if env is None else env)
     parser.add_argument("--address", required=True, help="the address the block rewards go to")
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes searching nonces (default: the number of CPUs)")
+    parser.add_argument("--workers", type=_worker_count, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes searching nonces, at most the larger of "
+                             f"{MAX_WORKERS} and the number of CPUs (default: the number of CPUs)")
     parser.add_argument("--blocks", type=positive_int, default=None, metavar="N",
                         help="stop after N accepted blocks (default: mine until interrupted)")
     parser.add_argument("--pause", type=_seconds, default=0, metavar="S",
@@ -341,13 +376,23 @@ def make_parser(env=None) -> OneLineParser:
     return parser
 
 
+def _worker_count(text: str) -> int:
+    """--workers: each worker is a process, so a typo such as 1000000 must not start that many."""
+    count = positive_int(text)
+    limit = max(MAX_WORKERS, os.cpu_count() or 1)
+    if count > limit:
+        raise argparse.ArgumentTypeError(f"{count} is more than {limit} (each worker is a process; "
+                                         f"this machine has {os.cpu_count() or 1} CPUs)")
+    return count
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 <= value <= 86_400:
-        raise UsageError(f"{text} must be between 0 and 86400 seconds")
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 86400 seconds")
     return value
 
 
@@ -374,8 +419,10 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
         display = Display(stderr, clock)
         in_main_thread = threading.current_thread() is threading.main_thread()
         old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
-        executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=mp_context or default_mp_context(),
-                                                          initializer=_init_worker, initargs=(os.getpid(),))
+        context = mp_context or default_mp_context()
+        miner_alive, alive_w = context.Pipe(duplex=False)  # alive_w stays here, open until this process ends
+        executor = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context,
+                                                          initializer=_init_worker, initargs=(miner_alive,))
         miner = Miner(node, args.address, args.workers, args.blocks, display, clock, executor, pause_s=args.pause)
         try:
             miner.run()
@@ -386,6 +433,7 @@ def main(argv=None, *, stdout=None, stderr=None, clock=time.monotonic, mp_contex
             try:
                 executor.shutdown(wait=True, cancel_futures=True)
             finally:
+                alive_w.close()
                 if in_main_thread:
                     signal.signal(signal.SIGINT, old_int)
                     signal.signal(signal.SIGTERM, old_term)

@@ -8,6 +8,7 @@ is asked only for public facts (UTXOs, balance, history, status); signing
 reuses chaincore.core.keys and chaincore.core.tx.
 """
 
+import argparse
 import contextlib
 import fcntl
 import getpass
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from chaincore.core import errors, keys
 from chaincore.core.jsonview import parse_tx, tx_to_json
 from chaincore.core.keys import PrivateKey
+from chaincore.core.params import COIN, MAX_MONEY, describe_amount
 from chaincore.core.tx import NULL_INDEX, NULL_TXID, Transaction, TxIn, TxOut
 
 from .common import (CliError, positive_int, NodeClient, NodeRefused, NodeUnreachable, OneLineParser, UsageError,
@@ -34,6 +36,7 @@ WALLET_VERSION = 1
 TX_VERSION = 1
 HISTORY_PAGE = 100
 ESTIMATED_TX_BYTES = 300   # a first guess of the size, refined once the coins are chosen
+HIGH_FEE_FLOOR = COIN // 100  # a fee over the amount is refused as a likely typo only above this
 
 
 @dataclass
@@ -59,9 +62,12 @@ class Wallet:
 
 @contextlib.contextmanager
 def wallet_lock(path: str):
-    """Hold an exclusive lock beside the wallet file (the file itself is replaced on every save)."""
+    """Hold an exclusive lock beside the wallet file (the file itself is replaced on every save).
+
+    Beside the real file, so that every link to one wallet takes the same lock.
+    """
     try:
-        handle = open(path + ".lock", "a")
+        handle = open(os.path.realpath(path) + ".lock", "a")
     except OSError as e:
         raise CliError(f"cannot lock {path}: {e.strerror}") from None
     with handle:
@@ -102,23 +108,45 @@ def load_wallet(path: str) -> Wallet:
             obj = json.load(f)
     except FileNotFoundError:
         raise CliError(f"wallet file {path} does not exist (make one with `{PROG} create --wallet {path}`)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"cannot read wallet file {path}: {getattr(e, 'strerror', None) or e}") from None
-    except ValueError:
+    except OSError as e:
+        raise CliError(f"cannot read wallet file {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise CliError(f"wallet file {path} is not JSON") from None
     try:
         if obj["format"] != WALLET_FORMAT or obj["version"] != WALLET_VERSION:
             raise CliError(f"{path} is not a version {WALLET_VERSION} ChainCore wallet")
         keys.address_payload(obj["address"])
-        return Wallet(path, obj["address"], obj["private_key_pem"], bool(obj["encrypted"]), int(obj["created"]),
-                      list(obj.get("unconfirmed_sends", [])))
+        if (not isinstance(obj["private_key_pem"], str) or type(obj["encrypted"]) is not bool
+                or type(obj["created"]) is not int):
+            raise ValueError("a field has the wrong type")
     except (KeyError, TypeError, ValueError, errors.BadAddress):
         raise CliError(f"{path} is not a ChainCore wallet file") from None
+    pending = obj.get("unconfirmed_sends", [])
+    if not (isinstance(pending, list) and all(_is_pending_send(p) for p in pending)):
+        raise CliError(f"wallet file {path} is damaged: its unconfirmed_sends are not a list of sends "
+                       "(its key and address are intact)")
+    return Wallet(path, obj["address"], obj["private_key_pem"], obj["encrypted"], obj["created"], pending)
+
+
+def _is_pending_send(p) -> bool:
+    """Whether p has the shape pending_send gives."""
+    return (isinstance(p, dict) and _is_tx_id(p.get("tx_id")) and isinstance(p.get("transaction"), dict)
+            and isinstance(p.get("spends"), list)
+            and all(isinstance(s, dict) and _is_tx_id(s.get("tx_id")) and type(s.get("output_index")) is int
+                    and s["output_index"] >= 0 for s in p["spends"]))
+
+
+def _is_tx_id(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def save_wallet(wallet: Wallet, overwrite: bool = True) -> None:
-    """Write the wallet atomically with mode 0600; without overwrite, refuse if the file exists."""
-    path = os.path.abspath(wallet.path)
+    """Write the wallet atomically with mode 0600; without overwrite, refuse if the file exists.
+
+    A wallet reached through a symbolic link is written where it lives: replacing
+    the link would leave the real file behind, stale, and a copy of the key beside it.
+    """
+    path = os.path.realpath(wallet.path)
     folder = os.path.dirname(path)
     try:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -136,12 +164,13 @@ def save_wallet(wallet: Wallet, overwrite: bool = True) -> None:
             os.link(temp, path)  # fails if path exists, so two creates never overwrite each other
             os.unlink(temp)
     except FileExistsError:
-        os.unlink(temp)
         raise CliError(f"wallet file {wallet.path} already exists; refusing to overwrite it") from None
     except OSError as e:
-        if os.path.exists(temp):
-            os.unlink(temp)
         raise CliError(f"cannot write wallet file {wallet.path}: {e.strerror or e}") from None
+    finally:
+        # whatever stopped the write (a full disk, Ctrl-C), no stray copy of the key stays behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
     _sync_folder(folder)
 
 
@@ -189,7 +218,11 @@ class Utxo:
 
 
 def parse_utxos(answer) -> list:
-    """Utxo values from a /utxos answer; CliError if the node's answer has the wrong shape."""
+    """Utxo values from a /utxos answer, without those worth nothing; CliError if it has the wrong shape.
+
+    Outputs of zero are valid in a block (a coinbase once the reward has halved
+    away, or anyone's gift), so they are passed over, never spent.
+    """
     try:
         utxos = [Utxo(u["tx_id"], u["output_index"], u["amount"], u.get("height"), _flag(u, "coinbase"),
                       _flag(u, "mature"), _flag(u, "spent_in_mempool")) for u in answer["utxos"]]
@@ -197,9 +230,9 @@ def parse_utxos(answer) -> list:
         raise CliError("the node's /utxos answer is malformed") from None
     for u in utxos:
         if (not isinstance(u.tx_id, str) or len(u.tx_id) != 64 or type(u.output_index) is not int
-                or type(u.amount) is not int or u.amount <= 0):
+                or type(u.amount) is not int or u.amount < 0):
             raise CliError("the node's /utxos answer is malformed")
-    return utxos
+    return [u for u in utxos if u.amount > 0]
 
 
 def _flag(obj: dict, name: str) -> bool | None:
@@ -236,6 +269,13 @@ def build_send(key: PrivateKey, coins, to_payload: bytes, amount: int, fee: int)
     return tx.with_signatures([key.sign(tx.sighash)] * len(inputs))
 
 
+def check_fee(fee: int, amount: int, what: str) -> None:
+    """CliError for a fee above both the amount and HIGH_FEE_FLOOR: most likely a typo (or a node's bad rate)."""
+    if fee > amount and fee > HIGH_FEE_FLOOR:
+        raise CliError(f"{what} of {describe_amount(fee)} is more than the amount sent, {describe_amount(amount)}; "
+                       "add --allow-high-fee to pay it")
+
+
 def is_coinbase_json(tx_json) -> bool:
     try:
         (first,) = tx_json["inputs"]
@@ -264,13 +304,22 @@ class WalletCommands:
             return self.env[PASSPHRASE_ENV]
         if self.prompt is None:
             return None
-        first = self.prompt(f"Passphrase {purpose}: ")
-        if confirm and first and self.prompt("Repeat the passphrase: ") != first:
+        first = self._ask(f"Passphrase {purpose}: ")
+        if confirm and first and self._ask("Repeat the passphrase: ") != first:
             raise CliError("the passphrases do not match")
         return first
 
+    def _ask(self, text: str) -> str:
+        try:
+            return self.prompt(text)
+        except EOFError:  # Ctrl-D, or a terminal that closed
+            raise CliError("no passphrase given (end of input)") from None
+
     def create(self, args) -> int:
         """Make a key in a new wallet file and print its address; never overwrite a file."""
+        if os.path.isdir(args.wallet):
+            example = os.path.join(args.wallet, "wallet.json")
+            raise CliError(f"{args.wallet} is a folder; give a file name such as {example}")
         if os.path.lexists(args.wallet):
             raise CliError(f"wallet file {args.wallet} already exists; refusing to overwrite it")
         passphrase = self.passphrase("to encrypt the new wallet (empty for none)", confirm=True) or ""
@@ -293,12 +342,13 @@ class WalletCommands:
         node = NodeClient(node_url(args.node))
         answer = node.get(f"/balance/{wallet.address}")
         try:
-            confirmed, unconfirmed = int(answer["confirmed"]), int(answer["unconfirmed"])
-            total = int(answer.get("balance", confirmed + unconfirmed))
+            confirmed = _units(answer["confirmed"])
+            unconfirmed = _units(answer["unconfirmed"], signed=True)
+            total = _units(answer.get("balance", confirmed + unconfirmed))
             spendable = answer.get("spendable")
             immature = answer.get("immature")
-            spendable = None if spendable is None else int(spendable)
-            immature = None if immature is None else int(immature)
+            spendable = None if spendable is None else _units(spendable)
+            immature = None if immature is None else _units(immature)
         except (KeyError, TypeError, ValueError):
             raise CliError("the node's /balance answer is malformed") from None
         self.say(f"address      {wallet.address}")
@@ -323,8 +373,11 @@ class WalletCommands:
         """
         wallet = load_wallet(args.wallet)
         node = NodeClient(node_url(args.node))
-        cursor, printed = args.cursor, 0
+        cursor, printed, seen = args.cursor, 0, set()
         while True:
+            if cursor in seen:  # a node whose pages lead back to one already read would never end
+                raise CliError(f"the node's /history pages loop (cursor {cursor!r} came twice)")
+            seen.add(cursor)
             page = HISTORY_PAGE if args.limit is None else min(HISTORY_PAGE, args.limit - printed)
             query = {"limit": page, **({"cursor": cursor} if cursor else {})}
             answer = node.get(f"/history/{wallet.address}", query)
@@ -332,6 +385,8 @@ class WalletCommands:
                 entries = [(e["tx_id"], e.get("height"), int(e.get("confirmations", 0)), int(e["amount_delta"]))
                            for e in answer["history"]]
                 cursor = answer.get("next")
+                if cursor is not None and not isinstance(cursor, (str, int)) or isinstance(cursor, bool):
+                    raise TypeError("next is not a cursor")
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise CliError("the node's /history answer is malformed") from None
             if not entries and not printed:
@@ -351,6 +406,8 @@ class WalletCommands:
     def send(self, args) -> int:
         """Select coins, sign a payment with change, and broadcast it (or print it with --no-broadcast)."""
         load_wallet(args.wallet)  # a missing or foreign file is reported before any lock file is made
+        if args.no_broadcast:
+            return self._send(args)  # it writes nothing, so it needs no lock (a read-only wallet will do)
         with wallet_lock(args.wallet):  # two sends at once from one wallet take turns
             return self._send(args)
 
@@ -359,6 +416,8 @@ class WalletCommands:
         to_payload = _payload(args.to, "--to")
         amount = parse_coins(args.amount, "--amount")
         fee = None if args.fee is None else parse_coins(args.fee, "--fee", allow_zero=True)
+        if fee is not None and not args.allow_high_fee:
+            check_fee(fee, amount, "--fee")
         wallet = load_wallet(args.wallet)
         passphrase = None
         if wallet.encrypted:
@@ -368,7 +427,7 @@ class WalletCommands:
         key = unlock(wallet, passphrase)
         status = node.get("/status")
         utxos = parse_utxos(node.get(f"/utxos/{wallet.address}"))
-        if self.reconcile(wallet, node, utxos):
+        if self.reconcile(wallet, node, utxos) and not args.no_broadcast:
             save_wallet(wallet)
         reserved = wallet.reserved()
         ours = [u for u in utxos if u.outpoint in reserved]
@@ -400,19 +459,21 @@ class WalletCommands:
             have = sum(u.amount for u in free + change) - sum(u.amount for u in immature)
             detail = []
             if ours:
-                detail.append(f"{format_coins(sum(u.amount for u in ours))} held by unconfirmed sends")
+                detail.append(f"{format_coins(sum(u.amount for u in ours))} coins held by unconfirmed sends")
             if others:
-                detail.append(f"{format_coins(sum(u.amount for u in others))} spent by other unconfirmed "
+                detail.append(f"{format_coins(sum(u.amount for u in others))} coins spent by other unconfirmed "
                               "transactions")
             if immature:
-                detail.append(f"{format_coins(sum(u.amount for u in immature))} in immature coinbases")
-            raise CliError(f"insufficient funds: have {format_coins(have)} spendable"
+                detail.append(f"{format_coins(sum(u.amount for u in immature))} coins in immature coinbases")
+            raise CliError(f"insufficient funds: have {describe_amount(have)} spendable"
                            + (f" ({', '.join(detail)})" if detail else "")
-                           + f", need {format_coins(amount + fee)} (amount {format_coins(amount)} "
+                           + f", need {describe_amount(amount + fee)} (amount {format_coins(amount)} "
                            f"+ fee {format_coins(fee)})")
         tx = build_send(key, coins, to_payload, amount, fee)
         if fee_rate is not None and fee < fee_rate * tx.size:
             raise CliError(f"could not settle the fee at {fee_rate} units per byte; give --fee")
+        if fee_rate is not None and not args.allow_high_fee:
+            check_fee(fee, amount, f"the node's rate of {fee_rate} units per byte makes a fee that")
         if args.no_broadcast:
             self.say(json.dumps(tx_to_json(tx), indent=2))
             return 0
@@ -507,11 +568,28 @@ class WalletCommands:
         return spendable
 
 
+def _units(value, signed: bool = False) -> int:
+    """An amount of base units from a node's answer: an integer within the money supply; ValueError otherwise."""
+    low = -MAX_MONEY if signed else 0
+    if type(value) is not int or not low <= value <= MAX_MONEY:
+        raise ValueError(f"{value!r} is not an amount")
+    return value
+
+
 def _payload(address: str, option: str) -> bytes:
     try:
         return keys.address_payload(address)
     except errors.BadAddress as e:
         raise UsageError(f"{option}: {e}") from None
+
+
+def _wallet_path(text: str) -> str:
+    """--wallet: a file name, not nothing and not a folder (create would otherwise write beside it)."""
+    if not text:
+        raise argparse.ArgumentTypeError("needs a file name")
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; give a file name such as {text}wallet.json")
+    return text
 
 
 def make_parser(env=None) -> OneLineParser:
@@ -522,7 +600,7 @@ def make_parser(env=None) -> OneLineParser:
     def command(name, help_text, node=False):
         p = commands.add_parser(name, help=help_text, description=help_text)
         add_version(p)
-        p.add_argument("--wallet", required=True, metavar="FILE", help="the wallet file")
+        p.add_argument("--wallet", required=True, type=_wallet_path, metavar="FILE", help="the wallet file")
         if node:
             add_node_option(p, os.environ if env is None else env)
         return p
@@ -545,8 +623,11 @@ def make_parser(env=None) -> OneLineParser:
                       help="after sending, wait until the payment has N confirmations")
     send.add_argument("--wait-timeout", type=positive_int, default=3600, metavar="SECONDS",
                       help="give up waiting after this many seconds (default 3600)")
+    send.add_argument("--allow-high-fee", action="store_true",
+                      help="pay a fee larger than the amount (above 0.01 coin such a fee is refused as a likely typo)")
     send.add_argument("--no-broadcast", action="store_true",
-                      help="print the signed transaction JSON instead of sending it (its coins are not reserved)")
+                      help="print the signed transaction JSON instead of sending it; writes nothing to the wallet "
+                           "file, so its coins are not reserved (a read-only wallet will do)")
     return parser
 
 

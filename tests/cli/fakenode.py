@@ -2,14 +2,26 @@
 
 The console scripts are synchronous urllib programs, so they are tested
 in-process against real sockets.  A FakeNode answers from a table of canned
-JSON or from handler functions, and records every request it saw.
+JSON or from handler functions, and records every request it saw.  A Raw
+answer sends bytes as given (HTML, broken JSON), slowly if asked, to play a
+node that misbehaves.
 """
 
 import http.server
 import json
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer body sent as is, one byte every pause_s seconds when pause_s is set."""
+
+    body: bytes
+    content_type: str = "application/json"
+    pause_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,12 +92,21 @@ class FakeNode:
                 with fake._lock:
                     fake.requests.append(seen)
                     status, obj = fake.answer(seen)
-                data = json.dumps(obj).encode()
+                raw = obj if isinstance(obj, Raw) else Raw(json.dumps(obj).encode())
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", raw.content_type)
+                self.send_header("Content-Length", str(len(raw.body)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    if not raw.pause_s:
+                        self.wfile.write(raw.body)
+                        return
+                    for n in range(len(raw.body)):
+                        self.wfile.write(raw.body[n:n + 1])
+                        self.wfile.flush()
+                        time.sleep(raw.pause_s)  # a node trickling its answer, on the fake's own thread
+                except OSError:
+                    pass  # the client gave up on us, as it should
 
             def log_message(self, *args):
                 pass

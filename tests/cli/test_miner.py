@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,7 +16,7 @@ from chaincore.cli.common import NodeClient
 from chaincore.core.block import NONCE_OFFSET, NONCE_SIZE
 from chaincore.core.jsonview import block_to_json, parse_block
 from chaincore.core.params import REGTEST
-from tests.support.builders import ALICE, make_block
+from tests.support.builders import ALICE, BOB, make_block
 
 from .fakenode import FakeNode
 
@@ -201,6 +202,49 @@ class MinerErrorTests(SynchronousTestCase):
         self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--blocks", "two"], 2, "whole number")
         self.assertOneLineError(["--node", "ftp://x", "--address", ALICE.address], 2, "not an http")
 
+    def test_bad_counts_name_their_option(self):
+        """A count that is not a whole number of at least 1 is refused naming the option it was given to."""
+        for option, value in (("--workers", "0"), ("--workers", "-3"), ("--blocks", "0"), ("--blocks", "two")):
+            self.assertOneLineError(["--node", "x", "--address", ALICE.address, option, value], 2,
+                                    f"argument {option}: ")
+
+    def test_too_many_workers(self):
+        """More workers than MAX_WORKERS is refused before any process starts (each would be a process)."""
+        self.assertOneLineError(["--node", "x", "--address", ALICE.address, "--workers", "1000000"], 2,
+                                "argument --workers: 1000000 is more than 64")
+        args = miner.make_parser({}).parse_args(["--node", "x", "--address", ALICE.address, "--workers", "64"])
+        self.assertEqual(args.workers, 64)
+
+    def test_template_whose_parts_disagree(self):
+        """A template whose header bytes, merkle root or target are not its block's is refused before any hashing."""
+        def header_of_another_block(view):
+            view["header_hex"] = ("00" if view["header_hex"][:2] != "00" else "01") + view["header_hex"][2:]
+
+        def merkle_root_of_nothing(view):
+            view["block"]["merkle_root"] = "00" * 32
+
+        def easier_target(view):
+            view["target"] = "f" * 64
+        for junk in (header_of_another_block, merkle_root_of_nothing, easier_target):
+            node = MiningNode(self, target=HARD)
+            serve = node.template
+
+            def template(seen, junk=junk, serve=serve):
+                status, view = serve(seen)
+                junk(view)
+                return status, view
+            node.answers[("GET", "/mining/template")] = template
+            self.assertOneLineError(["--node", node.url, "--address", ALICE.address, "--workers", "1",
+                                     "--blocks", "1"], 1, "template is malformed")
+            self.assertEqual(node.seen("POST", "/submit_block"), [], junk.__name__)
+
+    def test_template_paying_someone_else(self):
+        """A template whose coinbase pays another address than --address is refused: nothing is mined for it."""
+        node = MiningNode(self)  # its templates pay Alice, whatever address was asked for
+        self.assertOneLineError(["--node", node.url, "--address", BOB.address, "--workers", "1", "--blocks", "1"],
+                                1, f"not {BOB.address}")
+        self.assertEqual(node.seen("POST", "/submit_block"), [])
+
     def test_malformed_template(self):
         """A template without header_hex is one line and exit status 1."""
         node = FakeNode(self)
@@ -258,6 +302,31 @@ class InterruptTests(SynchronousTestCase):
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)
         return proc.returncode, out, err
+
+    def test_killed_miner_leaves_nothing_behind(self):
+        """After SIGKILL, before anyone reaps the miner, its workers and helpers exit and let go of its output."""
+        node = MiningNode(self, target=IMPOSSIBLE)
+        proc = subprocess.Popen([sys.executable, "-m", "chaincore.cli.miner", "--node", node.url,
+                                 "--address", ALICE.address, "--workers", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+        def cleanup():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole group, should anything be left
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            proc.stdout.close()
+        self.addCleanup(cleanup)
+        deadline = time.monotonic() + 10
+        while len(node.seen("GET", "/status")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # waiting on another process: its first status poll means the loop runs
+        proc.kill()  # and not reaped: a parent that reads the output to its end before waiting
+        done = threading.Thread(target=proc.stdout.read, daemon=True)
+        done.start()
+        done.join(10)
+        self.assertFalse(done.is_alive(), "the miner's output stayed open after it was killed")
 
     def test_ctrl_c_stops_cleanly(self):
         """SIGINT ends a running miner with its summary, exit status 0 and no traceback."""

@@ -160,6 +160,11 @@ class AmountTests(SynchronousTestCase):
                      "99999999999999999999999"]:
             self.assertRaises(UsageError, parse_coins, text)
 
+    def test_supply_error_names_units(self):
+        """An amount over the supply is refused naming the supply in coins and base units."""
+        err = self.assertRaises(UsageError, parse_coins, "21000001")
+        self.assertIn("21000000.00000000 coins (2,100,000,000,000,000 units)", str(err))
+
     def test_zero_fee_allowed(self):
         """A fee may be zero (the node decides whether it is enough)."""
         self.assertEqual(parse_coins("0", "--fee", allow_zero=True), 0)
@@ -255,6 +260,32 @@ class WalletFileTests(CliCase):
         self.fails(1, "do not match", "create", "--wallet", other, env={}, prompt=lambda text: next(answers))
         self.assertFalse(os.path.exists(other))
 
+    def test_end_of_input_at_the_prompt(self):
+        """Ctrl-D at a passphrase prompt is one line and exit status 1: create writes nothing, send sends nothing."""
+        def eof(text):
+            raise EOFError()
+        self.fails(1, "no passphrase", "create", "--wallet", self.path, env={}, prompt=eof)
+        self.assertFalse(os.path.exists(self.path))
+        answers = iter(["secret"])
+        self.fails(1, "no passphrase", "create", "--wallet", self.path, env={},
+                   prompt=lambda text: next(answers, None) or eof(text))
+        self.assertFalse(os.path.exists(self.path))
+        self.create(env=self.encrypted)
+        node = WalletNode(self)
+        node.fund(wallet.load_wallet(self.path).address, 50 * COIN)
+        self.fails(1, "no passphrase", "send", "--wallet", self.path, "--node", node.url, "--to", CAROL.address,
+                   "--amount", "1", "--fee", "0", env={}, prompt=eof)
+        self.assertEqual(node.posted(), [])
+
+    def test_wallet_path_must_name_a_file(self):
+        """An empty --wallet or one ending in a slash is a usage error, a folder is refused; create makes nothing."""
+        folder_like = os.path.join(self.folder, "sub") + "/"
+        for command in ("create", "address"):
+            self.fails(2, "--wallet", command, "--wallet", "")
+            self.fails(2, "--wallet", command, "--wallet", folder_like)
+        self.assertEqual(os.listdir(self.folder), [])
+        self.fails(1, "is a folder", "create", "--wallet", self.folder)
+
     def test_refuses_to_overwrite(self):
         """create leaves an existing file untouched and fails."""
         self.create()
@@ -264,6 +295,22 @@ class WalletFileTests(CliCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), before)
         self.assertEqual([n for n in os.listdir(self.folder) if n.endswith(".tmp")], [])
+
+    def test_interrupted_save_leaves_no_copy_of_the_key(self):
+        """Ctrl-C while a wallet is written leaves the old file as it was and no temporary copy of the key."""
+        self.create()
+        with open(self.path, "rb") as f:
+            before = f.read()
+
+        class Interrupted(wallet.Wallet):
+            def to_json(self):
+                raise KeyboardInterrupt()
+        loaded = wallet.load_wallet(self.path)
+        broken = Interrupted(loaded.path, loaded.address, loaded.key_pem, loaded.encrypted, loaded.created)
+        self.assertRaises(KeyboardInterrupt, wallet.save_wallet, broken)
+        self.assertEqual(os.listdir(self.folder), ["w.json"])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
 
     def test_missing_and_foreign_files(self):
         """A missing wallet file or a file that is not a wallet is one line and exit status 1."""
@@ -281,6 +328,49 @@ class WalletFileTests(CliCase):
         self.fails(2, "--bogus", "address", "--wallet", self.path, "--bogus")
         self.fails(2, "--wallet", "address")
         self.fails(2, "invalid choice", "steal")
+
+
+class DamagedWalletTests(CliCase):
+    """A wallet file whose JSON parses but whose fields are wrong is refused in one line and left as it is."""
+
+    def setUp(self):
+        super().setUp()
+        self.address = self.create()
+        self.node = WalletNode(self)
+        self.node.fund(self.address, 50 * COIN)
+        with open(self.path) as f:
+            self.good = json.load(f)
+
+    def refused_everywhere(self, content: bytes, text: str):
+        with open(self.path, "wb") as f:
+            f.write(content)
+        for argv in (["address"], ["balance", "--node", self.node.url],
+                     ["send", "--node", self.node.url, "--to", CAROL.address, "--amount", "1", "--fee", "0",
+                      "--no-broadcast"]):
+            self.fails(1, text, argv[0], "--wallet", self.path, *argv[1:])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), content)
+        self.assertEqual(self.node.posted(), [])
+
+    def test_wrong_fields(self):
+        """Unconfirmed sends, dates, flags, keys or addresses of the wrong shape are one line each, no traceback."""
+        spend = {"tx_id": "ab" * 32, "output_index": 0}
+        send = {"tx_id": "cd" * 32, "sent": NOW, "spends": [spend], "transaction": {}}
+        for name, value in [("unconfirmed_sends", [{"x": 1}]), ("unconfirmed_sends", "abc"),
+                            ("unconfirmed_sends", {"a": 1}), ("unconfirmed_sends", [dict(send, tx_id="zz")]),
+                            ("unconfirmed_sends", [dict(send, spends="x")]),
+                            ("unconfirmed_sends", [dict(send, spends=[dict(spend, tx_id=5)])]),
+                            ("unconfirmed_sends", [dict(send, spends=[dict(spend, output_index=True)])]),
+                            ("unconfirmed_sends", [dict(send, transaction=[])]),
+                            ("created", float("inf")), ("created", "abc"), ("encrypted", "false"),
+                            ("encrypted", None), ("private_key_pem", 5), ("address", 5)]:
+            content = json.dumps(dict(self.good, **{name: value})).encode()
+            self.refused_everywhere(content, self.path)
+
+    def test_not_a_wallet_at_all(self):
+        """JSON that is not an object, and bytes that are not text, are refused as not a wallet file."""
+        for content in (b"[]", b'"x"', b"null", b"5", b"\xff\xfe{}"):
+            self.refused_everywhere(content, self.path)
 
 
 class SendTests(CliCase):
@@ -315,7 +405,8 @@ class SendTests(CliCase):
         self.assertEqual({i.prev_tx_id for i in third.inputs}, {first.tx_id})  # the 49-coin change
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "50", "--fee", "0")
-        self.assertIn("have 42.99970000 spendable", line)  # unconfirmed change: 38.9999 + 3.9998 coins
+        # the unconfirmed change: 38.9999 + 3.9998 coins
+        self.assertIn("have 42.99970000 coins (4,299,970,000 units) spendable", line)
         self.assertEqual(len(self.node.posted()), 3)
 
     def test_simultaneous_sends_take_turns(self):
@@ -389,7 +480,7 @@ class SendTests(CliCase):
         self.node.fund(self.address, 50 * COIN, height=150, coinbase=True)
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "1", "--fee", "0")
-        self.assertIn("50.00000000 in immature coinbases", line)
+        self.assertIn("50.00000000 coins in immature coinbases", line)
         young = self.node.fund(self.address, 5 * COIN, height=190)
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         (tx,) = self.node.posted()
@@ -404,19 +495,74 @@ class SendTests(CliCase):
         young = self.node.fund(self.address, 5 * COIN, height=199)
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "6", "--fee", "0")
-        self.assertIn("have 5.00000000 spendable (7.00000000 spent by other unconfirmed transactions, "
-                      "50.00000000 in immature coinbases)", line)
+        self.assertIn("have 5.00000000 coins (500,000,000 units) spendable (7.00000000 coins spent by other "
+                      "unconfirmed transactions, 50.00000000 coins in immature coinbases)", line)
         self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
         (tx,) = self.node.posted()
         self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [young])
         self.assertEqual([r.path for r in self.node.requests if r.path.startswith("/tx/")], [])
 
     def test_insufficient_funds(self):
-        """An amount the coins cannot cover is refused with what the wallet has and what it needs."""
+        """An amount the coins cannot cover is refused with what the wallet has and needs, in coins and units."""
         self.node.fund(self.address, 3 * COIN)
         line = self.fails(1, "insufficient funds", "send", "--wallet", self.path, "--node", self.node.url,
                           "--to", CAROL.address, "--amount", "3", "--fee", "0.00000001")
-        self.assertIn("have 3.00000000 spendable, need 3.00000001", line)
+        self.assertIn("have 3.00000000 coins (300,000,000 units) spendable, "
+                      "need 3.00000001 coins (300,000,001 units) (amount 3.00000000 + fee 0.00000001)", line)
+
+    def test_send_through_a_symbolic_link_writes_the_wallet_it_points_to(self):
+        """A wallet reached through a symbolic link is updated where it lives; the link stays a link."""
+        self.node.fund(self.address, 50 * COIN)
+        link = os.path.join(self.folder, "link.json")
+        os.symlink(os.path.basename(self.path), link)
+        code, out, err = self.run_wallet("send", "--wallet", link, "--node", self.node.url, "--to", CAROL.address,
+                                         "--amount", "1", "--fee", "0.0001")
+        self.assertEqual(code, 0, err)
+        self.assertTrue(os.path.islink(link))
+        (tx,) = self.node.posted()
+        self.assertEqual([p["tx_id"] for p in wallet.load_wallet(self.path).pending], [tx.tx_id.hex()])
+
+    def test_zero_value_outputs_are_passed_over(self):
+        """Outputs worth nothing (coinbases once the reward has halved away, or a block's gift) do not stop a send."""
+        self.node.fund(self.address, 0, coinbase=True)
+        coin = self.node.fund(self.address, 5 * COIN)
+        self.node.fund(self.address, 0)
+        code, out, err = self.send(self.node, CAROL.address, "1")
+        self.assertEqual(code, 0, err)
+        (tx,) = self.node.posted()
+        self.assertEqual([i.prev_tx_id.hex() for i in tx.inputs], [coin])
+
+    def test_fee_over_the_amount_is_refused(self):
+        """A fee above the amount (and above 0.01 coin) is taken for a typo: refused unless --allow-high-fee."""
+        self.node.fund(self.address, 50 * COIN)
+        line = self.fails(1, "--allow-high-fee", "send", "--wallet", self.path, "--node", self.node.url,
+                          "--to", CAROL.address, "--amount", "1", "--fee", "2")
+        self.assertIn("2.00000000 coins (200,000,000 units)", line)
+        self.assertEqual((self.node.posted(), wallet.load_wallet(self.path).pending), ([], []))
+        self.assertEqual(self.send(self.node, CAROL.address, "1", "2", "--allow-high-fee")[0], 0)
+        self.assertEqual(self.send(self.node, CAROL.address, "0.00000001", "0.0001")[0], 0)  # small, if above
+        first, second = self.node.posted()  # the second spends the first's change
+        self.assertEqual([50 * COIN - first.output_total, first.outputs[1].amount - second.output_total],
+                         [2 * COIN, 10_000])
+
+    def test_no_broadcast_writes_nothing(self):
+        """--no-broadcast signs from a wallet it cannot write (no lock file can be made) and leaves the file as is."""
+        self.node.fund(self.address, 50 * COIN)
+        self.assertEqual(self.send(self.node, CAROL.address, "1")[0], 0)
+        self.node.confirm()  # the recorded send is now confirmed: a send would forget it and save
+        lock = os.path.realpath(self.path) + ".lock"
+        os.remove(lock)
+        os.mkdir(lock)  # no lock file can be opened: stands for a read-only folder or medium
+        with open(self.path, "rb") as f:
+            before = f.read()
+        code, out, err = self.send(self.node, CAROL.address, "2", "0.0001", "--no-broadcast")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(parse_tx(json.loads(out)).outputs[0].amount, 2 * COIN)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(len(self.node.posted()), 1)
+        self.fails(1, "cannot lock", "send", "--wallet", self.path, "--node", self.node.url, "--to", CAROL.address,
+                   "--amount", "2", "--fee", "0.0001")
 
     def test_node_refusal_is_one_line_and_releases_the_coins(self):
         """The node's 400 error is printed as one line, and the refused send is not kept."""
@@ -460,6 +606,15 @@ class QueryTests(CliCase):
         self.assertIn("confirmed    50.00000000", out)
         self.assertIn("unconfirmed  +0.00000001", out)
         self.assertIn("balance      50.00000001", out)
+
+    def test_balance_of_the_wrong_types_is_malformed(self):
+        """Booleans, floats, text or amounts beyond the money supply in /balance are refused, never shown."""
+        good = {"address": self.address, "balance": 5, "confirmed": 5, "unconfirmed": 0, "spendable": 5,
+                "immature": 0}
+        for name, value in [("spendable", True), ("balance", 1.5), ("confirmed", 10 ** 40), ("unconfirmed", "1"),
+                            ("immature", -1), ("unconfirmed", -10 ** 40), ("confirmed", None)]:
+            self.node.answers[("GET", f"/balance/{self.address}")] = (200, dict(good, **{name: value}))
+            self.fails(1, "malformed", "balance", "--wallet", self.path, "--node", self.node.url)
 
     def test_history(self):
         """history prints one line per transaction with its signed amount and confirmations."""

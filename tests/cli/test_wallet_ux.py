@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -91,6 +92,15 @@ class HistoryPagingTests(CliCase):
         out = self.ok("history", "--wallet", self.path, "--node", self.node.url, "--limit", "5", "--cursor", "20")
         self.assertTrue(out.startswith(f"{20:064x}"), out[:80])
 
+    def test_pages_that_loop_are_an_error(self):
+        """A node whose `next` leads back to a page already read gets one line, not endless output."""
+        self.node.answers[("GET", f"/history/{self.address}")] = (200, {"history": [
+            {"tx_id": "aa" * 32, "height": 3, "confirmations": 5, "amount_delta": COIN}], "next": "again"})
+        self.fails(1, "loop", "history", "--wallet", self.path, "--node", self.node.url)
+        self.assertEqual(len(self.node.seen("GET", f"/history/{self.address}")), 2)
+        self.node.answers[("GET", f"/history/{self.address}")] = (200, {"history": [], "next": {"a": 1}})
+        self.fails(1, "malformed", "history", "--wallet", self.path, "--node", self.node.url)
+
     def test_closed_pipe_is_quiet(self):
         """`history | head -1` prints one line and no traceback: the wallet stops quietly when its reader goes."""
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -123,6 +133,14 @@ class DefaultFeeTests(CliCase):
         self.assertEqual(fee, 3 * tx.size)
         self.assertIn("3 units/byte from the node", out)
 
+    def test_node_rate_making_the_fee_over_the_amount_is_refused(self):
+        """A node whose rate would make the fee larger than the payment gets one line, and nothing is sent."""
+        self.node.fund(self.address, 50 * COIN)
+        self.node.answers[("GET", "/fees")] = (200, {"fee_rate": 1_000_000})
+        self.fails(1, "--allow-high-fee", "send", "--wallet", self.path, "--node", self.node.url,
+                   "--to", CAROL.address, "--amount", "1")
+        self.assertEqual(self.node.posted(), [])
+
     def test_bad_fee_answer_is_one_line(self):
         """A node whose /fees answer is not a sane rate gets one line asking for --fee."""
         self.node.fund(self.address, 2 * COIN)
@@ -134,23 +152,29 @@ class DefaultFeeTests(CliCase):
 class _SSEHandler(http.server.BaseHTTPRequestHandler):
     frames = []
     seen_ids = []
+    trickle_s = 0.0  # when set, each frame goes out a byte at a time, this long apart
 
     def do_GET(self):
         type(self).seen_ids.append(self.headers.get("Last-Event-ID"))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for frame in type(self).frames:
-            self.wfile.write(frame)
-        self.wfile.flush()
+        try:
+            for frame in type(self).frames:
+                for piece in ([frame[n:n + 1] for n in range(len(frame))] if self.trickle_s else [frame]):
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    time.sleep(self.trickle_s)
+        except OSError:
+            pass  # the reader hung up
 
     def log_message(self, *args):
         pass
 
 
 class EventStreamTests(SynchronousTestCase):
-    def serve(self, frames):
-        handler = type("Handler", (_SSEHandler,), {"frames": frames, "seen_ids": []})
+    def serve(self, frames, trickle_s=0.0):
+        handler = type("Handler", (_SSEHandler,), {"frames": frames, "seen_ids": [], "trickle_s": trickle_s})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -168,6 +192,22 @@ class EventStreamTests(SynchronousTestCase):
         self.assertIsNone(stream.next(5))  # the fake closes the stream
         stream.open()
         self.assertEqual(handler.seen_ids, [None, "r-7"])
+
+    def test_event_too_deeply_nested_is_read_as_empty(self):
+        """An event whose data nests deeper than the JSON parser goes comes out with empty data, no RecursionError."""
+        _, url = self.serve([b"event: block\ndata: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"])
+        stream = EventStream(url)
+        self.addCleanup(stream.close)
+        self.assertEqual(stream.next(5), ("block", {}))
+
+    def test_trickled_stream_keeps_the_time_limit(self):
+        """A stream trickling bytes that never end a line cannot hold a reader past the time it was given."""
+        _, url = self.serve([b"x" * 10_000], trickle_s=0.05)
+        stream = EventStream(url)
+        self.addCleanup(stream.close)
+        started = time.monotonic()
+        self.assertIsNone(stream.next(0.5))
+        self.assertLess(time.monotonic() - started, 5)
 
     def test_polls_a_node_without_events(self):
         """Against a node without /events, waiting polls /tx until the confirmations are there."""
