@@ -25,6 +25,7 @@ from ..core.block import HEADER_SIZE, NONCE_OFFSET, NONCE_SIZE, Header
 from ..core.chainstate import Accepted, Duplicate, NotStored, Orphan
 from ..core.errors import Fault, Forbidden, Invalid, Malformed, RateLimited, Refused, TooLarge
 from ..core.peer_url import is_loopback_url, normalise_url
+from ..core.rules import block_fault
 from .errors import json_body, json_error, render_error
 from ..logs import logger
 from .schema import BLOCKS_MAX_BYTES, ENDPOINTS, HEADERS_MAX_BYTES, openapi_json, params
@@ -226,8 +227,8 @@ class PeerDirectory(Protocol):
         """Peer url announced transactions by id; how many this node will fetch."""
 
     def misbehaved(self, url: str, error) -> None:
-        """Peer url (checked to be the sender) posted a block or transaction that breaks a rule (an Invalid):
-        penalise it by the error's code, as for data it answered with."""
+        """Peer url (checked to be the sender) posted a block or transaction that breaks a rule (an Invalid, or
+        the code it is charged with): penalise it by that code, as for data it answered with."""
 
 
 class NodeAPI:
@@ -466,14 +467,15 @@ class NodeAPI:
         block = read_block(request, self._node.params)
         source = self._heard_from(request)
         d = self._node.submit_block(block, source=source, local=local)
-        d.addErrback(self._penalise_sender, request, source)
+        d.addErrback(self._penalise_sender, request, source, block_fault)
         return d.addCallback(self._block_answer, request)
 
-    def _penalise_sender(self, failure, request, source):
+    def _penalise_sender(self, failure, request, source, charge=lambda err: err):
         """A block or transaction a peer posted broke a rule: the peer that sent it loses points (by the
-        rule's code: none for a conflict or a missing parent), then the client gets the refusal."""
+        rule's code, as charge(error) gives it: none for a transaction's conflict or missing parent), then
+        the client gets the refusal."""
         if source and failure.check(Invalid) and names_sender(request, source):
-            self._peers.misbehaved(source, failure.value)
+            self._peers.misbehaved(source, charge(failure.value))
         return failure
 
     def _block_answer(self, result, request):

@@ -27,7 +27,7 @@ from .errors import (
     BadProofOfWork, BadSignature, BadTarget, BadVersion, BlockTooLarge, DoubleSpend, DuplicateInput,
     DuplicateTx, ExtraCoinbase, ImmatureCoinbase, InsufficientFunds, MissingInput, NoCoinbase,
     NoInputs, NonFinal, NoOutputs, NullPrevout, OutputTooLarge, TimeTooNew, TimeTooOld, TimeWarp, TxTooLarge,
-    WrongKey, BadAmount, Invalid, Malformed,
+    WrongKey, BadAmount, BlockRuleError, Invalid, Malformed,
 )
 from .params import NetworkParams, describe_amount
 from .tx import (MAX_COINBASE_DATA, MIN_COINBASE_DATA, NULL_INDEX, NULL_TXID, Coin, OutPoint, Transaction, TxOut,
@@ -595,6 +595,13 @@ class BlockDelta:
 # against the coins, as BIP 152 relays compact blocks; so a peer that passes on a block that breaks one of these
 # is not at fault for it, and is not penalised.
 COIN_RULES = (MissingInput, ImmatureCoinbase, WrongKey, InsufficientFunds, BadCoinbaseValue, BadSignature)
+
+
+def block_fault(err):
+    """What a peer that sent a block breaking err is charged with (a code or the error): a rule of the coins
+    counts as a broken block rule.  Its own points are a transaction's, and none for a missing input, on which
+    two mempools may honestly differ; a block, whose coins are its own branch's, has no such excuse."""
+    return BlockRuleError.code if isinstance(err, COIN_RULES) else err
 
 
 def connect_block(block: Block, get_coin, params: NetworkParams, verify=verify_batch,

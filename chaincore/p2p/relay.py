@@ -37,8 +37,8 @@ from ..core import jsonview, wire
 from ..core.compact import (SENT_TO_HEADER, compact_to_bytes, compact_to_json, fill, max_block_txs,
                             max_compact_bytes, parse_compact, parse_compact_bytes, peer_tag, reconstruct,
                             sent_to_value)
-from ..core.errors import BlockRuleError, Invalid, Malformed, PeerUnreachable, Refused
-from ..core.rules import COIN_RULES
+from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
+from ..core.rules import COIN_RULES, block_fault
 from .client import BinaryAnswer
 
 log = logger("chaincore.p2p.relay")
@@ -720,10 +720,9 @@ class Relay:
                      "before checking: not held against it, once a height)", peer=peer, err=failure.value)
         elif failure.check(Invalid):
             log.info("block announced by {peer} refused: {err}", peer=peer, err=failure.value)
-            # a block breaking a coin rule past its excuse counts as a block breaking a rule: the rule's own
-            # points are a transaction's (none for a missing input, on which two mempools may differ)
-            block_coins = height is not None and failure.check(*COIN_RULES)
-            self.discovery.report_misbehaviour(peer, BlockRuleError.code if block_coins else failure.value)
+            # past its excuse a block breaking a coin rule counts as a block breaking a rule (rules.block_fault)
+            self.discovery.report_misbehaviour(peer, block_fault(failure.value) if height is not None
+                                               else failure.value)
         elif failure.check(Refused):
             log.info("block announced by {peer} not taken: {err}", peer=peer, err=failure.value)
         elif failure.check(defer.CancelledError):

@@ -20,6 +20,7 @@ from ..logs import logger
 
 from ..core import jsonview
 from ..core.errors import Fault, Invalid, Malformed, PeerBusy, PeerUnreachable, Refused, RepeatedHeaders
+from ..core.rules import block_fault
 from .client import fetch_blocks, fetch_headers, fetch_transactions
 from .download import STALL_TIMEOUT_S, DownloadPlanner, Wanted
 from .headers import HeaderTree
@@ -453,10 +454,11 @@ class Synchronizer:
                 session.lowest = low if session.lowest is None else min(session.lowest, low)
             self.tree.prune()
             if error is not None:
+                charged = block_fault(error)  # a block of the chain it serves: a coin rule is a block's
                 if peer in session.peers:
-                    self._misbehaved(session, peer, error)
+                    self._misbehaved(session, peer, error, charged)
                 else:
-                    self.discovery.report_misbehaviour(peer, error)
+                    self.discovery.report_misbehaviour(peer, charged)
             self._progress(session)
 
     def _preverify_ahead(self, session: _CatchUp) -> None:
@@ -483,12 +485,12 @@ class Synchronizer:
 
     # -- what went wrong with a peer ----------------------------------------------------------
 
-    def _misbehaved(self, session: _CatchUp, peer: str, error) -> None:
-        """peer broke a rule or the protocol: penalise it and go on without it."""
+    def _misbehaved(self, session: _CatchUp, peer: str, error, charged=None) -> None:
+        """peer broke a rule or the protocol: penalise it (by charged, a code, when given) and go on without it."""
         log.warn("peer {peer} dropped from catch-up: {code}: {err}", peer=peer, code=error.code, err=error)
         self._count("stalled" if error.code == "stalled" else "invalid")
         self._drop(session, peer)
-        self.discovery.report_misbehaviour(peer, error)
+        self.discovery.report_misbehaviour(peer, error if charged is None else charged)
 
     def _busy(self, session: _CatchUp, peer: str, error: PeerBusy, headers: bool = False) -> None:
         """peer answered that it is busy (its request budget for us ran out, or it holds all the connections

@@ -5,6 +5,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.core import jsonview
 from chaincore.core.params import REGTEST
+from chaincore.core.tx import OutPoint
+from chaincore.p2p.peers import penalty_for
 
 from ..support.api import APIClient, assert_error, funded_chain, funded_node, mature_outpoint
 from ..support.builders import ALICE, BOB, make_block, signed_tx
@@ -17,7 +19,7 @@ class PeerPenaltyTests(SynchronousTestCase):
         self.service = funded_node()
         self.reports = []
         self.patch(self.service.peers.discovery, "report_misbehaviour",
-                   lambda url, err: self.reports.append((url, err.code)) or False)
+                   lambda url, err: self.reports.append((url, getattr(err, "code", err))) or False)
         self.peer = APIClient(self, self.service, client_address="203.0.113.7")
 
     def test_invalid_block_from_a_peer_costs_it_points(self):
@@ -27,7 +29,22 @@ class PeerPenaltyTests(SynchronousTestCase):
         answer = self.peer.post("/submit_block", {"block": jsonview.block_to_json(bad)},
                                 headers={"X-ChainCore-Peer": PEER})
         self.assertEqual(answer.status, 400, answer.body)
-        self.assertEqual(self.reports, [(PEER, answer.json["code"])])
+        self.assertEqual(answer.json["code"], "bad-coinbase-value")
+        self.assertEqual(self.reports, [(PEER, "bad-block")])
+
+    def test_block_spending_a_missing_coin_from_a_peer_costs_it_a_blocks_points(self):
+        """A block spending a coin that does not exist, posted by a peer: the client hears missing-input, and
+        the peer is charged as for a block breaking a rule (a transaction's missing input carries no points, as
+        two mempools may differ; a block's coins are its own branch's, so it has no such excuse)."""
+        chain = funded_chain()
+        ghost = signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 1000)])
+        spender = signed_tx([(OutPoint(ghost.tx_id, 0), BOB)], [(ALICE, 500)])
+        bad = make_block(chain[-1], [spender], fees=500)
+        answer = self.peer.post("/submit_block", {"block": jsonview.block_to_json(bad)},
+                                headers={"X-ChainCore-Peer": PEER})
+        assert_error(self, answer, 400, "missing-input")
+        self.assertEqual(self.reports, [(PEER, "bad-block")])
+        self.assertGreaterEqual(penalty_for(self.reports[0][1]), 50)
 
     def test_bad_transaction_from_a_peer_costs_it_points(self):
         """A transaction with a bad signature, and bytes that are no transaction, are reported with their codes."""

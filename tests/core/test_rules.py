@@ -902,3 +902,14 @@ class SignatureWorkerWireTests(SynchronousTestCase):
         """A group answer with a bit set past its count is one encode_answer could not have written."""
         self.assertRaises(Malformed, decode_answer, b"\x00\x00\x00\x03\x08")
         self.assertEqual(decode_answer(b"\x00\x00\x00\x03\x05"), [True, False, True])
+
+
+class BlockFaultTests(SynchronousTestCase):
+    def test_a_coin_rule_broken_by_a_block_is_charged_as_a_block_rule(self):
+        """A block breaking a rule of the coins is charged as a broken block rule (missing-input alone would
+        cost nothing, as for a transaction); any other error is charged as it is."""
+        from chaincore.core.errors import BadMerkleRoot, MissingInput
+        from chaincore.core.rules import block_fault
+        self.assertEqual(block_fault(MissingInput("gone")), "bad-block")
+        err = BadMerkleRoot("off")
+        self.assertIs(block_fault(err), err)
