@@ -18,6 +18,7 @@ from tests.support.nodes import settled
 from .fakes import FakeNetwork, NodePeer
 from .test_compact_relay import payments
 from .test_early_relay import _turn
+from .test_relay_liars import LiarAndHonestCase
 from .test_sync import ME, SyncTestCase, url
 
 
@@ -52,15 +53,7 @@ def fake_headers(parent, n: int) -> list:
     return [solve(dataclasses.replace(model, merkle_root=i.to_bytes(4, "big") + b"\x07" * 28)) for i in range(n)]
 
 
-class FetchFloodTests(SyncTestCase):
-    def setUp(self):
-        super().setUp()
-        self.block = make_block(funded_chain()[-1], payments(2), pay_to=BOB)
-        self.liar = self.network.add(NodePeer(url(5001), self.clock, funded_chain(), network=self.network))
-        self.honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain() + (self.block,),
-                                                network=self.network))
-        self.me = self.me(funded_chain(), self.liar, self.honest)
-
+class FetchFloodTests(LiarAndHonestCase):
     def test_thousands_of_fake_headers_hold_a_bounded_number_of_fetches(self):
         """A peer announcing 1,000 distinct blocks it never serves holds only a few fetches at once, not one per
         header; the real block it then announces first still comes from the honest announcer at once, and no

@@ -207,7 +207,9 @@ class PushTests(SyncTestCase):
         self.assertEqual(b.count("/announce", "POST"), 1)  # spared: a said it sent the block there
 
 
-class LiarTests(SyncTestCase):
+class LiarAndHonestCase(SyncTestCase):
+    """Our node with two peers on the funded chain: a liar, and an honest one that holds self.block too."""
+
     def setUp(self):
         super().setUp()
         self.block = make_block(funded_chain()[-1], payments(2), pay_to=BOB)
@@ -215,6 +217,9 @@ class LiarTests(SyncTestCase):
         self.honest = self.network.add(NodePeer(url(5002), self.clock, funded_chain() + (self.block,),
                                                 network=self.network))
         self.me = self.me(funded_chain(), self.liar, self.honest)
+
+
+class LiarTests(LiarAndHonestCase):
 
     def announce(self, sender: NodePeer, body: bytes) -> int:
         code, _ = self.successResultOf(sender.client.post_binary(ME, "/announce", body))
