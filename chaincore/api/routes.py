@@ -54,7 +54,10 @@ def is_loopback(request) -> bool:
 def names_sender(request, url: str) -> bool:
     """Whether url points at the client that sent request: a loopback client may name any loopback
     host, another client only its own address, so nobody can make the node probe a third party."""
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # an unclosed or bad IPv6 bracket: a URL that names nobody
+        return False
     if is_loopback(request):
         if host == "localhost":
             return True
@@ -191,10 +194,18 @@ def field(obj: dict, key: str):
 
 
 def peer_url(request) -> str | None:
+    """The X-ChainCore-Peer URL a request carries, or None when it has none that parses as an http(s) URL."""
     value = request.getHeader(PEER_HEADER)
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    return value if value and value.startswith(("http://", "https://")) and len(value) < 200 else None
+    if not (value and value.startswith(("http://", "https://")) and len(value) < 200):
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.hostname, parts.port  # each raises ValueError for a URL that does not parse
+    except ValueError:
+        return None
+    return value
 
 
 class PeerDirectory(Protocol):
