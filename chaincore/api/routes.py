@@ -14,10 +14,11 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from klein import Klein
+from klein.resource import KleinResource
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet import task
 from twisted.python.failure import Failure
-from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from ..core import compact as compact_blocks, jsonview, wire
@@ -260,7 +261,7 @@ class NodeAPI:
         self._utxo_texts_kept = {}  # {(address, wallet state): [JSON text]}: see _utxo_texts
 
     def resource(self):
-        return self.app.resource()
+        return _APIResource(self.app)
 
     @property
     def _explorer(self):
@@ -827,6 +828,23 @@ class NodeAPI:
     def index(self, request):
         self._charge(request, "explorer")
         return self._in_turn(lambda: self._html(request, self._explorer.home()))
+
+
+class _APIResource(KleinResource):
+    """Klein's resource, whose refusals before any route runs are JSON too: a path or Host header that is
+    not UTF-8 (Klein answers plain text) and a Host werkzeug cannot bind its routes to, such as a label of
+    64 characters or more (a 500 page from twisted.web)."""
+
+    def render(self, request):
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+            (request.getRequestHostname() or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            return json_error(request, 400, "the request's path or Host header is not UTF-8", "malformed")
+        try:
+            return super().render(request)
+        except HTTPException:  # werkzeug's BadHost, raised while binding the routes to the request's host
+            return json_error(request, 400, "the Host header does not name a host", "malformed")
 
 
 def _capped(texts, max_bytes: int) -> tuple:
