@@ -1,11 +1,21 @@
 """Requests that go wrong before any route runs: every answer is still a JSON error (CONTRACT 2).
 
 A path or Host header that is not UTF-8, or a Host that cannot be a host
-name, is refused by the resource in front of the routes; the node keeps
-answering the next request as before.
+name, is refused by the resource in front of the routes; HTTP that
+twisted.web's parser refuses (a broken request line, bad framing, a line
+over its limit) is refused by the node's channel.  The node keeps answering
+the next request as before.
 """
 
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+from chaincore.api.site import make_site
 
 from ..support.api import APIClient, assert_error, funded_node
 
@@ -29,3 +39,63 @@ class BeforeRoutesTests(SynchronousTestCase):
         for host in (b"a" * 64, b"a" * 5000 + b":5000"):
             assert_error(self, self.client.get("/status", headers={b"Host": [host]}), 400, "malformed")
         self.assertEqual(self.client.get("/status").status, 200)
+
+
+def answer_to(data: bytes) -> tuple:
+    """(status, headers, body) of what the node's Site writes back to data sent on a fresh connection."""
+    site = make_site(Echo())
+    site.reactor = Clock()
+    address = IPv4Address("TCP", "127.0.0.1", 40000)
+    proto = site.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    proto.makeConnection(transport)
+    proto.dataReceived(data)
+    if not transport.value():
+        return None, {}, b""  # nothing written back
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+class Echo(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"ok": true}'
+
+
+class FramingTests(SynchronousTestCase):
+    """HTTP that twisted.web's parser refuses, answered as every other error: a JSON body, then the close."""
+
+    def assert_json_refusal(self, data: bytes, status: int):
+        code, headers, body = answer_to(data)
+        self.assertEqual(code, status, body)
+        self.assertEqual(headers.get(b"content-type"), b"application/json")
+        self.assertEqual(headers.get(b"content-length"), b"%d" % len(body))
+        self.assertIsInstance(json.loads(body)["error"], str)
+
+    def test_bad_request_lines_and_headers(self):
+        """A request line that is not HTTP, an unknown version, a bad Content-Length, two lengths, an unknown
+        Transfer-Encoding or a broken chunk answer 400 JSON."""
+        for data in (b"HELLO\r\n\r\n",
+                     b"GET /status HTTP/9.9\r\nHost: x\r\n\r\n",
+                     b"POST /add_transaction HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                     b"POST /add_transaction HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                     b"POST /add_transaction HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                     b"POST /add_transaction HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+            self.assert_json_refusal(data, 400)
+
+    def test_request_line_too_long(self):
+        """A request line over twisted.web's 16 kB line limit answers 414 JSON (it was cut off unanswered)."""
+        self.assert_json_refusal(b"GET /block/" + b"a" * 17_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)
+
+    def test_header_too_long(self):
+        """A header line over the line limit answers 431 JSON (it was cut off unanswered)."""
+        self.assert_json_refusal(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 17_000 + b"\r\n\r\n", 431)
+
+    def test_good_request_is_served(self):
+        """A well-formed request on the same kind of connection is answered by the resource."""
+        code, _, body = answer_to(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual(code, 200)
