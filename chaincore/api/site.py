@@ -1,14 +1,18 @@
-"""The HTTP request class of the node's site: bodies over a limit get 413 before they are parsed.
+"""The HTTP request and channel classes of the node's site: every refusal, however early, is JSON.
 
-twisted.web buffers a whole body before any resource runs, so the limit has
-to be enforced while the body arrives (gotLength / handleContentChunk).
+twisted.web buffers a whole body before any resource runs, so the body limit
+has to be enforced while the body arrives (gotLength / handleContentChunk):
+a body over it gets 413 before it is parsed.  HTTP that twisted.web's own
+parser refuses (a broken request line, bad framing, a line over its limit)
+is answered by the channel with a JSON error too, where twisted.web would
+send a bare 400 or close without a word.
 """
 
 import json
 import time
 from io import BytesIO
 
-from twisted.web import server
+from twisted.web import http, server
 
 DEFAULT_MAX_BODY_BYTES = 4_000_000
 # A transaction the mempool could take is at most 101 kB (its ancestor-size limit), some 240 kB as JSON:
@@ -68,6 +72,41 @@ class LimitedRequest(server.Request):
         self.channel.loseConnection()
 
 
+def refusal(status: int, reason: str, message: str, code: str) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body, for a connection that is closed after it."""
+    body = json.dumps({"error": message, "code": code}).encode()
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body))
+
+
+class NodeChannel(http.HTTPChannel):
+    """twisted.web's channel, whose refusals of malformed HTTP are JSON answers.
+
+    Both hooks are twisted.web's own (tests/api/test_http_edges.py holds them
+    to it): `_respondToBadRequestAndDisconnect` for everything its parser
+    refuses, `lineLengthExceeded` for a line over MAX_LENGTH (16 kB), which
+    LineReceiver otherwise answers by closing the connection.
+    """
+
+    def _respondToBadRequestAndDisconnect(self):
+        self.transport.write(refusal(400, "Bad Request", "malformed HTTP request", "malformed"))
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line):
+        if getattr(self, "_HTTPChannel__first_line", 0):  # still waiting for a request line
+            answer = refusal(414, "URI Too Long", f"request line over {self.MAX_LENGTH} bytes", "too-large")
+        else:
+            answer = refusal(431, "Request Header Fields Too Large", f"header line over {self.MAX_LENGTH} bytes",
+                             "too-large")
+        self.transport.write(answer)
+        self.loseConnection()
+
+
+def _node_channel(factory):
+    # HTTPFactory calls its `protocol` as a method; Site's default wraps a plain HTTPChannel the same way
+    return http._GenericHTTPChannelProtocol(NodeChannel())
+
+
 def make_site(resource, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout_s: float = 30, on_finish=None):
     """A Site whose requests refuse bodies over max_body_bytes and report their latency to on_finish."""
 
@@ -89,6 +128,7 @@ class QuietSite(server.Site):
     which remembers its open connections so that a stopping node can close them."""
 
     noisy = False
+    protocol = _node_channel
 
     def logPrefix(self):
         return "ChainCore HTTP API"  # what twistd's "... starting on PORT" line names
