@@ -81,6 +81,26 @@ class StatusAndChainTests(APITestCase):
         body = self.client.get_json("/blocks?start=0&limit=100000")
         self.assertEqual(len(body["blocks"]), min(500, FUNDED_HEIGHT + 1))
 
+    def test_huge_limit_capped(self):
+        """A limit of any size is taken as the cap, as the OpenAPI document says (no maximum, "more than 500 is
+        taken as 500"): 2^64 and 30 digits too, which were refused."""
+        for limit in (str(2 ** 64), "9" * 30):
+            body = self.client.get_json(f"/blocks?start=0&limit={limit}")
+            self.assertEqual(len(body["blocks"]), min(500, FUNDED_HEIGHT + 1))
+            self.assertEqual(len(self.client.get_json(f"/headers?limit={limit}")["headers"]), FUNDED_HEIGHT)
+            self.assertIn("history", self.client.get_json(f"/history/{ALICE.address}?limit={limit}"))
+
+    def test_out_of_range_parameter_names_its_range(self):
+        """An integer parameter out of its range is refused with a message giving the range it has (a start
+        of 30 digits too); one with no maximum is not said to be "between 1 and None"."""
+        answer = self.client.get("/blocks?start=" + "9" * 30)
+        assert_error(self, answer, 400, "malformed")
+        self.assertIn("between 0 and 4294967295", answer.json["error"])
+        answer = self.client.get("/blocks?limit=0")
+        assert_error(self, answer, 400, "malformed")
+        self.assertIn("at least 1", answer.json["error"])
+        self.assertNotIn("None", answer.json["error"])
+
     def test_headers_limit_capped(self):
         """A /headers limit over 2000 is taken as 2000; a zero limit is refused."""
         body = self.client.get_json("/headers?limit=999999")
