@@ -303,7 +303,7 @@ ENDPOINTS = {
                         params=(ADDRESS_PARAM,
                                 Param("limit", "query", {"type": "integer", "minimum": 1},
                                       "rows per page (more than 500 is taken as 500)", 50, cap=500),
-                                Param("cursor", "query", {"type": "string", "pattern": "^(m[0-9]{1,9}|c[0-9]{1,10}\\.[0-9a-f]{64})$"},
+                                Param("cursor", "query", {"type": "string", "pattern": "^(m[0-9]{1,19}|c[0-9]{1,10}\\.[0-9a-f]{64})$"},
                                       "the `next` of the previous page", None)),
                         responses={200: ("one page of history; next is null on the last page",
                                          {"type": "object", "required": ["address", "history", "next"],
