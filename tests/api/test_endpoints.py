@@ -167,6 +167,17 @@ class PeerTests(APITestCase):
         assert_error(self, self.client.post("/peers", {"url": self.node.advertise_url}), 400, "peer-not-kept")
         self.assertEqual(self.service.peers.known_urls(), [])
 
+    def test_add_peer_with_no_host_name_is_refused(self):
+        """POST /peers with a host no HTTP client can connect to (a lone surrogate, a bracketed name, an
+        empty label, a label over 63 characters, an underscore, a hyphen at a label's end) is a 400
+        (bad-peer-url) and adds nothing: the peer layer would fail on it at every probe."""
+        for url in ("http://\ud800:5000", "http://[zz]:5000", "http://a..b:5000", f"http://{'a' * 64}:5000",
+                    "http://x_y:5000", "http://x-:5000"):
+            assert_error(self, self.client.post("/peers", {"url": url}), 400, "bad-peer-url")
+        self.assertEqual(self.service.peers.known_urls(), [])
+        for url in ("http://a-b.example:5003", "http://127.0.0.1:5003", "http://b\u00fccher.example:5003"):
+            self.assertEqual(self.client.post("/peers", {"url": url}).json["status"], "added", url)
+
     def test_add_peer_from_elsewhere_forbidden(self):
         """POST /peers from a non-loopback client is a JSON 403 and adds nothing."""
         remote = APIClient(self, self.service, client_address="203.0.113.7")
