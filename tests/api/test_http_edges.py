@@ -15,7 +15,11 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from chaincore.api.budgets import LOOPBACK, PEER, STRANGER, ConnectionTable
+from chaincore.api.errors import render_error
+from chaincore.api.guard import guard
 from chaincore.api.site import make_site
+from chaincore.core.errors import RateLimited
 
 from ..support.api import APIClient, assert_error, funded_node
 
@@ -99,3 +103,74 @@ class FramingTests(SynchronousTestCase):
         """A well-formed request on the same kind of connection is answered by the resource."""
         code, _, body = answer_to(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertEqual(code, 200)
+
+
+def parsed(raw: bytes) -> tuple:
+    """(status line, headers, JSON body) of one whole answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    return lines[0], dict(line.lower().split(b": ", 1) for line in lines[1:]), json.loads(body)
+
+
+class Throttled(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return render_error(request, RateLimited("too many bulk requests", 2.5))
+
+
+class ErrorShapeTests(SynchronousTestCase):
+    """Errors written outside the routes have the shape of the routes' own: {"error", "code"} (the OpenAPI
+    document's description), and a 429 has its reason phrase."""
+
+    def test_body_over_the_limit(self):
+        """The site's 413 for a body over the limit carries the code too-large."""
+        site = make_site(Echo(), max_body_bytes=10)
+        site.reactor = Clock()
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        proto, transport = site.buildProtocol(address), StringTransport(peerAddress=address)
+        proto.makeConnection(transport)
+        proto.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n")
+        line, _, body = parsed(transport.value())
+        self.assertEqual(line, b"HTTP/1.1 413 Payload Too Large")
+        self.assertEqual(body["code"], "too-large")
+
+    def test_connection_guard_answers(self):
+        """The guard's 429 (connections of one address), 503 (all connections) and 408 (headers too slow)
+        carry the codes rate-limited, unavailable and header-timeout."""
+        clock = Clock()
+        caps = {LOOPBACK: 1, PEER: 1, STRANGER: 1}
+        factory = guard(make_site(Echo()), clock, connections=ConnectionTable(max_total=2, per_address=caps,
+                                                                                reserved=0))
+
+        def connect(host):
+            address = IPv4Address("TCP", host, 40000)
+            proto, transport = factory.buildProtocol(address), StringTransport(peerAddress=address)
+            proto.makeConnection(transport)
+            return proto, transport
+
+        slow, slow_transport = connect("198.18.0.1")
+        connect("198.18.0.2")
+        codes = {}
+        for host in ("198.18.0.1", "198.18.0.3"):
+            line, headers, body = parsed(connect(host)[1].value())
+            codes[line] = body["code"]
+            self.assertIn(b"retry-after", headers)
+        slow.dataReceived(b"GET / HTTP/1.1\r\n")
+        clock.advance(60)
+        line, _, body = parsed(slow_transport.value())
+        codes[line] = body["code"]
+        self.assertEqual(codes, {b"HTTP/1.1 429 Too Many Requests": "rate-limited",
+                                 b"HTTP/1.1 503 Service Unavailable": "unavailable",
+                                 b"HTTP/1.1 408 Request Timeout": "header-timeout"})
+
+    def test_rate_limited_reason_phrase(self):
+        """A 429 from the routes says Too Many Requests in its status line (twisted.web knows no phrase for it)."""
+        site = make_site(Throttled())
+        site.reactor = Clock()
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        proto, transport = site.buildProtocol(address), StringTransport(peerAddress=address)
+        proto.makeConnection(transport)
+        proto.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), transport.value()[:60])
+        self.assertIn(b"\r\nRetry-After: 3\r\n", transport.value())

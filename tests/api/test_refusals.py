@@ -128,7 +128,7 @@ CASES = {  # name: (make(testcase) -> Req, status, code or None)
     "boolean_version": (lambda t: post_tx(dict(with_output(), version=True)), 400, "malformed"),
     "tx_id_mismatch": (lambda t: post_tx(dict(tx_json(), tx_id="00" * 32)), 400, "malformed"),
     "oversize_body": (lambda t: Req("/add_transaction", b'{"transaction": "' + b"a" * 5000 + b'"}',
-                                    client="limited"), 413, None),
+                                    client="limited"), 413, "too-large"),
     "tampered_signature": (lambda t: post_tx(tampered_signature()), 400, "bad-signature"),
     "unknown_input": (lambda t: post_tx(tx_json(signed_tx([(OutPoint(b"\x07" * 32, 0), ALICE)], [(BOB, 5000)]))),
                       400, "missing-input"),
