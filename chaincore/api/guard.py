@@ -29,9 +29,10 @@ RETRY_AFTER_S = 5
 _IDLE, _HEADERS, _BODY, _BUSY = "idle", "headers", "body", "busy"
 
 
-def http_answer(status: int, reason: str, message: str, retry_after_s: int | None = None) -> bytes:
-    """A whole HTTP/1.1 answer with a JSON error body that closes the connection."""
-    body = json.dumps({"error": message}).encode()
+def http_answer(status: int, reason: str, message: str, code: str, retry_after_s: int | None = None) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body (message and code, as the routes' errors) that closes
+    the connection."""
+    body = json.dumps({"error": message, "code": code}).encode()
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", "Connection: close",
             f"Content-Length: {len(body)}"]
     if retry_after_s is not None:
@@ -137,7 +138,7 @@ class GuardedConnection(ProtocolWrapper):
         elapsed = f.clock.seconds() - self._body_started
         needed = f.body_min_bytes_per_s * (elapsed - f.body_grace_s)
         if self._body_bytes < needed:
-            self._expire("body-too-slow", f"request body slower than {f.body_min_bytes_per_s} bytes per "
+            self._expire("body-too-slow", f"request body slower than {f.body_min_bytes_per_s:g} bytes per "
                                           f"second (after {f.body_grace_s:g} s)")
             return
         self._timer = f.clock.callLater(BODY_CHECK_S, self._check_body)
@@ -146,7 +147,7 @@ class GuardedConnection(ProtocolWrapper):
         self._timer = None
         self._closed = True
         self.factory.refused(reason)
-        self.transport.write(http_answer(408, "Request Timeout", message))
+        self.transport.write(http_answer(408, "Request Timeout", message, reason))
         self.transport.loseConnection()
         self._timer = self.factory.clock.callLater(LINGER_S, self.transport.abortConnection)
 
@@ -234,11 +235,12 @@ class GuardedFactory(WrappingFactory):
             self.refused(refusal.reason)
             if refusal.reason == "per-address":
                 answer = http_answer(429, "Too Many Requests",
-                                     f"too many connections from {host} (at most {refusal.limit})", RETRY_AFTER_S)
+                                     f"too many connections from {host} (at most {refusal.limit})", "rate-limited",
+                                     RETRY_AFTER_S)
             else:
                 answer = http_answer(503, "Service Unavailable",
                                      f"the node holds as many connections as it takes ({refusal.limit})",
-                                     RETRY_AFTER_S)
+                                     "unavailable", RETRY_AFTER_S)
             return _Refused(answer, self.clock)
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:

@@ -65,10 +65,8 @@ class LimitedRequest(server.Request):
     def _reject(self):
         self._rejected = True
         self.requestHeaders.removeHeader(b"expect")  # gotLength runs before the 100-continue check
-        body = json.dumps({"error": f"request body over {self.maxBody} bytes"}).encode()
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.channel.transport.write(refusal(413, "Payload Too Large", f"request body over {self.maxBody} bytes",
+                                             "too-large"))
         self.channel.loseConnection()
 
 
