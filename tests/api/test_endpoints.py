@@ -449,3 +449,21 @@ class DocumentTests(APITestCase):
         assert_error(self, self.client.get("/submit_block"), 405)
         assert_error(self, self.client.post("/status", {}), 405)
         self.assertEqual(state_of(self.node), before)
+
+    def test_document_names_every_refusal_an_endpoint_gives(self):
+        """The OpenAPI document lists what the endpoints answer to bad requests: 413 on every operation with a
+        body (the site refuses bodies over its limit), 503 on /events (too many streams), and its
+        description gives the body limits and the 414 and 431 for request and header lines over 16 kB."""
+        from chaincore.api.site import DEFAULT_MAX_BODY_BYTES, PATH_MAX_BODY_BYTES
+
+        doc = openapi()
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if "requestBody" in op:
+                    self.assertIn("413", op["responses"], f"{method} {path}")
+        self.assertIn("503", doc["paths"]["/events"]["get"]["responses"])
+        description = doc["info"]["description"]
+        for limit in (DEFAULT_MAX_BODY_BYTES, *PATH_MAX_BODY_BYTES.values()):
+            self.assertIn(f"{limit:,}", description)
+        self.assertIn("414", description)
+        self.assertIn("431", description)
