@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from .budgets import ENDPOINT_COSTS, STRANGERS_ONLY
+from .site import DEFAULT_MAX_BODY_BYTES, PATH_MAX_BODY_BYTES
 from ..core.errors import Malformed
 
 HEX32 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
@@ -329,7 +330,9 @@ ENDPOINTS = {
                        "send Last-Event-ID to resume.",
                        params=(Param("last_event_id", "query", {"type": "string", "maxLength": 64},
                                      "resume after this event id (as the Last-Event-ID header)", None),),
-                       responses={200: ("an event stream that stays open", None)}, content_type="text/event-stream"),
+                       responses={200: ("an event stream that stays open", None),
+                                  503: ("as many streams are open as the node keeps (Retry-After)", ref("Error"))},
+                       content_type="text/event-stream"),
     "search": Endpoint("get", "/search", "Find a height, block hash, tx id or address: redirects to its page.",
                        params=(Param("q", "query", {"type": "string", "maxLength": 200}, "what to look for", ""),),
                        responses={303: ("the matching page", None), 404: ("nothing matched (HTML)", None)},
@@ -367,6 +370,9 @@ ENDPOINTS = {
 for _ep in ENDPOINTS.values():  # every endpoint can answer a bad request and a fault
     if _ep.params or _ep.body:
         _ep.responses.setdefault(400, ("bad request", ref("Error")))
+    if _ep.body:
+        _ep.responses.setdefault(413, ("a body over the limit (the description's Limits), refused unread",
+                                       ref("Error")))
     _ep.responses.setdefault(500, ("internal error", ref("Error")))
 
 
@@ -477,7 +483,12 @@ DESCRIPTION = (
     "that is not strict JSON (UTF-8, no NaN, no repeated keys, nested at most 64 deep) is 400 malformed. "
     "Peers may send and ask for canonical bytes instead (application/octet-stream) where an operation lists "
     "that media type; errors stay JSON.\n\n"
-    "Limits (node options, defaults in brackets). Clients come in three classes, each with its own budgets: "
+    "Limits. A request body over "
+    f"{DEFAULT_MAX_BODY_BYTES:,} bytes ("
+    + ", ".join(f"{limit:,} for {path.decode()}" for path, limit in PATH_MAX_BODY_BYTES.items())
+    + ") is refused with 413 before it is read; a request line over 16 kB with 414, a header line over 16 kB "
+    "with 431, HTTP that does not parse with 400, all JSON. Budgets (node options, defaults in brackets): "
+    "clients come in three classes, each with its own budgets: "
     "loopback, active peers and strangers. Connections: at most --connections-per-address per stranger's "
     "address [8] (loopback 256, peers 16) and --max-connections in all [1024]; over the cap 429, over the total "
     "503, both JSON with Retry-After, then closed. A request's headers must arrive within --header-timeout of "
