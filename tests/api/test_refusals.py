@@ -234,3 +234,10 @@ class RefusalTests(SynchronousTestCase):
         """Under the LimitedRequest, a body within the limit is parsed as usual."""
         answer = self.send(Req("/add_transaction", {"transaction": 5}, client="limited"))
         assert_error(self, answer, 400, "malformed")
+
+    def test_bad_json_is_named_once(self):
+        """A body that is not JSON is refused saying so once, with where the parser stopped."""
+        answer = self.send(Req("/add_transaction", b'{"transaction": {'))
+        assert_error(self, answer, 400, "malformed")
+        self.assertTrue(answer.json["error"].startswith("body is not valid JSON: "), answer.json["error"])
+        self.assertEqual(answer.json["error"].count("JSON"), 1, answer.json["error"])
