@@ -97,7 +97,8 @@ def read_json(request) -> dict:
     try:
         obj = jsonview.loads(raw, max_bytes=max(len(raw), 1))  # the site capped the body already
     except Malformed as e:
-        raise Malformed(f"body is not valid JSON: {e}") from None
+        reason = str(e).removeprefix("not valid JSON: ")  # what loads says, without saying it twice
+        raise Malformed(f"body is not valid JSON: {reason}") from None
     if not isinstance(obj, dict):
         raise Malformed("body must be a JSON object")
     return obj
