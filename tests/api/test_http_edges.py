@@ -140,8 +140,9 @@ class ErrorShapeTests(SynchronousTestCase):
         carry the codes rate-limited, unavailable and header-timeout."""
         clock = Clock()
         caps = {LOOPBACK: 1, PEER: 1, STRANGER: 1}
-        factory = guard(make_site(Echo()), clock, connections=ConnectionTable(max_total=2, per_address=caps,
-                                                                                reserved=0))
+        site = make_site(Echo())
+        site.reactor = clock  # the connections' idle timeouts too: none may be left on the real reactor
+        factory = guard(site, clock, connections=ConnectionTable(max_total=2, per_address=caps, reserved=0))
 
         def connect(host):
             address = IPv4Address("TCP", host, 40000)
