@@ -467,3 +467,20 @@ class DocumentTests(APITestCase):
             self.assertIn(f"{limit:,}", description)
         self.assertIn("414", description)
         self.assertIn("431", description)
+
+    def test_document_gives_the_pages_answers_as_html(self):
+        """The explorer's refusals are pages and the document says so: /search's 404 and the pages' 400 and
+        404 are text/html, /search's 303 names its Location; their 429 and 500 stay JSON, as served."""
+        cases = {("/search", f"/search?q=nothing"): 404, ("/explorer/address/{address}", "/explorer/address/xyz"): 400,
+                 ("/explorer/blocks", "/explorer/blocks?before=x"): 400,
+                 ("/explorer/block/{hash}", "/explorer/block/zz"): 404, ("/explorer/tx/{tx_id}", "/explorer/tx/zz"): 404}
+        doc = openapi()
+        for (template, path), status in cases.items():
+            answer = self.client.get(path)
+            self.assertEqual(answer.status, status, path)
+            documented = doc["paths"][template]["get"]["responses"][str(status)]
+            self.assertEqual(list(documented["content"]), [answer.content_type.split(";")[0]], path)
+            for json_status in ("429", "500"):
+                self.assertEqual(list(doc["paths"][template]["get"]["responses"][json_status]["content"]),
+                                 ["application/json"], (path, json_status))
+        self.assertIn("Location", doc["paths"]["/search"]["get"]["responses"]["303"]["headers"])
