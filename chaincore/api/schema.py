@@ -67,6 +67,8 @@ COMPACT = {"type": "object", "required": ["header", "short_ids", "prefilled"], "
     "prefilled": {"type": "array", "items": {"type": "object", "required": ["index", "transaction"],
                                              "properties": {"index": U32, "transaction": TRANSACTION}}}}}
 
+PAGE = "text/html"  # the content type of the explorer's pages
+
 SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR, "Compact": COMPACT}
 
 
@@ -350,13 +352,16 @@ ENDPOINTS = {
                              params=(ADDRESS_PARAM,
                                      Param("cursor", "query", {"type": "string", "maxLength": 80},
                                            "a history cursor", None)),
-                             responses={200: ("HTML page", None)}, content_type="text/html"),
+                             responses={200: ("HTML page", None),
+                                        400: ("not an address, or a cursor this node did not give (HTML)", None)},
+                             content_type="text/html"),
     "mempool_page": Endpoint("get", "/explorer/mempool", "The page of the mempool.",
                              responses={200: ("HTML page", None)}, content_type="text/html"),
     "blocks_page": Endpoint("get", "/explorer/blocks", "Pages of main-chain blocks, newest first.",
                             params=(Param("before", "query", {"type": "integer", "minimum": 0}, "show blocks below this height",
                                           None),),
-                            responses={200: ("HTML page", None)}, content_type="text/html"),
+                            responses={200: ("HTML page", None), 400: ("before is not a height (HTML)", None)},
+                            content_type="text/html"),
     "template": Endpoint("get", "/mining/template", "A block to mine, paying the coinbase to address.",
                          params=(Param("address", "query", ADDRESS, "the coinbase's recipient", required=True),),
                          responses={200: ("an unsolved block with header_hex, nonce_offset, nonce_size, target",
@@ -368,7 +373,7 @@ ENDPOINTS = {
 }
 
 for _ep in ENDPOINTS.values():  # every endpoint can answer a bad request and a fault
-    if _ep.params or _ep.body:
+    if (_ep.params or _ep.body) and _ep.content_type != PAGE:  # pages list the refusals they make
         _ep.responses.setdefault(400, ("bad request", ref("Error")))
     if _ep.body:
         _ep.responses.setdefault(413, ("a body over the limit (the description's Limits), refused unread",
@@ -448,9 +453,11 @@ def openapi(server_url: str | None = None) -> dict:
             if ep.binary:
                 op["requestBody"]["content"][BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
         for status, (description, schema) in sorted(ep.responses.items()):
-            ctype = ep.content_type if status < 300 else "application/json"
+            # a page's refusals are pages too; its 429 and 500 come from the API's error handlers, in JSON
+            page = ep.content_type == PAGE and status in (400, 404)
+            ctype = ep.content_type if status < 300 or page else "application/json"
             content = {ctype: {"schema": schema}} if schema is not None else {ctype: {}}
-            if status == 204:
+            if status in (204, 303):
                 content = {}  # no body
             if ep.binary and ep.method == "get" and status == 200:
                 content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
@@ -458,6 +465,9 @@ def openapi(server_url: str | None = None) -> dict:
                 content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary_answer)}
             op["responses"][str(status)] = {"description": description, "content": content} if content else \
                 {"description": description}
+            if status == 303:
+                op["responses"]["303"]["headers"] = {"Location": {"schema": {"type": "string"},
+                                                                  "description": "the path of the page found"}}
         charged = costs.get(key)
         if charged is not None and "429" not in op["responses"]:
             op["responses"]["429"] = {
