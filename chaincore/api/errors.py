@@ -59,7 +59,7 @@ def render_error(request, error: BaseException) -> bytes:
 
 
 # reason phrases twisted.web does not know (it would send "Unknown Status")
-REASONS = {429: b"Too Many Requests", 431: b"Request Header Fields Too Large"}
+REASONS = {429: b"Too Many Requests"}
 
 
 def json_body(request, status: int, obj) -> bytes:

@@ -65,16 +65,20 @@ class LimitedRequest(server.Request):
     def _reject(self):
         self._rejected = True
         self.requestHeaders.removeHeader(b"expect")  # gotLength runs before the 100-continue check
-        self.channel.transport.write(refusal(413, "Payload Too Large", f"request body over {self.maxBody} bytes",
-                                             "too-large"))
+        self.channel.transport.write(error_answer(413, "Payload Too Large",
+                                                  f"request body over {self.maxBody} bytes", "too-large"))
         self.channel.loseConnection()
 
 
-def refusal(status: int, reason: str, message: str, code: str) -> bytes:
-    """A whole HTTP/1.1 answer with a JSON error body, for a connection that is closed after it."""
+def error_answer(status: int, reason: str, message: str, code: str, retry_after_s: int | None = None) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body (message and code, as the routes' errors), for a
+    connection that is closed after it."""
     body = json.dumps({"error": message, "code": code}).encode()
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body))
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", "Connection: close",
+            f"Content-Length: {len(body)}"]
+    if retry_after_s is not None:
+        head.append(f"Retry-After: {retry_after_s}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 class NodeChannel(http.HTTPChannel):
@@ -87,15 +91,15 @@ class NodeChannel(http.HTTPChannel):
     """
 
     def _respondToBadRequestAndDisconnect(self):
-        self.transport.write(refusal(400, "Bad Request", "malformed HTTP request", "malformed"))
+        self.transport.write(error_answer(400, "Bad Request", "malformed HTTP request", "malformed"))
         self.loseConnection()
 
     def lineLengthExceeded(self, line):
         if getattr(self, "_HTTPChannel__first_line", 0):  # still waiting for a request line
-            answer = refusal(414, "URI Too Long", f"request line over {self.MAX_LENGTH} bytes", "too-large")
+            answer = error_answer(414, "URI Too Long", f"request line over {self.MAX_LENGTH} bytes", "too-large")
         else:
-            answer = refusal(431, "Request Header Fields Too Large", f"header line over {self.MAX_LENGTH} bytes",
-                             "too-large")
+            answer = error_answer(431, "Request Header Fields Too Large",
+                                  f"header line over {self.MAX_LENGTH} bytes", "too-large")
         self.transport.write(answer)
         self.loseConnection()
 
