@@ -58,8 +58,12 @@ def render_error(request, error: BaseException) -> bytes:
     return json_error(request, status_for(error), public_message(error), error_code(error))
 
 
+# reason phrases twisted.web does not know (it would send "Unknown Status")
+REASONS = {429: b"Too Many Requests"}
+
+
 def json_body(request, status: int, obj) -> bytes:
-    request.setResponseCode(status)
+    request.setResponseCode(status, REASONS.get(status))
     request.setHeader(b"Content-Type", b"application/json")
     return json.dumps(obj, separators=(",", ":")).encode()
 

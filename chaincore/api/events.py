@@ -11,6 +11,7 @@ a comment line on a timer keeps proxies from closing idle ones.
 
 import json
 import os
+import re
 from collections import deque
 
 from twisted.application.service import Service
@@ -26,6 +27,7 @@ RING_SIZE = 500
 HEARTBEAT_S = 15.0
 MAX_STREAMS = 200
 MAX_BACKLOG_BYTES = 256 * 1024  # queued for a client that stopped reading; past it the stream is cut
+_SEQ = re.compile(r"[0-9]{1,20}")  # an event number as ids carry it
 
 
 class EventHub:
@@ -61,7 +63,8 @@ class EventHub:
         if not last_id:
             return []
         run, _, seq_text = last_id.strip().rpartition("-")
-        seq = int(seq_text) if seq_text.isdigit() else -1
+        # ASCII digits only: str.isdigit() also takes digits int() refuses (a superscript two)
+        seq = int(seq_text) if _SEQ.fullmatch(seq_text) else -1
         if run != self.run or seq < 0 or seq > self.seq:
             return [self._gap("the node restarted or does not know that event id")] + \
                 [self.frame(*e) for e in self.ring]
@@ -88,6 +91,7 @@ class EventHub:
         """
         if len(self.streams) >= self.max_streams:
             raise Unavailable(f"too many event streams open ({self.max_streams}); try again later")
+        missed = self.missed(last_id)  # before the headers: whatever fails here is still a plain error answer
         stream = _Stream(request)
         request.registerProducer(stream, True)  # told when the client stops reading
         request.setResponseCode(200)
@@ -95,7 +99,7 @@ class EventHub:
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")
         request.write(b"retry: 3000\n\n")
-        for frame in self.missed(last_id):
+        for frame in missed:
             request.write(frame)
         self.streams.add(stream)
 

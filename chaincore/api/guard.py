@@ -12,12 +12,11 @@ progress come from the Site's own request objects (its requestFactory is
 wrapped), so HTTP framing is parsed once, by twisted.web.
 """
 
-import json
-
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from .budgets import ConnectionTable, classify_host
+from .site import error_answer
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_GRACE_S = 10.0
@@ -27,16 +26,6 @@ LINGER_S = 1.0         # how long a refused or expired connection may take to re
 RETRY_AFTER_S = 5
 
 _IDLE, _HEADERS, _BODY, _BUSY = "idle", "headers", "body", "busy"
-
-
-def http_answer(status: int, reason: str, message: str, retry_after_s: int | None = None) -> bytes:
-    """A whole HTTP/1.1 answer with a JSON error body that closes the connection."""
-    body = json.dumps({"error": message}).encode()
-    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", "Connection: close",
-            f"Content-Length: {len(body)}"]
-    if retry_after_s is not None:
-        head.append(f"Retry-After: {retry_after_s}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 def host_of(addr) -> str:
@@ -137,7 +126,7 @@ class GuardedConnection(ProtocolWrapper):
         elapsed = f.clock.seconds() - self._body_started
         needed = f.body_min_bytes_per_s * (elapsed - f.body_grace_s)
         if self._body_bytes < needed:
-            self._expire("body-too-slow", f"request body slower than {f.body_min_bytes_per_s} bytes per "
+            self._expire("body-too-slow", f"request body slower than {f.body_min_bytes_per_s:g} bytes per "
                                           f"second (after {f.body_grace_s:g} s)")
             return
         self._timer = f.clock.callLater(BODY_CHECK_S, self._check_body)
@@ -146,7 +135,7 @@ class GuardedConnection(ProtocolWrapper):
         self._timer = None
         self._closed = True
         self.factory.refused(reason)
-        self.transport.write(http_answer(408, "Request Timeout", message))
+        self.transport.write(error_answer(408, "Request Timeout", message, reason))
         self.transport.loseConnection()
         self._timer = self.factory.clock.callLater(LINGER_S, self.transport.abortConnection)
 
@@ -233,12 +222,13 @@ class GuardedFactory(WrappingFactory):
         if refusal is not None:
             self.refused(refusal.reason)
             if refusal.reason == "per-address":
-                answer = http_answer(429, "Too Many Requests",
-                                     f"too many connections from {host} (at most {refusal.limit})", RETRY_AFTER_S)
+                answer = error_answer(429, "Too Many Requests",
+                                      f"too many connections from {host} (at most {refusal.limit})", "rate-limited",
+                                      RETRY_AFTER_S)
             else:
-                answer = http_answer(503, "Service Unavailable",
-                                     f"the node holds as many connections as it takes ({refusal.limit})",
-                                     RETRY_AFTER_S)
+                answer = error_answer(503, "Service Unavailable",
+                                      f"the node holds as many connections as it takes ({refusal.limit})",
+                                      "unavailable", RETRY_AFTER_S)
             return _Refused(answer, self.clock)
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:

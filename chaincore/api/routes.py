@@ -14,10 +14,11 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from klein import Klein
+from klein.resource import KleinResource
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet import task
 from twisted.python.failure import Failure
-from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from ..core import compact as compact_blocks, jsonview, wire
@@ -55,7 +56,10 @@ def is_loopback(request) -> bool:
 def names_sender(request, url: str) -> bool:
     """Whether url points at the client that sent request: a loopback client may name any loopback
     host, another client only its own address, so nobody can make the node probe a third party."""
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # an unclosed or bad IPv6 bracket: a URL that names nobody
+        return False
     if is_loopback(request):
         if host == "localhost":
             return True
@@ -94,7 +98,8 @@ def read_json(request) -> dict:
     try:
         obj = jsonview.loads(raw, max_bytes=max(len(raw), 1))  # the site capped the body already
     except Malformed as e:
-        raise Malformed(f"body is not valid JSON: {e}") from None
+        reason = str(e).removeprefix("not valid JSON: ")  # what loads says, without saying it twice
+        raise Malformed(f"body is not valid JSON: {reason}") from None
     if not isinstance(obj, dict):
         raise Malformed("body must be a JSON object")
     return obj
@@ -192,10 +197,18 @@ def field(obj: dict, key: str):
 
 
 def peer_url(request) -> str | None:
+    """The X-ChainCore-Peer URL a request carries, or None when it has none that parses as an http(s) URL."""
     value = request.getHeader(PEER_HEADER)
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    return value if value and value.startswith(("http://", "https://")) and len(value) < 200 else None
+    if not (value and value.startswith(("http://", "https://")) and len(value) < 200):
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.hostname, parts.port  # each raises ValueError for a URL that does not parse
+    except ValueError:
+        return None
+    return value
 
 
 class PeerDirectory(Protocol):
@@ -250,7 +263,7 @@ class NodeAPI:
         self._utxo_texts_kept = {}  # {(address, wallet state): [JSON text]}: see _utxo_texts
 
     def resource(self):
-        return self.app.resource()
+        return _APIResource(self.app)
 
     @property
     def _explorer(self):
@@ -821,6 +834,23 @@ class NodeAPI:
     def index(self, request):
         self._charge(request, "explorer")
         return self._in_turn(lambda: self._html(request, self._explorer.home()))
+
+
+class _APIResource(KleinResource):
+    """Klein's resource, whose refusals before any route runs are JSON too: a path or Host header that is
+    not UTF-8 (Klein answers plain text) and a Host werkzeug cannot bind its routes to, such as a label of
+    64 characters or more (a 500 page from twisted.web)."""
+
+    def render(self, request):
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+            (request.getRequestHostname() or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            return json_error(request, 400, "the request's path or Host header is not UTF-8", "malformed")
+        try:
+            return super().render(request)
+        except HTTPException:  # werkzeug's BadHost, raised while binding the routes to the request's host
+            return json_error(request, 400, "the Host header does not name a host", "malformed")
 
 
 def _capped(texts, max_bytes: int) -> tuple:

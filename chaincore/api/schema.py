@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from .budgets import ENDPOINT_COSTS, STRANGERS_ONLY
+from .site import DEFAULT_MAX_BODY_BYTES, PATH_MAX_BODY_BYTES
 from ..core.errors import Malformed
 
 HEX32 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
@@ -65,6 +66,8 @@ COMPACT = {"type": "object", "required": ["header", "short_ids", "prefilled"], "
                                  "hash's first 16 bytes, for every transaction not prefilled, in order"},
     "prefilled": {"type": "array", "items": {"type": "object", "required": ["index", "transaction"],
                                              "properties": {"index": U32, "transaction": TRANSACTION}}}}}
+
+PAGE = "text/html"  # the content type of the explorer's pages
 
 SCHEMAS = {"Transaction": TRANSACTION, "Block": BLOCK, "Header": HEADER, "Error": ERROR, "Compact": COMPACT}
 
@@ -303,7 +306,7 @@ ENDPOINTS = {
                         params=(ADDRESS_PARAM,
                                 Param("limit", "query", {"type": "integer", "minimum": 1},
                                       "rows per page (more than 500 is taken as 500)", 50, cap=500),
-                                Param("cursor", "query", {"type": "string", "pattern": "^(m[0-9]{1,9}|c[0-9]{1,10}\\.[0-9a-f]{64})$"},
+                                Param("cursor", "query", {"type": "string", "pattern": "^(m[0-9]{1,19}|c[0-9]{1,10}\\.[0-9a-f]{64})$"},
                                       "the `next` of the previous page", None)),
                         responses={200: ("one page of history; next is null on the last page",
                                          {"type": "object", "required": ["address", "history", "next"],
@@ -329,7 +332,9 @@ ENDPOINTS = {
                        "send Last-Event-ID to resume.",
                        params=(Param("last_event_id", "query", {"type": "string", "maxLength": 64},
                                      "resume after this event id (as the Last-Event-ID header)", None),),
-                       responses={200: ("an event stream that stays open", None)}, content_type="text/event-stream"),
+                       responses={200: ("an event stream that stays open", None),
+                                  503: ("as many streams are open as the node keeps (Retry-After)", ref("Error"))},
+                       content_type="text/event-stream"),
     "search": Endpoint("get", "/search", "Find a height, block hash, tx id or address: redirects to its page.",
                        params=(Param("q", "query", {"type": "string", "maxLength": 200}, "what to look for", ""),),
                        responses={303: ("the matching page", None), 404: ("nothing matched (HTML)", None)},
@@ -347,13 +352,16 @@ ENDPOINTS = {
                              params=(ADDRESS_PARAM,
                                      Param("cursor", "query", {"type": "string", "maxLength": 80},
                                            "a history cursor", None)),
-                             responses={200: ("HTML page", None)}, content_type="text/html"),
+                             responses={200: ("HTML page", None),
+                                        400: ("not an address, or a cursor this node did not give (HTML)", None)},
+                             content_type="text/html"),
     "mempool_page": Endpoint("get", "/explorer/mempool", "The page of the mempool.",
                              responses={200: ("HTML page", None)}, content_type="text/html"),
     "blocks_page": Endpoint("get", "/explorer/blocks", "Pages of main-chain blocks, newest first.",
                             params=(Param("before", "query", {"type": "integer", "minimum": 0}, "show blocks below this height",
                                           None),),
-                            responses={200: ("HTML page", None)}, content_type="text/html"),
+                            responses={200: ("HTML page", None), 400: ("before is not a height (HTML)", None)},
+                            content_type="text/html"),
     "template": Endpoint("get", "/mining/template", "A block to mine, paying the coinbase to address.",
                          params=(Param("address", "query", ADDRESS, "the coinbase's recipient", required=True),),
                          responses={200: ("an unsolved block with header_hex, nonce_offset, nonce_size, target",
@@ -365,8 +373,11 @@ ENDPOINTS = {
 }
 
 for _ep in ENDPOINTS.values():  # every endpoint can answer a bad request and a fault
-    if _ep.params or _ep.body:
+    if (_ep.params or _ep.body) and _ep.content_type != PAGE:  # pages list the refusals they make
         _ep.responses.setdefault(400, ("bad request", ref("Error")))
+    if _ep.body:
+        _ep.responses.setdefault(413, ("a body over the limit (the description's Limits), refused unread",
+                                       ref("Error")))
     _ep.responses.setdefault(500, ("internal error", ref("Error")))
 
 
@@ -388,14 +399,25 @@ def params(request, key: str, path_values: dict | None = None) -> dict:
     return out
 
 
+U64_LIMIT = 0xFFFFFFFFFFFFFFFF  # the largest integer parameter without a maximum of its own
+
+
 def _coerce(p: Param, raw: str):
     s = p.schema
     if s.get("type") == "integer":
-        if not re.fullmatch(r"\d{1,20}", raw):
+        if not re.fullmatch(r"[0-9]+", raw):
             raise Malformed(f"parameter {p.name} must be a non-negative integer")
-        value = int(raw)
-        if value < s.get("minimum", 0) or value > s.get("maximum", 1 << 64):
-            raise Malformed(f"parameter {p.name} must be between {s.get('minimum', 0)} and {s.get('maximum')}")
+        lo, hi = s.get("minimum", 0), s.get("maximum")
+        digits = raw.lstrip("0") or "0"
+        if p.cap is not None and len(digits) > len(str(p.cap)):  # any size is the cap: not even read
+            return p.cap
+        value = int(digits) if len(digits) <= 20 else U64_LIMIT + 1  # int() of thousands of digits is slow
+        if hi is not None and not lo <= value <= hi:
+            raise Malformed(f"parameter {p.name} must be between {lo} and {hi}")
+        if value < lo:
+            raise Malformed(f"parameter {p.name} must be at least {lo}")
+        if value > U64_LIMIT:
+            raise Malformed(f"parameter {p.name} must be at most {U64_LIMIT}")
         return min(value, p.cap) if p.cap is not None else value
     if "pattern" in s and not re.fullmatch(s["pattern"].strip("^$"), raw):
         raise Malformed(f"parameter {p.name} is not of the form {s['pattern']}")
@@ -431,9 +453,11 @@ def openapi(server_url: str | None = None) -> dict:
             if ep.binary:
                 op["requestBody"]["content"][BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
         for status, (description, schema) in sorted(ep.responses.items()):
-            ctype = ep.content_type if status < 300 else "application/json"
+            # a page's refusals are pages too; its 429 and 500 come from the API's error handlers, in JSON
+            page = ep.content_type == PAGE and status in (400, 404)
+            ctype = ep.content_type if status < 300 or page else "application/json"
             content = {ctype: {"schema": schema}} if schema is not None else {ctype: {}}
-            if status == 204:
+            if status in (204, 303):
                 content = {}  # no body
             if ep.binary and ep.method == "get" and status == 200:
                 content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary)}
@@ -441,6 +465,9 @@ def openapi(server_url: str | None = None) -> dict:
                 content[BINARY_MEDIA] = {"schema": dict(OCTETS, description=ep.binary_answer)}
             op["responses"][str(status)] = {"description": description, "content": content} if content else \
                 {"description": description}
+            if status == 303:
+                op["responses"]["303"]["headers"] = {"Location": {"schema": {"type": "string"},
+                                                                  "description": "the path of the page found"}}
         charged = costs.get(key)
         if charged is not None and "429" not in op["responses"]:
             op["responses"]["429"] = {
@@ -466,7 +493,12 @@ DESCRIPTION = (
     "that is not strict JSON (UTF-8, no NaN, no repeated keys, nested at most 64 deep) is 400 malformed. "
     "Peers may send and ask for canonical bytes instead (application/octet-stream) where an operation lists "
     "that media type; errors stay JSON.\n\n"
-    "Limits (node options, defaults in brackets). Clients come in three classes, each with its own budgets: "
+    "Limits. A request body over "
+    f"{DEFAULT_MAX_BODY_BYTES:,} bytes ("
+    + ", ".join(f"{limit:,} for {path.decode()}" for path, limit in PATH_MAX_BODY_BYTES.items())
+    + ") is refused with 413 before it is read; a request line over 16 kB with 414, a header line over 16 kB "
+    "with 431, HTTP that does not parse with 400, all JSON. Budgets (node options, defaults in brackets): "
+    "clients come in three classes, each with its own budgets: "
     "loopback, active peers and strangers. Connections: at most --connections-per-address per stranger's "
     "address [8] (loopback 256, peers 16) and --max-connections in all [1024]; over the cap 429, over the total "
     "503, both JSON with Retry-After, then closed. A request's headers must arrive within --header-timeout of "

@@ -1,14 +1,18 @@
-"""The HTTP request class of the node's site: bodies over a limit get 413 before they are parsed.
+"""The HTTP request and channel classes of the node's site: every refusal, however early, is JSON.
 
-twisted.web buffers a whole body before any resource runs, so the limit has
-to be enforced while the body arrives (gotLength / handleContentChunk).
+twisted.web buffers a whole body before any resource runs, so the body limit
+has to be enforced while the body arrives (gotLength / handleContentChunk):
+a body over it gets 413 before it is parsed.  HTTP that twisted.web's own
+parser refuses (a broken request line, bad framing, a line over its limit)
+is answered by the channel with a JSON error too, where twisted.web would
+send a bare 400 or close without a word.
 """
 
 import json
 import time
 from io import BytesIO
 
-from twisted.web import server
+from twisted.web import http, server
 
 DEFAULT_MAX_BODY_BYTES = 4_000_000
 # A transaction the mempool could take is at most 101 kB (its ancestor-size limit), some 240 kB as JSON:
@@ -61,11 +65,48 @@ class LimitedRequest(server.Request):
     def _reject(self):
         self._rejected = True
         self.requestHeaders.removeHeader(b"expect")  # gotLength runs before the 100-continue check
-        body = json.dumps({"error": f"request body over {self.maxBody} bytes"}).encode()
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.channel.transport.write(error_answer(413, "Payload Too Large",
+                                                  f"request body over {self.maxBody} bytes", "too-large"))
         self.channel.loseConnection()
+
+
+def error_answer(status: int, reason: str, message: str, code: str, retry_after_s: int | None = None) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body (message and code, as the routes' errors), for a
+    connection that is closed after it."""
+    body = json.dumps({"error": message, "code": code}).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", "Connection: close",
+            f"Content-Length: {len(body)}"]
+    if retry_after_s is not None:
+        head.append(f"Retry-After: {retry_after_s}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class NodeChannel(http.HTTPChannel):
+    """twisted.web's channel, whose refusals of malformed HTTP are JSON answers.
+
+    Both hooks are twisted.web's own (tests/api/test_http_edges.py holds them
+    to it): `_respondToBadRequestAndDisconnect` for everything its parser
+    refuses, `lineLengthExceeded` for a line over MAX_LENGTH (16 kB), which
+    LineReceiver otherwise answers by closing the connection.
+    """
+
+    def _respondToBadRequestAndDisconnect(self):
+        self.transport.write(error_answer(400, "Bad Request", "malformed HTTP request", "malformed"))
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line):
+        if getattr(self, "_HTTPChannel__first_line", 0):  # still waiting for a request line
+            answer = error_answer(414, "URI Too Long", f"request line over {self.MAX_LENGTH} bytes", "too-large")
+        else:
+            answer = error_answer(431, "Request Header Fields Too Large",
+                                  f"header line over {self.MAX_LENGTH} bytes", "too-large")
+        self.transport.write(answer)
+        self.loseConnection()
+
+
+def _node_channel(factory):
+    # HTTPFactory calls its `protocol` as a method; Site's default wraps a plain HTTPChannel the same way
+    return http._GenericHTTPChannelProtocol(NodeChannel())
 
 
 def make_site(resource, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout_s: float = 30, on_finish=None):
@@ -89,6 +130,7 @@ class QuietSite(server.Site):
     which remembers its open connections so that a stopping node can close them."""
 
     noisy = False
+    protocol = _node_channel
 
     def logPrefix(self):
         return "ChainCore HTTP API"  # what twistd's "... starting on PORT" line names

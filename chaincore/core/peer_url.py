@@ -1,14 +1,19 @@
 """The one check of a peer's base URL, shared by the API, the options, the peer table and the CLIs.
 
 A peer URL is `http://host[:port]` or `https://host[:port]`: no path, query,
-fragment or user info, a port in 1-65535.  Pure, so every layer may use it.
+fragment or user info, a port in 1-65535, and a host an HTTP client can
+connect to: an IPv6 address in brackets, or a name (an IPv4 address is one)
+whose labels are letters, digits and inner hyphens once IDNA-encoded.  Pure,
+so every layer may use it.
 """
 
 import ipaddress
+import re
 
 from .errors import BadPeerURL
 
 MAX_URL_CHARS = 200
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123, as the HTTP client's IDNA encoding checks
 
 
 def normalise_url(url) -> str:
@@ -29,7 +34,25 @@ def normalise_url(url) -> str:
         host = netloc
     if host.startswith("[") != host.endswith("]") or host in ("", "[]"):
         raise BadPeerURL(f"{url!r} has no host")
+    if not _is_host(host.lower()):
+        raise BadPeerURL(f"{url!r} has a host no client can connect to")
     return f"{scheme}://{netloc.lower()}"
+
+
+def _is_host(host: str) -> bool:
+    """Whether host is an IPv6 address in brackets, or a name whose IDNA labels are RFC 1123 labels."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:  # a lone surrogate, an empty label, a label over 63 characters
+        return False
+    labels = ascii_host[:-1].split(".") if ascii_host.endswith(".") else ascii_host.split(".")
+    return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def is_loopback_url(url) -> bool:

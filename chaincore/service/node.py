@@ -42,8 +42,9 @@ TX_SUMMARY_S = 10               # accepted transactions are summed up in one inf
 
 
 def parse_history_cursor(cursor: str):
-    """A /history cursor: an int (mempool rows to skip) or (height, tx_id); Malformed otherwise."""
-    m = re.fullmatch(r"m(\d{1,9})|c(\d{1,10})\.([0-9a-f]{64})", cursor)
+    """A /history cursor: an int (the mempool arrival number rows continue below) or (height, tx_id);
+    Malformed otherwise."""
+    m = re.fullmatch(r"m([0-9]{1,19})|c([0-9]{1,10})\.([0-9a-f]{64})", cursor)
     if not m:
         raise Malformed(f"cursor {cursor[:80]!r} is not one this node gave out")
     if m.group(1) is not None:
@@ -737,27 +738,30 @@ class Node:
     def history_page(self, address: str, limit: int = 50, cursor: str | None = None) -> tuple:
         """(rows, next cursor or None): the address's transactions, newest first (CONTRACT 7).
 
-        Mempool transactions come first (cursor `m<n>`: skip n of them), then the
-        main chain by height down, then tx_id (cursor `c<height>.<tx_id hex>`:
-        rows after that one).  Nothing is cut silently: `next` is None only on
-        the last page.
+        Mempool transactions come first, newest first (cursor `m<n>`: those that
+        arrived before arrival number n, so one that leaves between two pages
+        moves no other out of them), then the main chain by height down, then
+        tx_id (cursor `c<height>.<tx_id hex>`: rows after that one).  Nothing is
+        cut silently: `next` is None only on the last page.
         """
         payload = keys.address_payload(address)
         after = None
-        skip = 0
+        below = None  # the arrival number mempool rows continue below (None: from the newest)
         if cursor:
             after = parse_history_cursor(cursor)
             if isinstance(after, int):
-                skip, after = after, None
+                below, after = after, None
         rows = []
         if after is None:
             pending = [t.tx_id for t in reversed(self.mempool.transactions())
                        if any(o.recipient == payload for o in t.outputs)
                        or any(keys.payload_of(i.public_key) == payload for i in t.inputs)]
-            for tx_id in pending[skip:skip + limit]:
+            if below is not None:
+                pending = [tx_id for tx_id in pending if self.mempool.entry(tx_id).sequence < below]
+            for tx_id in pending[:limit]:
                 rows.append(self._history_row(tx_id, payload))
-            if len(pending) > skip + limit:
-                return rows, f"m{skip + limit}"
+            if len(pending) > limit:
+                return rows, f"m{self.mempool.entry(pending[limit - 1]).sequence}"
         self.flush_chain()  # as coins_of: the history index holds only what is written
         chain_rows = self.store.history_rows(payload, limit - len(rows) + 1, after)
         more = len(chain_rows) > limit - len(rows)
@@ -769,7 +773,7 @@ class Node:
                          "amount_delta": amount_delta, "coinbase": coinbase})
         if more:
             if not chain_rows:  # the page filled with mempool rows exactly; the chain starts the next one
-                return rows, f"m{skip + limit}"
+                return rows, f"m{self.mempool.entry(pending[-1]).sequence}"
             return rows, f"c{chain_rows[-1][1]}.{chain_rows[-1][0].hex()}"
         return rows, None
 

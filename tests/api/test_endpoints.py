@@ -81,6 +81,26 @@ class StatusAndChainTests(APITestCase):
         body = self.client.get_json("/blocks?start=0&limit=100000")
         self.assertEqual(len(body["blocks"]), min(500, FUNDED_HEIGHT + 1))
 
+    def test_huge_limit_capped(self):
+        """A limit of any size is taken as the cap, as the OpenAPI document says (no maximum, "more than 500 is
+        taken as 500"): 2^64 and 30 digits too, which were refused."""
+        for limit in (str(2 ** 64), "9" * 30):
+            body = self.client.get_json(f"/blocks?start=0&limit={limit}")
+            self.assertEqual(len(body["blocks"]), min(500, FUNDED_HEIGHT + 1))
+            self.assertEqual(len(self.client.get_json(f"/headers?limit={limit}")["headers"]), FUNDED_HEIGHT)
+            self.assertIn("history", self.client.get_json(f"/history/{ALICE.address}?limit={limit}"))
+
+    def test_out_of_range_parameter_names_its_range(self):
+        """An integer parameter out of its range is refused with a message giving the range it has (a start
+        of 30 digits too); one with no maximum is not said to be "between 1 and None"."""
+        answer = self.client.get("/blocks?start=" + "9" * 30)
+        assert_error(self, answer, 400, "malformed")
+        self.assertIn("between 0 and 4294967295", answer.json["error"])
+        answer = self.client.get("/blocks?limit=0")
+        assert_error(self, answer, 400, "malformed")
+        self.assertIn("at least 1", answer.json["error"])
+        self.assertNotIn("None", answer.json["error"])
+
     def test_headers_limit_capped(self):
         """A /headers limit over 2000 is taken as 2000; a zero limit is refused."""
         body = self.client.get_json("/headers?limit=999999")
@@ -146,6 +166,17 @@ class PeerTests(APITestCase):
         """POST /peers with the node's own advertised URL is a 400: the table does not keep it."""
         assert_error(self, self.client.post("/peers", {"url": self.node.advertise_url}), 400, "peer-not-kept")
         self.assertEqual(self.service.peers.known_urls(), [])
+
+    def test_add_peer_with_no_host_name_is_refused(self):
+        """POST /peers with a host no HTTP client can connect to (a lone surrogate, a bracketed name, an
+        empty label, a label over 63 characters, an underscore, a hyphen at a label's end) is a 400
+        (bad-peer-url) and adds nothing: the peer layer would fail on it at every probe."""
+        for url in ("http://\ud800:5000", "http://[zz]:5000", "http://a..b:5000", f"http://{'a' * 64}:5000",
+                    "http://x_y:5000", "http://x-:5000"):
+            assert_error(self, self.client.post("/peers", {"url": url}), 400, "bad-peer-url")
+        self.assertEqual(self.service.peers.known_urls(), [])
+        for url in ("http://a-b.example:5003", "http://127.0.0.1:5003", "http://b\u00fccher.example:5003"):
+            self.assertEqual(self.client.post("/peers", {"url": url}).json["status"], "added", url)
 
     def test_add_peer_from_elsewhere_forbidden(self):
         """POST /peers from a non-loopback client is a JSON 403 and adds nothing."""
@@ -418,3 +449,38 @@ class DocumentTests(APITestCase):
         assert_error(self, self.client.get("/submit_block"), 405)
         assert_error(self, self.client.post("/status", {}), 405)
         self.assertEqual(state_of(self.node), before)
+
+    def test_document_names_every_refusal_an_endpoint_gives(self):
+        """The OpenAPI document lists what the endpoints answer to bad requests: 413 on every operation with a
+        body (the site refuses bodies over its limit), 503 on /events (too many streams), and its
+        description gives the body limits and the 414 and 431 for request and header lines over 16 kB."""
+        from chaincore.api.site import DEFAULT_MAX_BODY_BYTES, PATH_MAX_BODY_BYTES
+
+        doc = openapi()
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if "requestBody" in op:
+                    self.assertIn("413", op["responses"], f"{method} {path}")
+        self.assertIn("503", doc["paths"]["/events"]["get"]["responses"])
+        description = doc["info"]["description"]
+        for limit in (DEFAULT_MAX_BODY_BYTES, *PATH_MAX_BODY_BYTES.values()):
+            self.assertIn(f"{limit:,}", description)
+        self.assertIn("414", description)
+        self.assertIn("431", description)
+
+    def test_document_gives_the_pages_answers_as_html(self):
+        """The explorer's refusals are pages and the document says so: /search's 404 and the pages' 400 and
+        404 are text/html, /search's 303 names its Location; their 429 and 500 stay JSON, as served."""
+        cases = {("/search", f"/search?q=nothing"): 404, ("/explorer/address/{address}", "/explorer/address/xyz"): 400,
+                 ("/explorer/blocks", "/explorer/blocks?before=x"): 400,
+                 ("/explorer/block/{hash}", "/explorer/block/zz"): 404, ("/explorer/tx/{tx_id}", "/explorer/tx/zz"): 404}
+        doc = openapi()
+        for (template, path), status in cases.items():
+            answer = self.client.get(path)
+            self.assertEqual(answer.status, status, path)
+            documented = doc["paths"][template]["get"]["responses"][str(status)]
+            self.assertEqual(list(documented["content"]), [answer.content_type.split(";")[0]], path)
+            for json_status in ("429", "500"):
+                self.assertEqual(list(doc["paths"][template]["get"]["responses"][json_status]["content"]),
+                                 ["application/json"], (path, json_status))
+        self.assertIn("Location", doc["paths"]["/search"]["get"]["responses"]["303"]["headers"])

@@ -127,6 +127,18 @@ class HubTests(SynchronousTestCase):
         hub.open(request, "old-1")
         self.assertEqual([e[1] for e in request.events()], ["gap", "block"])
 
+    def test_junk_event_id_reports_a_gap(self):
+        """A Last-Event-ID whose number is not plain digits (a superscript digit, which Python calls a digit
+        but cannot convert, or more digits than int() takes) is an id the node does not know: a `gap` then
+        the ring, never an error inside the stream."""
+        hub = EventHub(run="r")
+        hub.publish("block", {"height": 1})
+        for last_id in ("r-\u00b2", "\u00b2", "r-" + "9" * 5000, "r-1\u00b2"):
+            request = FakeRequest()
+            hub.open(request, last_id)
+            self.assertEqual(request.code, 200)
+            self.assertEqual([e[1] for e in request.events()], ["gap", "block"], last_id[:10])
+
     def test_disconnect_removes_the_stream(self):
         """A client that goes away is forgotten: later events are not written to it."""
         hub, request = EventHub(), FakeRequest()

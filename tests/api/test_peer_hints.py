@@ -5,6 +5,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.api.routes import names_sender
 
+from ..support.api import APIClient, assert_error, assert_json, funded_node
+
 
 class FakeRequest:
     def __init__(self, host):
@@ -30,3 +32,21 @@ class NamesSenderTests(SynchronousTestCase):
         self.assertTrue(names_sender(FakeRequest("203.0.113.7"), "http://203.0.113.7:5000"))
         self.assertFalse(names_sender(FakeRequest("203.0.113.7"), "http://203.0.113.8:5000"))
         self.assertFalse(names_sender(FakeRequest("203.0.113.7"), "http://localhost:5000"))
+
+    def test_unparsable_url_names_nobody(self):
+        """A URL that does not parse (an unclosed IPv6 bracket, a bracketed name) names no sender."""
+        for url in ("http://[::1", "http://[zz]:5000", "http://[127.0.0.1]:5000"):
+            self.assertFalse(names_sender(FakeRequest("127.0.0.1"), url), url)
+
+
+class PeerHeaderTests(SynchronousTestCase):
+    def test_unparsable_peer_header_is_ignored(self):
+        """An X-ChainCore-Peer header that does not parse as a URL is taken for no header: /status answers
+        200 and a bad transaction its 400, never a 500."""
+        client = APIClient(self, funded_node())
+        for url in ("http://[::1", "http://[zz]:5000"):
+            answer = client.get("/status?outbound=1", headers={"X-ChainCore-Peer": url})
+            self.assertEqual(answer.status, 200, answer.body[:200])
+            assert_json(self, answer)
+            answer = client.post("/add_transaction", {"transaction": None}, headers={"X-ChainCore-Peer": url})
+            assert_error(self, answer, 400, "malformed")

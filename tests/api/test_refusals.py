@@ -128,7 +128,7 @@ CASES = {  # name: (make(testcase) -> Req, status, code or None)
     "boolean_version": (lambda t: post_tx(dict(with_output(), version=True)), 400, "malformed"),
     "tx_id_mismatch": (lambda t: post_tx(dict(tx_json(), tx_id="00" * 32)), 400, "malformed"),
     "oversize_body": (lambda t: Req("/add_transaction", b'{"transaction": "' + b"a" * 5000 + b'"}',
-                                    client="limited"), 413, None),
+                                    client="limited"), 413, "too-large"),
     "tampered_signature": (lambda t: post_tx(tampered_signature()), 400, "bad-signature"),
     "unknown_input": (lambda t: post_tx(tx_json(signed_tx([(OutPoint(b"\x07" * 32, 0), ALICE)], [(BOB, 5000)]))),
                       400, "missing-input"),
@@ -234,3 +234,10 @@ class RefusalTests(SynchronousTestCase):
         """Under the LimitedRequest, a body within the limit is parsed as usual."""
         answer = self.send(Req("/add_transaction", {"transaction": 5}, client="limited"))
         assert_error(self, answer, 400, "malformed")
+
+    def test_bad_json_is_named_once(self):
+        """A body that is not JSON is refused saying so once, with where the parser stopped."""
+        answer = self.send(Req("/add_transaction", b'{"transaction": {'))
+        assert_error(self, answer, 400, "malformed")
+        self.assertTrue(answer.json["error"].startswith("body is not valid JSON: "), answer.json["error"])
+        self.assertEqual(answer.json["error"].count("JSON"), 1, answer.json["error"])

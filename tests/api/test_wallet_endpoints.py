@@ -101,6 +101,25 @@ class HistoryPagingTests(SynchronousTestCase):
         second = self.client.get_json(f"/history/{ALICE.address}?limit=2&cursor={first['next']}")
         self.assertEqual([r["height"] for r in second["history"]], [None, FUNDED_HEIGHT])
 
+    def test_mempool_rows_leaving_between_pages_cut_nothing(self):
+        """A mempool transaction confirmed between two pages shifts no other out of them: every one of the
+        address's transactions is still on some page (CONTRACT 7: nothing is ever cut silently)."""
+        txs = [pay_bob(height=h) for h in (1, 2, 3, 4)]
+        for tx in txs:
+            settled(self.node.submit_tx(tx))
+        first = self.client.get_json(f"/history/{ALICE.address}?limit=2")
+        self.assertEqual([r["tx_id"] for r in first["history"]], [txs[3].tx_id.hex(), txs[2].tx_id.hex()])
+        self.node.clock.advance(60)
+        settled(self.node.submit_block(make_block(funded_chain()[-1], [txs[3]], fees=1_000,
+                                                  timestamp=int(self.node.clock.seconds()))))
+        seen, cursor = [r["tx_id"] for r in first["history"]], first["next"]
+        while cursor is not None:
+            body = self.client.get_json(f"/history/{ALICE.address}?limit=2&cursor={cursor}")
+            seen += [r["tx_id"] for r in body["history"]]
+            cursor = body["next"]
+        self.assertEqual([t.tx_id.hex() for t in txs if t.tx_id.hex() not in seen], [])
+        self.assertEqual(seen[2:4], [txs[1].tx_id.hex(), txs[0].tx_id.hex()])  # the page after goes on from there
+
     def test_last_page_says_so(self):
         """An address with fewer rows than the limit gets them all and `next` null."""
         settled(self.node.submit_tx(pay_bob()))

@@ -35,7 +35,8 @@ class WiredSocketTests(RawClients, TestCase):
         self.trickle(client, b"X")
         await wait_until(lambda: client.done.called, 5, what="the slow client to be closed")
         self.assertTrue(client.received.startswith(b"HTTP/1.1 408"))
-        self.assertIn(b'{"error": "request headers not complete within 0.5 s"}', client.received)
+        self.assertIn(b'{"error": "request headers not complete within 0.5 s", "code": "header-timeout"}',
+                      client.received)
         self.assertIn(b'chaincore_slow_clients_closed_total{reason="header-timeout"} 1.0',
                       self.service.metrics.render())
 
