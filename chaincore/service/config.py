@@ -131,3 +131,6 @@ def finish_options(options) -> None:
     options["limits"] = parse_limits(options)
     if options["datadir"] is None:
         options["datadir"] = default_datadir(options["network"], _port_label(options["endpoint"]))
+    # in full, from the folder twistd starts in: the startup line names it so, and the node keeps finding it
+    # after twistd changes folder (--rundir); `--datadir=~/chain` reaches no shell that would expand the ~
+    options["datadir"] = os.path.abspath(os.path.expanduser(options["datadir"]))

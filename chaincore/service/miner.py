@@ -90,9 +90,13 @@ class MinerService(service.Service):
             taken = [r for r in (ranges.take() for _ in range(self.workers)) if r is not None]
             if not taken:
                 return None  # every nonce tried: a fresh template has a new coinbase
-            results = yield defer.gatherResults([
+            search = defer.gatherResults([
                 self._offloader.run(search_nonce, header, NONCE_OFFSET, NONCE_SIZE, block.header.target, start, count)
-                for start, count in taken])
+                for start, count in taken], consumeErrors=True)
+            # a range's own failure, not FirstError around it: a stop cancels the ranges out, and _run's
+            # caller must see that CancelledError to know the miner was stopped rather than broken
+            search.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
+            results = yield search
             self.hashes += sum(count for _, count in taken)
             hits = [r for r in results if r is not None]
             if hits:

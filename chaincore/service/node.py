@@ -596,8 +596,9 @@ class Node:
         now = int(self.clock.seconds())
         n += 1
         if now - start >= TX_SUMMARY_S:
-            log.info("{n} transaction{s} accepted in the last {seconds} s; mempool {size} transactions",
-                     n=n, s="" if n == 1 else "s", seconds=now - start, size=len(self.mempool))
+            size = len(self.mempool)
+            log.info("{n} transaction{s} accepted in the last {seconds} s; the mempool holds {size} transaction{ps}",
+                     n=n, s="" if n == 1 else "s", seconds=now - start, size=size, ps="" if size == 1 else "s")
             start, n = now, 0
         self._tx_window = (start, n)
 

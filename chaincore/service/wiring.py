@@ -64,8 +64,15 @@ class NodeService(service.MultiService):
         self.lock = lock        # the datadir's lock file, released when the store is closed
         self.datadir = datadir
         self.reactor = reactor
+        self.reopen_store = None  # opens the store closed before twistd's fork (make_node_service)
 
     def startService(self):
+        if self.reopen_store is not None:  # in the process that runs the node, after twistd's fork
+            try:
+                self.reopen_store()
+            except StoreError as e:
+                log.error("cannot open the store again: {e}", e=e)
+                raise SystemExit(f"chaincore: {e}")
         if self.lock is not None:
             note_lock_holder(self.lock)
         tip = self.node.chain.tip
@@ -328,7 +335,13 @@ def make_node_service(options, reactor=None):
     if warning:
         log.warn(warning)
     store, lock = open_store(options["datadir"], params)
-    return build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
-                      datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
-                      own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint,
-                      limits=options.get("limits"), outbound=options.get("outbound"))
+    top = build_node(store, params, reactor, offloader=ProcessOffloader(reactor), advertise_url=advertise,
+                     datadir=options["datadir"], seeds=options["peers"], discover_ports=options["discover_ports"],
+                     own_port=own_port, mine=options["mine"], reactor=reactor, lock=lock, endpoint=endpoint,
+                     limits=options.get("limits"), outbound=options.get("outbound"))
+    # twistd may fork (daemonize) between here and startService, and SQLite's locks would not follow the
+    # connection into the daemon: close the store (the datadir's lock, an flock, survives the fork) and
+    # open it again in the node's own process.
+    store.close()
+    top.reopen_store = store.inner.reopen
+    return top

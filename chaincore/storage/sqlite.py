@@ -128,7 +128,24 @@ class SqliteStore:
         self._depth = 0          # open transaction levels: 1 for BEGIN, more for SAVEPOINTs
         self._lost = False       # SQLite rolled the whole open transaction back under a savepoint
         self.upgraded = None     # what opening did to bring an older schema up to date (the opener logs it)
+        self._opening = (network_name, genesis_hash, durable)
         self._db = None
+        self._connect()
+
+    def reopen(self) -> None:
+        """Open the file again after close(), checking it as at first; StoreError if it cannot be.
+
+        twistd forks after the node is built: SQLite's locks (POSIX record locks) stay
+        with the process that took them, so a connection carried into the daemon would
+        hold none, and any other reader's close (a live `.backup`) would delete the
+        write-ahead log under it.  The opener closes the store before the fork and the
+        node reopens it in its own process.
+        """
+        if self._db is None:
+            self._connect()
+
+    def _connect(self) -> None:
+        network_name, genesis_hash, durable = self._opening
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._open(network_name, genesis_hash, durable)

@@ -1,6 +1,8 @@
 """`--mine` searches nonces in the node's one worker pool and submits through the node's accept path."""
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from chaincore.service.miner import REGTEST_PAUSE_S
@@ -39,3 +41,41 @@ class MinerPoolTests(SynchronousTestCase):
         service.miner.stopService()
         clock.advance(REGTEST_PAUSE_S * 3)
         self.assertEqual(service.node.chain.height, 5)
+
+
+class PendingOffloader(InlineOffloader):
+    """Hands out nonce ranges that are never answered, as worker processes still searching when the node stops."""
+
+    workers = 3
+
+    def __init__(self):
+        self.pending = []
+
+    def run(self, fn, *args):
+        if fn.__name__ != "search_nonce":
+            return super().run(fn, *args)
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+class MinerStopTests(SynchronousTestCase):
+    def test_stop_during_a_search_is_quiet(self):
+        """A node stopped while its --mine ranges are out logs no failure: stopping is not a fault of the miner."""
+        chain = regtest_chain(2)
+        clock = Clock()
+        clock.advance(chain[-1].header.timestamp + 60)
+        offloader = PendingOffloader()
+        service = make_node(clock, blocks=chain, offloader=offloader, mine=ALICE.address)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service.startService()
+        self.assertTrue(offloader.pending, "the miner handed out no range")
+        service.miner.stopService()
+        self.assertTrue(all(d.called for d in offloader.pending))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        loud = [formatEvent(e) for e in events
+                if e.get("log_namespace") == "chaincore.miner" and e["log_level"] >= LogLevel.warn]
+        self.assertEqual(loud, [])
+        service.stopService()

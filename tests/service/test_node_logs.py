@@ -64,8 +64,17 @@ class NodeLogTests(SynchronousTestCase):
         self.pay(3)
         (line,) = self.lines
         self.assertTrue(line.startswith(f"3 transactions accepted in the last {TX_SUMMARY_S} s"), line)
+        self.assertTrue(line.endswith("; the mempool holds 3 transactions"), line)
         self.pay(4)
         self.assertEqual(len(self.lines), 1)
+
+    def test_one_payment_in_the_singular(self):
+        """A lone payment after a quiet period is one line, with both counts in the singular."""
+        self.node.clock.advance(TX_SUMMARY_S)
+        self.pay(1)
+        (line,) = self.lines
+        self.assertTrue(line.startswith("1 transaction accepted in the last"), line)
+        self.assertTrue(line.endswith("; the mempool holds 1 transaction"), line)
 
     def test_reorganisation_is_logged(self):
         """A switch to a heavier branch logs the reorganisation as well as the block that caused it."""

@@ -65,6 +65,25 @@ class PortTests(SynchronousTestCase):
         """--datadir is kept as given."""
         self.assertEqual(parse("--datadir", "/srv/chain")["datadir"], "/srv/chain")
 
+    def test_relative_datadir_made_absolute(self):
+        """A relative --datadir is taken from the folder twistd starts in, so the startup line names it in full
+        and the peer table is saved beside the chain even after twistd changes folder (--rundir)."""
+        here = os.path.realpath(self.mktemp())
+        os.makedirs(here)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(here)
+        self.assertEqual(parse("--datadir", "devnet/node-5000")["datadir"], os.path.join(here, "devnet", "node-5000"))
+        self.assertEqual(parse("--datadir=.")["datadir"], here)
+
+    def test_datadir_tilde_expanded(self):
+        """`--datadir=~/chain` (where no shell expands the ~) is the chain folder in the home directory,
+        not a folder named ~ in the current one."""
+        home = os.path.realpath(self.mktemp())
+        old = os.environ.get("HOME")
+        self.addCleanup(lambda: os.environ.__setitem__("HOME", old) if old is not None else os.environ.pop("HOME"))
+        os.environ["HOME"] = home
+        self.assertEqual(parse("--datadir=~/chain")["datadir"], os.path.join(home, "chain"))
+
 
 class DiscoverPortsTests(SynchronousTestCase):
     def test_range(self):

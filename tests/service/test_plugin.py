@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 
 from treq.client import HTTPClient
@@ -132,6 +133,71 @@ class LifecycleTests(PluginTestCase):
         self.assertEqual((status["height"], status["tip_hash"]), (1, digest.hex()))
         self.assertIn(datadir.encode(), again.output)  # the datadir is printed at start
         await self.stop(again)
+
+
+
+class DaemonTests(PluginTestCase):
+    """`twistd` without -n, as the README's three-node example runs it: twistd forks after building the node."""
+
+    async def test_daemon_keeps_its_store_to_itself(self):
+        """A daemonized node keeps SQLite's locks on its store: a reader (a live `sqlite3 .backup`) leaves the
+        node's write-ahead log in place, and a block the node accepted afterwards is in the file for the next
+        reader.  (SQLite's locks stay with the process that took them: a connection opened before the fork
+        holds none in the daemon, the reader's close deleted the log, and the node wrote into a deleted file.)"""
+        port, datadir, rundir = free_port(), os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp_dir())
+        pidfile, logfile = os.path.join(rundir, "node.pid"), os.path.join(rundir, "node.log")
+        argv = twistd_command() + [f"--pidfile={pidfile}", f"--logfile={logfile}", "chaincore", "--port", str(port),
+                                   "--network", "regtest", "--datadir", datadir, "--discover-ports", ""]
+        out, err, code = await getProcessOutputAndValue(argv[0], argv[1:], env=child_env(), path=rundir)
+        self.assertEqual(code, 0, out + err)
+        pid = int(open(pidfile).read())
+
+        def alive():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
+
+        self.addCleanup(lambda: alive() and os.kill(pid, signal.SIGKILL))
+        base = f"http://127.0.0.1:{port}"
+
+        async def answered():
+            try:
+                code, body = await self.get_json(base + "/status", timeout_s=1)
+            except Exception:  # refused while the node starts
+                return None
+            return body if code == 200 else None
+
+        await wait_until(answered, START_TIMEOUT_S, interval_s=0.1, what="the daemon's /status")
+
+        def stored_blocks() -> int:
+            reader = sqlite3.connect(os.path.join(datadir, "chain.sqlite"))
+            try:
+                return reader.execute("SELECT count(*) FROM blocks").fetchone()[0]
+            finally:
+                reader.close()
+
+        before = stored_blocks()
+        self.assertTrue(os.path.exists(os.path.join(datadir, "chain.sqlite-wal")), "the reader removed the log")
+        code, template = await self.get_json(f"{base}/mining/template?address={ALICE.address}")
+        header = bytearray(bytes.fromhex(template["header_hex"]))
+        offset, size = template["nonce_offset"], template["nonce_size"]
+        for nonce in range(1000):
+            header[offset:offset + size] = nonce.to_bytes(size, "little")
+            digest = hashlib.sha256(hashlib.sha256(bytes(header)).digest()).digest()
+            if int.from_bytes(digest, "big") <= int(template["target"], 16):
+                break
+        code, body = await self.post_json(base + "/submit_block", {"block": dict(template["block"], nonce=nonce)})
+        self.assertEqual((code, body["status"]), (200, "accepted"))
+        self.assertEqual(stored_blocks(), before + 1)
+
+        os.kill(pid, signal.SIGTERM)
+        await wait_until(lambda: not alive(), START_TIMEOUT_S, interval_s=0.1, what="the daemon's exit")
+        with open(logfile, "rb") as f:
+            log = f.read()
+        self.assertIn(b"store closed at height 1", log)
+        self.assertNotIn(b"Traceback", log)
 
 
 class StartupFailureTests(TestCase):
