@@ -12,8 +12,10 @@ progress come from the Site's own request objects (its requestFactory is
 wrapped), so HTTP framing is parsed once, by twisted.web.
 """
 
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
 
 from .budgets import ConnectionTable, classify_host
 from .site import error_answer
@@ -186,6 +188,7 @@ def guarded_request(base):
     return GuardedRequest
 
 
+@implementer(IProtocolNegotiationFactory)
 class GuardedFactory(WrappingFactory):
     """Wraps a Site: connection caps per address and in total, header deadlines, a minimum body rate."""
 
@@ -209,6 +212,12 @@ class GuardedFactory(WrappingFactory):
 
     def logPrefix(self):
         return self.wrappedFactory.logPrefix()  # twistd's "... starting on PORT" names the site
+
+    def acceptableProtocols(self):
+        """What TLS offers over ALPN: HTTP/1.1, the protocol the guard reads.  A TLS endpoint asks its factory;
+        with none to offer, Twisted's ALPN callback selects nothing and OpenSSL ends the handshake of every
+        client that offers ALPN (curl, Python's urllib) with an internal-error alert."""
+        return [b"http/1.1"]
 
     def refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1

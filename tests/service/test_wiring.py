@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 
 from twisted.internet import reactor
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chaincore.service.wiring import make_node_service
 from chaincore.service.tap import Options
@@ -82,3 +82,51 @@ class StartupTests(SynchronousTestCase):
                                    reactor)
         second.store.close()
         second.lock.close()
+
+
+class TLSTests(TestCase):
+    def test_tls_endpoint_talks_to_clients_that_offer_alpn(self):
+        """A node on an ssl: endpoint completes the handshake with a client offering ALPN (h2 and http/1.1, as
+        curl does), chooses http/1.1, and answers /status: the connection guard around the site had offered
+        no protocol, and every such client got an internal-error alert."""
+        if shutil.which("openssl") is None:
+            raise SkipTest("openssl is not installed")
+        import socket
+        import ssl
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.threads import deferToThread
+        from twisted.web.resource import Resource
+        from twisted.web.static import Data
+        from chaincore.api.guard import guard
+        from chaincore.api.site import make_site
+        folder = tempfile.mkdtemp()
+        pem = os.path.join(folder, "node.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pem, "-out",
+                        pem + ".crt", "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True)
+        with open(pem, "a") as key, open(pem + ".crt") as cert:
+            key.write(cert.read())
+        root = Resource()
+        root.putChild(b"status", Data(b'{"ok": true}', "application/json"))
+        port = self.successResultOf(serverFromString(
+            reactor, f"ssl:0:privateKey={pem}:interface=127.0.0.1").listen(guard(make_site(root), reactor)))
+        self.addCleanup(port.stopListening)
+
+        def ask():
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            context.set_alpn_protocols(["h2", "http/1.1"])
+            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    answer = b""
+                    while chunk := tls.recv(65536):
+                        answer += chunk
+                    return tls.selected_alpn_protocol(), answer
+
+        return deferToThread(ask).addCallback(self._check_alpn_answer)
+
+    def _check_alpn_answer(self, result):
+        chosen, answer = result
+        self.assertEqual(chosen, "http/1.1")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:80])
+        self.assertIn(b'{"ok": true}', answer)
