@@ -25,6 +25,18 @@ def with_datadir(o: Options, datadir: str) -> Options:
     return o
 
 
+def self_signed_pem() -> str:
+    """A PEM file holding a new key and its self-signed certificate for localhost (SkipTest without openssl)."""
+    if shutil.which("openssl") is None:
+        raise SkipTest("openssl is not installed")
+    pem = os.path.join(tempfile.mkdtemp(), "node.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pem, "-out",
+                    pem + ".crt", "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True)
+    with open(pem, "a") as key, open(pem + ".crt") as cert:
+        key.write(cert.read())
+    return pem
+
+
 class StartupTests(SynchronousTestCase):
     def test_unreadable_tls_key_is_one_line(self):
         """An ssl: endpoint whose key file is missing ends the start with one line naming the file."""
@@ -35,14 +47,7 @@ class StartupTests(SynchronousTestCase):
 
     def test_tls_endpoint_advertises_https(self):
         """A node on an ssl: endpoint advertises an https URL on that port by default."""
-        if shutil.which("openssl") is None:
-            raise SkipTest("openssl is not installed")
-        folder = tempfile.mkdtemp()
-        pem = os.path.join(folder, "node.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pem, "-out",
-                        pem + ".crt", "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True)
-        with open(pem, "a") as key, open(pem + ".crt") as cert:
-            key.write(cert.read())
+        pem = self_signed_pem()
         (port,) = free_ports(1)
         service = make_node_service(options("--port", f"ssl:{port}:privateKey={pem}"), reactor)
         self.addCleanup(service.lock.close)
@@ -89,8 +94,6 @@ class TLSTests(TestCase):
         """A node on an ssl: endpoint completes the handshake with a client offering ALPN (h2 and http/1.1, as
         curl does), chooses http/1.1, and answers /status: the connection guard around the site had offered
         no protocol, and every such client got an internal-error alert."""
-        if shutil.which("openssl") is None:
-            raise SkipTest("openssl is not installed")
         import socket
         import ssl
         from twisted.internet.endpoints import serverFromString
@@ -99,12 +102,7 @@ class TLSTests(TestCase):
         from twisted.web.static import Data
         from chaincore.api.guard import guard
         from chaincore.api.site import make_site
-        folder = tempfile.mkdtemp()
-        pem = os.path.join(folder, "node.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", pem, "-out",
-                        pem + ".crt", "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True)
-        with open(pem, "a") as key, open(pem + ".crt") as cert:
-            key.write(cert.read())
+        pem = self_signed_pem()
         root = Resource()
         root.putChild(b"status", Data(b'{"ok": true}', "application/json"))
         port = self.successResultOf(serverFromString(
