@@ -202,6 +202,9 @@ class Discovery:
         except Malformed as e:
             self._refuse(url, f"not a ChainCore node ({e})")
             return False
+        except Exception as e:  # it could not even be asked (a URL the HTTP client cannot encode): that URL
+            self._failed(url, f"cannot ask it: {type(e).__name__}: {e}")  # fails, not the whole round
+            return False
         problem = self._incompatibility(status)
         if problem:
             self._refuse(url, problem)
@@ -239,6 +242,9 @@ class Discovery:
             return 0
         except Malformed as e:
             self.report_misbehaviour(url, e)
+            return 0
+        except Exception as e:  # as in _probe: one URL's trouble, not the round's
+            self._failed(url, f"cannot ask it: {type(e).__name__}: {e}")
             return 0
         added = 0
         for candidate in offered if changed else ():

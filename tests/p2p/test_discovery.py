@@ -44,6 +44,25 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual((other_net.probes, other_genesis.probes), (1, 1))
         self.assertEqual(good.requests[0][2], ME)
 
+    def test_a_url_the_client_cannot_ask_fails_alone_not_the_round(self):
+        """A probe that raises something unexpected (a URL the HTTP client cannot encode) fails that URL; the
+        round goes on to exchange peer lists with the others, and no round failure is logged."""
+        good = self.network.add(FakePeer("http://localhost:5001"))
+        discovery = self.discovery(ports=[5001, 5002])
+        real_status = discovery.client.status
+
+        def status(url, *args, **kwargs):
+            if url.endswith(":5002"):
+                raise ValueError("cannot encode this host")
+            return real_status(url, *args, **kwargs)
+
+        discovery.client.status = status
+        with capturedLogs() as events:
+            self.round(discovery)
+        self.assertEqual(discovery.active_peers(), [good.url])
+        self.assertEqual([r[1] for r in good.requests if r[1] == "/peers"], ["/peers"])
+        self.assertEqual([formatEvent(e) for e in events if "round failed" in formatEvent(e)], [])
+
     def test_refused_peers_are_not_reprobed_and_logged_once(self):
         """A node of another network is probed once, logged once, then left alone for an hour."""
         other = self.network.add(FakePeer("http://localhost:5002", network="main"))
