@@ -38,7 +38,7 @@ from ..core.compact import (SENT_TO_HEADER, compact_to_bytes, compact_to_json, f
                             max_compact_bytes, parse_compact, parse_compact_bytes, peer_tag, reconstruct,
                             sent_to_value)
 from ..core.errors import Invalid, Malformed, PeerUnreachable, Refused
-from ..core.rules import COIN_RULES, block_fault
+from ..core.rules import COIN_RULES, block_fault, check_header_context
 from .client import BinaryAnswer
 
 log = logger("chaincore.p2p.relay")
@@ -499,6 +499,14 @@ class Relay:
         if not header.has_valid_pow:
             self.discovery.report_misbehaviour(peer, "bad-pow")
             return "known"
+        refusal = self._header_refused(header)
+        if refusal is not None:
+            # a child of a block we hold must carry the target and time its parent allows: checked before
+            # anything is fetched, so a fake header costs the expected work, not the easiest there is
+            log.info("block {hash} announced by {peer} refused by its header: {err}",
+                     hash=header.hash.hex()[:16], peer=peer, err=refusal)
+            self.discovery.report_misbehaviour(peer, refusal)  # none for a clock ahead of ours (TimeTooNew)
+            return "known"
         if not self._may_fetch_from(peer) or \
                 (len(self.fetching) >= MAX_FETCHES and peer not in self.discovery.outbound_peers()):
             # fetches are bounded per announcer and in all (but for the peers we chose, so strangers cannot
@@ -511,6 +519,18 @@ class Relay:
         fetch = self.fetching[header.hash] = _Fetch(header)
         self._start_fetch(peer, fetch, compact)
         return "fetching"
+
+    def _header_refused(self, header):
+        """The rule an announced header breaks against its parent, when we hold the parent; else None."""
+        chain = self.node.chain
+        parent = chain.entry(header.previous_hash)
+        if parent is None:
+            return None
+        try:
+            check_header_context(header, chain.parent_info(parent), self.node.params, self.node.now())
+        except Invalid as err:
+            return err
+        return None
 
     def _take_hint(self, peer, block_hash, sent_to) -> None:
         """A hint that stops us announcing block_hash to the peers it names.  Taken only from a relay peer,

@@ -11,6 +11,7 @@ from chaincore.core.errors import MissingInput
 from chaincore.core.params import REGTEST
 from chaincore.core.tx import OutPoint
 from chaincore.p2p import relay
+from chaincore.p2p.peers import penalty_for
 from tests.support.api import APIClient, assert_error, funded_chain, funded_node
 from tests.support.builders import ALICE, BOB, make_block, signed_tx, solve
 from tests.support.nodes import settled
@@ -69,6 +70,20 @@ class FetchFloodTests(LiarAndHonestCase):
         self.assertEqual(self.me.tip(), self.block.hash)
         self.clock.pump([1] * 6)
         self.assertEqual(self.me.relay.fetching, {})
+
+    def test_a_header_its_parent_does_not_allow_is_not_fetched(self):
+        """A header on a block we hold must carry the target and time its parent allows before anything is
+        fetched: a wrong target costs the announcer its rule's points; a clock ahead of ours costs nothing, and
+        neither block is asked for."""
+        parent = funded_chain()[-1]
+        model = make_block(parent, pay_to=BOB).header
+        harder = solve(dataclasses.replace(model, target=model.target // 2))
+        ahead = solve(dataclasses.replace(model, timestamp=int(self.clock.seconds()) + 3 * 3600))
+        for header in (harder, ahead):
+            self.assertEqual(self.me.relay.announced(self.liar.url, header), "known")
+        self.assertEqual([p for m, p in self.liar.requests if p.startswith(("/compact", "/block"))], [])
+        self.assertEqual(self.me.relay.fetching, {})
+        self.assertEqual(self.me.discovery.table.get(self.liar.url).score, penalty_for("bad-target"))
 
     def test_fetches_from_many_claimed_peers_are_bounded_in_all(self):
         """Fake headers announced under 200 claimed URLs hold at most relay.MAX_FETCHES fetches in all."""
