@@ -610,7 +610,9 @@ class NodeAPI:
         self._charge(request, "block")
         body = read_json(request)
         block = self._node.block_for_relay(jsonview.require_hex(field(body, "block_hash"), "block_hash", 32))
-        indexes = jsonview.require_list(field(body, "indexes"), "indexes", MAX_ANNOUNCED_TXS)
+        # each index at most once, so at most the block's own count (a 1 MB block of small transactions
+        # holds more than an announcement's 5,000) and the answer is never bigger than the block
+        indexes = jsonview.require_list(field(body, "indexes"), "indexes", len(block.transactions))
         txs, seen = [], set()
         for n, index in enumerate(indexes):
             index = jsonview.require_int(index, f"indexes[{n}]", hi=len(block.transactions) - 1)

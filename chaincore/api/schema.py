@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from .. import __version__
 from .budgets import ENDPOINT_COSTS, STRANGERS_ONLY
 from .site import DEFAULT_MAX_BODY_BYTES, PATH_MAX_BODY_BYTES
+from ..core.compact import max_block_txs
 from ..core.errors import Malformed
+from ..core.params import NetworkParams
 
 HEX32 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 ADDRESS = {"type": "string", "minLength": 20, "maxLength": 40,
@@ -239,7 +241,8 @@ ENDPOINTS = {
                                         "in the order asked (docs/protocol.md 11)",
                           body={"type": "object", "required": ["block_hash", "indexes"], "properties": {
                               "block_hash": HEX32,
-                              "indexes": {"type": "array", "items": U32, "maxItems": 5000, "uniqueItems": True}}},
+                              "indexes": {"type": "array", "items": U32, "maxItems": max_block_txs(NetworkParams.max_block_size),
+                                          "uniqueItems": True}}},
                           responses={200: ("the transactions, in the order asked",
                                            {"type": "object", "properties": {
                                                "block_hash": HEX32,

@@ -412,13 +412,17 @@ class ServingTests(SynchronousTestCase):
         self.client = APIClient(self, self.service)
 
     def test_block_txs_refuses_an_index_asked_twice(self):
-        """POST /block_txs asking one index 5,000 times (an answer five times the block) is refused with 400
-        naming the repeat; each index once is served."""
-        answer = self.client.post("/block_txs", {"block_hash": self.block.hash.hex(), "indexes": [1] * 5000},
+        """POST /block_txs asking one index 5,000 times (an answer far bigger than the block) is refused with
+        400, as is any list longer than the block's; an index asked twice is named; each index once is served,
+        all of them included."""
+        for indexes, named in (([1] * 5000, "more than 3"), ([1, 1], "indexes[1]"), ([0, 1, 2, 0], "more than 3")):
+            answer = self.client.post("/block_txs", {"block_hash": self.block.hash.hex(), "indexes": indexes},
+                                      headers={"Accept": "application/octet-stream"})
+            assert_error(self, answer, 400, "malformed")
+            self.assertIn(named, answer.json["error"])
+        answer = self.client.post("/block_txs", {"block_hash": self.block.hash.hex(), "indexes": [0, 1, 2]},
                                   headers={"Accept": "application/octet-stream"})
-        self.assertEqual(answer.status, 400, len(answer.body))
-        assert_error(self, answer, 400, "malformed")
-        self.assertIn("indexes[1]", answer.json["error"])
+        self.assertEqual(answer.body, wire.frame_list([tx.raw for tx in self.block.transactions]))
         answer = self.client.post("/block_txs", {"block_hash": self.block.hash.hex(), "indexes": [2, 1]},
                                   headers={"Accept": "application/octet-stream"})
         self.assertEqual(answer.body, wire.frame_list([self.txs[1].raw, self.txs[0].raw]))
