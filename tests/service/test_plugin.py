@@ -78,6 +78,21 @@ class PluginTestCase(TestCase):
                                         headers={b"Content-Type": [b"application/json"]}, timeout=5)
         return response.code, json.loads(await response.content())
 
+    async def mine_one(self, base: str):
+        """Mine the node's template as an external miner would (nonce at nonce_offset) and submit it: the
+        answer's code and JSON, and the block hash the miner computed."""
+        code, template = await self.get_json(f"{base}/mining/template?address={ALICE.address}")
+        self.assertEqual(code, 200)
+        header = bytearray(bytes.fromhex(template["header_hex"]))
+        offset, size = template["nonce_offset"], template["nonce_size"]
+        for nonce in range(1000):
+            header[offset:offset + size] = nonce.to_bytes(size, "little")
+            digest = hashlib.sha256(hashlib.sha256(bytes(header)).digest()).digest()
+            if int.from_bytes(digest, "big") <= int(template["target"], 16):
+                break
+        code, body = await self.post_json(base + "/submit_block", {"block": dict(template["block"], nonce=nonce)})
+        return code, body, digest.hex()
+
     async def wait_for_status(self, base: str, proc: TwistdProcess) -> dict:
         async def answered():
             if proc.ended.called:
@@ -115,22 +130,13 @@ class LifecycleTests(PluginTestCase):
         self.assertEqual((status["network"], status["height"]), ("regtest", 0))
         self.assertEqual(status["url"], f"http://localhost:{port}")
 
-        code, template = await self.get_json(f"{base}/mining/template?address={ALICE.address}")
-        self.assertEqual(code, 200)
-        header = bytearray(bytes.fromhex(template["header_hex"]))
-        offset, size = template["nonce_offset"], template["nonce_size"]
-        for nonce in range(1000):
-            header[offset:offset + size] = nonce.to_bytes(size, "little")
-            digest = hashlib.sha256(hashlib.sha256(bytes(header)).digest()).digest()
-            if int.from_bytes(digest, "big") <= int(template["target"], 16):
-                break
-        code, body = await self.post_json(base + "/submit_block", {"block": dict(template["block"], nonce=nonce)})
+        code, body, block_hash = await self.mine_one(base)
         self.assertEqual((code, body["status"], body["height"], body["main_chain"]), (200, "accepted", 1, True))
         await self.stop(proc)
 
         again = self.start(port, datadir)
         status = await self.wait_for_status(base, again)
-        self.assertEqual((status["height"], status["tip_hash"]), (1, digest.hex()))
+        self.assertEqual((status["height"], status["tip_hash"]), (1, block_hash))
         self.assertIn(datadir.encode(), again.output)  # the datadir is printed at start
         await self.stop(again)
 
@@ -180,15 +186,7 @@ class DaemonTests(PluginTestCase):
 
         before = stored_blocks()
         self.assertTrue(os.path.exists(os.path.join(datadir, "chain.sqlite-wal")), "the reader removed the log")
-        code, template = await self.get_json(f"{base}/mining/template?address={ALICE.address}")
-        header = bytearray(bytes.fromhex(template["header_hex"]))
-        offset, size = template["nonce_offset"], template["nonce_size"]
-        for nonce in range(1000):
-            header[offset:offset + size] = nonce.to_bytes(size, "little")
-            digest = hashlib.sha256(hashlib.sha256(bytes(header)).digest()).digest()
-            if int.from_bytes(digest, "big") <= int(template["target"], 16):
-                break
-        code, body = await self.post_json(base + "/submit_block", {"block": dict(template["block"], nonce=nonce)})
+        code, body, _ = await self.mine_one(base)
         self.assertEqual((code, body["status"]), (200, "accepted"))
         self.assertEqual(stored_blocks(), before + 1)
 
