@@ -19,7 +19,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from . import keys
+from . import keys, wire
 from .block import Block, Header, merkle_root
 from .errors import (
     BadAddress,
@@ -338,34 +338,15 @@ def decode_groups(buf: bytes) -> list:
 
 
 def encode_txs(raw_txs) -> bytes:
-    """Transactions' canonical bytes as one buffer for verify_encoded (which runs verify_tx_bytes on them)."""
-    count = _COUNT.pack
-    parts = [_KIND_TXS, count(len(raw_txs))]
-    append = parts.append
-    for raw in raw_txs:
-        append(count(len(raw)))
-        append(raw)
-    return b"".join(parts)
+    """Transactions' canonical bytes as one buffer for verify_encoded (which runs verify_tx_bytes on them): the
+    kind byte, then the bytes as a framed list (wire.frame_list)."""
+    return _KIND_TXS + wire.frame_list(raw_txs)
 
 
 def decode_txs(buf: bytes) -> list:
     """The transactions' bytes encode_txs wrote; Malformed for a buffer it could not have written."""
     _check_kind(buf, KIND_TXS, "transaction batch")
-    try:
-        (n,), pos, raw_txs = _COUNT.unpack_from(buf, 1), 5, []
-        for _ in range(n):
-            (size,) = _COUNT.unpack_from(buf, pos)
-            pos += 4
-            if pos + size > len(buf):
-                raise Malformed(f"transaction batch cut short: a transaction runs {pos + size - len(buf)} "
-                                f"bytes past its end")
-            raw_txs.append(buf[pos:pos + size])
-            pos += size
-    except struct.error as err:
-        raise Malformed(f"transaction batch cut short: {err}") from None
-    if pos != len(buf):
-        raise Malformed(f"transaction batch has {len(buf) - pos} bytes past its end")
-    return raw_txs
+    return wire.read_list(buf[1:], len(buf), len(buf))
 
 
 def verify_encoded(buf: bytes) -> bytes:
