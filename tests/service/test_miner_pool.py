@@ -22,14 +22,19 @@ class RecordingOffloader(InlineOffloader):
         return super().run(fn, *args)
 
 
+def mining_node(blocks: int, offloader):
+    """(clock, service): a node on a regtest chain of `blocks` blocks, mining to ALICE with offloader."""
+    chain = regtest_chain(blocks)
+    clock = Clock()
+    clock.advance(chain[-1].header.timestamp + 60)
+    return clock, make_node(clock, blocks=chain, offloader=offloader, mine=ALICE.address)
+
+
 class MinerPoolTests(SynchronousTestCase):
     def test_mine_uses_the_node_pool(self):
         """A node built with mine= mines regtest blocks with search_nonce in the node's own offloader."""
-        chain = regtest_chain(3)
-        clock = Clock()
-        clock.advance(chain[-1].header.timestamp + 60)
         offloader = RecordingOffloader()
-        service = make_node(clock, blocks=chain, offloader=offloader, mine=ALICE.address)
+        clock, service = mining_node(3, offloader)
         self.assertIs(service.node.offloader, offloader)
         service.startService()
         self.addCleanup(service.stopService)
@@ -62,11 +67,8 @@ class PendingOffloader(InlineOffloader):
 class MinerStopTests(SynchronousTestCase):
     def test_stop_during_a_search_is_quiet(self):
         """A node stopped while its --mine ranges are out logs no failure: stopping is not a fault of the miner."""
-        chain = regtest_chain(2)
-        clock = Clock()
-        clock.advance(chain[-1].header.timestamp + 60)
         offloader = PendingOffloader()
-        service = make_node(clock, blocks=chain, offloader=offloader, mine=ALICE.address)
+        _, service = mining_node(2, offloader)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
