@@ -13,8 +13,10 @@ from chaincore.core.store import CachedStore, MemoryStore
 from chaincore.p2p import sync
 from chaincore.p2p.client import PeerClient
 from chaincore.p2p.peers import PENALTIES
-from tests.support.api import funded_chain
-from tests.support.builders import BOB, regtest_chain
+from chaincore.core.block import block_work
+from chaincore.core.tx import OutPoint
+from tests.support.api import funded_chain, mature_outpoint
+from tests.support.builders import ALICE, BOB, make_block, regtest_chain, signed_tx
 from tests.support.nodes import settled
 
 from .test_sync import MempoolExchangeTests, SyncTestCase, main_chain
@@ -44,7 +46,8 @@ class MisbehaviourTests(SyncTestCase):
     def liar(self, port: int, headers):
         """A peer on our chain that claims huge chainwork and answers /headers with headers(request)."""
         liar = self.peer(port, main_chain()[:11])
-        status = dict(liar.node.status(), chainwork=HUGE)
+        status = liar.node.status()
+        status["chainwork"] = f"{int(status['chainwork'], 16) + block_work(bad.header.target):064x}"
         liar.canned["/status"] = lambda request: (200, dict(status, peer_count=0))
         liar.canned["/headers"] = lambda request: (200, {"headers": headers(request), "more": False})
         return liar
@@ -107,6 +110,26 @@ class MisbehaviourTests(SyncTestCase):
         self.round(me)
         self.assertEqual(me.tip(), honest.tip())
         self.assertEqual(me.discovery.table.get(liar.url).score, PENALTIES["unexpected-block"])
+
+    def test_a_served_block_spending_a_missing_coin_costs_a_blocks_points(self):
+        """A peer whose chain holds a block spending a coin that does not exist is charged as for a block
+        breaking a rule (bad-block), not a transaction's missing input (no points): serving such chains again
+        and again gets it banned."""
+        chain = funded_chain()
+        ghost = signed_tx([(mature_outpoint(1), ALICE)], [(BOB, 1000)])
+        bad = make_block(chain[-1], [signed_tx([(OutPoint(ghost.tx_id, 0), BOB)], [(ALICE, 500)])], fees=500)
+        liar = self.peer(5001, chain)
+        status = liar.node.status()
+        status["chainwork"] = f"{int(status['chainwork'], 16) + block_work(bad.header.target):064x}"
+        liar.canned["/status"] = lambda request: (200, dict(status, peer_count=0))
+        liar.canned["/headers"] = lambda request: (200, dict(zip(("headers", "more"), headers_after(
+            chain + (bad,), locator_of(request), 2000))))
+        liar.canned["/blocks"] = lambda request: (200, {"blocks": [jsonview.block_to_json(bad)]})
+        me = self.me(chain, liar)
+        self.round(me)
+        self.assertEqual(me.tip(), chain[-1].hash)
+        self.assertEqual(liar.count("/blocks"), 1)
+        self.assertEqual(me.discovery.table.get(liar.url).score, PENALTIES["bad-block"])
 
     def test_liar_banned_after_repeated_lies_and_asked_nothing_more(self):
         """A liar that keeps lying is banned at the threshold and asked nothing after; the node stays on the
