@@ -46,8 +46,7 @@ class MisbehaviourTests(SyncTestCase):
     def liar(self, port: int, headers):
         """A peer on our chain that claims huge chainwork and answers /headers with headers(request)."""
         liar = self.peer(port, main_chain()[:11])
-        status = liar.node.status()
-        status["chainwork"] = f"{int(status['chainwork'], 16) + block_work(bad.header.target):064x}"
+        status = dict(liar.node.status(), chainwork=HUGE)
         liar.canned["/status"] = lambda request: (200, dict(status, peer_count=0))
         liar.canned["/headers"] = lambda request: (200, {"headers": headers(request), "more": False})
         return liar
