@@ -29,6 +29,7 @@ DISCOVERY_INTERVAL_S = 2.0   # a round probes only peers that are due, so it is 
 SYNC_INTERVAL_S = 5.0        # a round polls only the outbound peers whose poll is due (peers.PollSchedule)
 MEMPOOL_INTERVAL_S = 600.0   # transactions are announced; the whole-mempool exchange is a slow safety net
 MEMPOOL_READD_S = 60.0       # a peer added again this soon after its mempool was asked for is not asked again
+MEMPOOL_ASKED_KEPT = 1024    # peers whose last mempool request is remembered
 SAVE_INTERVAL_S = 60.0
 STARTUP_RETRIES = 2
 STARTUP_RETRY_DELAY_S = 2.0
@@ -169,10 +170,10 @@ class PeerNetwork(service.MultiService):
         asked = self._mempool_asked
         if now - asked.get(url, now - MEMPOOL_READD_S) < MEMPOOL_READD_S:
             return False
-        if len(asked) >= 1024:
-            for peer in [p for p, when in asked.items() if now - when >= MEMPOOL_READD_S]:
-                del asked[peer]
-        asked[url] = now
+        asked.pop(url, None)
+        asked[url] = now  # oldest first, so the bound drops the longest asked
+        while len(asked) > MEMPOOL_ASKED_KEPT:
+            del asked[next(iter(asked))]
         return True
 
     def _peer_lost(self, url):

@@ -186,6 +186,9 @@ class CompactRelayTests(SyncTestCase):
         self.clock.advance(61)
         self.successResultOf(network._peer_added(a.url, {}))
         self.assertEqual(a.count("/transactions"), 2)
+        for n in range(2000):  # peers coming and going under many URLs: the record stays bounded
+            network._mempool_due(url(7000 + n))
+        self.assertLessEqual(len(network._mempool_asked), 1024)
 
     def test_reconstruct_reports_a_mempool_collision(self):
         """Two mempool transactions under one short id make the rebuild report a collision, not a guess."""
