@@ -54,12 +54,10 @@ def is_loopback(request) -> bool:
 
 
 def names_sender(request, url: str) -> bool:
-    """Whether url points at the client that sent request: a loopback client may name any loopback
-    host, another client only its own address, so nobody can make the node probe a third party."""
-    try:
-        host = urlsplit(url).hostname or ""
-    except ValueError:  # an unclosed or bad IPv6 bracket: a URL that names nobody
-        return False
+    """Whether url (one peer_url gave, so it parses) points at the client that sent request: a loopback client
+    may name any loopback host, another client only its own address, so nobody can make the node probe a third
+    party."""
+    host = urlsplit(url).hostname or ""
     if is_loopback(request):
         if host == "localhost":
             return True

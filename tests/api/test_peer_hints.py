@@ -3,14 +3,17 @@
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from chaincore.api.routes import names_sender
+from chaincore.api.routes import names_sender, peer_url
 
 from ..support.api import APIClient, assert_error, assert_json, funded_node
 
 
 class FakeRequest:
-    def __init__(self, host):
-        self.host = host
+    def __init__(self, host, peer=None):
+        self.host, self.peer = host, peer
+
+    def getHeader(self, name):
+        return self.peer.encode() if name.lower() == b"x-chaincore-peer" and self.peer else None
 
     def getClientAddress(self):
         return IPv4Address("TCP", self.host, 40000)
@@ -33,10 +36,12 @@ class NamesSenderTests(SynchronousTestCase):
         self.assertFalse(names_sender(FakeRequest("203.0.113.7"), "http://203.0.113.8:5000"))
         self.assertFalse(names_sender(FakeRequest("203.0.113.7"), "http://localhost:5000"))
 
-    def test_unparsable_url_names_nobody(self):
-        """A URL that does not parse (an unclosed IPv6 bracket, a bracketed name) names no sender."""
-        for url in ("http://[::1", "http://[zz]:5000", "http://[127.0.0.1]:5000"):
-            self.assertFalse(names_sender(FakeRequest("127.0.0.1"), url), url)
+    def test_unparsable_url_is_no_peer_url(self):
+        """An X-ChainCore-Peer URL that does not parse (an unclosed IPv6 bracket, a bracketed name, a port that
+        is not a number) is taken for no header, so nothing that reads a sender sees it."""
+        for url in ("http://[::1", "http://[zz]:5000", "http://[127.0.0.1]:5000", "http://host:port"):
+            self.assertIsNone(peer_url(FakeRequest("127.0.0.1", url)), url)
+        self.assertEqual(peer_url(FakeRequest("127.0.0.1", "http://[::1]:5000")), "http://[::1]:5000")
 
 
 class PeerHeaderTests(SynchronousTestCase):
